@@ -1,0 +1,1097 @@
+"""The firm-year panel data contract (DESIGN.md section 3) and its validation.
+
+Column names, types and the rules every input must satisfy live here; `io.read_panel`
+reads a file and hands the frame to `validate_panel`, which collects *every* problem
+into one `DataValidationError`.
+"""
+from __future__ import annotations
+
+# ASEAN member states: ISO 3166 alpha-3 -> (alpha-2, English short name, currency ISO 4217)
+ASEAN: dict[str, tuple[str, str, str]] = {
+    "BRN": ("BN", "Brunei Darussalam", "BND"),
+    "KHM": ("KH", "Cambodia", "KHR"),
+    "IDN": ("ID", "Indonesia", "IDR"),
+    "LAO": ("LA", "Lao PDR", "LAK"),
+    "MYS": ("MY", "Malaysia", "MYR"),
+    "MMR": ("MM", "Myanmar", "MMK"),
+    "PHL": ("PH", "Philippines", "PHP"),
+    "SGP": ("SG", "Singapore", "SGD"),
+    "THA": ("TH", "Thailand", "THB"),
+    "VNM": ("VN", "Viet Nam", "VND"),
+}
+COUNTRIES: tuple[str, ...] = tuple(ASEAN)
+SIZE_CLASSES: tuple[str, ...] = ("micro", "small", "medium", "large")
+MSME_CLASSES: tuple[str, ...] = ("micro", "small", "medium")
+ISIC_SECTIONS: tuple[str, ...] = tuple("ABCDEFGHIJKLMNOPQRSTU")
+PROGRAMME_TYPES: tuple[str, ...] = ("finance", "market_access", "capacity_building")
+
+MONEY_COLUMNS: tuple[str, ...] = (
+    "turnover", "value_added", "assets", "exports", "loans_outstanding",
+)
+BOOL_COLUMNS: tuple[str, ...] = (
+    "owner_female", "urban", "registered", "sells_online", "imports_or_gvc",
+)
+REQUIRED_COLUMNS: tuple[str, ...] = ("firm_id", "country", "year", "sector", "employees")
+OPTIONAL_COLUMNS: tuple[str, ...] = (
+    *MONEY_COLUMNS, "size_class", *BOOL_COLUMNS, "birth_year", "weight", "strata", "psu",
+    "region", "programme", "programme_type", "first_treated", "support_amount",
+)
+
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import pandera.pandas as pa
+from pandera.errors import SchemaErrors
+
+# ---------------------------------------------------------------------------------------------
+# Canonical layout, dtypes and accepted spellings
+# ---------------------------------------------------------------------------------------------
+PANEL_COLUMNS: tuple[str, ...] = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
+SIZE_CLASS_DTYPE = pd.CategoricalDtype(list(SIZE_CLASSES), ordered=True)
+YEAR_MIN, YEAR_MAX = 2000, 2100
+ROW_CONVENTION = (
+    "rows are 1-based data rows: row 1 is the first record below the header "
+    "(in a spreadsheet or CSV, line = row + 1)"
+)
+N_SHOW = 5  # offending rows / values shown per problem
+
+# Column kind -> how raw values are parsed (see `_coerce_column`).
+PANEL_KINDS: dict[str, str] = {
+    "firm_id": "text", "country": "country", "year": "int", "sector": "sector",
+    "employees": "int", **{c: "float" for c in MONEY_COLUMNS}, "size_class": "code",
+    **{c: "bool" for c in BOOL_COLUMNS}, "birth_year": "Int64", "weight": "float",
+    "strata": "text", "psu": "text", "region": "text", "programme": "text",
+    "programme_type": "code", "first_treated": "Int64", "support_amount": "float",
+}
+PANEL_NOT_NULL: frozenset[str] = frozenset({*REQUIRED_COLUMNS, "weight"})
+
+MACRO_COLUMNS: tuple[str, ...] = (
+    "country", "year", "gdp", "exports_total", "business_loans_total", "employment_total",
+    "usd_per_lcu",
+)
+MACRO_REQUIRED: tuple[str, ...] = ("country", "year")
+MACRO_KINDS: dict[str, str] = {
+    "country": "country", "year": "int", **{c: "float" for c in MACRO_COLUMNS[2:]},
+}
+TARGET_COLUMNS: tuple[str, ...] = (
+    "indicator", "country", "baseline_year", "baseline_value", "target_year", "target_value",
+)
+TARGET_KINDS: dict[str, str] = {
+    "indicator": "text", "country": "area", "baseline_year": "int", "baseline_value": "float",
+    "target_year": "int", "target_value": "float",
+}
+AGGREGATE_AREA = "ASEAN"  # accepted as `country` in the targets table (regional target)
+
+# Explicit column-name aliases, applied after `normalise_column_name`. Kept short on purpose:
+# anything not listed is kept under its own (normalised) name and reported as unknown.
+COLUMN_ALIASES: dict[str, str] = {
+    "firmid": "firm_id", "firm": "firm_id", "enterprise_id": "firm_id", "establishment_id": "firm_id",
+    "country_code": "country", "iso3": "country", "country_iso3": "country",
+    "isic_section": "sector", "sector_isic": "sector", "isic": "sector",
+    "n_employees": "employees", "nb_employees": "employees", "num_employees": "employees",
+    "number_of_employees": "employees", "employee_count": "employees",
+    "sales": "turnover", "revenue": "turnover",
+    "firm_size": "size_class", "size": "size_class",
+    "female_owner": "owner_female", "female_owned": "owner_female", "women_owned": "owner_female",
+    "year_founded": "birth_year", "founding_year": "birth_year", "year_established": "birth_year",
+    "sampling_weight": "weight", "survey_weight": "weight", "wgt": "weight", "pweight": "weight",
+    "stratum": "strata", "cluster": "psu",
+    "first_treat": "first_treated", "first_year_treated": "first_treated", "gname": "first_treated",
+    "support": "support_amount", "support_lcu": "support_amount",
+}
+
+# ISO 3166-1 numeric codes (accepted as country codes, e.g. from registry extracts).
+_ISO_NUMERIC = {"BRN": "096", "KHM": "116", "IDN": "360", "LAO": "418", "MYS": "458",
+                "MMR": "104", "PHL": "608", "SGP": "702", "THA": "764", "VNM": "704"}
+# English names and common variants beyond the short names in ASEAN.
+_COUNTRY_VARIANTS = {
+    "BRN": ["Brunei", "Brunei Darussalam", "Negara Brunei Darussalam"],
+    "KHM": ["Cambodia", "Kingdom of Cambodia"],
+    "IDN": ["Indonesia", "Republic of Indonesia"],
+    "LAO": ["Laos", "Lao", "Lao PDR", "Lao P.D.R.", "Lao People's Democratic Republic"],
+    "MYS": ["Malaysia"],
+    "MMR": ["Myanmar", "Burma", "Republic of the Union of Myanmar"],
+    "PHL": ["Philippines", "The Philippines", "Philippines (the)", "Republic of the Philippines"],
+    "SGP": ["Singapore", "Republic of Singapore"],
+    "THA": ["Thailand", "Kingdom of Thailand"],
+    "VNM": ["Viet Nam", "Vietnam", "Socialist Republic of Viet Nam"],
+}
+
+
+def _country_key(value: str) -> str:
+    """Case- and punctuation-insensitive key: "Lao P.D.R." -> "lao p d r"."""
+    return re.sub(r"[^a-z0-9]+", " ", value.lower().replace("'", "")).strip()
+
+
+COUNTRY_ALIASES: dict[str, str] = {}
+for _iso3, (_iso2, _name, _cur) in ASEAN.items():
+    for _v in (_iso3, _iso2, _name, _ISO_NUMERIC[_iso3], _ISO_NUMERIC[_iso3].lstrip("0"),
+               *_COUNTRY_VARIANTS[_iso3]):
+        COUNTRY_ALIASES[_country_key(_v)] = _iso3
+
+BOOL_TRUE: frozenset[str] = frozenset({"yes", "true", "1", "1.0"})
+BOOL_FALSE: frozenset[str] = frozenset({"no", "false", "0", "0.0"})
+# Text read as missing in CSV files (besides the empty cell).
+NA_TOKENS: tuple[str, ...] = ("", "NA", "N/A", "n/a", "NaN", "nan", "null", "NULL", "None", "#N/A", ".")
+
+# Warning thresholds (implausible, not impossible, values).
+MAX_PLAUSIBLE_EMPLOYEES = 100_000
+TURNOVER_PER_EMPLOYEE_FACTOR = 1_000   # row vs country-year median turnover per employee
+CURRENCY_JUMP_FACTOR = 100             # country median turnover/employee between years
+CURRENCY_CLUSTER_FACTOR = 100          # rows this far from the country-year median ...
+CURRENCY_CLUSTER_SHARE = 0.05          # ... making up at least this share (and >= 3 rows)
+WEIGHT_DEFF_MAX = 10.0                 # Kish 1 + CV^2 of weights within a country-year
+MIN_PLAUSIBLE_BIRTH_YEAR = 1900
+MIN_GROUP_FOR_STATS = 5                # country-year cells smaller than this are not screened
+
+
+# ---------------------------------------------------------------------------------------------
+# Problems, reports and the exception
+# ---------------------------------------------------------------------------------------------
+# rule -> (severity, what is wrong, how to fix it). Templates use {column} and rule-specific keys.
+RULES: dict[str, tuple[str, str, str]] = {
+    # file level
+    "file_not_found": ("error", "file not found", "check the path and file name (the path is "
+                       "resolved from the working directory {cwd})"),
+    "unknown_extension": ("error", "unknown file type '{ext}'", "save the data as .csv, .tsv, "
+                          ".xlsx, .dta, .sav or .parquet (a Parquet dataset may be a folder)"),
+    "empty_file": ("error", "the file is empty (0 bytes)", "re-export the data; the file has no "
+                   "content at all"),
+    "no_data_rows": ("error", "the file has no data rows", "check that the right file/sheet was "
+                     "exported and that the data are below a single header row"),
+    "unreadable_file": ("error", "cannot be read as {fmt}: {detail}", "check that the file is a "
+                        "valid, complete {fmt} file: open it in the program that produced it and "
+                        "save/export it again"),
+    "not_utf8": ("error", "the text is not UTF-8 encoded ({detail})", "save the file as 'CSV UTF-8'"
+                 " (Excel: File > Save As > CSV UTF-8)"),
+    "sheet_not_found": ("error", "sheet {sheet!r} not found; available sheets: {available}",
+                        "pass sheet= one of: {available}"),
+    # columns
+    "missing_column": ("error", "required column '{column}' is missing (columns found: {found})",
+                       "add the column '{column}'{aliases}"),
+    "duplicate_column": ("error", "several input columns map to '{column}': {sources}",
+                         "keep only one of {sources}, or rename the others"),
+    "unknown_column": ("warning", "column '{column}' is not part of the data contract and is kept "
+                       "unchanged", "rename it if it was meant to be a contract column ({hint})"),
+    # types
+    "missing_value": ("error", "{column} is required but missing", "fill in {column} or remove "
+                      "those rows from the file"),
+    "not_a_number": ("error", "{column} must be a number but contains text", "write plain numbers: "
+                     "no units, currency signs or thousands separators, '.' as decimal mark; leave "
+                     "the cell empty if unknown"),
+    "not_whole_number": ("error", "{column} must be a whole number", "{column} counts or dates "
+                         "years: round or correct these values"),
+    "not_finite": ("error", "{column} is infinite", "replace infinite values by the true value or "
+                   "leave the cell empty"),
+    "not_boolean": ("error", "{column} must be yes/no, true/false or 1/0",
+                    "recode {column} to yes/no (or 1/0); leave it empty if unknown"),
+    "not_text": ("error", "{column} must be a text code or a whole number",
+                 "store {column} as text"),
+    "respelled": ("info", "{column} values written in an accepted variant were rewritten to "
+                  "the contract's spelling", "none needed"),
+    "size_class_not_derived": ("error", "size_class is absent and could not be derived with "
+                               "scheme {scheme!r}: {detail}", "add a size_class column "
+                               "(micro/small/medium/large) or supply the columns the size "
+                               "definition needs"),
+    "size_class_undetermined": ("error", "size_class is absent and the {scheme!r} size "
+                                "definition cannot classify these rows", "fill in the columns the "
+                                "definition needs (employees, turnover, assets) or add size_class"),
+    # values (errors)
+    "unknown_country": ("error", "country is not an ASEAN member state",
+                        "use an ISO 3166 code (alpha-3 like VNM, or alpha-2 like VN) or an English "
+                        "name of: {allowed}"),
+    "unknown_area": ("error", "country is neither an ASEAN member state nor 'ASEAN'",
+                     "use an ISO 3166 alpha-3 code of a member state ({allowed}) or ASEAN"),
+    "year_out_of_range": ("error", "{column} is outside {lo}-{hi}", "correct {column}: four-digit "
+                          "calendar year between {lo} and {hi}"),
+    "unknown_sector": ("error", "sector is not an ISIC Rev.4 section letter A-U",
+                       "map the activity code to its ISIC Rev.4 section letter (e.g. C for "
+                       "manufacturing, G for trade)"),
+    "negative_employees": ("error", "employees is negative", "employees is a headcount and must "
+                           "be >= 0 (0 for an own-account firm without employees): correct it"),
+    "negative_amount": ("error", "{column} is negative", "{column} is an amount in local currency "
+                        "and must be >= 0; correct it or leave the cell empty if unknown"),
+    "unknown_size_class": ("error", "size_class is not one of micro/small/medium/large",
+                           "recode size_class to micro, small, medium or large, or drop the "
+                           "column to derive it from employees/turnover/assets"),
+    "weight_not_positive": ("error", "weight is zero or negative", "survey weights must be > 0 "
+                            "(1 for a census); drop out-of-scope records instead of weighting "
+                            "them 0"),
+    "unknown_programme_type": ("error", "programme_type is not one of {allowed}",
+                               "recode programme_type to finance, market_access or "
+                               "capacity_building (empty for firms never supported)"),
+    "duplicate_firm_year": ("error", "firm_id and year together are not unique (the same firm "
+                            "appears twice in a year)", "keep one record per firm and year "
+                            "(aggregate or remove the duplicates)"),
+    "duplicate_key": ("error", "{keys} together are not unique", "keep one row per {keys}"),
+    "birth_year_after_year": ("error", "birth_year is after the survey year",
+                              "correct birth_year (the year the firm was founded) or year"),
+    "first_treated_out_of_range": ("error", "first_treated is outside {lo}-{hi}",
+                                   "first_treated is the calendar year of first support; leave "
+                                   "it empty for firms never supported (0 or 9999 as 'never' "
+                                   "codes are not accepted)"),
+    "first_treated_varies": ("error", "first_treated differs between years of the same firm",
+                             "first_treated is a firm attribute (first year of support): use the "
+                             "same value in every year of the firm"),
+    "programme_type_without_first_treated": (
+        "error", "programme_type is filled in but first_treated is empty",
+        "give the first year of support in first_treated, or empty programme_type for firms "
+        "never supported"),
+    "first_treated_without_programme_type": (
+        "error", "first_treated is filled in but programme_type is empty",
+        "fill in programme_type (finance, market_access or capacity_building) for every row of a "
+        "supported firm"),
+    "support_without_treatment": ("error", "support_amount > 0 for a firm never supported "
+                                  "(first_treated empty)", "fill in first_treated or set "
+                                  "support_amount to 0"),
+    "support_before_treatment": ("error", "support_amount > 0 in a year before first_treated",
+                                 "first_treated must be the first year with support: correct "
+                                 "first_treated or support_amount"),
+    "not_positive": ("error", "{column} must be > 0", "correct {column} or leave it empty if "
+                     "unknown"),
+    "target_before_baseline": ("error", "target_year is not after baseline_year",
+                               "set target_year later than baseline_year"),
+    # warnings (implausible values; they do not stop the pipeline)
+    "employees_implausible": ("warning", "employees above {limit:,}", "check for unit or typing "
+                              "errors (e.g. turnover typed into employees)"),
+    "turnover_per_employee_extreme": (
+        "warning", "turnover per employee is more than {factor:,}x above or below the median of "
+        "its country and year", "check the unit (thousands/millions), currency and employees"),
+    "value_added_exceeds_turnover": ("warning", "value_added is larger than turnover",
+                                     "check both amounts (same unit and currency, same year)"),
+    "non_consecutive_years": ("warning", "firm is missing in some year between its first and "
+                              "last year (shown: the row after each gap)", "check firm_id "
+                              "linkage across years; gaps are allowed but affect survival "
+                              "indicators"),
+    "weights_dispersed": ("warning", "weights are extremely dispersed within a country-year "
+                          "({detail})", "check the weights (trimming or calibration may be "
+                          "needed); estimates will have large variance"),
+    "mixed_currency_between_years": (
+        "warning", "median turnover per employee of a country jumps by {factor:,}x or more "
+        "between consecutive years ({detail}): mixed currencies or units suspected",
+        "convert all amounts of a country to its local currency and the same unit"),
+    "mixed_currency_within_year": (
+        "warning", "a cluster of rows is {factor:,}x or more away from the median turnover per "
+        "employee of its country-year ({detail}): mixed currencies or units suspected",
+        "convert these rows to the local currency and the same unit as the others"),
+    "birth_year_implausible": ("warning", "birth_year before {limit}", "check birth_year"),
+    "first_treated_outside_panel": (
+        "warning", "first_treated is outside the years in the data ({lo}-{hi}); the firm is "
+        "never observed on one side of its treatment", "check first_treated; such firms carry no "
+        "information for difference-in-differences"),
+    "programme_type_varies": ("warning", "programme_type differs between years of the same firm",
+                              "impact by programme type uses one type per firm: check the coding"),
+    "usd_per_lcu_jump": ("warning", "usd_per_lcu changes by {factor}x or more from the previous "
+                         "year", "check the exchange rate (direction: US dollars per unit of "
+                         "local currency) and redenominations"),
+}
+
+
+def _fmt_value(v: Any) -> Any:
+    """A JSON-friendly scalar for the report."""
+    if v is None or (not isinstance(v, str) and pd.isna(v)):
+        return None
+    if isinstance(v, (np.integer,)):
+        return int(v)
+    if isinstance(v, (np.floating, float)):
+        f = float(v)
+        return int(f) if f.is_integer() and abs(f) < 1e15 else f
+    if isinstance(v, np.bool_):
+        return bool(v)
+    return v if isinstance(v, (int, float, bool, str)) else str(v)
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One problem: a rule broken by some rows of one column (or by the whole file)."""
+
+    file: str
+    column: str | None
+    rule: str
+    severity: str
+    n_rows: int
+    rows: tuple[int, ...]
+    values: tuple[Any, ...]
+    message: str
+    fix: str
+
+
+def make_issue(file: str, column: str | None, rule: str, rows: Sequence[int] = (),
+               values: Sequence[Any] = (), *, n_rows: int | None = None, quote: bool = True,
+               severity: str | None = None, **fmt: Any) -> Issue:
+    """Build an Issue from the RULES catalogue. `rows` are 1-based data rows."""
+    default_severity, what, fix = RULES[rule]
+    severity = severity or default_severity
+    fmt = {"column": column, **fmt}
+    what, fix = what.format(**fmt), fix.format(**fmt)
+    rows = tuple(int(r) for r in rows)
+    n = len(rows) if n_rows is None else n_rows
+    shown_rows = rows[:N_SHOW]
+    shown_vals = tuple(_fmt_value(v) for v in list(values)[:N_SHOW])
+    where = f"{file}: column '{column}'" if column else f"{file}"
+    msg = f"{where} [{rule}]: {what}"
+    if n:
+        msg += f"; {n} row{'s' if n != 1 else ''}, first: " + ", ".join(
+            (f"row {r} ({v!r})" if quote else f"row {r} ({v})") if i < len(shown_vals)
+            else f"row {r}"
+            for i, (r, v) in enumerate(zip(shown_rows, list(shown_vals) + [None] * N_SHOW)))
+    elif shown_vals:
+        msg += f" ({', '.join(map(repr, shown_vals))})"
+    return Issue(file, column, rule, severity, n, shown_rows, shown_vals, msg, fix)
+
+
+SEVERITY_ORDER = {"error": 0, "warning": 1, "info": 2}  # info: noted in the report only
+REPORT_COLUMNS = ("file", "column", "rule", "severity", "n_rows", "rows", "values", "message", "fix")
+
+
+def issues_frame(issues: Iterable[Issue]) -> pd.DataFrame:
+    """Tidy report: one row per (file, column, rule); errors first."""
+    recs = [{k: (list(getattr(i, k)) if k in ("rows", "values") else getattr(i, k))
+             for k in REPORT_COLUMNS} for i in issues]
+    df = pd.DataFrame(recs, columns=list(REPORT_COLUMNS))
+    if len(df):
+        df["_o"] = df["severity"].map(SEVERITY_ORDER)
+        df = df.sort_values("_o", kind="stable").drop(columns="_o").reset_index(drop=True)
+    df["n_rows"] = df["n_rows"].astype("int64")
+    return df
+
+
+@dataclass
+class ValidationReport:
+    """All problems found in one input: `.errors` stop the pipeline, `.warnings` do not."""
+
+    file: str
+    issues: list[Issue] = field(default_factory=list)
+
+    @property
+    def table(self) -> pd.DataFrame:
+        return issues_frame(self.issues)
+
+    @property
+    def errors(self) -> pd.DataFrame:
+        return issues_frame(i for i in self.issues if i.severity == "error")
+
+    @property
+    def warnings(self) -> pd.DataFrame:
+        return issues_frame(i for i in self.issues if i.severity == "warning")
+
+    @property
+    def ok(self) -> bool:
+        return not any(i.severity == "error" for i in self.issues)
+
+    def text(self) -> str:
+        errs = [i for i in self.issues if i.severity == "error"]
+        warns = [i for i in self.issues if i.severity == "warning"]
+        notes = [i for i in self.issues if i.severity == "info"]
+        head = (f"{self.file}: {len(errs)} error{'s' if len(errs) != 1 else ''}, "
+                f"{len(warns)} warning{'s' if len(warns) != 1 else ''} ({ROW_CONVENTION}).")
+        lines = [head]
+        for title, group in (("Errors", errs), ("Warnings", warns), ("Notes", notes)):
+            if group:
+                lines.append(f"{title}:")
+                lines += [f"  - {i.message}\n      fix: {i.fix}" for i in group]
+        return "\n".join(lines)
+
+    __str__ = text
+
+    def _repr_html_(self) -> str:  # pragma: no cover - Jupyter display
+        return f"<p>{self.text().splitlines()[0]}</p>" + self.table.to_html(index=False)
+
+    def raise_for_errors(self) -> None:
+        """Raise DataValidationError if any error was found."""
+        if not self.ok:
+            raise DataValidationError(self)
+
+
+class DataValidationError(Exception):
+    """Input data break the contract. `.report` lists every problem (errors, then warnings);
+    `.errors` / `.warnings` split it; str(err) is a readable summary with fixes."""
+
+    def __init__(self, validation: ValidationReport):
+        self.validation = validation
+        super().__init__(validation.text())
+
+    def __reduce__(self):  # keep picklable (multiprocessing, papermill)
+        return (self.__class__, (self.validation,))
+
+    @property
+    def report(self) -> pd.DataFrame:
+        return self.validation.table
+
+    @property
+    def errors(self) -> pd.DataFrame:
+        return self.validation.errors
+
+    @property
+    def warnings(self) -> pd.DataFrame:
+        return self.validation.warnings
+
+    @property
+    def file(self) -> str:
+        return self.validation.file
+
+
+class DataFileNotFoundError(DataValidationError, FileNotFoundError):
+    """The input path does not exist (also a FileNotFoundError)."""
+
+
+class DataQualityWarning(UserWarning):
+    """Implausible values found in an otherwise valid input (see the validation report)."""
+
+
+def file_error(file: str, rule: str, **fmt: Any) -> DataValidationError:
+    """A DataValidationError for a problem with the file itself (no column, no rows)."""
+    report = ValidationReport(file, [make_issue(file, None, rule, **fmt)])
+    cls = DataFileNotFoundError if rule == "file_not_found" else DataValidationError
+    return cls(report)
+
+
+# ---------------------------------------------------------------------------------------------
+# Column names
+# ---------------------------------------------------------------------------------------------
+def normalise_column_name(name: Any) -> str:
+    """' Firm ID ' -> 'firm_id': strip, lower-case, runs of non-alphanumerics -> '_'."""
+    return re.sub(r"[^0-9a-z]+", "_", str(name).strip().lower()).strip("_")
+
+
+def rename_columns(df: pd.DataFrame, file: str, aliases: Mapping[str, str] = COLUMN_ALIASES,
+                   ) -> tuple[pd.DataFrame, list[Issue]]:
+    """Normalise names and apply aliases; two inputs mapping to one name is an error."""
+    targets: dict[str, list[str]] = {}
+    new_names = []
+    for col in df.columns:
+        norm = normalise_column_name(col)
+        norm = aliases.get(norm, norm)
+        targets.setdefault(norm, []).append(str(col))
+        new_names.append(norm)
+    issues = [make_issue(file, tgt, "duplicate_column", sources=", ".join(map(repr, src)))
+              for tgt, src in targets.items() if len(src) > 1]
+    out = df.copy()
+    out.columns = new_names
+    if issues:  # keep the first of each duplicated name so other checks still run
+        out = out.loc[:, ~pd.Index(new_names).duplicated()]
+    return out, issues
+
+
+def _aliases_for(column: str) -> str:
+    names = [k for k, v in COLUMN_ALIASES.items() if v == column]
+    return f" (accepted names: {column}, {', '.join(names)})" if names else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# Parsing raw values into contract types (never silently: every failure is an Issue)
+# ---------------------------------------------------------------------------------------------
+def _umap(s: pd.Series, func: Callable[[Any], Any]) -> pd.Series:
+    """`s.map(func)` evaluated once per distinct value (missing -> func(None)); object result."""
+    codes, uniques = pd.factorize(s.to_numpy(dtype=object), use_na_sentinel=True)
+    mapped = np.empty(len(uniques) + 1, dtype=object)
+    mapped[:-1] = [func(u) for u in uniques]
+    mapped[-1] = func(None)
+    return pd.Series(mapped[codes], index=s.index, dtype=object)
+
+
+def _clean(s: pd.Series) -> pd.Series:
+    """Object series; categories -> values; strings stripped; blank strings -> None."""
+    if isinstance(s.dtype, pd.CategoricalDtype):
+        s = s.astype(object)
+    if s.dtype != object and pd.api.types.is_string_dtype(s.dtype):  # vectorised fast path
+        t = s.str.strip()
+        t = t.where(t != "")
+        return pd.Series(t.to_numpy(dtype=object, na_value=None), index=s.index, dtype=object)
+    if s.dtype == object:
+        s = _umap(s, lambda v: (v.strip() or None) if isinstance(v, str) else (
+            None if v is None or _isna(v) else v))
+    return s
+
+
+def _isna(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _rows(mask: pd.Series) -> np.ndarray:
+    """1-based row numbers where mask is True (the frame has a RangeIndex)."""
+    return np.flatnonzero(mask.to_numpy(dtype=bool)) + 1
+
+
+def _to_number(s: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """-> (float64 values with NaN for missing/bad, missing mask, not-a-number mask)."""
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return (pd.Series(np.nan, index=s.index), s.isna(), s.notna())
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        num = pd.Series(s.to_numpy(dtype="float64", na_value=np.nan), index=s.index)
+        return num, s.isna(), pd.Series(False, index=s.index)
+    raw = _clean(s)
+    missing = raw.isna()
+    if s.dtype == object:  # e.g. Excel cells: True/False are not numbers
+        is_bool = pd.Series([isinstance(v, (bool, np.bool_)) for v in raw.to_numpy(dtype=object)],
+                            index=raw.index)
+    else:
+        is_bool = pd.Series(False, index=raw.index).astype(bool)
+    num = pd.to_numeric(raw.where(~is_bool, None), errors="coerce").astype("float64")
+    bad = (~missing & num.isna()) | is_bool
+    return num.where(~bad), missing, bad
+
+
+def _coerce_column(s: pd.Series, kind: str, column: str, file: str
+                   ) -> tuple[pd.Series, list[Issue]]:
+    """Parse one column to its contract dtype. Bad cells become missing in the returned
+    series and are reported; values needing a *rule* check (codes, ranges) are kept."""
+    issues: list[Issue] = []
+
+    def report(rule: str, mask: pd.Series, raw: pd.Series) -> None:
+        if mask.any():
+            r = _rows(mask)
+            issues.append(make_issue(file, column, rule, r, raw.to_numpy()[r[:N_SHOW] - 1],
+                                     n_rows=len(r)))
+
+    if kind in ("int", "Int64", "float"):
+        num, missing, bad = _to_number(s)
+        report("not_a_number", bad, s)
+        inf = num.notna() & ~np.isfinite(num.fillna(0))
+        report("not_finite", inf, s)
+        num = num.where(~inf)
+        if kind == "float":
+            return num.astype("float64"), issues
+        frac = num.notna() & (num != np.round(num))
+        report("not_whole_number", frac, s)
+        num = num.where(~frac)
+        out = num.astype("Float64").astype("Int64")
+        if kind == "int" and not out.isna().any():
+            out = out.astype("int64")
+        return out, issues
+    if kind == "bool":
+        if pd.api.types.is_bool_dtype(s.dtype):
+            return s.astype("boolean"), issues
+        raw = _clean(s) if not pd.api.types.is_numeric_dtype(s.dtype) else s.astype(object)
+
+        def parse(v: Any) -> Any:
+            if v is None or _isna(v):
+                return None
+            if isinstance(v, (bool, np.bool_)):
+                return bool(v)
+            if isinstance(v, (int, float, np.integer, np.floating)):
+                return {1: True, 0: False}.get(v, "bad") if float(v) in (0.0, 1.0) else "bad"
+            t = str(v).strip().lower()
+            return True if t in BOOL_TRUE else False if t in BOOL_FALSE else "bad"
+
+        parsed = _umap(raw, parse)
+        bad = _umap(parsed, lambda v: isinstance(v, str)).astype(bool)
+        report("not_boolean", bad, s)
+        return pd.array(parsed.where(~bad, None).tolist(), dtype="boolean"), issues
+    # text-like kinds
+    raw = _clean(s)
+
+    def as_text(v: Any) -> Any:
+        if v is None or _isna(v):
+            return None
+        if isinstance(v, (float, np.floating)):
+            return str(int(v)) if float(v).is_integer() else "\x00bad"
+        if isinstance(v, (bool, np.bool_)):
+            return "\x00bad"
+        return str(v)
+
+    text = _umap(raw, as_text)
+    bad = _umap(text, lambda v: isinstance(v, str) and v.startswith("\x00")).astype(bool)
+    report("not_text", bad, s)
+    text = text.where(~bad, None)
+    written = text
+    if kind in ("country", "area"):
+        def norm_country(v: Any) -> Any:
+            if v is None:
+                return None
+            key = _country_key(v)
+            if kind == "area" and key == "asean":
+                return AGGREGATE_AREA
+            return COUNTRY_ALIASES.get(key, v)  # unknown: kept as written, flagged by the rule
+        text = _umap(text, norm_country)
+    elif kind == "sector":
+        text = _umap(text, lambda v: v.upper() if isinstance(v, str) else v)
+    elif kind == "code":
+        text = _umap(text, lambda v: re.sub(r"[\s\-]+", "_", v.lower())
+                     if isinstance(v, str) else v)
+    if kind in ("country", "area", "sector", "code"):  # say what was respelled (audit trail)
+        changed = (text.notna() & written.notna() & (text != written)).astype(bool)
+        if changed.any():
+            r = _rows(changed)
+            pairs = [f"{a} -> {b}" for a, b in zip(written.to_numpy()[r[:N_SHOW] - 1],
+                                                   text.to_numpy()[r[:N_SHOW] - 1])]
+            issues.append(make_issue(file, column, "respelled", r, pairs, n_rows=len(r),
+                                     quote=False))
+    return pd.Series(text.tolist(), index=s.index, dtype="str"), issues
+
+
+def coerce_table(df: pd.DataFrame, kinds: Mapping[str, str], not_null: Iterable[str],
+                 file: str) -> tuple[pd.DataFrame, list[Issue]]:
+    """Parse every known column; report unparseable and missing required values."""
+    out = df.reset_index(drop=True).copy()
+    issues: list[Issue] = []
+    not_null = set(not_null)
+    for col in out.columns:
+        if col not in kinds:
+            continue
+        before_missing = _missing_mask(out[col])
+        typed, col_issues = _coerce_column(out[col], kinds[col], col, file)
+        issues += col_issues
+        if col in not_null and before_missing.any():
+            r = _rows(before_missing)
+            issues.append(make_issue(file, col, "missing_value", r, [None] * min(len(r), N_SHOW),
+                                     n_rows=len(r)))
+        out[col] = typed
+    return out, issues
+
+
+def _missing_mask(s: pd.Series) -> pd.Series:
+    if s.dtype == object or pd.api.types.is_string_dtype(s.dtype) or isinstance(
+            s.dtype, pd.CategoricalDtype):
+        return _clean(s).isna()
+    return s.isna()
+
+
+# ---------------------------------------------------------------------------------------------
+# Rules (checked with pandera, lazily: every failure is collected)
+# ---------------------------------------------------------------------------------------------
+Fmt = Mapping[str, Any] | Callable[[pd.DataFrame, pd.Series], Mapping[str, Any]]
+
+
+@dataclass(frozen=True)
+class ColumnRule:
+    """A rule on one column: `check(series) -> bool Series` (True = fine; missing skipped)."""
+
+    column: str
+    rule: str
+    check: Callable[[pd.Series], pd.Series]
+    fmt: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RowRule:
+    """A rule across columns: `check(frame) -> bool Series` (True = fine), reported on `column`
+    with the values of `needs` shown for the first offending rows."""
+
+    column: str
+    rule: str
+    needs: tuple[str, ...]
+    check: Callable[[pd.DataFrame], pd.Series]
+    fmt: Fmt = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """Everything needed to validate one kind of table."""
+
+    name: str
+    columns: tuple[str, ...]          # canonical order
+    kinds: Mapping[str, str]
+    required: tuple[str, ...]
+    not_null: frozenset[str]
+    column_rules: tuple[ColumnRule, ...]
+    row_rules: tuple[RowRule, ...]
+    unique: tuple[str, ...]
+    aliases: Mapping[str, str] = field(default_factory=dict)
+
+
+def _ok(mask: pd.Series) -> pd.Series:
+    """Nullable comparison result -> plain bool, missing counted as fine."""
+    return mask.astype("boolean").fillna(True).astype(bool)
+
+
+def _in(allowed: Sequence[str]) -> Callable[[pd.Series], pd.Series]:
+    allowed = set(allowed)
+    return lambda s: s.isin(allowed)
+
+
+def _between(lo: float, hi: float) -> Callable[[pd.Series], pd.Series]:
+    return lambda s: _ok((s >= lo) & (s <= hi))
+
+
+def _ge(v: float) -> Callable[[pd.Series], pd.Series]:
+    return lambda s: _ok(s >= v)
+
+
+def _gt(v: float) -> Callable[[pd.Series], pd.Series]:
+    return lambda s: _ok(s > v)
+
+
+def _le(v: float) -> Callable[[pd.Series], pd.Series]:
+    return lambda s: _ok(s <= v)
+
+
+def _varies_within(key: str, col: str) -> Callable[[pd.DataFrame], pd.Series]:
+    """False for every row of a `key` group holding more than one distinct `col` (NA counts)."""
+    def check(df: pd.DataFrame) -> pd.Series:
+        n = df[[key, col]].drop_duplicates().groupby(key, dropna=False).size()
+        return ~df[key].map(n).fillna(1).gt(1).astype(bool)
+    return check
+
+
+def _log_tpe(df: pd.DataFrame) -> tuple[pd.Series, pd.Series]:
+    """log10 turnover per employee (employees 0 counted as 1) and its deviation from the
+    median of the row's country-year (NaN where the cell has < MIN_GROUP_FOR_STATS values)."""
+    t = df["turnover"].astype("float64")
+    e = df["employees"].astype("Float64").astype("float64").clip(lower=1)
+    lt = np.log10(t.where(t > 0) / e)
+    g = lt.groupby([df["country"], df["year"]], dropna=False)
+    med = g.transform("median").where(g.transform("count") >= MIN_GROUP_FOR_STATS)
+    return lt, lt - med
+
+
+def _tpe_extreme(df: pd.DataFrame) -> pd.Series:
+    _, dev = _log_tpe(df)
+    return ~(dev.abs() > math.log10(TURNOVER_PER_EMPLOYEE_FACTOR))
+
+
+def _currency_cluster_bad(df: pd.DataFrame) -> pd.Series:
+    _, dev = _log_tpe(df)
+    lim = math.log10(CURRENCY_CLUSTER_FACTOR)
+    bad = pd.Series(False, index=df.index)
+    keys = [df["country"], df["year"]]
+    n = dev.groupby(keys, dropna=False).transform("count")
+    for side in (dev < -lim, dev > lim):
+        k = side.astype(int).groupby(keys, dropna=False).transform("sum")
+        bad |= side & (k >= np.maximum(3, CURRENCY_CLUSTER_SHARE * n))
+    return bad
+
+
+def _currency_cluster_fmt(df: pd.DataFrame, bad: pd.Series) -> dict[str, Any]:
+    cells = df.loc[bad, ["country", "year"]].drop_duplicates().head(N_SHOW)
+    return {"factor": CURRENCY_CLUSTER_FACTOR,
+            "detail": "; ".join(f"{c} {y}: {int(((df.country == c) & (df.year == y) & bad).sum())}"
+                                f" of {int(((df.country == c) & (df.year == y)).sum())} rows"
+                                for c, y in cells.itertuples(index=False))}
+
+
+def _country_year_medians(df: pd.DataFrame) -> pd.DataFrame:
+    lt, _ = _log_tpe(df)
+    m = lt.groupby([df["country"], df["year"]]).agg(["median", "count"]).reset_index()
+    m = m[m["count"] >= MIN_GROUP_FOR_STATS].sort_values(["country", "year"])
+    m["jump"] = m.groupby("country")["median"].diff()
+    m["prev_year"] = m.groupby("country")["year"].shift()
+    m["prev_median"] = m.groupby("country")["median"].shift()
+    return m[m["jump"].abs() >= math.log10(CURRENCY_JUMP_FACTOR)]
+
+
+def _currency_jump_ok(df: pd.DataFrame) -> pd.Series:
+    jumps = _country_year_medians(df)
+    flagged = set(zip(jumps["country"], jumps["year"]))
+    if not flagged:
+        return pd.Series(True, index=df.index)
+    return ~pd.Series([k in flagged for k in zip(df["country"], df["year"])], index=df.index)
+
+
+def _currency_jump_fmt(df: pd.DataFrame, bad: pd.Series) -> dict[str, Any]:
+    j = _country_year_medians(df).head(N_SHOW)
+    return {"factor": CURRENCY_JUMP_FACTOR, "detail": "; ".join(
+        f"{r.country} {int(r.prev_year)} -> {int(r.year)}: median {10 ** r.prev_median:,.4g} -> "
+        f"{10 ** r.median:,.4g} (x{10 ** r.jump:,.3g})" for r in j.itertuples())}
+
+
+def _weights_stats(df: pd.DataFrame) -> pd.DataFrame:
+    w = df["weight"].astype("float64")
+    g = w.groupby([df["country"], df["year"]])
+    st = pd.DataFrame({"n": g.count(), "s1": g.sum(), "s2": (w ** 2).groupby(
+        [df["country"], df["year"]]).sum(), "mx": g.max(), "mn": g.min()}).reset_index()
+    st["deff"] = st["n"] * st["s2"] / st["s1"] ** 2
+    st["ratio"] = st["mx"] / st["mn"]
+    # Only Kish's 1 + CV^2 flags: a large max/min is normal in stratified business surveys
+    # (take-all large firms with weight 1 next to sampled micro firms).
+    return st[(st["n"] >= MIN_GROUP_FOR_STATS) & (st["deff"] > WEIGHT_DEFF_MAX)]
+
+
+def _weights_ok(df: pd.DataFrame) -> pd.Series:
+    st = _weights_stats(df)
+    if st.empty:
+        return pd.Series(True, index=df.index)
+    flagged = set(zip(st["country"], st["year"]))
+    in_cell = pd.Series([k in flagged for k in zip(df["country"], df["year"])], index=df.index)
+    w = df["weight"].astype("float64")
+    med = w.groupby([df["country"], df["year"]]).transform("median")
+    extreme = (w >= 10 * med) | (w <= med / 10)
+    return ~(in_cell & extreme)
+
+
+def _weights_fmt(df: pd.DataFrame, bad: pd.Series) -> dict[str, Any]:
+    st = _weights_stats(df).head(N_SHOW)
+    return {"detail": "; ".join(f"{r.country} {int(r.year)}: Kish 1+CV^2 = {r.deff:.3g}, "
+                                f"max/min = {r.ratio:,.0f}" for r in st.itertuples())
+            + f"; limit {WEIGHT_DEFF_MAX:g}; rows shown: weights 10x above or below the "
+            f"cell median"}
+
+
+def _gap_ok(df: pd.DataFrame) -> pd.Series:
+    s = df[["firm_id", "year"]].sort_values(["firm_id", "year"], kind="stable")
+    gap = (s["year"].diff() > 1) & (s["firm_id"] == s["firm_id"].shift())
+    return ~gap.reindex(df.index).fillna(False).astype(bool)
+
+
+def _panel_range_fmt(df: pd.DataFrame, bad: pd.Series) -> dict[str, Any]:
+    return {"lo": int(df["year"].min()), "hi": int(df["year"].max())}
+
+
+def _outside_panel_ok(df: pd.DataFrame) -> pd.Series:
+    ft = df["first_treated"]
+    return _ok(~((ft < df["year"].min()) | (ft > df["year"].max())))
+
+
+_MONEY_NONNEG = tuple(c for c in (*MONEY_COLUMNS, "support_amount") if c != "value_added")
+
+PANEL_SPEC = TableSpec(
+    name="panel",
+    columns=PANEL_COLUMNS,
+    kinds=PANEL_KINDS,
+    required=REQUIRED_COLUMNS,
+    not_null=PANEL_NOT_NULL,
+    aliases=COLUMN_ALIASES,
+    unique=("firm_id", "year"),
+    column_rules=(
+        ColumnRule("country", "unknown_country", _in(COUNTRIES), {"allowed": ", ".join(COUNTRIES)}),
+        ColumnRule("year", "year_out_of_range", _between(YEAR_MIN, YEAR_MAX),
+                   {"lo": YEAR_MIN, "hi": YEAR_MAX}),
+        ColumnRule("sector", "unknown_sector", _in(ISIC_SECTIONS)),
+        ColumnRule("employees", "negative_employees", _ge(0)),
+        ColumnRule("employees", "employees_implausible", _le(MAX_PLAUSIBLE_EMPLOYEES),
+                   {"limit": MAX_PLAUSIBLE_EMPLOYEES}),
+        *(ColumnRule(c, "negative_amount", _ge(0)) for c in _MONEY_NONNEG),
+        ColumnRule("size_class", "unknown_size_class", _in(SIZE_CLASSES)),
+        ColumnRule("birth_year", "birth_year_implausible", _ge(MIN_PLAUSIBLE_BIRTH_YEAR),
+                   {"limit": MIN_PLAUSIBLE_BIRTH_YEAR}),
+        ColumnRule("weight", "weight_not_positive", _gt(0)),
+        ColumnRule("programme_type", "unknown_programme_type", _in(PROGRAMME_TYPES),
+                   {"allowed": "/".join(PROGRAMME_TYPES)}),
+        ColumnRule("first_treated", "first_treated_out_of_range", _between(YEAR_MIN, YEAR_MAX),
+                   {"lo": YEAR_MIN, "hi": YEAR_MAX}),
+    ),
+    row_rules=(
+        RowRule("birth_year", "birth_year_after_year", ("birth_year", "year"),
+                lambda d: _ok(d["birth_year"] <= d["year"])),
+        RowRule("first_treated", "first_treated_varies", ("firm_id", "first_treated"),
+                _varies_within("firm_id", "first_treated")),
+        RowRule("programme_type", "programme_type_without_first_treated",
+                ("programme_type", "first_treated"),
+                lambda d: ~(d["programme_type"].notna() & d["first_treated"].isna())),
+        RowRule("first_treated", "first_treated_without_programme_type",
+                ("first_treated", "programme_type"),
+                lambda d: ~(d["first_treated"].notna() & d["programme_type"].isna())),
+        RowRule("support_amount", "support_without_treatment", ("support_amount", "first_treated"),
+                lambda d: ~((d["support_amount"] > 0) & d["first_treated"].isna())),
+        RowRule("support_amount", "support_before_treatment",
+                ("support_amount", "year", "first_treated"),
+                lambda d: _ok(~((d["support_amount"] > 0) & (d["year"] < d["first_treated"])))),
+        # warnings
+        RowRule("value_added", "value_added_exceeds_turnover", ("value_added", "turnover"),
+                lambda d: _ok(~(d["value_added"] > d["turnover"]))),
+        RowRule("turnover", "turnover_per_employee_extreme",
+                ("country", "year", "turnover", "employees"), _tpe_extreme,
+                {"factor": TURNOVER_PER_EMPLOYEE_FACTOR}),
+        RowRule("turnover", "mixed_currency_within_year",
+                ("country", "year", "turnover", "employees"),
+                lambda d: ~_currency_cluster_bad(d), _currency_cluster_fmt),
+        RowRule("turnover", "mixed_currency_between_years",
+                ("country", "year", "turnover", "employees"), _currency_jump_ok,
+                _currency_jump_fmt),
+        RowRule("weight", "weights_dispersed", ("country", "year", "weight"), _weights_ok,
+                _weights_fmt),
+        RowRule("year", "non_consecutive_years", ("firm_id", "year"), _gap_ok),
+        RowRule("first_treated", "first_treated_outside_panel", ("first_treated", "year"),
+                _outside_panel_ok, _panel_range_fmt),
+        RowRule("programme_type", "programme_type_varies", ("firm_id", "programme_type"),
+                _varies_within("firm_id", "programme_type")),
+    ),
+)
+
+
+def _usd_jump_ok(df: pd.DataFrame) -> pd.Series:
+    s = df[["country", "year", "usd_per_lcu"]].sort_values(["country", "year"])
+    prev = s.groupby("country")["usd_per_lcu"].shift()
+    r = s["usd_per_lcu"] / prev
+    bad = (r >= 10) | (r <= 0.1)
+    return ~bad.reindex(df.index).fillna(False).astype(bool)
+
+
+MACRO_SPEC = TableSpec(
+    name="macro",
+    columns=MACRO_COLUMNS,
+    kinds=MACRO_KINDS,
+    required=MACRO_REQUIRED,
+    not_null=frozenset(MACRO_REQUIRED),
+    unique=("country", "year"),
+    aliases={"iso3": "country", "country_code": "country", "exports": "exports_total",
+             "employment": "employment_total"},
+    column_rules=(
+        ColumnRule("country", "unknown_country", _in(COUNTRIES), {"allowed": ", ".join(COUNTRIES)}),
+        ColumnRule("year", "year_out_of_range", _between(YEAR_MIN, YEAR_MAX),
+                   {"lo": YEAR_MIN, "hi": YEAR_MAX}),
+        *(ColumnRule(c, "not_positive", _gt(0)) for c in ("gdp", "employment_total", "usd_per_lcu")),
+        *(ColumnRule(c, "negative_amount", _ge(0)) for c in ("exports_total", "business_loans_total")),
+    ),
+    row_rules=(
+        RowRule("usd_per_lcu", "usd_per_lcu_jump", ("country", "year", "usd_per_lcu"),
+                _usd_jump_ok, {"factor": 10}),
+    ),
+)
+
+TARGETS_SPEC = TableSpec(
+    name="targets",
+    columns=TARGET_COLUMNS,
+    kinds=TARGET_KINDS,
+    required=TARGET_COLUMNS,
+    not_null=frozenset(TARGET_COLUMNS),
+    unique=("indicator", "country"),
+    aliases={"ref_area": "country", "indicator_id": "indicator"},
+    column_rules=(
+        ColumnRule("country", "unknown_area", _in((*COUNTRIES, AGGREGATE_AREA)),
+                   {"allowed": ", ".join(COUNTRIES)}),
+        *(ColumnRule(c, "year_out_of_range", _between(YEAR_MIN, YEAR_MAX),
+                     {"lo": YEAR_MIN, "hi": YEAR_MAX}) for c in ("baseline_year", "target_year")),
+    ),
+    row_rules=(
+        RowRule("target_year", "target_before_baseline", ("baseline_year", "target_year"),
+                lambda d: _ok(d["target_year"] > d["baseline_year"])),
+    ),
+)
+
+
+def _first_rows(idx: Iterable[Any]) -> np.ndarray:
+    return np.array(sorted({int(i) for i in idx if i is not None and not _isna(i)}), dtype=int)
+
+
+def _failures(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:
+    try:
+        schema.validate(frame, lazy=True)
+    except SchemaErrors as e:
+        return e.failure_cases
+    return pd.DataFrame(columns=["column", "check", "failure_case", "index"])
+
+
+def check_rules(df: pd.DataFrame, spec: TableSpec, file: str) -> list[Issue]:
+    """Run the spec's column rules, row rules and key uniqueness through pandera (lazy
+    validation) and turn the failure cases into Issues. `df` must have a RangeIndex."""
+    issues: list[Issue] = []
+    present = set(df.columns)
+    col_checks: dict[str, list[pa.Check]] = {}
+    fmts: dict[str, Mapping[str, Any]] = {}
+    for r in spec.column_rules:
+        if r.column in present:
+            col_checks.setdefault(r.column, []).append(pa.Check(r.check, name=r.rule))
+            fmts[(r.column, r.rule)] = r.fmt
+    unique = list(spec.unique) if set(spec.unique) <= present else None
+    schema = pa.DataFrameSchema(
+        {c: pa.Column(None, checks, nullable=True) for c, checks in col_checks.items()},
+        unique=unique, report_duplicates="all")
+    fc = _failures(schema, df)
+    for (col, check), grp in fc.groupby(["column", "check"], dropna=False, sort=False):
+        if check == "multiple_fields_uniqueness":
+            continue
+        rows = _first_rows(grp["index"])  # 0-based positions
+        vals = df[col].to_numpy()[rows[:N_SHOW]] if len(rows) else grp["failure_case"].head(N_SHOW)
+        issues.append(make_issue(file, col, check, rows + 1, list(vals), n_rows=len(rows),
+                                 **fmts.get((col, check), {})))
+    if unique and (fc["check"] == "multiple_fields_uniqueness").any():
+        rows = _first_rows(fc.loc[fc["check"] == "multiple_fields_uniqueness", "index"])
+        shown = df.iloc[rows[:N_SHOW]]
+        vals = [", ".join(f"{k}={v}" for k, v in zip(unique, t))
+                for t in shown[unique].itertuples(index=False)]
+        rule = "duplicate_firm_year" if spec.name == "panel" else "duplicate_key"
+        issues.append(make_issue(file, "+".join(unique), rule, rows + 1, vals, n_rows=len(rows),
+                                 quote=False, keys=" + ".join(unique)))
+    for r in spec.row_rules:
+        if not set(r.needs) <= present:
+            continue
+        frame = df[list(r.needs)]
+        sch = pa.DataFrameSchema(checks=[pa.Check(r.check, name=r.rule, ignore_na=False)])
+        fc = _failures(sch, frame)
+        if fc.empty:
+            continue
+        err = fc[fc["index"].isna()]
+        if len(err):  # the check itself crashed: report it instead of hiding it
+            raise RuntimeError(f"validation rule {r.rule} failed to run: "
+                               f"{err['failure_case'].iloc[0]}")
+        rows = _first_rows(fc["index"])
+        bad = pd.Series(False, index=df.index)
+        bad.iloc[rows] = True
+        shown = frame.iloc[rows[:N_SHOW]]
+        vals = [", ".join(f"{k}={_fmt_value(v)}" for k, v in zip(r.needs, t))
+                for t in shown.itertuples(index=False)]
+        fmt = r.fmt(frame, bad) if callable(r.fmt) else r.fmt
+        issues.append(make_issue(file, r.column, r.rule, rows + 1, vals, n_rows=len(rows),
+                                 quote=False, **fmt))
+    return issues
+
+
+# ---------------------------------------------------------------------------------------------
+# Whole-table validation
+# ---------------------------------------------------------------------------------------------
+def _unknown_column_hint(col: str, spec: TableSpec) -> str:
+    import difflib
+    near = difflib.get_close_matches(col, [*spec.columns, *spec.aliases], n=1, cutoff=0.75)
+    if near:
+        return f"did you mean '{spec.aliases.get(near[0], near[0])}'?"
+    return "contract columns: " + ", ".join(spec.columns)
+
+
+def validate_table(data: pd.DataFrame, spec: TableSpec, *, file: str = "<DataFrame>"
+                   ) -> tuple[pd.DataFrame, ValidationReport]:
+    """Rename, parse and check `data` against `spec`. Returns the typed frame (canonical
+    columns first, unknown columns after, RangeIndex) and the report; never raises for data
+    problems (see `ValidationReport.raise_for_errors`)."""
+    if data.shape[0] == 0:
+        return data, ValidationReport(file, [make_issue(file, None, "no_data_rows")])
+    df, issues = rename_columns(data, file, spec.aliases)
+    for col in spec.required:
+        if col not in df.columns:
+            issues.append(make_issue(file, col, "missing_column", found=", ".join(
+                map(str, data.columns)) or "none", aliases=_aliases_for(col)
+                if spec.name == "panel" else ""))
+    for col in df.columns:
+        if col not in spec.kinds:  # a likely typo is a warning; any other extra column a note
+            hint = _unknown_column_hint(col, spec)
+            issues.append(make_issue(file, col, "unknown_column", hint=hint, severity=(
+                "warning" if hint.startswith("did you mean") else "info")))
+    df, type_issues = coerce_table(df, spec.kinds, spec.not_null, file)
+    issues += type_issues
+    issues += check_rules(df, spec, file)
+    order = [c for c in spec.columns if c in df.columns] + [c for c in df.columns
+                                                            if c not in spec.kinds]
+    return df[order], ValidationReport(file, issues)
+
+
+def validate_panel(data: pd.DataFrame, *, file: str = "<DataFrame>",
+                   size_scheme: str | None = "legal") -> tuple[pd.DataFrame, ValidationReport]:
+    """Validate a firm-year panel (DESIGN.md section 3) and return (typed panel, report).
+
+    When `size_class` is absent and the data are otherwise valid it is derived with
+    `sizeclass.classify(panel, scheme=size_scheme)` (None: not derived)."""
+    df, report = validate_table(data, PANEL_SPEC, file=file)
+    if report.ok and "size_class" not in df.columns and size_scheme is not None:
+        from . import sizeclass  # local import: sizeclass depends on this module's constants
+        try:
+            derived = sizeclass.classify(df, scheme=size_scheme)
+        except DataValidationError as exc:
+            report.issues += exc.validation.issues
+            return df, report
+        except Exception as exc:  # reported, not swallowed: the panel cannot be completed
+            report.issues.append(make_issue(file, "size_class", "size_class_not_derived",
+                                            scheme=size_scheme, detail=exc))
+            return df, report
+        derived = pd.Series(derived, index=df.index).astype(object)
+        df["size_class"] = pd.Series(derived.where(derived.notna(), None).tolist(), dtype="str")
+        undetermined = df["size_class"].isna()
+        if undetermined.any():
+            r = _rows(undetermined)
+            report.issues.append(make_issue(file, "size_class", "size_class_undetermined", r,
+                                            [None] * min(N_SHOW, len(r)), n_rows=len(r),
+                                            scheme=size_scheme))
+        report.issues += check_rules(df[["size_class"]], TableSpec(
+            "panel", ("size_class",), {"size_class": "code"}, (), frozenset(),
+            tuple(r for r in PANEL_SPEC.column_rules if r.column == "size_class"), (), ()), file)
+        df = df[[c for c in PANEL_COLUMNS if c in df.columns]
+                + [c for c in df.columns if c not in PANEL_KINDS]]
+    if "size_class" in df.columns and report.ok:
+        df["size_class"] = df["size_class"].astype(SIZE_CLASS_DTYPE)
+    return df, report
