@@ -1,0 +1,417 @@
+"""Tests for msme_eval.survey: hand computations on small tables and samplics as an oracle.
+
+samplics conventions we match explicitly: with-replacement PSUs (fpc=1, its default),
+df = #PSUs - #strata over the full sample, symmetric t intervals (PopParam.mean/ratio/total;
+its PopParam.prop uses logit intervals, so proportions are compared as means of a 0/1 column),
+domains on the full design (its ``domain=`` argument; its ``by=`` subsets and is not used).
+samplics SinglePSUEst.skip (singleton strata contribute nothing) = our singleton="certainty".
+"""
+from __future__ import annotations
+
+import warnings
+from fractions import Fraction as Fr
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from msme_eval import survey
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", FutureWarning)  # samplics announces its successor `svy`
+    from samplics import PopParam, SinglePSUEst, TaylorEstimator
+
+RTOL = 1e-9
+T975_DF3 = 3.182446305284263  # scipy.stats.t.ppf(0.975, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# a small table computed by hand
+# --------------------------------------------------------------------------------------------
+def hand_table() -> pd.DataFrame:
+    """2 strata, 5 PSUs, 6 rows, domains A/B."""
+    return pd.DataFrame({
+        "stratum": ["h1", "h1", "h1", "h2", "h2", "h2"],
+        "psu":     ["a", "a", "b", "c", "d", "e"],
+        "w":       [2.0, 2.0, 1.0, 3.0, 3.0, 1.0],
+        "y":       [1.0, 3.0, 4.0, 2.0, 0.0, 5.0],
+        "x":       [2.0, 1.0, 2.0, 1.0, 3.0, 5.0],
+        "dom":     ["A", "B", "A", "A", "B", "B"],
+    })
+
+
+DESIGN = dict(weight="w", strata="stratum", psu="psu")
+
+
+def test_total_by_domain_hand():
+    # Domain A: Y = 2*1 + 1*4 + 3*2 = 12. PSU totals of w*y*1{A}: a=2, b=4 | c=6, d=0, e=0
+    # (d and e hold no A member but count as zeros: full design, not a subset).
+    # h1: mean 3, SS = 1+1 = 2, x 2/1 -> 4; h2: mean 2, SS = 16+4+4 = 24, x 3/2 -> 36. V = 40.
+    res = survey.total(hand_table(), "y", by="dom", **DESIGN)
+    a = res.set_index("dom").loc["A"]
+    assert a["estimate"] == pytest.approx(12.0, rel=1e-12)
+    assert a["se"] == pytest.approx(np.sqrt(40.0), rel=1e-12)
+    assert a["df"] == 5 - 2
+    assert a["ci_low"] == pytest.approx(12 - T975_DF3 * np.sqrt(40), rel=1e-12)
+    assert a["ci_high"] == pytest.approx(12 + T975_DF3 * np.sqrt(40), rel=1e-12)
+    assert a["n"] == 3
+    assert list(res.columns) == ["dom", "estimate", "se", "ci_low", "ci_high", "n", "df", "deff"]
+
+
+def test_ratio_by_domain_hand():
+    # Domain A: Y = 12, X = 2*2 + 1*2 + 3*1 = 9, R = 4/3. Linearised PSU totals
+    # u = (z_y - R z_x) / X: a = (2 - 16/3)/9 = -10/27, b = (4 - 8/3)/9 = 4/27, c = (6-4)/9 = 6/27,
+    # d = e = 0. h1: mean -3/27, SS = 2*(7/27)^2 -> x2 = 196/729; h2: mean 2/27,
+    # SS = (16+4+4)/729 -> x 3/2 = 36/729. V = 232/729.
+    res = survey.ratio(hand_table(), "y", "x", by="dom", **DESIGN).set_index("dom")
+    assert res.loc["A", "estimate"] == pytest.approx(4 / 3, rel=1e-12)
+    assert res.loc["A", "se"] == pytest.approx(np.sqrt(232 / 729), rel=1e-12)
+
+
+def test_mean_by_domain_and_deff_hand():
+    # Domain B mean of y: Y = 2*3 + 3*0 + 1*5 = 11, N = 2+3+1 = 6, ybar = 11/6.
+    # u = w (y - ybar) / N at PSU level: a = 7/18, b = 0 | c = 0, d = -11/12, e = 19/36.
+    ybar = Fr(11, 6)
+    u = {"a": 2 * (3 - ybar) / 6, "b": Fr(0), "c": Fr(0), "d": 3 * (0 - ybar) / 6,
+         "e": 1 * (5 - ybar) / 6}
+    v = Fr(0)
+    for psus in (["a", "b"], ["c", "d", "e"]):
+        m = sum(u[p] for p in psus) / len(psus)
+        v += Fr(len(psus), len(psus) - 1) * sum((u[p] - m) ** 2 for p in psus)
+    assert v == Fr(20457, 11664)
+    # deff (R svymean convention): s2 = n/(n-1) sum w (y-ybar)^2 / N; V_srs = (1-n/N) s2 / n
+    rows = [(2, 3), (3, 0), (1, 5)]
+    s2 = Fr(3, 2) * sum(w * (y - ybar) ** 2 for w, y in rows) / 6
+    v_srs = (1 - Fr(3, 6)) * s2 / 3
+    res = survey.ratio(hand_table(), "y", by="dom", **DESIGN).set_index("dom")
+    assert res.loc["B", "estimate"] == pytest.approx(11 / 6, rel=1e-12)
+    assert res.loc["B", "se"] == pytest.approx(float(v) ** 0.5, rel=1e-12)
+    assert res.loc["B", "deff"] == pytest.approx(float(v / v_srs), rel=1e-12)
+    assert res.loc["B", "n"] == 3
+
+
+def test_srs_without_design_hand():
+    # no weights, no design: SRS with replacement of rows; se = sd / sqrt(n)
+    data = pd.DataFrame({"y": [1.0, 2.0, 3.0, 6.0]})
+    res = survey.ratio(data, "y")
+    assert res["estimate"].item() == pytest.approx(3.0)
+    assert res["se"].item() == pytest.approx(np.sqrt(14 / 3 / 4), rel=1e-12)
+    assert res["df"].item() == 3
+    assert np.isnan(res["deff"].item())  # unweighted: N = n, the SRSWOR variance is 0
+    tot = survey.total(data, "y")
+    assert tot["se"].item() == pytest.approx(4 * np.sqrt(14 / 3 / 4), rel=1e-12)
+
+
+def test_total_deff_hand():
+    # deff of a total: V_srs = (1 - n/N) N^2 s2 / n, s2 = n/(n-1) sum w (y - ybar)^2 / N
+    d = hand_table()
+    n, big_n = 6, d.w.sum()
+    ybar = (d.w * d.y).sum() / big_n
+    s2 = n / (n - 1) * (d.w * (d.y - ybar) ** 2).sum() / big_n
+    v_srs = (1 - n / big_n) * big_n**2 * s2 / n
+    res = survey.total(d, "y", **DESIGN)
+    assert res["deff"].item() == pytest.approx(res["se"].item() ** 2 / v_srs, rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# singleton strata
+# --------------------------------------------------------------------------------------------
+def singleton_table() -> pd.DataFrame:
+    extra = pd.DataFrame({"stratum": ["h3"], "psu": ["f"], "w": [2.0], "y": [3.0],
+                          "x": [1.0], "dom": ["A"]})
+    return pd.concat([hand_table(), extra], ignore_index=True)
+
+
+def test_singleton_fail_names_strata():
+    with pytest.raises(survey.SurveyDesignError, match=r"single PSU: \['h3'\]"):
+        survey.total(singleton_table(), "y", by="dom", **DESIGN)
+
+
+def test_singleton_certainty_and_centre_hand():
+    d = singleton_table()
+    cert = survey.total(d, "y", by="dom", singleton="certainty", **DESIGN).set_index("dom")
+    # A: Y = 12 + 2*3 = 18; h3 is self-representing -> V = 40 as before; df = 6 PSUs - 3 strata
+    assert cert.loc["A", "estimate"] == pytest.approx(18.0)
+    assert cert.loc["A", "se"] == pytest.approx(np.sqrt(40.0), rel=1e-12)
+    assert cert.loc["A", "df"] == 3
+    assert cert.attrs["design"]["singleton_strata"] == ["h3"]
+    centre = survey.total(d, "y", by="dom", singleton="centre", **DESIGN).set_index("dom")
+    # centre: lone PSU total deviates from the grand mean of the 6 PSU totals.
+    # A: grand = 18/6 = 3, z_f = 6 -> +9 -> V = 49.
+    assert centre.loc["A", "se"] == pytest.approx(7.0, rel=1e-12)
+    # B: Y = 11, no B member in h3 (z_f = 0), grand = 11/6 -> + (11/6)^2.
+    # B without h3: PSU totals a=6, b=0 | c=0, d=0, e=5: h1 SS=18 x2=36; h2 mean 5/3,
+    # SS = 25/9+25/9+100/9 = 150/9 x 3/2 = 25 -> 61.
+    assert cert.loc["B", "se"] == pytest.approx(np.sqrt(61.0), rel=1e-12)
+    assert centre.loc["B", "se"] == pytest.approx(np.sqrt(61 + (11 / 6) ** 2), rel=1e-12)
+
+
+def test_singleton_centre_ratio_is_zero_centred():
+    # for a ratio the linearised PSU totals sum to 0 over the design, so the grand mean is 0
+    d = singleton_table()
+    res = survey.ratio(d, "y", "x", singleton="centre", **DESIGN)
+    y, x = (d.w * d.y).sum(), (d.w * d.x).sum()
+    r = y / x
+    u = ((d.w * (d.y - r * d.x)) / x).groupby([d.stratum, d.psu]).sum()
+    v = 0.0
+    for h, uh in u.groupby(level=0):
+        v += uh.pow(2).sum() if len(uh) == 1 else len(uh) / (len(uh) - 1) * ((uh - uh.mean()) ** 2).sum()
+    assert res["se"].item() == pytest.approx(np.sqrt(v), rel=1e-12)
+
+
+def test_singleton_rows_as_psus():
+    d = pd.DataFrame({"s": ["a", "a", "b"], "y": [1.0, 2.0, 4.0]})
+    with pytest.raises(survey.SurveyDesignError, match="'b'"):
+        survey.ratio(d, "y", strata="s")
+    res = survey.ratio(d, "y", strata="s", singleton="certainty")
+    assert res.attrs["design"]["singleton_strata"] == ["b"]
+    # u = (y - 7/3)/3: a-stratum -> 2/1 * sum (u - mean)^2 = 2 * 2 * (1/6)^2
+    assert res["se"].item() == pytest.approx(np.sqrt(4 / 36), rel=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# samplics as an oracle
+# --------------------------------------------------------------------------------------------
+def synthetic(n: int = 1500, seed: int = 7) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    stratum = rng.choice(["s1", "s2", "s3", "s4", "s5"], n)
+    d = pd.DataFrame({
+        "stratum": stratum,
+        "psu": pd.Series(stratum) + "-" + rng.integers(0, 6, n).astype(str),
+        "w": rng.uniform(0.5, 40.0, n),
+        "turnover": rng.lognormal(4, 1.2, n),
+        "employees": rng.integers(1, 60, n).astype(float),
+        "online": rng.random(n) < 0.35,
+        "size": rng.choice(["micro", "small", "medium"], n, p=[0.6, 0.3, 0.1]),
+        "female": rng.random(n) < 0.4,
+    })
+    return d
+
+
+def oracle(param: PopParam, y, **kw) -> dict:
+    est = TaylorEstimator(param)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        est.estimate(y=y, **kw)
+    return {"estimate": est.point_est, "se": est.stderror, "ci_low": est.lower_ci,
+            "ci_high": est.upper_ci, "df": est.degree_of_freedom}
+
+
+def check(ours: pd.DataFrame, ref: dict, by: str | None = None) -> None:
+    for col in ("estimate", "se", "ci_low", "ci_high"):
+        if by is None:
+            expected = np.array([float(ref[col])])
+        else:
+            expected = np.array([float(ref[col][k]) for k in ours[by]])
+        np.testing.assert_allclose(ours[col].to_numpy(), expected, rtol=RTOL, atol=0)
+    assert (ours["df"] == ref["df"]).all()
+
+
+def test_oracle_stratified_clustered_ratio_by_domain():
+    d = synthetic()
+    ours = survey.ratio(d, "turnover", "employees", by="size", **DESIGN)
+    ref = oracle(PopParam.ratio, d.turnover, x=d.employees, samp_weight=d.w,
+                 stratum=d.stratum, psu=d.psu, domain=d["size"])
+    check(ours, ref, "size")
+    assert ours["size"].tolist() == ["medium", "micro", "small"]
+
+
+def test_oracle_stratified_only_mean():
+    d = synthetic(seed=3)
+    ours = survey.ratio(d, "turnover", weight="w", strata="stratum")
+    ref = oracle(PopParam.mean, d.turnover, samp_weight=d.w, stratum=d.stratum)
+    check(ours, ref)
+
+
+def test_oracle_proportion_by_domain_clustered():
+    d = synthetic(seed=11)
+    ours = survey.ratio(d, "online", by="female", **DESIGN)
+    ref = oracle(PopParam.mean, d.online.astype(float), samp_weight=d.w, stratum=d.stratum,
+                 psu=d.psu, domain=d.female)
+    check(ours, ref, "female")
+
+
+def test_oracle_domain_totals_clustered_no_strata():
+    d = synthetic(seed=5)
+    ours = survey.total(d, "turnover", weight="w", psu="psu", by="size")
+    ref = oracle(PopParam.total, d.turnover, samp_weight=d.w, psu=d.psu, domain=d["size"])
+    check(ours, ref, "size")
+
+
+def test_oracle_srs_weighted_ratio():
+    d = synthetic(n=400, seed=2)
+    ours = survey.ratio(d, "turnover", "employees", weight="w", by="size")
+    ref = oracle(PopParam.ratio, d.turnover, x=d.employees, samp_weight=d.w, domain=d["size"])
+    check(ours, ref, "size")
+
+
+def test_oracle_singleton_certainty_matches_samplics_skip():
+    d = synthetic(seed=9)
+    lone = pd.DataFrame({"stratum": ["s9", "s9"], "psu": ["s9-0", "s9-0"], "w": [3.0, 5.0],
+                         "turnover": [50.0, 80.0], "employees": [4.0, 9.0],
+                         "online": [True, False], "size": ["micro", "small"],
+                         "female": [True, True]})
+    d = pd.concat([d, lone], ignore_index=True)
+    ours = survey.ratio(d, "turnover", "employees", by="size", singleton="certainty", **DESIGN)
+    ref = oracle(PopParam.ratio, d.turnover, x=d.employees, samp_weight=d.w, stratum=d.stratum,
+                 psu=d.psu, domain=d["size"], single_psu=SinglePSUEst.skip)
+    check(ours, ref, "size")
+    assert ours.attrs["design"]["singleton_strata"] == ["s9"]
+
+
+def test_totals_cov_and_delta_against_oracle():
+    # K04-like (A/B)/(C/D): the delta-method variance equals the variance of the total of the
+    # row-level linearised variable u = sum_j dg/dY_j * y_j, which samplics computes directly.
+    d = synthetic(seed=13)
+    micro = (d["size"] == "micro").astype(float)
+    cols = {"A": d.turnover * micro, "B": d.employees * micro,
+            "C": d.turnover * (1 - micro), "D": d.employees * (1 - micro)}
+    t = survey.totals(d, cols, by="female", **DESIGN)
+    assert t.cov.shape == (2, 4, 4) and list(t.columns) == ["A", "B", "C", "D"]
+
+    def f(tt):
+        return (tt[:, 0] / tt[:, 1]) / (tt[:, 2] / tt[:, 3])
+
+    def grad(tt):
+        return f(tt)[:, None] * np.column_stack(
+            [1 / tt[:, 0], -1 / tt[:, 1], -1 / tt[:, 2], 1 / tt[:, 3]])
+
+    res = survey.delta(t, f, grad)
+    for i, dom in enumerate(res["female"]):
+        g = grad(t.estimate.to_numpy())[i]
+        u = sum(g[j] * cols[c] for j, c in enumerate("ABCD"))
+        ref = oracle(PopParam.total, u, samp_weight=d.w, stratum=d.stratum, psu=d.psu,
+                     domain=d.female)
+        assert res["se"].iloc[i] == pytest.approx(float(ref["se"][dom]), rel=RTOL)
+        # variance of a sum of two totals from the covariance matrix
+        ref2 = oracle(PopParam.total, cols["A"] + cols["C"], samp_weight=d.w,
+                      stratum=d.stratum, psu=d.psu, domain=d.female)
+        c = t.cov[i]
+        assert c[0, 0] + c[2, 2] + 2 * c[0, 2] == pytest.approx(float(ref2["se"][dom]) ** 2,
+                                                                rel=RTOL)
+    assert (res["estimate"] > 0).all()
+
+
+# --------------------------------------------------------------------------------------------
+# stage (a) / stage (b) split: another engine's grouped sums give the same answer
+# --------------------------------------------------------------------------------------------
+def test_stage_b_accepts_a_plain_groupby_table():
+    d = synthetic(n=600, seed=4)
+    ref_table = survey.grouped_sums(d, ["turnover", "employees"], by="size", **DESIGN)
+    # what "SELECT size, stratum, psu, COUNT(*), SUM(w*...) GROUP BY ..." on any engine returns
+    e = d.assign(**{
+        "w*turnover": d.w * d.turnover, "w*employees": d.w * d.employees,
+        "w*turnover*turnover": d.w * d.turnover**2,
+        "w*turnover*employees": d.w * d.turnover * d.employees,
+        "w*employees*employees": d.w * d.employees**2, "n": 1,
+        "__stratum__": d.stratum, "__psu__": d.psu, "__excluded__": False})
+    cols = [c for c in ref_table.columns if c not in ("size", "__stratum__", "__psu__",
+                                                      "__excluded__")]
+    other = (e.groupby(["size", "__stratum__", "__psu__", "__excluded__"], as_index=False)[cols]
+             .sum().sample(frac=1.0, random_state=1))  # any row order
+    other.attrs = dict(ref_table.attrs)
+    a = survey.totals_from_sums(ref_table)
+    b = survey.totals_from_sums(other)
+    np.testing.assert_allclose(a.estimate, b.estimate, rtol=1e-12)
+    np.testing.assert_allclose(a.cov, b.cov, rtol=1e-10)
+    pd.testing.assert_frame_equal(a.keys, b.keys)
+
+
+# --------------------------------------------------------------------------------------------
+# input rules
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("bad, match", [(0.0, "<= 0"), (-1.0, "<= 0"),
+                                        (np.nan, "missing or infinite")])
+def test_bad_weights_are_errors_naming_rows(bad, match):
+    d = hand_table()
+    d.loc[4, "w"] = bad
+    with pytest.raises(survey.SurveyDesignError, match=match) as info:
+        survey.ratio(d, "y", **DESIGN)
+    assert "index 4" in str(info.value)
+
+
+def test_missing_values_error_or_na_rm():
+    d = hand_table()
+    d.loc[[1, 3], "y"] = np.nan
+    with pytest.raises(survey.SurveyDesignError, match=r"'y' is missing in 2 row\(s\) \(index 1, 3\)"):
+        survey.ratio(d, "y", "x", by="dom", **DESIGN)
+    got = survey.ratio(d, "y", "x", by="dom", na_rm=True, **DESIGN)
+    # na_rm: rows leave the domains but stay in the design -> same as zero contributions
+    filled = d.assign(y=d.y.fillna(0.0), x=d.x.where(d.y.notna(), 0.0))
+    ref = survey.ratio(filled, "y", "x", by="dom", **DESIGN)
+    np.testing.assert_allclose(got[["estimate", "se"]], ref[["estimate", "se"]], rtol=1e-12)
+    assert got["n"].tolist() == [2, 2]
+    assert got["df"].tolist() == [3, 3]
+    assert got.attrs["design"]["excluded_rows"] == 2
+
+
+def test_missing_domain_and_design_labels():
+    d = hand_table().astype({"dom": "str"})
+    d.loc[2, "dom"] = None
+    with pytest.raises(survey.SurveyDesignError, match="domain column 'dom' is missing"):
+        survey.total(d, "y", by="dom", **DESIGN)
+    res = survey.total(d, "y", by="dom", na_rm=True, **DESIGN)
+    assert res["n"].tolist() == [2, 3]
+    d = hand_table()
+    d.loc[0, "psu"] = None
+    with pytest.raises(survey.SurveyDesignError, match="psu column 'psu' is missing"):
+        survey.total(d, "y", **DESIGN)
+
+
+def test_text_column_and_unknown_column():
+    d = hand_table()
+    with pytest.raises(TypeError, match="'dom' has dtype"):
+        survey.ratio(d, "dom")
+    with pytest.raises(KeyError, match="nope"):
+        survey.ratio(d, "nope", by="dom")
+    with pytest.raises(ValueError, match="singleton must be"):
+        survey.ratio(d, "y", singleton="skip")
+
+
+def test_domain_dtypes_and_order_kept():
+    d = synthetic(n=300, seed=1)
+    d["size"] = pd.Categorical(d["size"], categories=["micro", "small", "medium"])
+    d["female"] = d["female"].astype("boolean")
+    res = survey.ratio(d, "online", by=["size", "female"], **DESIGN)
+    assert isinstance(res["size"].dtype, pd.CategoricalDtype)
+    assert res["female"].dtype == "boolean"
+    assert res["size"].astype(str).tolist()[:2] == ["micro", "micro"]
+    assert res["female"].tolist()[:2] == [False, True]
+    assert res["n"].sum() == len(d)
+
+
+def test_level_changes_interval_only():
+    d = synthetic(n=300, seed=1)
+    a = survey.ratio(d, "turnover", **DESIGN)
+    b = survey.ratio(d, "turnover", level=0.9, **DESIGN)
+    assert a["se"].item() == b["se"].item()
+    assert b["ci_high"].item() < a["ci_high"].item()
+
+
+def test_ratio_deff_matches_linearised_srswor_formula():
+    # deff of a ratio: V / V_srs with V_srs = (1 - n/N) N^2/n * s_u^2 on the row-level
+    # linearised variable u = (y - R x) / X, s_u^2 = n/(n-1) sum w (u - ubar)^2 / N
+    d = synthetic(n=500, seed=21)
+    res = survey.ratio(d, "turnover", "employees", **DESIGN)
+    w, y, x = d.w.to_numpy(), d.turnover.to_numpy(), d.employees.to_numpy()
+    n, big_n = len(d), w.sum()
+    r = (w * y).sum() / (w * x).sum()
+    u = (y - r * x) / (w * x).sum()
+    ubar = (w * u).sum() / big_n
+    s2 = n / (n - 1) * (w * (u - ubar) ** 2).sum() / big_n
+    v_srs = (1 - n / big_n) * big_n**2 / n * s2
+    assert res["deff"].item() == pytest.approx(res["se"].item() ** 2 / v_srs, rel=1e-9)
+
+
+def test_totals_to_frame_and_delta_shape_errors():
+    t = survey.totals(hand_table(), ["y", "x"], by="dom", **DESIGN)
+    frame = t.to_frame()
+    assert frame[["dom", "variable"]].values.tolist() == [["A", "y"], ["B", "y"],
+                                                          ["A", "x"], ["B", "x"]]
+    # X_B = 2*1 + 3*3 + 1*5 = 16
+    assert frame["estimate"].tolist() == [12.0, 11.0, 9.0, 16.0]
+    assert frame["se"].iloc[0] == pytest.approx(np.sqrt(40.0))
+    with pytest.raises(ValueError, match="grad must return"):
+        survey.delta(t, lambda tt: tt[:, 0], lambda tt: tt[:, :1])
+    with pytest.raises(ValueError, match="func must return 2 values"):
+        survey.delta(t, lambda tt: tt, lambda tt: tt)
