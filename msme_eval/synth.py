@@ -151,7 +151,8 @@ import pandas as pd
 from .schema import COUNTRIES, PROGRAMME_TYPES, SIZE_CLASSES
 
 __all__ = [
-    "SyntheticData", "generate", "write_sample", "calibration_targets", "EFFECTS",
+    "SyntheticData", "generate", "write_sample", "write_partitioned", "chunk_plan",
+    "calibration_targets", "EFFECTS",
     "LCU_PER_USD", "PROGRAMMES", "TARGET_RULES",
 ]
 
@@ -1330,3 +1331,154 @@ def write_sample(out_dir: str | os.PathLike, data: SyntheticData | None = None,
         frame = getattr(data, name)
         _atomic(paths[name], lambda p, f=frame: f.to_csv(p, index=False))
     return paths
+
+
+# ------------------------------------------------------------------------------------------
+# Large samples: chunked, partitioned Parquet (bounded memory)
+# ------------------------------------------------------------------------------------------
+def chunk_plan(n_firms: int, chunk_firms: int = 100_000, seed: int = 0) -> pd.DataFrame:
+    """Chunks of :func:`write_partitioned`: ``chunk``, ``n_firms``, ``seed``, ``share``.
+
+    ``k = min(ceil(n_firms / chunk_firms), floor(n_firms / 1000))`` chunks of near-equal size
+    (sizes differ by <= 1, each >= 1000). Chunk 0 uses ``seed`` itself (a single chunk
+    reproduces ``generate(n_firms, seed=seed)``); chunk ``i > 0`` uses the first 64-bit word of
+    ``numpy.random.SeedSequence([seed, i])``. ``share`` = chunk size / n_firms.
+    """
+    n_firms, chunk_firms = int(n_firms), int(chunk_firms)
+    if chunk_firms < 1000:
+        raise ValueError(f"chunk_firms={chunk_firms} must be >= 1000 (generate() needs >= 1000 "
+                         "firms for 2+ PSUs in each of the 40 strata)")
+    if n_firms < 1000:
+        raise ValueError(f"n_firms={n_firms} is too small; use >= 1000")
+    k = min(-(-n_firms // chunk_firms), n_firms // 1000)
+    sizes = np.full(k, n_firms // k) + (np.arange(k) < n_firms % k)
+    seeds = [int(seed)] + [int(np.random.SeedSequence([int(seed), i]).generate_state(
+        1, np.uint64)[0]) for i in range(1, k)]
+    return pd.DataFrame({"chunk": np.arange(k), "n_firms": sizes.astype(np.int64),
+                         "seed": pd.array(seeds, dtype="object"), "share": sizes / n_firms})
+
+
+def _relabel_chunk(panel: pd.DataFrame, chunk: int, share: float, k: int) -> pd.DataFrame:
+    """Chunk-unique firm and PSU labels; weights scaled by the chunk's share of the sample."""
+    if k == 1:
+        return panel
+    tag = f"{chunk:04d}"
+    out = panel.copy()
+    fid = out["firm_id"].astype("str")
+    out["firm_id"] = (fid.str.slice(0, 3) + tag + "-" + fid.str.slice(3)).astype(
+        panel["firm_id"].dtype)
+    out["psu"] = (out["psu"].astype("str") + "-k" + tag).astype(panel["psu"].dtype)
+    out["weight"] = out["weight"] * share
+    return out
+
+
+def write_partitioned(out_dir: str | os.PathLike, n_firms: int, *, chunk_firms: int = 100_000,
+                      seed: int = 0, years: Iterable[int] = range(2015, 2025),
+                      missing: float = 0.0, entry_exit: bool = True,
+                      progress: Any = None) -> dict[str, Path]:
+    """Write a large synthetic panel as a hive-partitioned Parquet dataset, chunk by chunk.
+
+    ``out_dir/panel/country=XXX/year=YYYY/part-0.parquet`` (one file per country-year, one row
+    group per chunk; ``country`` and ``year`` live in the folder names, as pyarrow, DuckDB and
+    Spark expect), plus ``macro.csv``, ``targets.csv``, ``calibration.csv`` (from chunk 0) and
+    ``manifest.json`` (arguments, chunk plan, rows per partition). Memory is bounded by one
+    chunk: ``generate(chunk_firms)`` (~0.5 GB at 100,000 firms) plus the Parquet buffers.
+
+    The panel is the union of ``k`` independent samples (see :func:`chunk_plan`), each a full
+    ``generate(n_firms=size_i, seed=seed_i, ...)`` draw of the same population and design:
+    firm ids become ``ISO3 + chunk + "-" + number`` (``"IDN0003-0001234"``), PSU labels get the
+    suffix ``"-k0003"`` (each sample keeps its own PSUs within the common strata) and weights
+    are multiplied by ``share_i = size_i / n_firms`` so they still sum to the population
+    ``N_h`` in every stratum-year. Deterministic for given arguments; **the result depends on
+    ``chunk_firms``** (a different split draws different samples), so benchmarks must record
+    it (``manifest.json`` does). With ``chunk_firms >= n_firms`` the panel equals
+    ``generate(n_firms, seed=seed)``. With many chunks, near-census strata (large firms of
+    small countries, sampled at up to 90 %) can hold more sampled firms than population
+    units, so weights there may fall below 1 -- fine for benchmarks, not a design to copy.
+    The truth tables are not written (planted effects are per chunk; use
+    :func:`write_sample` for evaluation checks). ``progress``: optional callable
+    ``progress(done_firms, n_firms)`` after each chunk. The dataset is written into a
+    temporary folder next to ``out_dir/panel`` and renamed into place at the end.
+    """
+    import json
+    import shutil
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    plan = chunk_plan(n_firms, chunk_firms, seed)
+    years = list(years)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    final = out / "panel"
+    tmp = Path(tempfile.mkdtemp(prefix=".panel.", suffix=".tmp", dir=out))
+    writers: dict[tuple[str, int], Any] = {}
+    rows: dict[str, int] = {}
+    schema = None
+    first: SyntheticData | None = None
+    done = 0
+    try:
+        for row in plan.itertuples(index=False):
+            data = generate(n_firms=int(row.n_firms), years=years, seed=int(row.seed),
+                            missing=missing, entry_exit=entry_exit)
+            panel = _relabel_chunk(data.panel, int(row.chunk), float(row.share), len(plan))
+            if first is None:
+                first = data
+            data = None  # free the chunk's other tables
+            country = panel["country"].astype("str").to_numpy()
+            year = panel["year"].to_numpy(dtype=np.int64)
+            body = panel.drop(columns=["country", "year"])
+            # the pandas metadata kept in the schema restores Int64/boolean/category on read
+            table = pa.Table.from_pandas(body, schema=schema, preserve_index=False)
+            schema = table.schema if schema is None else schema
+            del panel, body
+            key = pd.MultiIndex.from_arrays([country, year])
+            codes, uniq = pd.factorize(key, sort=True)
+            order = np.argsort(codes, kind="stable")
+            bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
+            for g, (c, y) in enumerate(uniq):
+                part = table.take(pa.array(order[bounds[g]:bounds[g + 1]]))
+                if (c, int(y)) not in writers:
+                    folder = tmp / f"country={c}" / f"year={int(y)}"
+                    folder.mkdir(parents=True, exist_ok=True)
+                    writers[(c, int(y))] = pq.ParquetWriter(folder / "part-0.parquet", schema)
+                writers[(c, int(y))].write_table(part)
+                rows[f"{c}/{int(y)}"] = rows.get(f"{c}/{int(y)}", 0) + part.num_rows
+            del table, part
+            done += int(row.n_firms)
+            if progress is not None:
+                progress(done, int(n_firms))
+        for w in writers.values():
+            w.close()
+        writers.clear()
+        if final.exists():
+            old = Path(tempfile.mkdtemp(prefix=".panel.old.", dir=out))
+            os.replace(final, old / "panel")
+            os.replace(tmp, final)
+            shutil.rmtree(old)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        for w in writers.values():
+            w.close()
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    assert first is not None
+    paths = {"panel": final, "macro": out / "macro.csv", "targets": out / "targets.csv",
+             "calibration": out / "calibration.csv", "manifest": out / "manifest.json"}
+    for name in ("macro", "targets", "calibration"):
+        frame = getattr(first, name)
+        _atomic(paths[name], lambda p, f=frame: f.to_csv(p, index=False))
+    manifest = {
+        "generator": "msme_eval.synth.write_partitioned",
+        "n_firms": int(n_firms), "chunk_firms": int(chunk_firms), "seed": int(seed),
+        "years": [int(y) for y in years], "missing": missing, "entry_exit": entry_exit,
+        "chunks": [{"chunk": int(r.chunk), "n_firms": int(r.n_firms), "seed": int(r.seed),
+                    "share": float(r.share)} for r in plan.itertuples(index=False)],
+        "partitioning": ["country", "year"], "rows": dict(sorted(rows.items())),
+        "n_rows": int(sum(rows.values())),
+        "note": "macro/targets/calibration come from chunk 0; depends on chunk_firms",
+    }
+    _atomic(paths["manifest"], lambda p: Path(p).write_text(json.dumps(manifest, indent=1)))
+    return paths
+

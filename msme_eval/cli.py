@@ -1,0 +1,232 @@
+"""The ``msme-eval`` command: run a cycle, validate a file, compute indicators, write a sample.
+
+Exit codes: 0 success; 1 a notebook failed, data are invalid or a step failed; 2 bad usage
+(unknown or ill-typed parameter, unsafe cycle id, missing input file, missing kernel).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _err(msg: str) -> None:
+    print(f"msme-eval: {msg}", file=sys.stderr, flush=True)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="msme-eval",
+        description="Monitoring and evaluation of MSME programmes in ASEAN.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a monitoring cycle and publish its HTML report",
+                       description="Validate the parameters and data, execute the report "
+                       "notebooks (region + countries) with papermill, render HTML and publish "
+                       "reports/<cycle>/ atomically. Flags override the YAML file.")
+    r.add_argument("--cycle", help="cycle id (letters, digits, _ and -), e.g. 2024")
+    r.add_argument("-f", "--file", help="YAML file of cycle parameters (e.g. cycles/2024.yaml)")
+    r.add_argument("--panel", help="firm-year panel file")
+    r.add_argument("--macro", help="macro table (country-year)")
+    r.add_argument("--targets", help="targets table")
+    r.add_argument("--no-macro", action="store_true", help="run without a macro table")
+    r.add_argument("--no-targets", action="store_true", help="run without targets")
+    r.add_argument("--countries", nargs="+", metavar="ISO3",
+                   help="member states and/or ASEAN (default: all ten + ASEAN)")
+    r.add_argument("--sections", nargs="+", metavar="TEMPLATE",
+                   help="only these templates (e.g. 20_indicators)")
+    r.add_argument("--baseline-year", type=int)
+    r.add_argument("--target-year", type=int)
+    r.add_argument("--report-year", type=int)
+    r.add_argument("--programme-types", nargs="+", metavar="TYPE")
+    r.add_argument("--workers", type=int, help="notebooks run in parallel (default 2)")
+    r.add_argument("--timeout", type=float, help="wall-clock limit per notebook, seconds")
+    r.add_argument("--kernel", help="Jupyter kernel name (default msme-eval)")
+    r.add_argument("--output-root", help="folder of published cycles (default reports)")
+    r.add_argument("--templates-dir", help="folder of notebook templates")
+    r.add_argument("--no-install-kernel", action="store_true",
+                   help="fail instead of registering the msme-eval kernel when it is missing")
+
+    v = sub.add_parser("validate", help="validate a data file and store the typed version",
+                       description="Check every rule of the data contract; print the report; "
+                       "on success write the typed table and a SHA-256 manifest.")
+    v.add_argument("file")
+    v.add_argument("--table", choices=("panel", "macro", "targets"), default="panel")
+    v.add_argument("--out-dir", default="data/processed")
+    v.add_argument("--sheet", help="Excel sheet name")
+
+    i = sub.add_parser("indicators", help="compute the indicator table from a panel")
+    i.add_argument("--panel", default="data/raw/sample/panel.parquet")
+    i.add_argument("--macro", default=None, help="macro table (optional)")
+    i.add_argument("--countries", nargs="+", metavar="ISO3", help="only these areas")
+    i.add_argument("--indicators", nargs="+", metavar="ID", help="only these ids, e.g. K01")
+    i.add_argument("--breakdowns", nargs="+", default=(), metavar="COLUMN")
+    i.add_argument("--year", type=int, help="only this year")
+    i.add_argument("--out", help="write the table to .csv, .xlsx or .parquet")
+
+    s = sub.add_parser("sample", help="write the embedded synthetic sample data")
+    s.add_argument("--firms", type=int, default=20_000)
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--first-year", type=int, default=2015)
+    s.add_argument("--last-year", type=int, default=2024)
+    s.add_argument("--out", default="data/raw/sample")
+    s.add_argument("--chunk-firms", type=int, default=100_000,
+                   help="above this many firms, write a country/year-partitioned Parquet panel "
+                        "chunk by chunk in bounded memory (synth.write_partitioned)")
+    return p
+
+
+def _cmd_run(a: argparse.Namespace) -> int:
+    from msme_eval import cycle
+
+    overrides: dict[str, Any] = {
+        "cycle": a.cycle, "panel": a.panel, "macro": a.macro, "targets": a.targets,
+        "countries": a.countries, "sections": a.sections, "baseline_year": a.baseline_year,
+        "target_year": a.target_year, "report_year": a.report_year,
+        "programme_types": a.programme_types, "workers": a.workers, "timeout": a.timeout,
+        "kernel": a.kernel, "output_root": a.output_root, "templates_dir": a.templates_dir,
+    }
+    params = cycle.load_params(a.file, **overrides)
+    if a.no_macro or a.no_targets:
+        params = cycle.CycleParams.model_validate(
+            {**params.model_dump(), **({"macro": None} if a.no_macro else {}),
+             **({"targets": None} if a.no_targets else {})})
+    result = cycle.run(params, install_missing_kernel=not a.no_install_kernel)
+    if not result.ok:
+        _err(f"{len(result.failed)} notebook(s) failed; see the summary above and "
+             f"{result.path / 'index.html'}")
+    return result.exit_code
+
+
+def _cmd_validate(a: argparse.Namespace) -> int:
+    from msme_eval.report.context import library
+
+    validate_file = library("io.validate_file")
+    if validate_file is None:
+        _err("validation (msme_eval.io.validate_file) is not available in this version")
+        return EXIT_FAILED
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # warnings are part of the printed report
+        res = validate_file(a.file, out_dir=a.out_dir, table=a.table, sheet=a.sheet,
+                            raise_on_error=False)
+    report = res.report
+    n_err = int((report["severity"] == "error").sum()) if len(report) else 0
+    n_warn = int((report["severity"] == "warning").sum()) if len(report) else 0
+    for r in report.to_dict("records"):
+        print(f"{r['severity'].upper()}: {r['message']}")
+        if r.get("fix"):
+            print(f"    fix: {r['fix']}")
+    if not res.ok:
+        print(f"{a.file}: INVALID — {n_err} error(s), {n_warn} warning(s); nothing written.")
+        return EXIT_FAILED
+    print(f"{a.file}: valid ({len(res.panel):,} rows), {n_warn} warning(s).")
+    print(f"wrote {res.output_path}\nwrote {res.manifest_path}")
+    return EXIT_OK
+
+
+def _cmd_indicators(a: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from msme_eval.report.context import library
+
+    compute = library("indicators.compute")
+    read = library("io.read_panel")
+    if compute is None or read is None:
+        _err("indicators are not available in this version")
+        return EXIT_FAILED
+    panel = read(a.panel)
+    macro = library("io.read_macro")(a.macro) if a.macro else None  # type: ignore[misc]
+    if a.countries:
+        from msme_eval.schema import COUNTRIES
+
+        bad = [c for c in a.countries if c not in (*COUNTRIES, "ASEAN")]
+        if bad:
+            _err(f"unknown country code(s) {bad}")
+            return EXIT_USAGE
+    table = compute(panel, macro, breakdowns=tuple(a.breakdowns), indicators=a.indicators)
+    if a.countries:
+        table = table[table["ref_area"].isin(a.countries)]
+    if a.year is not None:
+        table = table[table["time_period"] == a.year]
+    if a.out:
+        out = Path(a.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        writers = {".csv": lambda p: table.to_csv(p, index=False),
+                   ".xlsx": lambda p: table.to_excel(p, index=False),
+                   ".parquet": lambda p: table.to_parquet(p, index=False)}
+        if out.suffix not in writers:
+            _err(f"--out must end in .csv, .xlsx or .parquet, not {out.suffix!r}")
+            return EXIT_USAGE
+        atomic = library("io.atomic_write")
+        atomic(out, writers[out.suffix]) if atomic else writers[out.suffix](out)
+        print(f"wrote {len(table):,} rows to {out}")
+    else:
+        cols = [c for c in ("indicator", "ref_area", "time_period", "breakdown", "group",
+                            "value", "ci_low", "ci_high", "conf_status") if c in table.columns]
+        with pd.option_context("display.max_rows", 200, "display.width", 140):
+            print(table[cols].to_string(index=False, float_format=lambda x: f"{x:,.2f}"))
+    return EXIT_OK
+
+
+def _cmd_sample(a: argparse.Namespace) -> int:
+    from msme_eval.report.context import library
+
+    generate, write = library("synth.generate"), library("synth.write_sample")
+    if generate is None or write is None:
+        _err("the synthetic sample (msme_eval.synth) is not available in this version")
+        return EXIT_FAILED
+    if a.firms <= 0 or a.last_year < a.first_year:
+        _err("--firms must be positive and --last-year >= --first-year")
+        return EXIT_USAGE
+    years = range(a.first_year, a.last_year + 1)
+    if a.firms > a.chunk_firms:
+        from msme_eval import synth
+        paths = synth.write_partitioned(a.out, a.firms, chunk_firms=a.chunk_firms, seed=a.seed,
+                                        years=years,
+                                        progress=lambda done, n: print(f"  {done:,} / {n:,} firms"))
+    else:
+        paths = write(a.out, generate(n_firms=a.firms, years=years, seed=a.seed))
+    for name, path in paths.items():
+        print(f"wrote {name}: {path}")
+    return EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``msme-eval`` console script; returns the exit code."""
+    from msme_eval.cycle import CycleError
+
+    # this process only reads notebooks: skip jsonschema's slow optional IRI checker (see
+    # msme_eval.cycle._PAPERMILL_MAIN)
+    sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+    # pandera imports pyspark.pandas when pyspark is installed, which warns about pandas 3
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
+                            category=FutureWarning)
+    args = _parser().parse_args(argv)
+    handlers = {"run": _cmd_run, "validate": _cmd_validate, "indicators": _cmd_indicators,
+                "sample": _cmd_sample}
+    try:
+        return handlers[args.command](args)
+    except CycleError as exc:
+        _err(str(exc))
+        return exc.exit_code
+    except KeyboardInterrupt:
+        _err("interrupted; nothing was published")
+        return 130
+    except Exception as exc:  # noqa: BLE001 - a clear one-line message, then non-zero
+        name = type(exc).__name__
+        if name in ("DataValidationError", "DataFileNotFoundError"):
+            _err(str(exc))
+            return EXIT_FAILED
+        if name in ("ValueError", "TypeError", "ImpactInputError", "RegistryError"):
+            _err(f"{name}: {exc}")
+            return EXIT_FAILED
+        raise
+
+
+if __name__ == "__main__":
+    sys.exit(main())

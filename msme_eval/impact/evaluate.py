@@ -1,0 +1,526 @@
+"""The three evaluation questions in one call: :func:`evaluate` -> :class:`Evaluation`.
+
+Growth (log turnover, log value added, log labour productivity = log(value added / employee)),
+jobs (employees; net jobs per supported firm counting exits as zero jobs; cost per job), survival
+(a firm x year ``alive`` indicator built from panel presence: exits are outcomes, not dropped),
+and inclusion (effects for women-owned, rural, micro and young firms, a test that they differ,
+and the shares of support and of jobs created reaching each group), per programme type and
+overall, with the evidence a reviewer needs (event studies with pre-trend tests, a robustness
+table, the OECD "Six Steps to Heaven" level and plain-language interpretation).
+
+Estimator: :func:`msme_eval.impact.did` (Callaway-Sant'Anna). For a programme type, the sample
+is the firms supported by that type plus the never-supported firms; firms supported by another
+type are left out (they are neither clean controls nor part of this programme's effect).
+"""
+from __future__ import annotations
+
+import html
+import warnings
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from ._checks import ImpactInputError, integer_time, require_columns
+from .did import did
+from .results import DidResult, normal_inference
+from .survival import survival_did
+from .twfe import twfe
+
+__all__ = ["Evaluation", "evaluate", "build_outcomes", "OUTCOMES", "SUBGROUPS"]
+
+OUTCOMES: dict[str, tuple[str, str]] = {
+    "log_turnover": ("growth", "log turnover (effect x 100 ~ % change)"),
+    "log_value_added": ("growth", "log value added (effect x 100 ~ % change)"),
+    "log_productivity": ("growth", "log labour productivity, value added per employee"),
+    "employees": ("jobs", "employees of surviving firms"),
+    "jobs": ("jobs", "employees counting exited firms as zero (net jobs)"),
+    "survival": ("survival", "firm still operating (1) or exited (0)"),
+}
+CORE = ("log_turnover", "employees", "jobs", "survival")
+CORE_SUBGROUP = ("log_turnover", "employees")  # add "survival" via subgroup_outcomes (slower)
+# subgroup -> (column built by build_outcomes, label of the True level)
+SUBGROUPS: dict[str, str] = {
+    "owner_female": "women-owned", "rural": "rural", "micro": "micro (at baseline)",
+    "young": "young (<= 5 years old at baseline)",
+}
+YOUNG_MAX_AGE = 5
+
+
+def _log_pos(x: pd.Series) -> pd.Series:
+    """log(x) where x > 0, NaN elsewhere (counted in the notes by the caller)."""
+    v = pd.to_numeric(x, errors="raise").to_numpy(dtype=np.float64, na_value=np.nan)
+    out = np.full(v.shape, np.nan)
+    pos = v > 0
+    out[pos] = np.log(v[pos])
+    return pd.Series(out, index=x.index)
+
+
+def build_outcomes(panel: pd.DataFrame, *, unit: str = "firm_id", time: str = "year") -> tuple[pd.DataFrame, list[str]]:
+    """Firm x year analysis frame from a contract panel, with outcomes and baseline attributes.
+
+    Each firm gets every year from its first observed year to the panel's last year. ``alive``
+    is 1 in observed years, 0 in every year after the firm's last observed year (exit), and
+    missing in a gap between two observed years (non-response, not exit). ``jobs`` =
+    employees, 0 after exit. Baseline attributes (owner_female, rural, micro, registered, size and
+    sector dummies, ...) are the values in the firm's first observed year; ``young`` is age <= 5
+    in the first support year (never-supported firms: in the median first-support year).
+    Returns (frame, notes).
+    """
+    require_columns(panel, [unit, time, "first_treated", "employees"], "evaluate()")
+    notes: list[str] = []
+    t = integer_time(panel, time)
+    p = panel.assign(**{time: t}).sort_values([unit, time])
+    first = p.groupby(unit, sort=False)[time].transform("min")
+    last_year = int(t.max())
+    span = p.groupby(unit, sort=False)[time].agg(["min", "max"])
+    grid = pd.DataFrame({unit: np.repeat(span.index.to_numpy(), last_year - span["min"].to_numpy() + 1)})
+    grid[time] = np.concatenate([np.arange(a, last_year + 1) for a in span["min"].to_numpy()]) if len(span) else []
+    keep = [c for c in ("employees", "turnover", "value_added", "support_amount") if c in p.columns]
+    out = grid.merge(p[[unit, time, *keep]].assign(_obs=1), on=[unit, time], how="left")
+    last_obs = out[unit].map(span["max"])
+    observed = out["_obs"].notna()
+    out["alive"] = np.where(observed, 1.0, np.where(out[time] > last_obs, 0.0, np.nan))
+    n_gap = int(np.isnan(out["alive"]).sum())
+    if n_gap:
+        notes.append(f"{n_gap} firm-year(s) are gaps between observed years: survival is missing there "
+                     "(non-response is not exit).")
+    n_exit = int((span["max"] < last_year).sum())
+    notes.append(f"{n_exit} firm(s) exit before {last_year} (last observed earlier); they stay in the sample "
+                 "with alive = 0 after exit.")
+    out["survival"] = out["alive"]
+    emp = pd.to_numeric(out["employees"]).astype("Float64")
+    out["employees"] = emp
+    out["jobs"] = emp.where(out["alive"] != 0, 0.0)
+    if "turnover" in out:
+        out["log_turnover"] = _log_pos(out["turnover"])
+    if "value_added" in out:
+        out["log_value_added"] = _log_pos(out["value_added"])
+        va = pd.to_numeric(out["value_added"]).to_numpy(dtype=np.float64, na_value=np.nan)
+        e_ = emp.to_numpy(dtype=np.float64, na_value=np.nan)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["log_productivity"] = _log_pos(pd.Series(np.where(e_ > 0, va / e_, np.nan), index=out.index))
+    for c, col in (("turnover", "log_turnover"), ("value_added", "log_value_added")):
+        if c in out:
+            nonpos = int((pd.to_numeric(out[c]) <= 0).sum())
+            if nonpos:
+                notes.append(f"{nonpos} firm-year(s) with {c} <= 0 have missing {col} (log undefined).")
+    out["support_amount"] = pd.to_numeric(out["support_amount"]).fillna(0.0) if "support_amount" in out else 0.0
+    base = p[p[time] == first].set_index(unit)
+    attrs = pd.DataFrame(index=span.index)
+    attrs["first_treated"] = base["first_treated"]
+    for c in ("programme_type", "programme", "country", "sector", "region", "owner_female", "urban", "weight"):
+        if c in base:
+            attrs[c] = base[c]
+    # time-invariant programme info: take it from any row where it is set
+    for c in ("programme_type", "programme"):
+        if c in p:
+            attrs[c] = p.dropna(subset=[c]).groupby(unit)[c].first().reindex(span.index)
+    if "owner_female" in base:
+        attrs["owner_female"] = base["owner_female"].astype("boolean")
+    if "urban" in base:
+        attrs["rural"] = ~base["urban"].astype("boolean")
+    if "size_class" in base:
+        attrs["micro"] = (base["size_class"].astype("str") == "micro").astype("boolean").where(base["size_class"].notna())
+    if "registered" in base:
+        attrs["registered"] = base["registered"].astype("Float64")
+    if "size_class" in base:
+        attrs["size_class"] = base["size_class"].astype("str")
+        for k in ("micro", "small", "medium"):
+            attrs[f"size_{k}"] = (base["size_class"].astype("str") == k).astype(float)
+    if "sector" in base:
+        share = base["sector"].value_counts(normalize=True)
+        for sec in sorted(share.index[share >= 0.05]):
+            attrs[f"sector_{sec}"] = (base["sector"] == sec).astype(float)
+    if "birth_year" in base:
+        birth = pd.to_numeric(base["birth_year"]).astype("Float64")
+        attrs["birth_year"] = birth
+        attrs["baseline_age"] = (span["min"] - birth).astype("Float64")
+        # young: age <= 5 in the first support year (treated) or, for never-supported firms, in the
+        # median first-support year of the panel (their comparable reference year)
+        g_firm = pd.to_numeric(attrs["first_treated"]).astype("Float64")
+        ref = g_firm.fillna(float(g_firm.median()) if g_firm.notna().any() else float(span["min"].median()))
+        age_ref = ref - birth
+        attrs["young"] = (age_ref <= YOUNG_MAX_AGE).astype("boolean").where(age_ref.notna())
+    attrs["baseline_log_employees"] = np.log1p(pd.to_numeric(base["employees"]).astype("Float64"))
+    out = out.drop(columns=["_obs"]).merge(attrs, left_on=unit, right_index=True, how="left")
+    return out, notes
+
+
+def _jobs_cost(att: float, ci: tuple[float, float], n_treated: int, support: float) -> dict[str, float]:
+    """Cost per job = support / (n_treated * att); interval by inverting the CI of att (monotone in att > 0)."""
+    jobs = n_treated * att
+    lo, hi = ci
+    cost = support / jobs if jobs > 0 else np.nan
+    if lo > 0:
+        c_lo, c_hi = support / (n_treated * hi), support / (n_treated * lo)
+    else:  # CI of jobs includes zero or negatives: cost per job is unbounded above
+        c_lo, c_hi = (support / (n_treated * hi) if hi > 0 else np.nan), np.inf
+    return {"jobs_created": jobs, "jobs_ci_low": n_treated * lo, "jobs_ci_high": n_treated * hi,
+            "support_total": support, "cost_per_job": cost, "cost_ci_low": c_lo, "cost_ci_high": c_hi}
+
+
+def _row(res: DidResult, outcome: str, pt: str, spec: str = "main") -> dict[str, Any]:
+    o, pre, n = res.overall, res.pretrend, res.counts
+    return {"outcome": outcome, "programme_type": pt, "spec": spec, "att": o.att, "se": o.se,
+            "ci_low": o.ci_low, "ci_high": o.ci_high, "pvalue": o.pvalue, "n_units": n["n_units"],
+            "n_treated": n["n_treated"], "n_never_treated": n["n_never_treated"], "n_cohorts": n["n_cohorts"],
+            "pretrend_stat": pre.stat, "pretrend_df": pre.df, "pretrend_pvalue": pre.pvalue,
+            "control": res.choices["control"], "method": res.choices["method"],
+            "covariates": ",".join(res.choices["covariates"])}
+
+
+def interpret(row: pd.Series | dict[str, Any], alpha: float = 0.05) -> str:
+    """Plain-language reading of one headline row that states CI, significance and the assumption."""
+    r = dict(row)
+    lvl = int(round(100 * (1 - alpha)))
+    label = OUTCOMES.get(r["outcome"], ("", r["outcome"]))[1]
+    who = "all supported firms" if r["programme_type"] == "all" else f"firms supported by {r['programme_type']} programmes"
+    if not np.isfinite(r["att"]) or not np.isfinite(r["se"]):
+        return f"{label}, {who}: no estimate (too few firms or periods)."
+    def fmt(v: float) -> str:
+        if r["outcome"].startswith("log_"):
+            return f"{100 * v:+.1f} log points (about {100 * np.expm1(v):+.1f}%)"
+        if r["outcome"] == "survival":
+            return f"{100 * v:+.1f} percentage points"
+        return f"{v:+.2f}"
+    est = f"{fmt(r['att'])} ({lvl}% CI {fmt(r['ci_low'])} to {fmt(r['ci_high'])})"
+    ptxt_ = "p < 0.001" if r["pvalue"] < 0.001 else f"p = {r['pvalue']:.3f}"
+    if r["pvalue"] < alpha:
+        sig = (f"The interval excludes zero ({ptxt_}): the data are not consistent with no effect at the "
+               f"{100 * alpha:g}% significance level")
+    else:
+        sig = (f"The interval includes zero ({ptxt_}): the data cannot distinguish this from no effect, "
+               "which is not evidence that the effect is zero")
+    pre = r.get("pretrend_pvalue", np.nan)
+    if np.isfinite(pre):
+        ptxt = (f"Pre-support trends of supported and comparison firms differ (pre-trend test p = {pre:.3f}); "
+                "treat the estimate with caution." if pre < alpha else
+                f"Before support, the two groups moved in parallel (pre-trend test p = {pre:.2f}), which is "
+                "consistent with, but cannot prove, the assumption.")
+    elif r["outcome"] in ("survival", "jobs"):
+        ptxt = ("Outcomes that include exit are compared among firms alive in the year before support, "
+                "adjusting for the characteristics that drive exit; no pre-support trend test is possible, "
+                "so this rests on having measured those characteristics.")
+    else:
+        ptxt = "No pre-support years were available to check parallel trends."
+    return (f"{label}, {who}: the average effect in the years after support is estimated at {est}. {sig}. "
+            f"This rests on parallel trends: without support, supported firms' outcomes would have evolved "
+            f"like those of the comparison firms. {ptxt}")
+
+
+def six_steps(control: str, covariates: Sequence[str], pretrend_ok: bool) -> dict[str, str]:
+    """OECD Six Steps to Heaven level of a DiD design (domain.md section 5)."""
+    reason = ("supported firms are compared with non-supported firms followed before and after support "
+              f"({'never-supported' if control == 'never_treated' else 'not-yet-supported'} firms as controls)"
+              + (", conditioning on baseline characteristics" if covariates else "")
+              + "; the difference-in-differences removes fixed differences between the groups. Step VI "
+              "requires dealing with selection on changing unobservables (randomisation, a discontinuity or "
+              "an instrument), which this design does not.")
+    if not pretrend_ok:
+        reason += " Pre-support trends differ for at least one headline estimate, which weakens the comparison."
+    return {"step": "V", "name": "comparison with matched non-assisted firms", "reason": reason,
+            "maryland_sms": "3 (difference-in-differences with a comparison group)"}
+
+
+@dataclass
+class Evaluation:
+    """Results of :func:`evaluate`: tidy tables, event studies and text. See ``summary()``."""
+
+    headline: pd.DataFrame
+    robustness: pd.DataFrame
+    inclusion: pd.DataFrame
+    inclusion_tests: pd.DataFrame
+    inclusion_shares: pd.DataFrame
+    jobs: pd.DataFrame
+    event_studies: dict[tuple[str, str], pd.DataFrame]
+    pretrends: pd.DataFrame
+    six_steps: dict[str, str]
+    interpretation: pd.DataFrame
+    choices: dict[str, Any]
+    notes: list[str]
+    results: dict[tuple[str, str], DidResult] = field(default_factory=dict, repr=False)
+
+    def tidy(self) -> pd.DataFrame:
+        """Every number for results.json: headline, robustness, inclusion, jobs in one long table."""
+        parts = [self.headline.assign(table="headline"), self.robustness.assign(table="robustness"),
+                 self.inclusion.assign(table="inclusion")]
+        return pd.concat(parts, ignore_index=True)
+
+    def to_dict(self) -> dict[str, Any]:
+        def recs(df: pd.DataFrame) -> list[dict[str, Any]]:
+            return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()}
+                    for r in df.to_dict(orient="records")]
+        return {"headline": recs(self.headline), "robustness": recs(self.robustness),
+                "inclusion": recs(self.inclusion), "inclusion_tests": recs(self.inclusion_tests),
+                "inclusion_shares": recs(self.inclusion_shares), "jobs": recs(self.jobs),
+                "six_steps": self.six_steps, "choices": self.choices, "notes": self.notes}
+
+    def plot_event_study(self, outcome: str = "log_turnover", programme_type: str = "all", ax: Any = None,
+                         twfe_baseline: bool = False) -> Any:
+        """Event study for one outcome and programme type, with the pre-trend test annotated."""
+        key = (outcome, programme_type)
+        if key not in self.results:
+            raise KeyError(f"no event study for {key}; available: {sorted(self.results)}")
+        ax = self.results[key].plot(ax=ax)
+        if twfe_baseline and key in self.event_studies and "twfe" in self.event_studies[key].attrs:
+            from .plots import event_study_plot
+
+            event_study_plot(self.event_studies[key].attrs["twfe"], ax=ax, color="C3", offset=0.15,
+                             label="TWFE event study (biased if effects vary)")
+        return ax
+
+    def plot_headline(self, outcome: str | None = None, ax: Any = None) -> Any:
+        """Forest plot of headline ATTs with CIs by outcome and programme type."""
+        import matplotlib.pyplot as plt
+
+        h = self.headline if outcome is None else self.headline[self.headline["outcome"] == outcome]
+        if ax is None:
+            _, ax = plt.subplots(figsize=(7, 0.35 * len(h) + 1))
+        y = np.arange(len(h))[::-1]
+        ax.errorbar(h["att"], y, xerr=[h["att"] - h["ci_low"], h["ci_high"] - h["att"]], fmt="o", capsize=3)
+        ax.set_yticks(y, [f"{o} | {p}" for o, p in zip(h["outcome"], h["programme_type"])])
+        ax.axvline(0, color="0.4", lw=0.8)
+        ax.set_xlabel(f"ATT with {int(round(100 * (1 - self.choices['alpha'])))}% CI")
+        return ax
+
+    def summary(self) -> str:
+        cols = ["outcome", "programme_type", "att", "se", "ci_low", "ci_high", "pvalue", "n_treated", "pretrend_pvalue"]
+        lines = ["Impact evaluation (Callaway-Sant'Anna staggered DiD)",
+                 f"Design: OECD Six Steps level {self.six_steps['step']} ({self.six_steps['name']}); "
+                 f"Maryland SMS {self.six_steps['maryland_sms']}", self.six_steps["reason"], "",
+                 self.headline[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"), "",
+                 *self.interpretation["text"].tolist()]
+        if self.notes:
+            lines += ["", "Notes:", *[f"- {n}" for n in self.notes]]
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        cols = ["outcome", "programme_type", "att", "se", "ci_low", "ci_high", "pvalue", "n_treated", "pretrend_pvalue"]
+        return (f"<div><b>Impact evaluation</b><p>OECD Six Steps level {self.six_steps['step']}: "
+                f"{html.escape(self.six_steps['reason'])}</p>"
+                + self.headline[cols].to_html(index=False, float_format=lambda x: f"{x:.4f}")
+                + "<ul>" + "".join(f"<li>{html.escape(t)}</li>" for t in self.interpretation["text"]) + "</ul></div>")
+
+
+def _fit(frame: pd.DataFrame, outcome: str, **kw: Any) -> DidResult | None:
+    """did() or, for survival, survival_did(); None (and the reason in ``notes``) if refused."""
+    notes = kw.pop("notes")
+    surv_covs = kw.pop("survival_covariates", None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            if outcome in ("survival", "jobs"):
+                # outcomes that include exit: compare firms alive in the year before support (survival.py)
+                kw.pop("control", None)
+                covs = kw.pop("covariates", surv_covs)
+                kw.pop("method", None)
+                return survival_did(frame, alive="alive", outcome=outcome, covariates=covs, **kw)
+            return did(frame, outcome, **kw)
+        except ImpactInputError as exc:
+            notes.append(f"{outcome}: not estimated ({exc})")
+            return None
+
+
+def evaluate(
+    panel: pd.DataFrame,
+    *,
+    programme_type: str | Sequence[str] | None = None,
+    outcomes: Sequence[str] | None = None,
+    control: str = "never_treated",
+    covariates: Sequence[str] | None = None,
+    survival_covariates: Sequence[str] | None = None,
+    eligible_sizes: Sequence[str] | None = ("micro", "small", "medium"),
+    cluster: str | None = None,
+    macro: pd.DataFrame | None = None,
+    subgroups: Sequence[str] | None = tuple(SUBGROUPS),
+    subgroup_outcomes: Sequence[str] = CORE_SUBGROUP,
+    robustness: bool = True,
+    alpha: float = 0.05,
+    unit: str = "firm_id",
+    time: str = "year",
+) -> Evaluation:
+    """Growth, jobs, survival and inclusion effects per programme type and overall.
+
+    ``programme_type``: None = every type in the data plus "all"; or one type / a list.
+    ``eligible_sizes``: comparison firms must be eligible for MSME support; by default firms whose
+    baseline size class is "large" are left out (they are never supported and follow different
+    trends). None keeps every firm.
+    ``covariates``: baseline covariates for the robustness row "with covariates" (default
+    owner_female, rural, baseline_log_employees, baseline_age where available).
+    ``survival_covariates``: the exit-hazard drivers survival comparisons condition on (default:
+    size dummies, registered, large-sector dummies, age at support <= 2 and <= 5 years).
+    ``macro`` (country, year, usd_per_lcu) converts support to USD for cost per job; without it
+    cost per job is in local currency and only computed when the sample has a single country.
+    ``subgroups``: inclusion breakdowns (women-owned, rural, micro, young), estimated within the
+    subgroup (supported and comparison firms of that group) for ``subgroup_outcomes``.
+    Main estimates: ``control`` comparison firms, no covariates (survival: with
+    ``survival_covariates``), SEs clustered by firm (or ``cluster``).
+    """
+    frame, notes = build_outcomes(panel, unit=unit, time=time)
+    if eligible_sizes is not None and "size_class" in frame:
+        bad = ~frame["size_class"].isin(list(eligible_sizes))
+        n_firms = int(frame.loc[bad, unit].nunique())
+        if n_firms:
+            n_sup = int(frame.loc[bad & frame["first_treated"].notna(), unit].nunique())
+            frame = frame[~bad]
+            notes.append(f"{n_firms} firm(s) with a baseline size class outside {list(eligible_sizes)} left out "
+                         f"(not eligible for MSME support; {n_sup} of them supported).")
+    types_all = sorted(frame["programme_type"].dropna().astype(str).unique()) if "programme_type" in frame else []
+    if programme_type is None:
+        pts = [*types_all, "all"]
+    else:
+        pts = [programme_type] if isinstance(programme_type, str) else list(programme_type)
+        unknown = [p for p in pts if p != "all" and p not in types_all]
+        if unknown:
+            raise ImpactInputError(f"programme_type {unknown} not found; the data have {types_all} (or use 'all').")
+    missing = [o for o in (outcomes or []) if o not in frame.columns]
+    if missing:
+        raise ImpactInputError(f"outcome(s) {missing} cannot be built from the panel (columns missing).")
+    outs = [o for o in (outcomes or OUTCOMES) if o in frame.columns]
+    if covariates is None:
+        covariates = [c for c in ("owner_female", "rural", "baseline_log_employees", "baseline_age") if c in frame
+                      and frame[c].notna().all()]
+    covs = list(covariates)
+    for c in covs:
+        frame[c] = pd.to_numeric(frame[c].astype("Float64") if frame[c].dtype == "boolean" else frame[c])
+    if survival_covariates is None:
+        survival_covariates = [c for c in ("size_micro", "size_small", "registered") if c in frame
+                               and frame[c].notna().all() and frame[c].nunique() > 1]
+        survival_covariates += sorted(c for c in frame.columns if c.startswith("sector_"))
+        if "birth_year" in frame and frame["birth_year"].notna().all():
+            survival_covariates += ["age_at_support_le2", "age_at_support_le5"]
+    scovs = list(survival_covariates)
+    base_kw = {"unit": unit, "time": time, "cluster": cluster, "alpha": alpha, "notes": notes,
+               "survival_covariates": scovs}
+
+    usd = None
+    if macro is not None and "country" in frame:
+        require_columns(macro, ["country", "year", "usd_per_lcu"], "evaluate(macro=...)")
+        rate = macro.set_index(["country", "year"])["usd_per_lcu"]
+        usd = frame["support_amount"].to_numpy() * rate.reindex(
+            pd.MultiIndex.from_arrays([frame["country"], frame[time]])).to_numpy()
+        frame["support_usd"] = usd
+    single_country = "country" not in frame or frame["country"].nunique() == 1
+
+    head, rob, incl, tests, shares, jobs, pre_rows, interp = [], [], [], [], [], [], [], []
+    ess: dict[tuple[str, str], pd.DataFrame] = {}
+    results: dict[tuple[str, str], DidResult] = {}
+    for pt in pts:
+        treated = frame["first_treated"].notna()
+        sample = frame if pt == "all" else frame[~treated | (frame["programme_type"].astype("str") == pt)]
+        for o in outs:
+            res = _fit(sample, o, control=control, **base_kw)
+            if res is None:
+                continue
+            results[(o, pt)] = res
+            row = _row(res, o, pt)
+            head.append(row)
+            ess[(o, pt)] = res.event_study
+            pre_rows.append({"outcome": o, "programme_type": pt, **res.pretrend.to_dict()})
+            interp.append({"outcome": o, "programme_type": pt, "text": interpret(row, alpha)})
+            if robustness and o in CORE:
+                rob.append(row)
+                if o in ("survival", "jobs"):
+                    alt = [("without covariates (unconditional)", _fit(sample, o, covariates=[], **base_kw))]
+                else:
+                    other = "not_yet_treated" if control == "never_treated" else "never_treated"
+                    alt = [(f"{other} controls", _fit(sample, o, control=other, **base_kw)),
+                           ("with covariates (doubly robust)",
+                            _fit(sample, o, control=control, covariates=covs, method="dr", **base_kw) if covs else None)]
+                for spec, r2 in alt:
+                    if r2 is not None:
+                        rob.append(_row(r2, o, pt, spec))
+                if o not in ("survival", "jobs"):
+                    s2 = sample.assign(_d=((sample[time] >= sample["first_treated"]).fillna(False)).astype(float))
+                    try:
+                        tw = twfe(s2, o, "_d", unit=unit, time=time, cluster=cluster)
+                        e = normal_inference(float(tw.coef["_d"]), float(tw.se["_d"]), alpha)
+                        rob.append({"outcome": o, "programme_type": pt, "spec": "TWFE (static, baseline)",
+                                    **{k: v for k, v in e.to_dict().items() if k != "alpha"},
+                                    "n_units": res.counts["n_units"], "n_treated": res.counts["n_treated"],
+                                    "control": "all other firm-years", "method": "ols"})
+                    except Exception as exc:  # a pyfixest failure is reported, not hidden
+                        notes.append(f"TWFE for {o} / {pt} failed: {exc}")
+            if o == "jobs":
+                sup = sample.loc[sample["first_treated"].notna()]
+                cur = "USD" if usd is not None else "LCU"
+                money = float(sup["support_usd"].sum() if usd is not None else sup["support_amount"].sum())
+                if usd is None and not single_country:
+                    money, cur = np.nan, "n/a (several currencies; pass macro with usd_per_lcu)"
+                o_ = res.overall
+                jobs.append({"programme_type": pt, "net_jobs_per_firm": o_.att, "se": o_.se, "ci_low": o_.ci_low,
+                             "ci_high": o_.ci_high, "n_supported": res.counts["n_treated"], "currency": cur,
+                             **_jobs_cost(o_.att, (o_.ci_low, o_.ci_high), res.counts["n_treated"], money)})
+        # inclusion: effects within each group, a test that they differ, and shares reaching the group
+        for sg in subgroups or ():
+            if sg not in sample or sample[sg].isna().all():
+                continue
+            by_level: dict[tuple[str, bool], dict[str, Any]] = {}
+            flag = sample[sg].astype("boolean")
+            for level in (True, False):
+                sub = sample[flag.fillna(not level) == level]
+                for o in [x for x in subgroup_outcomes if x in outs]:
+                    if o == "survival" and sg == "young" and "birth_year" in sample:
+                        # age is defined at each cohort's support year, for supported and comparison firms
+                        rng_ = (-np.inf, YOUNG_MAX_AGE) if level else (YOUNG_MAX_AGE + 1, np.inf)
+                        r3 = _fit(sample, o, age_range=rng_, **base_kw)
+                    else:
+                        r3 = _fit(sub, o, control=control, **base_kw)
+                    if r3 is None:
+                        continue
+                    d = _row(r3, o, pt, "subgroup")
+                    d.update({"subgroup": sg, "level": bool(level),
+                              "label": SUBGROUPS[sg] if level else f"not {SUBGROUPS[sg]}"})
+                    incl.append(d)
+                    by_level[(o, level)] = d
+            for o in [x for x in subgroup_outcomes if x in outs]:
+                if (o, True) in by_level and (o, False) in by_level:
+                    a, b = by_level[(o, True)], by_level[(o, False)]
+                    diff = a["att"] - b["att"]
+                    se = float(np.hypot(a["se"], b["se"]))
+                    z = diff / se if se > 0 else np.nan
+                    tests.append({"outcome": o, "programme_type": pt, "subgroup": sg, "difference": diff, "se": se,
+                                  "z": z, "pvalue": float(2 * stats.norm.sf(abs(z))) if np.isfinite(z) else np.nan,
+                                  "test": "z-test of equal effects; the two groups are disjoint sets of firms"
+                                          + (" (clusters may overlap: conservative only if positively correlated)"
+                                             if cluster else "")})
+            sup = sample[sample["first_treated"].notna() & sample[sg].notna()]
+            if len(sup):
+                firm = sup.groupby(unit).agg(flag=(sg, "first"), support=("support_amount", "sum"))
+                jt, jf = by_level.get(("jobs", True)), by_level.get(("jobs", False))
+                jobs_share = np.nan
+                if jt and jf:
+                    jt_n, jf_n = jt["n_treated"] * jt["att"], jf["n_treated"] * jf["att"]
+                    if jt_n >= 0 and jf_n >= 0 and jt_n + jf_n > 0:
+                        jobs_share = jt_n / (jt_n + jf_n)
+                fl = firm["flag"].astype(bool)
+                comp = sample.loc[sample["first_treated"].isna()].groupby(unit)[sg].first().dropna().astype(bool)
+                shares.append({"programme_type": pt, "subgroup": sg, "label": SUBGROUPS[sg],
+                               "share_of_supported_firms": float(fl.mean()),
+                               "share_of_support": float(firm.loc[fl, "support"].sum() / firm["support"].sum())
+                               if firm["support"].sum() > 0 else np.nan,
+                               "share_of_jobs_created": jobs_share,
+                               "share_in_comparison_firms": float(comp.mean()) if len(comp) else np.nan})
+    headline = pd.DataFrame(head)
+    pretrend_ok = bool((headline["pretrend_pvalue"].fillna(1) >= alpha).all()) if len(headline) else True
+    choices = {"estimator": "Callaway-Sant'Anna via msme_eval.impact.did (survival: survival_did)",
+               "control": control, "covariates_robustness": covs, "survival_covariates": scovs,
+               "eligible_sizes": list(eligible_sizes) if eligible_sizes is not None else None,
+               "cluster": cluster or unit, "alpha": alpha, "programme_types": pts, "outcomes": outs,
+               "subgroups": list(subgroups or ()), "subgroup_outcomes": list(subgroup_outcomes),
+               "young_max_age": YOUNG_MAX_AGE,
+               "sample_rule": "per programme type: its supported firms + never-supported eligible firms"}
+    if "survival" in outs or "jobs" in outs:
+        notes.append("Survival and net jobs (exits counted as zero jobs): compared among firms alive in the year "
+                     f"before support, conditioning on the exit drivers {scovs}; no pre-trend test and no TWFE "
+                     "baseline exist for these outcomes.")
+    return Evaluation(
+        headline=headline, robustness=pd.DataFrame(rob), inclusion=pd.DataFrame(incl),
+        inclusion_tests=pd.DataFrame(tests), inclusion_shares=pd.DataFrame(shares), jobs=pd.DataFrame(jobs),
+        event_studies=ess, pretrends=pd.DataFrame(pre_rows), six_steps=six_steps(control, covs, pretrend_ok),
+        interpretation=pd.DataFrame(interp), choices=choices, notes=notes, results=results,
+    )

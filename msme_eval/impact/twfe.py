@@ -1,0 +1,174 @@
+"""Two-way fixed effects baselines via pyfixest: :func:`twfe` and :func:`twfe_event_study`.
+
+y_it = alpha_i + lambda_t + beta' D_it + gamma' X_it + e_it, estimated by within transformation
+(pyfixest ``feols``); SEs clustered by ``cluster`` (default: the unit, CRV1 with the small-sample
+factor of fixest) or ``vcov="iid"``/``"hetero"``.
+
+With staggered adoption and effects that vary by cohort or over time, the static TWFE coefficient
+is a weighted average of 2x2 comparisons, some using already-treated firms as controls and some
+with negative weights (Goodman-Bacon 2021, J. Econometrics 225(2); de Chaisemartin and
+D'Haultfoeuille 2020, AER 110(9)). It is reported only as a baseline beside :func:`did`.
+"""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._checks import ImpactInputError, as_float, check_unit_ids, integer_time, require_columns
+
+__all__ = ["TwfeResult", "twfe", "twfe_event_study"]
+
+
+@dataclass
+class TwfeResult:
+    """TWFE coefficients: ``coef``/``se`` (Series by term), ``tidy()``, ``model`` (pyfixest Feols)."""
+
+    outcome: str
+    coef: pd.Series
+    se: pd.Series
+    pvalue: pd.Series
+    ci: pd.DataFrame
+    nobs: int
+    n_dropped: int
+    vcov: str
+    fixed_effects: tuple[str, ...]
+    model: Any = field(repr=False)
+
+    def tidy(self) -> pd.DataFrame:
+        """term, estimate, se, ci_low, ci_high, pvalue, nobs."""
+        return pd.DataFrame({
+            "term": self.coef.index, "estimate": self.coef.to_numpy(), "se": self.se.to_numpy(),
+            "ci_low": self.ci.iloc[:, 0].to_numpy(), "ci_high": self.ci.iloc[:, 1].to_numpy(),
+            "pvalue": self.pvalue.to_numpy(), "nobs": self.nobs,
+        })
+
+    def summary(self) -> str:
+        head = (f"TWFE: {self.outcome} on {', '.join(self.coef.index)} | FE: {' + '.join(self.fixed_effects)}; "
+                f"SEs: {self.vcov}; {self.nobs} obs" + (f" ({self.n_dropped} rows with missing values or singleton fixed effects dropped)"
+                                                        if self.n_dropped else ""))
+        return head + "\n" + self.tidy().to_string(index=False, float_format=lambda x: f"{x:.4f}")
+
+    def _repr_html_(self) -> str:
+        return f"<p>{self.summary().splitlines()[0]}</p>" + self.tidy().to_html(index=False)
+
+
+def _vcov_spec(vcov: str | None, cluster: str | None, unit: str) -> tuple[Any, str]:
+    if vcov in ("iid", "hetero"):
+        if cluster:
+            raise ImpactInputError("pass either cluster= or vcov='iid'/'hetero', not both.")
+        return vcov, {"iid": "iid (homoskedastic)", "hetero": "heteroskedasticity-robust (HC1)"}[vcov]
+    if vcov is not None:
+        raise ImpactInputError(f"vcov must be None, 'iid' or 'hetero', got {vcov!r}.")
+    c = cluster or unit
+    return {"CRV1": c}, f"clustered by {c} (CRV1)"
+
+
+def _fit(fml: str, frame: pd.DataFrame, vcov: Any) -> Any:
+    """pyfixest feols; rows with missing values and singleton fixed effects are dropped by
+    pyfixest (as fixest does) and counted by the callers as ``n_dropped``."""
+    import warnings
+
+    import pyfixest as pf
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*singleton fixed effect.*")
+        return pf.feols(fml, data=frame, vcov=vcov)
+
+
+def twfe(
+    data: pd.DataFrame,
+    outcome: str,
+    treatment: str | Sequence[str],
+    *,
+    unit: str = "firm_id",
+    time: str = "year",
+    covariates: Sequence[str] | None = None,
+    cluster: str | None = None,
+    vcov: str | None = None,
+) -> TwfeResult:
+    """Two-way (unit and time) fixed-effects regression of ``outcome`` on ``treatment`` column(s).
+
+    Rows with a missing outcome/regressor, and singleton fixed-effect groups, are dropped by the
+    regression (as in fixest) and counted in ``n_dropped`` (shown in the summary). Published checks in the tests: Wooldridge Example 14.1
+    (JTRAIN), 13.3 (KIELMC) and 13.4 (INJURY).
+    """
+    treat = [treatment] if isinstance(treatment, str) else list(treatment)
+    covs = list(covariates or [])
+    cols = [outcome, *treat, *covs, unit, time, *([cluster] if cluster else [])]
+    require_columns(data, cols, "twfe()")
+    check_unit_ids(data, unit)
+    frame = pd.DataFrame({"_y": as_float(data, outcome)})
+    names: dict[str, str] = {}
+    for i, c in enumerate([*treat, *covs]):
+        frame[f"x{i}"] = as_float(data, c)
+        names[f"x{i}"] = c
+    frame["_u"] = pd.factorize(data[unit])[0]
+    frame["_t"] = pd.factorize(data[time])[0]
+    if cluster:
+        if data[cluster].isna().any():
+            raise ImpactInputError(f"cluster column {cluster!r} has missing values.")
+        frame["_c"] = pd.factorize(data[cluster])[0]
+    spec, label = _vcov_spec(vcov, cluster and "_c", "_u")
+    label = label.replace("_c", str(cluster)).replace("_u", unit)
+    if frame["_y"].isna().all():
+        raise ImpactInputError(f"outcome {outcome!r} is missing in every row.")
+    m = _fit(f"_y ~ {' + '.join(names)} | _u + _t", frame, spec)
+    n_drop = len(frame) - int(m._N)
+    ren = lambda s: s.rename(index=names)  # noqa: E731
+    ci = m.confint().rename(index=names)
+    return TwfeResult(outcome, ren(m.coef()), ren(m.se()), ren(m.pvalue()), ci, int(m._N), n_drop, label,
+                      (unit, time), m)
+
+
+def twfe_event_study(
+    data: pd.DataFrame,
+    outcome: str,
+    *,
+    unit: str = "firm_id",
+    time: str = "year",
+    first_treated: str = "first_treated",
+    ref: int = -1,
+    window: tuple[int, int] | None = None,
+    cluster: str | None = None,
+    alpha: float = 0.05,
+) -> pd.DataFrame:
+    """Dynamic TWFE: y_it = a_i + l_t + sum_{e != ref} b_e 1[t - g_i = e] + u_it.
+
+    Never-treated firms (``first_treated`` NA) have all event dummies zero. ``window=(lo, hi)``
+    bins event times beyond the ends into the end points. Returns event_time, att, se, ci_low,
+    ci_high, pvalue (plus the reference row with att 0), the same columns as
+    ``DidResult.event_study`` so both can be plotted together. Under heterogeneous effects the
+    b_e are contaminated by other periods' effects (Sun and Abraham 2021, J. Econometrics 225(2)).
+    """
+    from scipy import stats
+
+    require_columns(data, [outcome, unit, time, first_treated, *([cluster] if cluster else [])],
+                    "twfe_event_study()")
+    check_unit_ids(data, unit)
+    t = integer_time(data, time)
+    g = as_float(data, first_treated)
+    rel = np.where(np.isnan(g), ref, t - np.nan_to_num(g, nan=0.0)).astype(int)
+    if window is not None:
+        rel = np.clip(rel, window[0], window[1])
+    frame = pd.DataFrame({"_y": as_float(data, outcome), "_rel": rel, "_u": pd.factorize(data[unit])[0],
+                          "_t": t})
+    if cluster:
+        frame["_c"] = pd.factorize(data[cluster])[0]
+    spec, _ = _vcov_spec(None, "_c" if cluster else None, "_u")
+    m = _fit(f"_y ~ i(_rel, ref={int(ref)}) | _u + _t", frame, spec)
+    coef, se = m.coef(), m.se()
+    et = [int(str(k).split("::")[-1].split("]")[0].split(".")[-1].replace("T", "")) if "::" in str(k)
+          else int(str(k).rsplit("[", 1)[-1].rstrip("]").replace("T.", "")) for k in coef.index]
+    z = stats.norm.ppf(1 - alpha / 2)
+    out = pd.DataFrame({"event_time": et, "att": coef.to_numpy(), "se": se.to_numpy()})
+    out = pd.concat([out, pd.DataFrame({"event_time": [int(ref)], "att": [0.0], "se": [np.nan]})])
+    out = out.sort_values("event_time").reset_index(drop=True)
+    out["ci_low"] = out["att"] - z * out["se"]
+    out["ci_high"] = out["att"] + z * out["se"]
+    out["pvalue"] = 2 * stats.norm.sf(np.abs(out["att"] / out["se"]))
+    out["is_reference"] = out["event_time"] == ref
+    return out

@@ -1,0 +1,173 @@
+"""Disclosure control glue for :func:`msme_eval.indicators.compute`.
+
+Contributor statistics per published cell, then :func:`msme_eval.disclosure.protect`:
+
+* Indicators with a ``magnitude`` in the registry (K02-K04, K06, K07, O04): the unweighted
+  numerator contributions of each firm (e.g. MSME value added for K03, the employment change
+  for O04) go through :func:`msme_eval.disclosure.cell_stats` (contributors = distinct firms
+  with a non-zero contribution, top-2 magnitudes, total).
+* Count/proportion indicators: every record described by the cell is a contributor with
+  magnitude 1 -- exactly what ``cell_stats(data, None, by)`` returns -- so ``n_contrib = n``,
+  ``top1 = min(n, 1)``, ``top2 = min(n - 1, 1)``, ``total = n`` (no extra pass over the rows).
+* ASEAN cells: the union of the included countries' cells (firms are national), so
+  ``n_contrib`` and ``total`` add up (magnitudes in USD) and the top two are the two largest
+  of the countries' top twos.
+* Relations for secondary suppression: the groups of each breakdown add up to the country's
+  ``total`` row; the countries add up to the ASEAN row. Rows with ``obs_status`` M are not
+  published and are left out (``conf_status`` F: nothing confidential to withhold).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import disclosure
+
+_STAT_COLS = ("n_contrib", "top1", "top2", "total")
+
+
+def _has_magnitude(ind: dict[str, Any]) -> bool:
+    """True when the registry names a magnitude column (dominance rule applies)."""
+    mag = ind.get("magnitude")
+    return isinstance(mag, str) and bool(mag)
+
+
+def _fine_stats(est: Any, breakdowns: list[str]) -> None:
+    """One disclosure.cell_stats pass per magnitude indicator on the finest cells.
+
+    Cells are (country, period, group of every breakdown); a firm has one row per year, so
+    coarser cells are unions of fine cells: contributors and totals add up and the top two
+    are the two largest of the fine cells' top twos (see :func:`_merge_tops`).
+    """
+    from .compute import _group_codes, _parts
+    des, ctx = est.des, est.ctx
+    area = des.psu_area[des.psu]
+    codes = {b: _group_codes(est.panel, b)[0] for b in breakdowns}
+    firm = (pd.factorize(est.panel["firm_id"])[0] if "firm_id" in est.panel.columns
+            else np.arange(len(est.panel)))
+    out: dict[str, pd.DataFrame] = {}
+    for ind in est.inds:
+        iid = ind["id"]
+        if not _has_magnitude(ind) or est.missing_cols[iid]:
+            continue
+        parts = _parts(ind)
+        pieces = []
+        for p in parts:
+            if p.role not in ("num", "num2"):
+                continue
+            val, pop = ctx.get(p.value), ctx.get(p.population)
+            keep = (pop == 1) & ~np.isnan(val)
+            if ind["kind"] != "total":  # same available-case rule as the estimate
+                for q in parts:
+                    qv, qp = ctx.get(q.value), ctx.get(q.population)
+                    keep &= ~np.isnan(qp) & ((qp == 0) | ~np.isnan(qv))
+            idx = np.flatnonzero(keep)
+            pieces.append(pd.DataFrame({
+                "_area": area[idx], "_yi": des.yidx[idx] + p.shift,
+                **{f"_g{j}": codes[b][idx] for j, b in enumerate(breakdowns)},
+                "_firm": firm[idx], "mag": val[idx]}))
+        data = pd.concat(pieces, ignore_index=True)
+        if len(data):
+            by = ["_area", "_yi", *[f"_g{j}" for j in range(len(breakdowns))]]
+            out[iid] = disclosure.cell_stats(data, "mag", by, contributor="_firm")
+    est.fine_stats = out
+    est.fine_groups = list(breakdowns)
+
+
+def _merge_tops(c: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    """Union of disjoint cells: n_contrib and total add, top two of the parts' top twos."""
+    agg = c.groupby(keys, sort=False).agg(n_contrib=("n_contrib", "sum"), total=("total", "sum"))
+    both = pd.concat([c[[*keys, "top1"]].rename(columns={"top1": "v"}),
+                      c[[*keys, "top2"]].rename(columns={"top2": "v"})], ignore_index=True)
+    both = both.sort_values("v", ascending=False, kind="stable")
+    both["rank"] = both.groupby(keys, sort=False).cumcount()
+    both = both[both["rank"] < 2]
+    tops = both.set_index([*keys, "rank"])["v"].unstack("rank")
+    agg["top1"] = tops.get(0, pd.Series(dtype=float)).reindex(agg.index).fillna(0.0)
+    agg["top2"] = tops.get(1, pd.Series(dtype=float)).reindex(agg.index).fillna(0.0)
+    return agg.reset_index()
+
+
+def _cell_stats(est: Any, breakdown: str | None, labels: list[str]) -> pd.DataFrame:
+    """Magnitude statistics per (indicator, area, period, group) for one breakdown."""
+    des = est.des
+    frames = []
+    for iid, fine in (est.fine_stats or {}).items():
+        gcol = None if breakdown is None else f"_g{est.fine_groups.index(breakdown)}"
+        f = fine if gcol is not None else fine.assign(_gt=0)
+        cs = _merge_tops(f, ["_area", "_yi", gcol or "_gt"]).rename(columns={gcol or "_gt": "_g"})
+        cs = cs[cs["_yi"] < len(des.years)]
+        frames.append(pd.DataFrame({
+            "indicator": iid,
+            "ref_area": np.asarray(des.areas)[cs["_area"].to_numpy()],
+            "time_period": des.years[cs["_yi"].to_numpy()].astype(np.int64),
+            "breakdown": breakdown or "total",
+            "group": np.asarray(labels, dtype=object)[cs["_g"].to_numpy()],
+            "_yi": cs["_yi"].to_numpy(),
+            **{c: cs[c].to_numpy() for c in _STAT_COLS}}))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _asean_stats(est: Any, country: pd.DataFrame) -> pd.DataFrame:
+    """ASEAN magnitude stats from the included countries' cell stats (USD for money)."""
+    if not len(country) or not est.asean_members:
+        return pd.DataFrame()
+    money = {ind["id"]: bool(ind["money"]) for ind in est.inds}
+    keys = [(i, y, a) for (i, y), areas in est.asean_members.items() for a in areas]
+    mem = pd.DataFrame(keys, columns=["indicator", "_yi", "ref_area"])
+    c = country.merge(mem, on=["indicator", "_yi", "ref_area"], how="inner")
+    if not len(c):
+        return pd.DataFrame()
+    areas = pd.Index(est.des.areas)
+    ay = areas.get_indexer(c["ref_area"]) * est.ny + c["_yi"].to_numpy()
+    rate = est._usd(ay).to_numpy()
+    is_money = c["indicator"].map(money).to_numpy(dtype=bool)
+    rate = np.where(is_money, rate, 1.0)
+    c = c.assign(top1=c["top1"] * rate, top2=c["top2"] * rate, total=c["total"] * rate)
+    out = _merge_tops(c, ["indicator", "time_period", "breakdown", "group"])
+    out["ref_area"] = "ASEAN"
+    return out
+
+
+def _protect(est: Any, out: pd.DataFrame, breakdowns: list[str], *, min_contributors: int = 3,
+             dom_n: int = 2, dom_k: float = 0.85) -> pd.DataFrame:
+    """conf_status for every row; suppressed values (value, se, ci) set to NaN."""
+    keys = ["indicator", "ref_area", "time_period", "breakdown", "group"]
+    country = (pd.concat([c for c in est.cell_stats if len(c)], ignore_index=True)
+               if any(len(c) for c in est.cell_stats) else pd.DataFrame())
+    stats = pd.concat([country, _asean_stats(est, country)], ignore_index=True)
+    pub = out["obs_status"].to_numpy() != "M"
+    table = out[pub].copy()
+    mag_ids = {ind["id"] for ind in est.inds if _has_magnitude(ind)}
+    is_mag = table["indicator"].isin(mag_ids).to_numpy()
+    n = table["n"].to_numpy(dtype=float)
+    table["n_contrib"] = n
+    table["top1"] = np.minimum(n, 1.0)
+    table["top2"] = np.clip(n - 1.0, 0.0, 1.0)
+    table["total"] = n
+    if is_mag.any():
+        if len(stats):
+            s = stats[[*keys, *_STAT_COLS]].astype({"time_period": "int64"})
+            m = table.loc[is_mag, keys].merge(s, on=keys, how="left")
+            for c in _STAT_COLS:
+                table.loc[is_mag, c] = m[c].fillna(0.0).to_numpy()
+        else:
+            for c in _STAT_COLS:
+                table.loc[is_mag, c] = 0.0
+    groups = ["group"]
+    margins: list[dict[str, Any] | None] = [{"breakdown": "total", "group": "total"}]
+    if (table["ref_area"] == "ASEAN").any():
+        groups.append("ref_area")
+        margins.append({"ref_area": "ASEAN"})
+    protected = disclosure.protect(table, keys=keys, group_col=groups, margin=margins,
+                                   min_contributors=min_contributors, dom_n=dom_n, dom_k=dom_k,
+                                   n_col="n_contrib")
+    protected = protected.drop(columns=["n_contrib"])
+    rest = out[~pub].copy()
+    rest["conf_status"] = "F"
+    res = pd.concat([protected, rest], ignore_index=True)
+    res["conf_status"] = res["conf_status"].astype("str")
+    res.attrs["disclosure"] = protected.attrs.get("disclosure", {})
+    return res

@@ -1,0 +1,176 @@
+"""Execute one notebook with papermill in its own process group, under a wall-clock limit.
+
+The runner (`msme_eval.cycle.run`) calls `execute_notebook` once per (template, area). The
+output notebook is always kept: on an exception papermill stores the partial notebook; on a
+timeout the process group (papermill and its kernel, which runs in a session of its own) is
+killed and a banner cell says where it stopped. `_first_error` / `_running_cell` read the
+failing cell back for the run summary.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+Status = Literal["ok", "failed", "timeout"]
+
+
+def _first_error(nb_path: Path) -> tuple[int | None, str]:
+    """(execution count or cell index, 'ename: evalue') of the first error in an output nb."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(nb_path, as_version=4)
+    except Exception:  # noqa: BLE001 - a killed papermill may leave no readable notebook
+        return None, ""
+    code_i = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        code_i += 1
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "error":
+                return cell.get("execution_count") or code_i, \
+                    f"{out.get('ename', 'Error')}: {out.get('evalue', '')}".strip()
+    return None, ""
+
+
+def _running_cell(nb_path: Path) -> int | None:
+    """The code cell papermill was executing when the notebook was stopped (1-based)."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(nb_path, as_version=4)
+    except Exception:  # noqa: BLE001
+        return None
+    code_i = 0
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        code_i += 1
+        status = cell.metadata.get("papermill", {}).get("status")
+        if status == "running":
+            return code_i
+    return None
+
+
+def _mark_stopped(nb_src: Path, nb_out: Path, message: str) -> None:
+    """Make sure the output notebook exists and starts with a visible failure banner."""
+    import nbformat
+
+    try:
+        nb = nbformat.read(nb_out, as_version=4)
+    except Exception:  # noqa: BLE001 - unreadable or missing: fall back to the template
+        nb = nbformat.read(nb_src, as_version=4)
+    banner = nbformat.v4.new_markdown_cell(message, metadata={"tags": ["msme-eval-error"]})
+    nb.cells.insert(0, banner)
+    nbformat.write(nb, nb_out)
+
+
+def _descendants(pid: int) -> list[int]:
+    """Child processes of ``pid``, recursively (Linux /proc; empty elsewhere)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    out, todo = [], [pid]
+    while todo:
+        for c in children.get(todo.pop(), []):
+            out.append(c)
+            todo.append(c)
+    return out
+
+
+def _kill_group(proc: subprocess.Popen[Any]) -> None:
+    """Stop papermill and its kernel (the kernel runs in a session of its own)."""
+    kids = _descendants(proc.pid)
+    for target in (proc.pid, *kids):
+        try:
+            os.killpg(os.getpgid(target), signal.SIGTERM)
+        except (ProcessLookupError, PermissionError):
+            pass
+    try:
+        proc.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+    for target in (proc.pid, *kids):
+        try:
+            os.killpg(os.getpgid(target), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    proc.wait()
+
+
+# papermill's CLI, minus a 1.5-3 s import: nbformat -> jsonschema imports the optional
+# `rfc3987_syntax`, which compiles a grammar at import time and is only used to check the
+# "iri"/"uri" string formats, which notebook validation never uses. Blocking it changes nothing
+# else (jsonschema treats it as not installed).
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
+               "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+               "RAYON_NUM_THREADS", "POLARS_MAX_THREADS")
+_PAPERMILL_MAIN = ("import sys; sys.modules.setdefault('rfc3987_syntax', None); "
+                   "from papermill.cli import papermill; papermill(prog_name='papermill')")
+
+
+def execute_notebook(src: Path, out: Path, parameters: Mapping[str, Any], *, kernel: str,
+                     timeout: float, log_path: Path, cwd: Path | None = None,
+                     threads: int | None = None) -> tuple[Status, int | None, str]:
+    """Run one notebook with papermill in its own process group under a wall-clock limit.
+
+    Returns (status, failing cell, 'ename: evalue'). The output notebook is always left at
+    ``out`` (partially executed, with a failure banner when it failed or timed out).
+    ``threads`` caps the kernel's BLAS/OpenMP/numba thread pools (unless the environment
+    already sets them), so parallel notebooks do not oversubscribe the CPUs.
+    """
+    import yaml
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    params_file = out.with_suffix(".params.yaml")
+    params_file.write_text(yaml.safe_dump(dict(parameters), sort_keys=True), encoding="utf-8")
+    cmd = [sys.executable, "-c", _PAPERMILL_MAIN, str(src), str(out), "-k", kernel,
+           "-f", str(params_file), "--execution-timeout", str(int(max(1, timeout))),
+           "--no-progress-bar", "--log-output", "--request-save-on-cell-execute"]
+    if cwd is not None:
+        cmd += ["--cwd", str(cwd)]
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
+    # pandera imports pyspark.pandas whenever pyspark is installed, which warns about the
+    # pandas version on every import: noise on every report page, unrelated to the results
+    quiet = "ignore:PySpark does not yet fully support pandas:FutureWarning"
+    env["PYTHONWARNINGS"] = ",".join(x for x in (env.get("PYTHONWARNINGS"), quiet) if x)
+    if threads is not None:  # N notebooks x all-core BLAS/numba pools would oversubscribe
+        for var in THREAD_VARS:
+            env.setdefault(var, str(threads))
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+        try:
+            rc = proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            _kill_group(proc)
+            cell = _running_cell(out)
+            msg = (f"**This notebook was stopped after {timeout:g} s** (the cycle's time limit "
+                   f"per notebook){'' if cell is None else f' while running code cell {cell}'}."
+                   " Its results below are incomplete and it is marked failed.")
+            _mark_stopped(src, out, msg)
+            params_file.unlink(missing_ok=True)
+            return "timeout", cell, f"TimeoutError: exceeded {timeout:g} s wall-clock limit"
+        finally:
+            if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): never orphan
+                _kill_group(proc)
+    params_file.unlink(missing_ok=True)
+    if rc == 0:
+        return "ok", None, ""
+    cell, err = _first_error(out)
+    if not out.exists() or not err:
+        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+        err = err or (tail[-1] if tail else f"papermill exited with code {rc}")
+        _mark_stopped(src, out, "**This notebook failed before it could run.** "
+                      f"papermill reported: `{err[:300]}`")
+    return "failed", cell, err

@@ -1,0 +1,121 @@
+"""Render executed notebooks to self-contained, offline HTML with nbconvert.
+
+Execution and conversion are separate steps (papermill's report mode is not honoured by
+nbconvert, and tag removal combined with ``--execute`` is unreliable: nbconvert#1300). We use
+nbconvert's ``basic`` template, which emits only the cell markup — no require.js, MathJax or
+widget scripts from a CDN — and wrap it in our own page with inline CSS. Two versions:
+
+- ``<name>.html``: for reviewers; code, prompts, the parameters and injected-parameters cells
+  and code cells without output removed;
+- ``<name>.code.html``: for auditors; the same with the code shown (injected cell still removed,
+  the effective parameters are printed by the notebook itself).
+"""
+from __future__ import annotations
+
+import copy
+import html
+import os
+import tempfile
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+HERE = Path(__file__).parent
+REMOVE_TAGS = {"injected-parameters", "remove-cell"}
+# mime types that would need scripts to display; they are dropped so pages stay script-free
+SCRIPT_MIMES = ("application/javascript", "application/vnd.jupyter.widget-view+json",
+                "application/vnd.jupyter.widget-state+json", "text/javascript")
+
+
+@cache
+def environment() -> jinja2.Environment:
+    """Jinja environment for site templates; autoescape is always on."""
+    return jinja2.Environment(loader=jinja2.FileSystemLoader(HERE / "templates"),
+                              autoescape=True, undefined=jinja2.StrictUndefined,
+                              trim_blocks=True, lstrip_blocks=True)
+
+
+@cache
+def stylesheet() -> str:
+    """The shared CSS (site + notebook markup + code highlighting)."""
+    from pygments.formatters import HtmlFormatter
+
+    css = (HERE / "static" / "report.css").read_text(encoding="utf-8")
+    return css + "\n" + HtmlFormatter(style="default").get_style_defs(".highlight")
+
+
+def _strip_scripts(cell: Any) -> None:
+    for out in cell.get("outputs", []):
+        data = out.get("data")
+        if data:
+            for mime in SCRIPT_MIMES:
+                data.pop(mime, None)
+
+
+def prepare(nb: Any, *, show_code: bool) -> Any:
+    """Copy of ``nb`` with removed cells dropped and (for reviewers) code-only cells dropped."""
+    nb = copy.deepcopy(nb)
+    cells = []
+    for cell in nb.cells:
+        tags = set(cell.metadata.get("tags", []))
+        if tags & REMOVE_TAGS:
+            continue
+        if cell.cell_type == "code":
+            _strip_scripts(cell)
+            if not show_code and (not cell.get("outputs") or tags & {"parameters"}):
+                continue
+        cells.append(cell)
+    nb.cells = cells
+    nb.metadata.pop("papermill", None)
+    return nb
+
+
+def notebook_body(nb: Any, *, show_code: bool) -> str:
+    """HTML fragment of the notebook's cells (no scripts, images embedded as data URIs)."""
+    from nbconvert import HTMLExporter
+
+    exporter = HTMLExporter(template_name="basic", exclude_input=not show_code,
+                            exclude_input_prompt=not show_code, exclude_output_prompt=True,
+                            embed_images=True, anchor_link_text="")
+    body, _ = exporter.from_notebook_node(prepare(nb, show_code=show_code))
+    return body
+
+
+def write_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def page(body: str, *, title: str, cycle: str, depth: int, status: str = "ok",
+         error: str = "", failing_cell: int | None = None, alt_href: str = "",
+         alt_label: str = "") -> str:
+    """A full HTML page around a notebook body (our CSS inline, no external assets)."""
+    return environment().get_template("page.html.j2").render(
+        title=title, cycle=cycle, root="../" * depth, body=body, css=stylesheet(),
+        status=status, error=error, failing_cell=failing_cell, alt_href=alt_href,
+        alt_label=alt_label)
+
+
+def render_pair(nb_path: Path, html_path: Path, *, title: str, cycle: str, status: str = "ok",
+                depth: int = 0, error: str = "", failing_cell: int | None = None) -> None:
+    """Write the reviewer page ``html_path`` and the auditor page ``*.code.html`` beside it."""
+    import nbformat
+
+    nb = nbformat.read(nb_path, as_version=4)
+    code_path = html_path.with_suffix(".code.html")
+    for show_code, path, alt, alt_label in (
+            (False, html_path, code_path.name, "show code (auditors)"),
+            (True, code_path, html_path.name, "hide code")):
+        text = page(notebook_body(nb, show_code=show_code), title=title, cycle=cycle,
+                    depth=depth, status=status, error=error, failing_cell=failing_cell,
+                    alt_href=alt, alt_label=alt_label)
+        write_atomic(path, text)
+
+
+def escape(text: Any) -> str:
+    return html.escape(str(text), quote=True)

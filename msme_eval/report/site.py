@@ -1,0 +1,189 @@
+"""The cycle site: ``<root>/<cycle>/index.html``, ``<root>/index.html`` and table downloads.
+
+Everything shown comes from ``results.json`` (the notebooks' headline numbers) and the run
+summary; Jinja autoescape is on, so text from data (programme names, ...) is always escaped.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+from pathlib import Path
+from typing import Any
+
+from msme_eval.report.display import fmt, status_class
+from msme_eval.report.render import environment, stylesheet, write_atomic
+
+REGION = "ASEAN"
+
+
+def natural_key(name: str) -> tuple[Any, ...]:
+    """Sort key treating digit runs as numbers ("2024" > "2023b" > "999")."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p)
+                 for p in re.split(r"(\d+)", name) if p)
+
+
+def load_results(root: Path, cycle: str | None) -> dict[str, Any] | None:
+    """A published cycle's results.json, or None."""
+    if not cycle:
+        return None
+    path = root / cycle / "results.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def list_cycles(root: Path) -> list[dict[str, Any]]:
+    """Published cycles under ``root`` (complete folders only: they have results.json)."""
+    out = []
+    if not root.exists():
+        return out
+    for d in sorted(root.iterdir(), key=lambda p: natural_key(p.name), reverse=True):
+        if d.name.startswith(".") or not d.is_dir():
+            continue
+        res = load_results(root, d.name)
+        if res is None:
+            continue
+        prov: dict[str, Any] = {}
+        try:
+            prov = json.loads((d / "provenance.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        nbs = [v for t in res.get("notebooks", {}).values() for v in t.values()]
+        out.append({"cycle": d.name, "status": res.get("status", "unknown"),
+                    "n_notebooks": len(nbs),
+                    "n_failed": sum(v.get("status") != "ok" for v in nbs),
+                    "countries": res.get("parameters", {}).get("countries", []),
+                    "started": prov.get("started_utc", "")})
+    return out
+
+
+def write_root_index(root: Path) -> None:
+    """``<root>/index.html`` listing every published cycle (written atomically)."""
+    text = environment().get_template("cycles.html.j2").render(
+        cycles=list_cycles(root), css=stylesheet())
+    write_atomic(root / "index.html", text)
+
+
+def export_tables(csv_files: list[Path], dest: Path) -> list[str]:
+    """Copy the notebooks' CSV tables to ``dest`` and bundle them into ``tables.xlsx``."""
+    import pandas as pd
+
+    if not csv_files:
+        return []
+    dest.mkdir(parents=True, exist_ok=True)
+    names = []
+    sheets: dict[str, pd.DataFrame] = {}
+    for f in csv_files:
+        shutil.copyfile(f, dest / f.name)
+        names.append(f.name)
+        sheet = f.stem[:31]
+        i = 1
+        while sheet in sheets:
+            i += 1
+            sheet = f"{f.stem[:28]}~{i}"
+        sheets[sheet] = pd.read_csv(f)
+    with pd.ExcelWriter(dest / "tables.xlsx", engine="openpyxl") as xl:
+        for sheet, df in sheets.items():
+            df.to_excel(xl, sheet_name=sheet, index=False)
+    return names
+
+
+def _num(x: Any) -> float | None:
+    return x if isinstance(x, (int, float)) and not isinstance(x, bool) and \
+        math.isfinite(x) else None
+
+
+def _fmt_value(x: Any, unit: str = "") -> str:
+    v = _num(x)
+    if v is None:
+        return "–"
+    pct = unit.lower() in ("percent", "%", "share")
+    return f"{v:,.1f}{'%' if pct else ''}" if abs(v) >= 1 or pct else f"{v:,.3f}"
+
+
+def _ci(lo: Any, hi: Any, unit: str = "") -> str:
+    if _num(lo) is None or _num(hi) is None:
+        return ""
+    return f"{_fmt_value(lo, unit)} to {_fmt_value(hi, unit)}"
+
+
+def _kpis(results: dict[str, Any] | None, area: str = REGION) -> list[dict[str, Any]]:
+    if not results:
+        return []
+    frag = results.get("notebooks", {}).get("20_indicators", {}).get(area, {})
+    return list(frag.get("results", {}).get("kpis", []))
+
+
+def _changes(results: dict[str, Any], previous: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """KPI by KPI: previous cycle's value and status beside this cycle's (region level)."""
+    if not previous:
+        return []
+    before = {k.get("id"): k for k in _kpis(previous)}
+    rows = []
+    for k in _kpis(results):
+        p = before.get(k.get("id"), {})
+        cur, old = _num(k.get("value")), _num(p.get("value"))
+        rows.append({
+            "id": k.get("id"), "name": k.get("name", ""),
+            "previous": _fmt_value(old, k.get("unit", "")), "previous_year": p.get("year", ""),
+            "current": _fmt_value(cur, k.get("unit", "")), "year": k.get("year", ""),
+            "change": "–" if cur is None or old is None else f"{cur - old:+,.2f}",
+            "previous_status": p.get("status") or "–", "status": k.get("status") or "–",
+        })
+    return rows
+
+
+def write_cycle_index(build: Path, *, params: Any, jobs: list[Any], runs: list[Any],
+                      results: dict[str, Any], templates: list[Any], previous: str | None,
+                      previous_results: dict[str, Any] | None,
+                      provenance: dict[str, Any]) -> None:
+    """``<cycle>/index.html``: executive summary, links to every page, run summary."""
+    kpis = [dict(k, value_fmt=_fmt_value(k.get("value"), k.get("unit", "")),
+                 ci_fmt=_ci(k.get("ci_low"), k.get("ci_high"), k.get("unit", "")),
+                 target_fmt=_fmt_value(k.get("target"), k.get("unit", "")),
+                 css=status_class(k.get("status")) if k.get("status") else "st-nodata")
+            for k in _kpis(results)]
+    impact_frag = results.get("notebooks", {}).get("30_impact", {}).get(REGION, {})
+    impacts = [dict(i, est_fmt=fmt(_num(i.get("estimate")), 3),
+                    ci_fmt=(f"{fmt(_num(i.get('ci_low')), 3)} to {fmt(_num(i.get('ci_high')), 3)}"
+                            if _num(i.get("ci_low")) is not None else "–"))
+               for i in impact_frag.get("results", {}).get("impacts", [])]
+    dq = results.get("notebooks", {}).get("10_data_quality", {}).get(REGION, {})
+    coverage = dq.get("results", {}).get("coverage", {})
+    programmes = dq.get("results", {}).get("programmes", [])
+    by_job = {(r.template, r.country): r for r in runs}
+    region_pages = [{"title": j.template.title, "href": j.relpath,
+                     "code": j.relpath.replace(".html", ".code.html"),
+                     "status": by_job[(j.template.name, j.country)].status}
+                    for j in jobs if j.country == REGION]
+    country_templates = [t for t in templates if "country" in t.scope]
+    countries = []
+    from msme_eval.schema import ASEAN
+    for c in params.countries:
+        if c == REGION:
+            continue
+        cells = []
+        for t in country_templates:
+            r = by_job.get((t.name, c))
+            cells.append(None if r is None else {"href": r.page, "status": r.status,
+                                                 "title": t.title})
+        countries.append({"code": c, "name": ASEAN[c][1], "cells": cells})
+    run_rows = [{"template": r.template, "country": r.country, "status": r.status,
+                 "duration": f"{r.duration:.1f}", "cell": r.failing_cell or "",
+                 "error": r.error.splitlines()[0][:200] if r.error else "", "page": r.page}
+                for r in runs]
+    tables_dir = build / "tables"
+    downloads = sorted(p.name for p in tables_dir.iterdir()) if tables_dir.exists() else []
+    text = environment().get_template("cycle_index.html.j2").render(
+        cycle=params.cycle, css=stylesheet(), status=results.get("status"),
+        n_failed=sum(not r.ok for r in runs), n_runs=len(runs), kpis=kpis,
+        impacts=impacts, impact_status=impact_frag.get("status"),
+        six_steps=impact_frag.get("results", {}).get("six_steps"),
+        coverage=coverage, programmes=programmes, region_pages=region_pages,
+        country_templates=country_templates, countries=countries, runs=run_rows,
+        previous=previous, changes=_changes(results, previous_results),
+        downloads=downloads, params=params, provenance=provenance)
+    write_atomic(build / "index.html", text)

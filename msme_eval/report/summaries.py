@@ -1,0 +1,502 @@
+"""Aggregate tables the report notebooks show (never a firm-level record).
+
+Each function takes the validated panel or the tidy indicator table and returns a small
+DataFrame ready for `display.table`; cells resting on fewer than ``min_contributors`` firms are
+suppressed (None) so counts cannot identify a firm.
+"""
+from __future__ import annotations
+
+import html
+import re
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from msme_eval.report.context import is_total
+
+KPI_IDS: tuple[str, ...] = tuple(f"K{i:02d}" for i in range(1, 11))
+# published-statistics names (msme_eval/data/asean_msme_statistics.csv) -> indicator id
+PUBLISHED_MAP: dict[str, str] = {
+    "msme_share_enterprises": "K01", "msme_share_employment": "K02", "msme_share_gdp": "K03",
+    "msme_share_business_loans": "K06", "msme_share_exports": "K07",
+}
+GROUP_ORDER = ("micro", "small", "medium", "large", "female", "male", "True", "False")
+STATUS_COLUMNS = ("status", "category", "assessment", "traffic_light", "progress_status")
+
+
+# --------------------------------------------------------------------------------------------
+# Data quality
+# --------------------------------------------------------------------------------------------
+def coverage(panel: pd.DataFrame) -> pd.DataFrame:
+    """Firms (unweighted) by country and year, with the survey-weighted number of enterprises."""
+    g = panel.groupby(["country", "year"], observed=True)
+    out = g.agg(firms=("firm_id", "nunique")).reset_index()
+    if "weight" in panel:
+        out["weighted_enterprises"] = g["weight"].sum().to_numpy().round(0)
+    wide = out.pivot(index="country", columns="year", values="firms")
+    wide.columns = [str(c) for c in wide.columns]
+    return wide.reset_index()
+
+
+def coverage_summary(panel: pd.DataFrame) -> dict[str, Any]:
+    """Headline coverage numbers (JSON-safe)."""
+    years = panel["year"]
+    return {"n_rows": int(len(panel)), "n_firms": int(panel["firm_id"].nunique()),
+            "first_year": int(years.min()), "last_year": int(years.max()),
+            "n_countries": int(panel["country"].nunique()),
+            "countries": sorted(str(c) for c in panel["country"].unique())}
+
+
+# missing by design, not a data gap: never-supported firms have no programme or start year
+STRUCTURAL_MISSING = ("programme", "programme_type", "first_treated")
+
+
+def missingness(panel: pd.DataFrame, columns: Iterable[str] | None = None) -> pd.DataFrame:
+    """Share of rows missing per column, by country (percent); only columns with any gap.
+    Columns missing by design (`STRUCTURAL_MISSING`) are left out."""
+    cols = [c for c in (columns or panel.columns) if c in panel.columns
+            and c not in ("firm_id", "country", "year", *STRUCTURAL_MISSING)]
+    miss = panel[cols].isna().groupby(panel["country"], observed=True).mean() * 100
+    miss = miss.loc[:, miss.gt(0).any()]
+    overall = panel[miss.columns].isna().mean() * 100
+    out = miss.T
+    out.insert(0, "all", overall)
+    out.index.name = "column"
+    return out.reset_index()
+
+
+def outliers(panel: pd.DataFrame, columns: Iterable[str] = (
+        "employees", "turnover", "value_added", "assets", "exports", "loans_outstanding"),
+        k: float = 3.0) -> pd.DataFrame:
+    """Counts of extreme values per column: outside [Q1 - k IQR, Q3 + k IQR] of log(1 + x)
+    within country (Tukey's far-out rule with k = 3). Only counts are shown."""
+    rows = []
+    for col in columns:
+        if col not in panel:
+            continue
+        x = pd.to_numeric(panel[col], errors="coerce").astype("float64")
+        x = x.where(x >= 0)
+        lx = np.log1p(x)
+        grp = lx.groupby(panel["country"], observed=True)
+        q1, q3 = grp.transform(lambda s: s.quantile(0.25)), grp.transform(lambda s: s.quantile(0.75))
+        iqr = q3 - q1
+        far = (lx < q1 - k * iqr) | (lx > q3 + k * iqr)
+        n = int(x.notna().sum())
+        rows.append({"column": col, "values": n, "extreme": int(far.sum()),
+                     "extreme_pct": float(100 * far.sum() / n) if n else np.nan,
+                     "negative": int((pd.to_numeric(panel[col], errors="coerce") < 0).sum())})
+    return pd.DataFrame(rows)
+
+
+def programme_counts(panel: pd.DataFrame, min_contributors: int = 3) -> pd.DataFrame:
+    """Supported firms per programme (distinct firm ids); counts below the threshold are
+    suppressed (None)."""
+    if "programme" not in panel or "first_treated" not in panel:
+        return pd.DataFrame(columns=["programme", "programme_type", "firms_supported"])
+    sup = panel[panel["first_treated"].notna() & panel["programme"].notna()]
+    cols = ["programme", "programme_type"] if "programme_type" in sup else ["programme"]
+    out = sup.groupby(cols, observed=True, dropna=False)["firm_id"].nunique() \
+        .rename("firms_supported").reset_index()
+    out["firms_supported"] = out["firms_supported"].astype("Int64").where(
+        out["firms_supported"] >= min_contributors, pd.NA)
+    return out.sort_values(cols).reset_index(drop=True)
+
+
+_ROW_DETAIL = re.compile(r"[;,]?\s*\d[\d,]*\s+rows?,\s*first:.*$", re.DOTALL)
+
+
+def validation_summary(report: pd.DataFrame | None) -> pd.DataFrame:
+    """Validation report without row numbers or row values (which could identify firms):
+    the message is cut before its "N rows, first: row ..." detail."""
+    cols = ["severity", "column", "rule", "n_rows", "finding", "fix"]
+    if report is None or len(report) == 0:
+        return pd.DataFrame(columns=cols)
+    out = report.copy()
+    if "message" in out:
+        files = out["file"].astype(str) if "file" in out else pd.Series("", index=out.index)
+        out["finding"] = [_ROW_DETAIL.sub("", m.removeprefix(f"{f}: "))
+                          for m, f in zip(out["message"].astype(str), files)]
+    return out[[c for c in cols if c in out.columns]].reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Indicators
+# --------------------------------------------------------------------------------------------
+def totals(ind: pd.DataFrame) -> pd.DataFrame:
+    """Rows without a breakdown."""
+    mask = ind["breakdown"].map(is_total) if "breakdown" in ind else True
+    return ind[mask]
+
+
+def latest(ind: pd.DataFrame, area: str, year: int | None = None) -> pd.DataFrame:
+    """Per indicator, the total row for ``area`` in ``year`` (or its latest year with a value)."""
+    t = totals(ind)
+    t = t[t["ref_area"] == area]
+    if year is not None:
+        t = t[t["time_period"] <= year]
+    t = t.sort_values(["indicator", "time_period"])
+    with_value = t[t["value"].notna()]
+    last = with_value.groupby("indicator").tail(1)
+    missing = sorted(set(t["indicator"]) - set(last["indicator"]))
+    if missing:  # no published value in any year: show the latest (suppressed) row
+        last = pd.concat([last, t[t["indicator"].isin(missing)].groupby("indicator").tail(1)])
+    return last.sort_values("indicator").reset_index(drop=True)
+
+
+def status_column(progress: pd.DataFrame) -> str | None:
+    for c in STATUS_COLUMNS:
+        if c in progress.columns:
+            return c
+    return None
+
+
+def kpi_table(ind: pd.DataFrame, registry: pd.DataFrame | None, area: str,
+              progress: pd.DataFrame | None = None, year: int | None = None,
+              ids: Iterable[str] = KPI_IDS) -> pd.DataFrame:
+    """The key indicators for one area: value, CI, year, confidentiality and progress."""
+    last = latest(ind, area, year)
+    last = last[last["indicator"].isin(list(ids))]
+    names = {} if registry is None else dict(zip(registry["id"], registry["name"]))
+    out = pd.DataFrame({
+        "id": last["indicator"].astype(str), "name": last["indicator"].map(names).fillna(""),
+        "year": last["time_period"], "value": last["value"], "ci_low": last["ci_low"],
+        "ci_high": last["ci_high"], "unit": last.get("unit", ""),
+        "conf_status": last.get("conf_status", ""),
+    })
+    out["status"] = None
+    out["target"] = np.nan
+    out["target_year"] = None
+    if progress is not None and len(progress):
+        col = status_column(progress)
+        p = progress
+        area_col = next((c for c in ("ref_area", "country") if c in p.columns), None)
+        if area_col:
+            p = p[p[area_col] == area]
+        id_col = next((c for c in ("indicator", "id") if c in p.columns), None)
+        if id_col:
+            p = p.drop_duplicates(id_col, keep="last").set_index(id_col)
+            if col:
+                out["status"] = out["id"].map(p[col]).astype(object).where(
+                    out["id"].isin(p.index), None)
+            for src, dst in (("target_value", "target"), ("target_year", "target_year")):
+                if src in p.columns:
+                    out[dst] = out["id"].map(p[src])
+    return out.reset_index(drop=True)
+
+
+CONF_LABELS: dict[str, str] = {
+    "F": "published", "A": "suppressed: too few firms", "O": "suppressed: dominance",
+    "T": "suppressed: dominance", "D": "suppressed: secondary", "C": "suppressed",
+}
+
+
+def kpi_view(kpis: pd.DataFrame) -> pd.DataFrame:
+    """Reviewer view of `kpi_table`: words for confidentiality codes; progress columns only
+    when an assessment exists."""
+    v = kpis.drop(columns=["unit"], errors="ignore").copy()
+    if "conf_status" in v:
+        v["conf_status"] = v["conf_status"].map(
+            lambda c: CONF_LABELS.get(str(c), str(c)) if not _isna(c) else "")
+        v = v.rename(columns={"conf_status": "confidentiality"})
+    if "status" in v and v["status"].isna().all():
+        v = v.drop(columns=[c for c in ("status", "target", "target_year") if c in v])
+    return v.rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high"})
+
+
+KPI_COLUMNS = ("id", "name", "year", "value", "ci_low", "ci_high", "unit", "conf_status",
+               "status", "target", "target_year")
+
+
+def kpi_records(kpis: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-safe rows for results.json."""
+    recs = []
+    for r in kpis.to_dict("records"):
+        recs.append({k: (None if _isna(v) else (int(v) if isinstance(v, (np.integer,)) else v))
+                     for k, v in r.items()})
+    return recs
+
+
+def _isna(v: Any) -> bool:
+    try:
+        return bool(pd.isna(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def availability(ind: pd.DataFrame, ids: Iterable[str] = KPI_IDS) -> pd.DataFrame:
+    """Indicator x area: the latest year with a published (non-suppressed) value, or '–'."""
+    t = totals(ind)
+    t = t[t["indicator"].isin(list(ids)) & t["value"].notna()]
+    last = t.groupby(["indicator", "ref_area"])["time_period"].max().unstack("ref_area")
+    last = last.reindex(list(ids))
+    out = last.apply(lambda s: s.map(lambda v: "–" if pd.isna(v) else str(int(v))))
+    out.index.name = "indicator"
+    out.columns = [str(c) for c in out.columns]
+    return out.reset_index()
+
+
+def breakdown(ind: pd.DataFrame, area: str, name: str, year: int | None = None,
+              ids: Iterable[str] = KPI_IDS) -> pd.DataFrame:
+    """Indicator x group values for one breakdown (e.g. size_class, owner_female)."""
+    if "breakdown" not in ind:
+        return pd.DataFrame()
+    b = ind[(ind["breakdown"].astype(str) == name) & (ind["ref_area"] == area)
+            & ind["indicator"].isin(list(ids))]
+    if b.empty:
+        return pd.DataFrame()
+    yr = year if year is not None else int(b["time_period"].max())
+    b = b[b["time_period"] == yr]
+    wide = b.pivot_table(index="indicator", columns="group", values="value", aggfunc="first",
+                         dropna=False)
+    wide.columns = [str(c) for c in wide.columns]
+    order = {g: i for i, g in enumerate(GROUP_ORDER)}
+    wide = wide[sorted(wide.columns, key=lambda c: (order.get(c, len(order)), c))]
+    wide.insert(0, "year", yr)
+    return wide.reset_index()
+
+
+def series(ind: pd.DataFrame, area: str, ids: Iterable[str] = KPI_IDS) -> pd.DataFrame:
+    """Total series per indicator (for trend charts)."""
+    t = totals(ind)
+    return t[(t["ref_area"] == area) & t["indicator"].isin(list(ids))].sort_values(
+        ["indicator", "time_period"])
+
+
+def published_comparison(ind: pd.DataFrame, area: str | None = None,
+                         path: str | Path | None = None) -> pd.DataFrame:
+    """Published national figures beside the computed value for the same year (or nearest).
+
+    National MSME definitions differ (DESIGN.md section 4), so differences are expected.
+    """
+    path = Path(path) if path else Path(__file__).resolve().parents[1] / "data" / \
+        "asean_msme_statistics.csv"
+    pub = pd.read_csv(path)
+    pub = pub[pub["indicator"].isin(list(PUBLISHED_MAP))].copy()
+    if area is not None and area != "ASEAN":
+        pub = pub[pub["country"] == area]
+    t = totals(ind)
+    rows = []
+    for r in pub.itertuples(index=False):
+        kid = PUBLISHED_MAP[r.indicator]
+        comp = t[(t["indicator"] == kid) & (t["ref_area"] == r.country) & t["value"].notna()]
+        value, year = np.nan, None
+        if len(comp):
+            idx = (comp["time_period"] - int(r.year)).abs().idxmin()
+            value, year = float(comp.loc[idx, "value"]), int(comp.loc[idx, "time_period"])
+        rows.append({"country": r.country, "indicator": kid, "published": float(r.value),
+                     "published_year": int(r.year), "source_type": r.confidence,
+                     "computed": value, "computed_year": year,
+                     "difference": value - float(r.value) if year is not None else np.nan})
+    return pd.DataFrame(rows).sort_values(["country", "indicator", "published_year"]) \
+        .reset_index(drop=True) if rows else pd.DataFrame(rows)
+
+
+def area_rows(ind: pd.DataFrame, area: str) -> pd.DataFrame:
+    """The tidy indicator rows of one area (for the CSV/Excel download)."""
+    return ind[ind["ref_area"] == area].reset_index(drop=True)
+
+
+def records(df: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-safe list of row dicts (NaN -> None, numpy scalars -> Python)."""
+    out = []
+    for r in df.to_dict("records"):
+        out.append({str(k): (None if _isna(v) else (v.item() if isinstance(v, np.generic)
+                                                      else v)) for k, v in r.items()})
+    return out
+
+
+def kpi_sentence(kpis: pd.DataFrame) -> str:
+    """One plain-language sentence on how many indicators are available / on track."""
+    n = len(kpis)
+    have = int(kpis["value"].notna().sum())
+    parts = [f"{have} of {n} key indicators have a publishable value."]
+    if "status" in kpis and kpis["status"].notna().any():
+        counts = kpis["status"].dropna().astype(str).value_counts()
+        parts.append("Progress to target: " + "; ".join(
+            f"{v} {k}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) + ".")
+    else:
+        parts.append("No progress assessment is available (no targets or too few years).")
+    return html.escape(" ".join(parts)).replace("{", "(").replace("}", ")")
+
+
+def trend_figure(series_df: pd.DataFrame, registry: pd.DataFrame | None = None) -> Any:
+    """Small multiples: one panel per indicator, value and CI band over time."""
+    if series_df.empty:
+        return None
+    import matplotlib.pyplot as plt
+
+    ids = list(dict.fromkeys(series_df["indicator"]))
+    names = {} if registry is None else dict(zip(registry["id"], registry["name"]))
+    ncol = 5
+    nrow = -(-len(ids) // ncol)
+    fig, axes = plt.subplots(nrow, ncol, figsize=(14, 2.6 * nrow), squeeze=False)
+    for ax, kid in zip(axes.flat, ids):
+        s = series_df[series_df["indicator"] == kid]
+        x = s["time_period"].astype(int).to_numpy()
+        y = s["value"].astype(float).to_numpy()
+        lo = s["ci_low"].astype(float).to_numpy()
+        hi = s["ci_high"].astype(float).to_numpy()
+        ax.fill_between(x, lo, hi, color="#1f5f99", alpha=0.18, linewidth=0)
+        ax.plot(x, y, marker="o", color="#1f5f99", markersize=3)
+        title = f"{kid} {names.get(kid, '')}"
+        ax.set_title(title if len(title) < 38 else title[:36] + "…", fontsize=9)
+        ax.tick_params(labelsize=8)
+        ax.grid(alpha=0.3)
+    for ax in list(axes.flat)[len(ids):]:
+        ax.set_visible(False)
+    fig.tight_layout()
+    plt.close(fig)
+    return fig
+
+
+# --------------------------------------------------------------------------------------------
+# Impact
+# --------------------------------------------------------------------------------------------
+def programme_types_in(panel: pd.DataFrame, wanted: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(requested programme types present among supported firms, those absent)."""
+    if "programme_type" not in panel:
+        return [], list(wanted)
+    have = set(panel.loc[panel["first_treated"].notna(), "programme_type"].dropna().astype(str))
+    wanted = list(wanted)
+    return [t for t in wanted if t in have], [t for t in wanted if t not in have]
+
+
+def impact_records(headline: pd.DataFrame, outcomes: dict[str, tuple[str, str]] | None = None,
+                   keep: Iterable[str] = ("log_turnover", "jobs", "survival")) -> list[dict[str, Any]]:
+    """Headline effects for results.json and the cycle index (core outcomes only)."""
+    outcomes = outcomes or {}
+    h = headline[headline["outcome"].isin(list(keep))]
+    rows = []
+    for r in h.to_dict("records"):
+        dim, label = outcomes.get(r["outcome"], ("", r["outcome"]))
+        rows.append({"programme_type": r["programme_type"], "outcome": r["outcome"],
+                     "dimension": dim, "label": f"{dim}: {label}" if dim else label,
+                     "estimate": r.get("att"), "se": r.get("se"), "ci_low": r.get("ci_low"),
+                     "ci_high": r.get("ci_high"), "pvalue": r.get("pvalue"),
+                     "n_treated": r.get("n_treated"),
+                     "pretrend_pvalue": r.get("pretrend_pvalue")})
+    return records(pd.DataFrame(rows)) if rows else []
+
+
+def headline_view(headline: pd.DataFrame, outcomes: dict[str, tuple[str, str]]) -> pd.DataFrame:
+    """Reviewer view of `Evaluation.headline`: dimension, outcome label, effect and CI."""
+    h = headline.copy()
+    h.insert(0, "dimension", h["outcome"].map(lambda o: outcomes.get(o, ("", o))[0]))
+    h["outcome"] = h["outcome"].map(lambda o: outcomes.get(o, ("", o))[1])
+    cols = ["dimension", "programme_type", "outcome", "att", "ci_low", "ci_high", "pvalue",
+            "n_treated", "pretrend_pvalue"]
+    return h[[c for c in cols if c in h.columns]].rename(columns={"att": "effect"})
+
+
+def impact_sentence(tab: pd.DataFrame) -> str:
+    """Plain-language reading of the headline effects."""
+    if tab is None or tab.empty or "estimate" not in tab:
+        return "No impact estimate could be computed."
+    lines = []
+    for r in tab.itertuples(index=False):
+        est, lo, hi = (getattr(r, "estimate", np.nan), getattr(r, "ci_low", np.nan),
+                       getattr(r, "ci_high", np.nan))
+        if _isna(est):
+            continue
+        sig = not (_isna(lo) or _isna(hi)) and (lo > 0 or hi < 0)
+        what = {"log_turnover": f"turnover by about {100 * (np.exp(est) - 1):+.1f}%",
+                "jobs": f"jobs by {est:+.2f} per supported firm",
+                "employees": f"employment by {est:+.2f} employees per firm",
+                "survival": f"the chance of still operating by {100 * est:+.1f} points"}.get(
+            str(r.outcome), f"{r.outcome} by {est:+.3f}")
+        verdict = "a clear effect" if sig else "not distinguishable from no effect"
+        pre = getattr(r, "pretrend_pvalue", np.nan)
+        warn = " (pre-trend test fails: read with caution)" if not _isna(pre) and pre < 0.05 \
+            else ""
+        lines.append(f"- **{r.programme_type}** changed {what}: {verdict}{warn}.")
+    return html.escape("\n".join(lines)).replace("{", "(").replace("}", ")") or \
+        "No impact estimate could be computed."
+
+
+# --------------------------------------------------------------------------------------------
+# Executive summary from the cycle's collected fragments
+# --------------------------------------------------------------------------------------------
+def collected_kpis(res: dict[str, Any], area: str) -> pd.DataFrame | None:
+    k = res.get("20_indicators", {}).get(area, {}).get("kpis")
+    if not k:
+        return None
+    df = pd.DataFrame(k)
+    first = [c for c in KPI_COLUMNS if c in df.columns]
+    return df[first + [c for c in df.columns if c not in first]]
+
+
+def country_overview(res: dict[str, Any]) -> pd.DataFrame | None:
+    """Member state x KPI latest values from the country indicator pages."""
+    rows = {}
+    for area, frag in sorted(res.get("20_indicators", {}).items()):
+        if area == "ASEAN" or not frag.get("kpis"):
+            continue
+        rows[area] = {k["id"]: k.get("value") for k in frag["kpis"]}
+    if not rows:
+        return None
+    wide = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=list(KPI_IDS))
+    wide.index.name = "country"
+    return wide.astype("float64").reset_index()
+
+
+def collected_impacts(res: dict[str, Any]) -> pd.DataFrame | None:
+    imp = res.get("30_impact", {}).get("ASEAN", {}).get("impacts")
+    if not imp:
+        return None
+    cols = ["programme_type", "outcome", "label", "estimate", "ci_low", "ci_high",
+            "pretrend_pvalue"]
+    df = pd.DataFrame(imp)
+    return df[[c for c in cols if c in df.columns]]
+
+
+def bullets(items: Iterable[Any]) -> Any:
+    """Escaped HTML bullet list."""
+    from msme_eval.report.display import bullet_list
+
+    return bullet_list([str(i) for i in items])
+
+
+def figure_of(obj: Any, title: str | None = None) -> Any:
+    """The matplotlib Figure of an Axes/Figure (closed so it is shown once), titled."""
+    fig = getattr(obj, "figure", obj)
+    if title:
+        try:
+            fig.suptitle(title, fontsize=10)
+        except AttributeError:
+            pass
+    try:
+        import matplotlib.pyplot as plt
+
+        plt.close(fig)
+    except ImportError:  # pragma: no cover
+        pass
+    return fig
+
+
+def impact_outcomes() -> dict[str, tuple[str, str]]:
+    """`impact.evaluate`'s outcome -> (dimension, label) map ({} when not available)."""
+    import importlib
+
+    try:
+        return dict(importlib.import_module("msme_eval.impact.evaluate").OUTCOMES)
+    except (ImportError, AttributeError):
+        return {}
+
+
+def progress_view(progress: pd.DataFrame, area: str, ids: Iterable[str] = KPI_IDS
+                  ) -> pd.DataFrame:
+    """Progress-to-target rows of one area for the key indicators (reviewer columns)."""
+    p = progress
+    if "ref_area" in p:
+        p = p[p["ref_area"] == area]
+    if "indicator" in p:
+        p = p[p["indicator"].isin(list(ids))]
+    cols = ["indicator", "baseline_year", "baseline_value", "latest_year", "latest_value",
+            "target_year", "target_value", "projected_value", "status", "reason"]
+    out = p[[c for c in cols if c in p.columns]].sort_values("indicator").reset_index(drop=True)
+    if "reason" in out and out["reason"].isna().all():
+        out = out.drop(columns="reason")
+    return out

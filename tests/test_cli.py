@@ -1,0 +1,129 @@
+"""The msme-eval command line: exit codes, messages, and each sub-command's output."""
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import nbformat
+import pandas as pd
+import pytest
+from nbformat.v4 import new_code_cell
+
+import msme_eval as me
+from msme_eval.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    out = tmp_path_factory.mktemp("cli-sample")
+    return me.synth.write_sample(out, me.synth.generate(n_firms=1000, years=range(2017, 2021),
+                                                        seed=5))
+
+
+def _data_args(sample: dict[str, Path]) -> list[str]:
+    return ["--panel", str(sample["panel"]), "--macro", str(sample["macro"]),
+            "--targets", str(sample["targets"])]
+
+
+def test_console_script_is_installed() -> None:
+    exe = Path(sys.executable).with_name("msme-eval")
+    res = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0
+    for cmd in ("run", "validate", "indicators", "sample"):
+        assert cmd in res.stdout
+
+
+@pytest.mark.parametrize("args, text", [
+    (["--cycle", "../etc"], "cycle: cycle id '../etc' is not a safe name"),
+    (["--cycle", "2024", "--countries", "IDN", "Atlantis"], "unknown country code(s) ['Atlantis']"),
+    (["--cycle", "2024", "--baseline-year", "2030"], "must be before target_year"),
+    (["--cycle", "2024", "--workers", "0"], "workers: Input should be greater than or equal to 1"),
+    (["--cycle", "2024", "--sections", "99_nothing"], "unknown section(s) ['99_nothing']"),
+    (["--cycle", "2024", "--kernel", "not-installed", "--no-install-kernel"],
+     "ipykernel install --sys-prefix --name not-installed"),
+])
+def test_run_usage_errors_exit_2(sample, tmp_path: Path, capsys, args: list[str],
+                                 text: str) -> None:
+    code = main(["run", *args, *_data_args(sample), "--output-root", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and text in err, err
+    assert not (tmp_path / "r").exists() or not any((tmp_path / "r").iterdir())
+
+
+def test_run_missing_panel_and_bad_yaml(sample, tmp_path: Path, capsys) -> None:
+    code = main(["run", "--cycle", "x", "--panel", str(tmp_path / "nope.parquet"),
+                 "--no-macro", "--no-targets"])
+    assert code == 2 and "panel file not found" in capsys.readouterr().err
+    y = tmp_path / "c.yaml"
+    y.write_text(f"cycle: x\npanel: {sample['panel']}\napi_token: abc123\n", encoding="utf-8")
+    code = main(["run", "-f", str(y)])
+    err = capsys.readouterr().err
+    assert code == 2 and "secrets are never parameters" in err and "abc123" not in err
+
+
+def test_run_bad_flag_type_is_argparse_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["run", "--workers", "many"])
+    assert exc.value.code == 2 and "invalid int value" in capsys.readouterr().err
+
+
+def test_run_failing_notebook_exits_1(sample, tmp_path: Path, capsys) -> None:
+    sys.path.insert(0, str(ROOT / "notebooks"))
+    try:
+        import _build
+    finally:
+        sys.path.pop(0)
+    nb = _build.notebook("boom", ["region"], [new_code_cell("1 / 0")])
+    for i, c in enumerate(nb.cells):
+        c["id"] = f"c{i}"
+    (tmp_path / "tpl").mkdir()
+    nbformat.write(nb, tmp_path / "tpl" / "boom.ipynb")
+    code = main(["run", "--cycle", "cli", *_data_args(sample), "--countries", "ASEAN",
+                 "--templates-dir", str(tmp_path / "tpl"), "--output-root", str(tmp_path / "r"),
+                 "--timeout", "120"])
+    out = capsys.readouterr()
+    assert code == 1
+    assert "ZeroDivisionError" in out.out and "1 FAILED" in out.out
+    assert "1 notebook(s) failed" in out.err
+    assert (tmp_path / "r" / "cli" / "boom.html").is_file()
+
+
+def test_validate(sample, tmp_path: Path, capsys) -> None:
+    code = main(["validate", str(sample["panel"]), "--out-dir", str(tmp_path / "p")])
+    out = capsys.readouterr().out
+    assert code == 0 and "valid (" in out
+    assert (tmp_path / "p" / "panel.parquet").is_file()
+    bad = tmp_path / "bad.csv"
+    pd.DataFrame({"firm_id": ["a", "a"], "country": ["IDN", "Narnia"], "year": [2020, 2020],
+                  "sector": ["C", "C"], "employees": [5, -1]}).to_csv(bad, index=False)
+    code = main(["validate", str(bad), "--out-dir", str(tmp_path / "q")])
+    out = capsys.readouterr().out
+    assert code == 1 and "INVALID" in out and "ERROR:" in out and "fix:" in out
+    assert not (tmp_path / "q").exists() or not any((tmp_path / "q").iterdir())
+
+
+def test_indicators(sample, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "ind.csv"
+    code = main(["indicators", "--panel", str(sample["panel"]), "--macro", str(sample["macro"]),
+                 "--countries", "IDN", "--indicators", "K01", "K02", "--out", str(out)])
+    assert code == 0
+    table = pd.read_csv(out)
+    assert set(table["ref_area"]) == {"IDN"} and set(table["indicator"]) == {"K01", "K02"}
+    code = main(["indicators", "--panel", str(sample["panel"]), "--countries", "THA",
+                 "--indicators", "K09", "--year", "2019"])
+    printed = capsys.readouterr().out
+    assert code == 0 and "K09" in printed and "THA" in printed and "2019" in printed
+    assert main(["indicators", "--panel", str(sample["panel"]), "--out", "x.txt"]) == 2
+
+
+def test_sample(tmp_path: Path, capsys) -> None:
+    code = main(["sample", "--firms", "1000", "--seed", "1", "--first-year", "2018",
+                 "--last-year", "2020", "--out", str(tmp_path / "s")])
+    assert code == 0 and "wrote panel" in capsys.readouterr().out
+    panel = pd.read_parquet(tmp_path / "s" / "panel.parquet")
+    assert sorted(panel["year"].unique()) == [2018, 2019, 2020]
+    assert (tmp_path / "s" / "targets.csv").is_file()
+    assert main(["sample", "--firms", "0", "--out", str(tmp_path / "t")]) == 2
