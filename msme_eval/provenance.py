@@ -6,7 +6,6 @@ recorded.
 """
 from __future__ import annotations
 
-import hashlib
 import platform
 import subprocess
 import sys
@@ -23,18 +22,10 @@ PACKAGES: tuple[str, ...] = (
 
 
 def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    """Hex SHA-256 of a file's bytes; for a folder (Parquet dataset), of the sorted lines
-    "<relative path> <sha256>" of its files (the same rule as `io.sha256_file`)."""
-    path = Path(path)
-    if path.is_dir():
-        lines = [f"{p.relative_to(path).as_posix()} {sha256(p)}\n"
-                 for p in sorted(path.rglob("*")) if p.is_file()]
-        return hashlib.sha256("".join(lines).encode()).hexdigest()
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
+    """Hex SHA-256 of a file (or of a Parquet folder): the rule of :func:`msme_eval.io.sha256_file`."""
+    from .io import sha256_file  # imported here: io pulls in pandera, which a plain run may not need
+
+    return sha256_file(path, chunk=chunk)
 
 
 def input_files(params: Any) -> dict[str, dict[str, Any]]:
