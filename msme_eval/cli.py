@@ -51,6 +51,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--templates-dir", help="folder of notebook templates")
     r.add_argument("--no-install-kernel", action="store_true",
                    help="fail instead of registering the msme-eval kernel when it is missing")
+    r.add_argument("--engine", choices=("pandas", "duckdb", "spark"),
+                   help="where the indicator table is computed (default pandas, in memory); "
+                        "duckdb and spark read the Parquet panel; Spark's master and settings "
+                        "come from MSME_EVAL_SPARK_MASTER / MSME_EVAL_SPARK_CONF / SPARK_REMOTE")
 
     v = sub.add_parser("validate", help="validate a data file and store the typed version",
                        description="Check every rule of the data contract; print the report; "
@@ -90,6 +94,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         "target_year": a.target_year, "report_year": a.report_year,
         "programme_types": a.programme_types, "workers": a.workers, "timeout": a.timeout,
         "kernel": a.kernel, "output_root": a.output_root, "templates_dir": a.templates_dir,
+        "engine": a.engine,
     }
     params = cycle.load_params(a.file, **overrides)
     if a.no_macro or a.no_targets:

@@ -12,6 +12,12 @@ A *cycle* is one validated parameter set (`CycleParams`). `run(params)`:
    ``provenance.json`` and the tables as CSV and Excel into ``<root>/.tmp-<cycle>-<random>/``
    and only then swaps that folder into ``<root>/<cycle>`` (atomic; other cycles untouched).
 
+``engine`` ("pandas", "duckdb" or "spark") says where the indicator table is computed: the
+in-memory validated panel, or the Parquet panel *file* read by DuckDB (out of core) or by Spark
+(`msme_eval.spark.session()`, master and settings from the environment). Everything else uses
+the validated pandas panel. The engine is checked (Parquet panel, engine installed) before
+any notebook starts.
+
 papermill itself only *warns* about unknown parameters (nteract/papermill#667, #818), so every
 template re-checks its parameters with `notebook_context` in the cell after the parameters cell.
 Secrets are never parameters: credentials come from the environment and are never rendered.
@@ -31,7 +37,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
@@ -92,6 +98,29 @@ def _check_input_file(value: Path | None, name: str) -> Path | None:
     raise ValueError(f"{name} file not found: {value} (looked in: {tried}).{hint}")
 
 
+def is_parquet(path: Path) -> bool:
+    """A Parquet file (.parquet/.pq) or a folder holding Parquet files (a partitioned dataset)."""
+    if path.is_dir():
+        return next(path.rglob("*.parquet"), None) is not None
+    return path.suffix.lower() in (".parquet", ".pq")
+
+
+def check_engine(engine: str) -> None:
+    """Raise `CycleError` (before any notebook starts) when ``engine`` cannot run here."""
+    if engine == "duckdb":
+        import importlib.util
+
+        if importlib.util.find_spec("duckdb") is None:
+            raise CycleError("engine 'duckdb' needs the duckdb package. Fix: pip install "
+                             "'msme-eval[scale]'")
+    elif engine == "spark":
+        from msme_eval import spark
+
+        reason = spark.available()
+        if reason is not None:
+            raise CycleError(f"engine 'spark' cannot run here: {reason}")
+
+
 class _DataParams(BaseModel):
     """Parameters shared by the runner and every notebook (strict, unknown keys refused)."""
 
@@ -113,6 +142,10 @@ class _DataParams(BaseModel):
     min_contributors: int = Field(3, ge=1, description="disclosure: minimum firms per cell")
     dominance_n: int = Field(2, ge=1, description="disclosure: n of the (n, k) dominance rule")
     dominance_k: float = Field(0.85, gt=0, le=1, description="disclosure: k of the (n, k) rule")
+    engine: Literal["pandas", "duckdb", "spark"] = Field(
+        "pandas", description="where the indicator table is computed: pandas (in memory), "
+        "duckdb (out of core, from the Parquet panel) or spark (the Parquet panel read by "
+        "Spark; master and settings from MSME_EVAL_SPARK_* environment variables)")
 
     @model_validator(mode="before")
     @classmethod
@@ -166,6 +199,17 @@ class _DataParams(BaseModel):
         if self.baseline_year >= self.target_year:
             raise ValueError(f"baseline_year ({self.baseline_year}) must be before "
                              f"target_year ({self.target_year})")
+        return self
+
+    @model_validator(mode="after")
+    def _engine_reads_parquet(self) -> _DataParams:
+        if self.engine != "pandas" and not is_parquet(self.panel):
+            raise ValueError(
+                f"engine {self.engine!r} reads the panel file itself and needs Parquet (a "
+                f".parquet file or a folder of them), not {self.panel.suffix or 'a folder'!r} "
+                f"({self.panel.name}). Fix: convert it with `msme-eval validate "
+                f"{self.panel.name}` (writes data/processed/{self.panel.stem}.parquet) and "
+                "point panel at that file, or use engine: pandas")
         return self
 
 
@@ -512,6 +556,13 @@ def _prepare_cache(params: CycleParams, cache: Path, log: Callable[[str], None])
 
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    if params.engine != "pandas":
+        where = "DuckDB, out of core"
+        if params.engine == "spark":
+            from msme_eval import spark
+
+            where = spark.describe()  # never the full URL: it may carry a token
+        log(f"indicators: engine {params.engine} ({where}) on {params.panel.name}")
     notes = build_cache(params, cache)
     for note in notes:
         log(f"  cache: {note}")
@@ -541,6 +592,7 @@ def run(params: CycleParams, *, log: Callable[[str], None] | None = None,
     say = log or (lambda s: print(s, flush=True))
     started = time.time()
     t0 = time.perf_counter()
+    check_engine(params.engine)
     templates = discover_templates(params.templates_dir, params.sections)
     jobs = plan(params, templates)
     kernel = check_kernel(params.kernel, install=install_missing_kernel)

@@ -42,6 +42,7 @@ programme_types = ["finance", "market_access", "capacity_building"]
 min_contributors = 3
 dominance_n = 2
 dominance_k = 0.85
+engine = "pandas"
 output_dir = ""
 cache_dir = \"\""""
 

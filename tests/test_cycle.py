@@ -85,6 +85,7 @@ def test_defaults_are_complete(sample: dict[str, Path], tmp_path: Path) -> None:
     ({"dominance_k": 1.5}, "dominance_k", "less than or equal to 1"),
     ({"kernel": "x; rm -rf /"}, "kernel", "not a safe name"),
     ({"db_password": "hunter2"}, "(all)", "secrets are never parameters"),
+    ({"engine": "polars"}, "engine", "'pandas', 'duckdb' or 'spark'"),
 ])
 def test_bad_parameters_rejected(sample: dict[str, Path], tmp_path: Path, override: dict,
                                  field: str, text: str) -> None:
@@ -220,6 +221,7 @@ def test_provenance(mixed_run, sample: dict[str, Path]) -> None:
     assert prov["inputs"]["panel"]["sha256"] == me.io.sha256_file(sample["panel"])
     assert prov["packages"]["pandas"] == pd.__version__
     assert prov["parameters"]["cycle"] == "2024" and prov["kernel"]["name"] == "msme-eval"
+    assert prov["parameters"]["engine"] == "pandas"  # where the indicators were computed
     assert len(prov["notebooks"]) == 4 and prov["duration_seconds"] > 0
     assert "environ" not in json.dumps(prov).lower()
 

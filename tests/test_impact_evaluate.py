@@ -96,7 +96,10 @@ def test_jobs_cost_per_job_interval_brackets_estimate(ev_own) -> None:
     for pt in j.index:
         r = j.loc[pt]
         assert r["jobs_created"] == pytest.approx(r["n_supported"] * r["net_jobs_per_firm"])
-        assert r["cost_ci_low"] <= r["cost_per_job"] <= r["cost_ci_high"]
+        if r["jobs_ci_low"] > 0:
+            assert r["cost_ci_low"] <= r["cost_per_job"] <= r["cost_ci_high"]
+        else:
+            assert np.isnan(r["cost_ci_high"]) and "not bounded" in r["cost_ci_note"]
         assert r["cost_per_job"] == pytest.approx(r["support_total"] / r["jobs_created"])
         assert r["currency"] == "LCU"
 
@@ -135,8 +138,32 @@ def synth_run() -> tuple[me.impact.Evaluation, pd.DataFrame]:
     synth = pytest.importorskip("msme_eval.synth")
     data = synth.generate(n_firms=12_000, seed=1)
     ev = evaluate(data.panel, outcomes=["log_turnover", "employees", "survival"], robustness=False,
-                  subgroups=("owner_female", "rural"), macro=data.macro)
+                  subgroups=("owner_female", "rural", "micro", "young"), macro=data.macro)
     return ev, data.truth
+
+
+# synth truth level -> (subgroup, level) in Evaluation.inclusion
+SYNTH_LEVELS = {"owner_female=True": ("owner_female", True), "owner_female=False": ("owner_female", False),
+                "urban=False": ("rural", True), "size_class=micro": ("micro", True), "young=True": ("young", True)}
+
+
+def assert_subgroups_recovered(ev, truth, fwer: float = 0.01) -> int:
+    """Every planted subgroup effect (synth .truth, aggregation "subgroup") that evaluate() estimated
+    is within z* SE of the truth, z* = Bonferroni critical value for the K checks at family-wise
+    level ``fwer``: with 40+ checks per sample, per-check 99% intervals would fail on about a third
+    of the seeds by chance alone (60-seed study, n = 12,000: |z| > 2.576 in 0.9% of 2,880 checks,
+    the largest |z| per seed up to 3.6; notes/h4_synth.md). Returns K."""
+    sub = truth[truth["aggregation"] == "subgroup"]
+    inc = ev.inclusion.set_index(["outcome", "programme_type", "subgroup", "level"])
+    pairs = []
+    for _, r in sub[sub["level"].isin(SYNTH_LEVELS)].iterrows():
+        key = (r["outcome"], r["programme_type"], *SYNTH_LEVELS[r["level"]])
+        if key in inc.index:
+            pairs.append((key, float(inc.loc[key, "att"]), float(inc.loc[key, "se"]), float(r["att"])))
+    z_crit = stats.norm.ppf(1 - fwer / (2 * len(pairs)))
+    bad = [(k, a, t, (a - t) / s) for k, a, s, t in pairs if not abs(a - t) < z_crit * s]
+    assert not bad, (z_crit, bad)
+    return len(pairs)
 
 
 def test_synth_headline_effects_recovered(synth_run) -> None:
@@ -160,16 +187,97 @@ def test_synth_event_study_and_subgroups_recovered(synth_run) -> None:
         e = int(r["level"])
         if e in es.index and np.isfinite(es.loc[e, "se"]):
             assert es.loc[e, "band_low"] <= r["att"] <= es.loc[e, "band_high"], e
-    sub = truth[truth["aggregation"] == "subgroup"]
-    # rural (urban=False) is estimated too but not asserted: capacity_building x rural log turnover
-    # sits 3.3 SE below the planted value at seed 1 (under investigation with the synth owner)
-    lab = {"owner_female=True": ("owner_female", True), "owner_female=False": ("owner_female", False)}
-    inc = ev.inclusion.set_index(["outcome", "programme_type", "subgroup", "level"])
-    n = 0
-    for _, r in sub[sub["level"].isin(lab)].iterrows():
-        key = (r["outcome"], r["programme_type"], *lab[r["level"]])
-        if key in inc.index:
-            row = inc.loc[key]
-            assert abs(row["att"] - r["att"]) < Z99 * row["se"], (key, row["att"], r["att"])
-            n += 1
-    assert n >= 16  # log_turnover, employees x 4 programme groups x 2 levels
+    # every group: women-owned / not, rural, micro, young x log turnover, employees x 4 programme groups
+    assert assert_subgroups_recovered(ev, truth) == 40
+
+
+# ---------------------------------------------------------------- cost per job (Fieller), hand values
+def test_cost_per_job_fieller_bounded_hand_values() -> None:
+    """S = 1,000,000 spent on n = 100 firms; att = 2.0 jobs/firm, CI [1.0, 4.0] -> J = 200, CI [100, 400].
+    Cost = 1e6 / 200 = 5,000; Fieller set with known S = [1e6/400, 1e6/100] = [2,500, 10,000]."""
+    from msme_eval.impact.evaluate import _jobs_cost, cost_text
+
+    c = _jobs_cost(2.0, (1.0, 4.0), 100, 1_000_000.0)
+    assert c["jobs_created"] == 200 and (c["jobs_ci_low"], c["jobs_ci_high"]) == (100, 400)
+    assert c["cost_per_job"] == 5000.0
+    assert (c["cost_ci_low"], c["cost_ci_high"]) == (2500.0, 10000.0)
+    assert c["cost_ci_note"] == ""
+    assert cost_text({**c, "programme_type": "finance", "currency": "USD"}) == \
+        "finance: 5,000 USD per job (CI 2,500 to 10,000)."
+
+
+def test_cost_per_job_not_bounded_when_jobs_ci_includes_zero() -> None:
+    """att = 0.5, CI [-0.2, 1.2], n = 50, S = 60,000: J = 25, CI [-10, 60]. Cost = 2,400; the Fieller set
+    is (-inf, -6,000] U [1,000, +inf): at least 1,000 per job, no finite upper bound."""
+    from msme_eval.impact.evaluate import NOT_BOUNDED, _jobs_cost, cost_text
+
+    c = _jobs_cost(0.5, (-0.2, 1.2), 50, 60_000.0)
+    assert c["cost_per_job"] == pytest.approx(2400.0)
+    assert c["cost_ci_low"] == pytest.approx(1000.0)
+    assert np.isnan(c["cost_ci_high"]) and not np.isinf(c["cost_ci_low"])
+    assert c["cost_ci_note"].startswith(NOT_BOUNDED) and "at least 1,000" in c["cost_ci_note"]
+    text = cost_text({**c, "programme_type": "all", "currency": "USD"})
+    assert "not bounded: the jobs effect is not distinguishable from zero" in text and "inf" not in text
+    # no positive jobs estimate at all: no cost, said in words
+    c2 = _jobs_cost(-0.1, (-0.5, 0.3), 50, 60_000.0)
+    assert np.isnan(c2["cost_per_job"]) and "not positive" in c2["cost_ci_note"]
+
+
+# ---------------------------------------------------------------- survey weights in evaluate()
+@pytest.fixture(scope="module")
+def weighted_panel() -> pd.DataFrame:
+    p, _ = contract_panel(n=3000, n_years=8, seed=5)
+    return p
+
+
+def _headline(ev) -> pd.DataFrame:
+    return ev.headline.set_index(["outcome", "programme_type"])[["att", "se"]]
+
+
+def test_constant_weights_equal_unweighted(weighted_panel) -> None:
+    kw = {"outcomes": ["log_turnover", "employees"], "subgroups": (), "robustness": False}
+    a = evaluate(weighted_panel, **kw)
+    b = evaluate(weighted_panel.assign(w=7.0), weight="w", **kw)
+    ha, hb = _headline(a), _headline(b)
+    assert np.allclose(ha["att"], hb["att"], rtol=1e-9, atol=1e-12)
+    assert np.allclose(ha["se"], hb["se"], rtol=1e-6)
+    assert any("first observed year" in n for n in b.notes)
+
+
+def test_weights_use_the_first_observed_year_and_move_towards_weighted_truth(weighted_panel) -> None:
+    """Planted: finance log-turnover effect 0.20 x (1 + 0.5 female). Women-owned firms get weight 5 in
+    their first year (1 later, which must be ignored), others 1. Weighted truth = 0.20 x (1 + 0.5 s_w),
+    s_w the weight-share of women-owned among finance-supported firms; unweighted truth uses the
+    head-count share s. The weighted estimate must cover the weighted truth (99%) and sit closer to it."""
+    p = weighted_panel.copy()
+    first = p.groupby("firm_id")["year"].transform("min") == p["year"]
+    fem = p["owner_female"].astype(bool)
+    p["w"] = np.where(fem & first, 5.0, 1.0)
+    ev = evaluate(p, weight="w", outcomes=["log_turnover"], subgroups=(), robustness=False)
+    un = evaluate(p, outcomes=["log_turnover"], subgroups=(), robustness=False)
+    sup = p[p["programme_type"] == "finance"].groupby("firm_id")["owner_female"].first().astype(bool)
+    s, s_w = sup.mean(), (5 * sup).sum() / (5 * sup + ~sup).sum()
+    truth, truth_w = 0.20 * (1 + 0.5 * s), 0.20 * (1 + 0.5 * s_w)
+    rw = ev.headline.set_index(["outcome", "programme_type"]).loc[("log_turnover", "finance")]
+    ru = un.headline.set_index(["outcome", "programme_type"]).loc[("log_turnover", "finance")]
+    assert abs(rw["att"] - truth_w) < Z99 * rw["se"], (rw["att"], truth_w)
+    assert abs(ru["att"] - truth) < Z99 * ru["se"], (ru["att"], truth)
+    assert abs(rw["att"] - truth_w) < abs(rw["att"] - truth)
+    assert rw["att"] > ru["att"]  # women-owned firms (larger effect) weigh more
+    assert "first observed year" in ev.choices["weight"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", [0, 2, 3])
+def test_synth_all_group_effects_recovered_more_seeds(seed) -> None:
+    """Slow: headline effects and all subgroup effects (log turnover, employees) on further synth
+    seeds, each against its planted truth (Bonferroni over the subgroup checks). Survival by subgroup
+    is NOT asserted yet: micro firms, all programmes, seed 0 sit at +4.4 SE (see notes/h4_synth.md)."""
+    synth = pytest.importorskip("msme_eval.synth")
+    data = synth.generate(n_firms=12_000, seed=seed)
+    ev = evaluate(data.panel, outcomes=["log_turnover", "employees", "survival"], robustness=False,
+                  subgroups=("owner_female", "rural", "micro", "young"))
+    tr = data.truth[data.truth["aggregation"] == "simple"].set_index(["outcome", "programme_type"])["att"]
+    for key, row in ev.headline.set_index(["outcome", "programme_type"]).iterrows():
+        assert abs(row["att"] - tr[key]) < stats.norm.ppf(1 - 0.01 / 24) * row["se"], key
+    assert assert_subgroups_recovered(ev, data.truth) == 40

@@ -150,17 +150,52 @@ def build_outcomes(panel: pd.DataFrame, *, unit: str = "firm_id", time: str = "y
     return out, notes
 
 
-def _jobs_cost(att: float, ci: tuple[float, float], n_treated: int, support: float) -> dict[str, float]:
-    """Cost per job = support / (n_treated * att); interval by inverting the CI of att (monotone in att > 0)."""
+NOT_BOUNDED = "not bounded: the jobs effect is not distinguishable from zero"
+
+
+def _jobs_cost(att: float, ci: tuple[float, float], n_treated: int, support: float) -> dict[str, Any]:
+    """Cost per job = S / J, S = support spent (known, not estimated), J = n_treated x att (jobs created).
+
+    Interval: Fieller's confidence set for the ratio S / J (Fieller 1954, "Some problems in interval
+    estimation", JRSS B 16(2)). With a known numerator (var S = 0) the Fieller set is exactly
+    {S / j : j in CI(J)}, CI(J) = n_treated x [att_low, att_high]:
+
+    * J_low > 0: [S / J_high, S / J_low] (bounded);
+    * J_low <= 0 < J_high: S / J_high to +infinity (and negative values): NOT bounded - the data are
+      consistent with (almost) no jobs created, so no finite upper cost can be stated; ``cost_ci_high``
+      is NaN and ``cost_ci_note`` says so in words;
+    * J_high <= 0: no interval (the data are not consistent with any job gain at this level).
+
+    The delta method (se = S se(J) / J^2) would give a finite but wrong interval in the second case,
+    so it is not used. Returns jobs_created (+ CI), support_total, cost_per_job, cost_ci_low,
+    cost_ci_high and cost_ci_note ("" when bounded).
+    """
     jobs = n_treated * att
-    lo, hi = ci
+    lo, hi = n_treated * ci[0], n_treated * ci[1]
     cost = support / jobs if jobs > 0 else np.nan
     if lo > 0:
-        c_lo, c_hi = support / (n_treated * hi), support / (n_treated * lo)
-    else:  # CI of jobs includes zero or negatives: cost per job is unbounded above
-        c_lo, c_hi = (support / (n_treated * hi) if hi > 0 else np.nan), np.inf
-    return {"jobs_created": jobs, "jobs_ci_low": n_treated * lo, "jobs_ci_high": n_treated * hi,
-            "support_total": support, "cost_per_job": cost, "cost_ci_low": c_lo, "cost_ci_high": c_hi}
+        c_lo, c_hi, note = support / hi, support / lo, ""
+    elif hi > 0:
+        c_lo, c_hi, note = support / hi, np.nan, f"{NOT_BOUNDED} (at least {support / hi:,.0f} per job)"
+    else:
+        c_lo, c_hi, note = np.nan, np.nan, "no interval: the data are not consistent with any jobs created"
+    if not jobs > 0:
+        note = (note + "; " if note else "") + "no cost per job: the estimated jobs effect is not positive"
+    return {"jobs_created": jobs, "jobs_ci_low": lo, "jobs_ci_high": hi,
+            "support_total": support, "cost_per_job": cost, "cost_ci_low": c_lo, "cost_ci_high": c_hi,
+            "cost_ci_note": note}
+
+
+def cost_text(row: pd.Series | dict[str, Any]) -> str:
+    """One line for a jobs-table row: cost per job with its interval, or why there is none."""
+    r = dict(row)
+    who, cur = r.get("programme_type", ""), r.get("currency", "")
+    if not np.isfinite(r["cost_per_job"]):
+        return f"{who}: {r['cost_ci_note']}."
+    head = f"{who}: {r['cost_per_job']:,.0f} {cur} per job"
+    if np.isfinite(r["cost_ci_high"]):
+        return f"{head} (CI {r['cost_ci_low']:,.0f} to {r['cost_ci_high']:,.0f})."
+    return f"{head}; interval {r['cost_ci_note']}."
 
 
 def _row(res: DidResult, outcome: str, pt: str, spec: str = "main") -> dict[str, Any]:
@@ -294,6 +329,9 @@ class Evaluation:
                  f"Maryland SMS {self.six_steps['maryland_sms']}", self.six_steps["reason"], "",
                  self.headline[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"), "",
                  *self.interpretation["text"].tolist()]
+        if len(self.jobs):
+            lines += ["", "Cost per job (support spent / net jobs created; Fieller interval):",
+                      *[f"- {cost_text(r)}" for _, r in self.jobs.iterrows()]]
         if self.notes:
             lines += ["", "Notes:", *[f"- {n}" for n in self.notes]]
         return "\n".join(lines)
@@ -315,6 +353,7 @@ def _fit(frame: pd.DataFrame, outcome: str, **kw: Any) -> DidResult | None:
         try:
             if outcome in ("survival", "jobs"):
                 # outcomes that include exit: compare firms alive in the year before support (survival.py)
+                kw.pop("weight", None)  # survival_did is unweighted (see evaluate's ``weight``)
                 kw.pop("control", None)
                 covs = kw.pop("covariates", surv_covs)
                 kw.pop("method", None)
@@ -342,6 +381,7 @@ def evaluate(
     alpha: float = 0.05,
     unit: str = "firm_id",
     time: str = "year",
+    weight: str | None = None,
 ) -> Evaluation:
     """Growth, jobs, survival and inclusion effects per programme type and overall.
 
@@ -359,8 +399,28 @@ def evaluate(
     subgroup (supported and comparison firms of that group) for ``subgroup_outcomes``.
     Main estimates: ``control`` comparison firms, no covariates (survival: with
     ``survival_covariates``), SEs clustered by firm (or ``cluster``).
+
+    ``weight``: a survey-weight column of ``panel`` for population-weighted effects (ATT for the
+    population of supported firms the sample represents). DiD needs one time-invariant weight per
+    firm, so each firm gets its weight in its REFERENCE PERIOD = its first observed (baseline) year,
+    w_i = weight_{i, first year}, used in every year (sample weights that change within a firm,
+    e.g. from non-response adjustment, would otherwise re-weight the before/after comparison).
+    Each ATT(g,t) is then the w-weighted DiD of Callaway-Sant'Anna (R ``did``'s ``weightsname``;
+    diff-diff's SurveyDesign(weights=...)) and aggregations use weighted cohort masses
+    p_g = sum_{i in g} w_i / sum_i w_i. Applies to the growth outcomes and employees; the
+    survival/net-jobs estimator (:func:`survival_did`) stays unweighted (said in ``notes``).
+    Without ``weight`` every estimate is the unweighted sample ATT.
     """
     frame, notes = build_outcomes(panel, unit=unit, time=time)
+    if weight is not None:
+        require_columns(panel, [weight, unit, time], "evaluate(weight=...)")
+        first = panel.sort_values([unit, time]).groupby(unit, sort=False)[weight].first()
+        w_ref = pd.to_numeric(frame[unit].map(first))
+        if w_ref.isna().any() or (w_ref <= 0).any():
+            raise ImpactInputError(f"weight {weight!r}: every firm needs a positive weight in its first observed year.")
+        frame["_w_ref"] = w_ref.to_numpy(dtype=float)
+        notes.append(f"Population-weighted: each firm's survey weight {weight!r} in its first observed year "
+                     "(reference period), held fixed across years. Survival and net jobs are unweighted.")
     if eligible_sizes is not None and "size_class" in frame:
         bad = ~frame["size_class"].isin(list(eligible_sizes))
         n_firms = int(frame.loc[bad, unit].nunique())
@@ -395,7 +455,7 @@ def evaluate(
             survival_covariates += ["age_at_support_le2", "age_at_support_le5"]
     scovs = list(survival_covariates)
     base_kw = {"unit": unit, "time": time, "cluster": cluster, "alpha": alpha, "notes": notes,
-               "survival_covariates": scovs}
+               "survival_covariates": scovs, "weight": "_w_ref" if weight is not None else None}
 
     usd = None
     if macro is not None and "country" in frame:
@@ -513,6 +573,8 @@ def evaluate(
                "cluster": cluster or unit, "alpha": alpha, "programme_types": pts, "outcomes": outs,
                "subgroups": list(subgroups or ()), "subgroup_outcomes": list(subgroup_outcomes),
                "young_max_age": YOUNG_MAX_AGE,
+               "weight": (f"{weight} in each firm's first observed year (survival/jobs unweighted)"
+                          if weight is not None else None),
                "sample_rule": "per programme type: its supported firms + never-supported eligible firms"}
     if "survival" in outs or "jobs" in outs:
         notes.append("Survival and net jobs (exits counted as zero jobs): compared among firms alive in the year "

@@ -35,44 +35,15 @@ def _has_magnitude(ind: dict[str, Any]) -> bool:
 
 
 def _fine_stats(est: Any, breakdowns: list[str]) -> None:
-    """One disclosure.cell_stats pass per magnitude indicator on the finest cells.
+    """Contributor statistics of every magnitude indicator on the finest cells.
 
-    Cells are (country, period, group of every breakdown); a firm has one row per year, so
-    coarser cells are unions of fine cells: contributors and totals add up and the top two
-    are the two largest of the fine cells' top twos (see :func:`_merge_tops`).
+    Cells are (country, period, group of every breakdown), computed by the stage-(a) engine
+    (``stage.fine_stats``: numpy for pandas, SQL for DuckDB/Spark); a firm has one row per
+    year, so coarser cells are unions of fine cells: contributors and totals add up and the
+    top two are the two largest of the fine cells' top twos (see :func:`_merge_tops`).
     """
-    from .compute import _group_codes, _parts
-    des, ctx = est.des, est.ctx
-    area = des.psu_area[des.psu]
-    codes = {b: _group_codes(est.panel, b)[0] for b in breakdowns}
-    firm = (pd.factorize(est.panel["firm_id"])[0] if "firm_id" in est.panel.columns
-            else np.arange(len(est.panel)))
-    out: dict[str, pd.DataFrame] = {}
-    for ind in est.inds:
-        iid = ind["id"]
-        if not _has_magnitude(ind) or est.missing_cols[iid]:
-            continue
-        parts = _parts(ind)
-        pieces = []
-        for p in parts:
-            if p.role not in ("num", "num2"):
-                continue
-            val, pop = ctx.get(p.value), ctx.get(p.population)
-            keep = (pop == 1) & ~np.isnan(val)
-            if ind["kind"] != "total":  # same available-case rule as the estimate
-                for q in parts:
-                    qv, qp = ctx.get(q.value), ctx.get(q.population)
-                    keep &= ~np.isnan(qp) & ((qp == 0) | ~np.isnan(qv))
-            idx = np.flatnonzero(keep)
-            pieces.append(pd.DataFrame({
-                "_area": area[idx], "_yi": des.yidx[idx] + p.shift,
-                **{f"_g{j}": codes[b][idx] for j, b in enumerate(breakdowns)},
-                "_firm": firm[idx], "mag": val[idx]}))
-        data = pd.concat(pieces, ignore_index=True)
-        if len(data):
-            by = ["_area", "_yi", *[f"_g{j}" for j in range(len(breakdowns))]]
-            out[iid] = disclosure.cell_stats(data, "mag", by, contributor="_firm")
-    est.fine_stats = out
+    inds = [ind for ind in est.inds if _has_magnitude(ind) and not est.missing_cols[ind["id"]]]
+    est.fine_stats = est.stage.fine_stats(inds, list(breakdowns))
     est.fine_groups = list(breakdowns)
 
 
@@ -92,17 +63,16 @@ def _merge_tops(c: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
 
 def _cell_stats(est: Any, breakdown: str | None, labels: list[str]) -> pd.DataFrame:
     """Magnitude statistics per (indicator, area, period, group) for one breakdown."""
-    des = est.des
     frames = []
     for iid, fine in (est.fine_stats or {}).items():
         gcol = None if breakdown is None else f"_g{est.fine_groups.index(breakdown)}"
         f = fine if gcol is not None else fine.assign(_gt=0)
         cs = _merge_tops(f, ["_area", "_yi", gcol or "_gt"]).rename(columns={gcol or "_gt": "_g"})
-        cs = cs[cs["_yi"] < len(des.years)]
+        cs = cs[cs["_yi"] < len(est.years)]
         frames.append(pd.DataFrame({
             "indicator": iid,
-            "ref_area": np.asarray(des.areas)[cs["_area"].to_numpy()],
-            "time_period": des.years[cs["_yi"].to_numpy()].astype(np.int64),
+            "ref_area": np.asarray(est.areas)[cs["_area"].to_numpy()],
+            "time_period": est.years[cs["_yi"].to_numpy()].astype(np.int64),
             "breakdown": breakdown or "total",
             "group": np.asarray(labels, dtype=object)[cs["_g"].to_numpy()],
             "_yi": cs["_yi"].to_numpy(),
@@ -120,7 +90,7 @@ def _asean_stats(est: Any, country: pd.DataFrame) -> pd.DataFrame:
     c = country.merge(mem, on=["indicator", "_yi", "ref_area"], how="inner")
     if not len(c):
         return pd.DataFrame()
-    areas = pd.Index(est.des.areas)
+    areas = pd.Index(est.areas)
     ay = areas.get_indexer(c["ref_area"]) * est.ny + c["_yi"].to_numpy()
     rate = est._usd(ay).to_numpy()
     is_money = c["indicator"].map(money).to_numpy(dtype=bool)

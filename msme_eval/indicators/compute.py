@@ -53,7 +53,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .. import survey
+from .. import disclosure, survey
 from ..schema import MSME_CLASSES
 from .registry import registry as load_registry
 
@@ -260,6 +260,7 @@ class _Design:
     years: np.ndarray        # sorted distinct years of the panel
     yidx: np.ndarray         # row -> index into years
     notes: list[str]
+    strata_labels: np.ndarray  # "country|stratum" per stratum code
 
 
 def _design(panel: pd.DataFrame, area_col: str, year_col: str,
@@ -286,9 +287,12 @@ def _design(panel: pd.DataFrame, area_col: str, year_col: str,
             raise ValueError(f"strata column {scol!r} is missing in rows "
                              f"{panel.index[s_codes < 0][:10].tolist()}.")
         # strata nested in countries: (country, stratum label) pairs
-        strat, _ = pd.factorize(area_codes.astype(np.int64) * max(len(s_uniq), 1) + s_codes)
+        strat, suniq = pd.factorize(area_codes.astype(np.int64) * max(len(s_uniq), 1) + s_codes)
+        slabels = np.array([f"{areas[k // max(len(s_uniq), 1)]}|{s_uniq[k % max(len(s_uniq), 1)]}"
+                            for k in np.asarray(suniq)], dtype=object)
     else:
         strat = area_codes.astype(np.int64)
+        slabels = np.asarray(areas, dtype=object)
         notes.append("no strata column: one stratum per country")
     if pcol and pcol in panel.columns:
         p_codes, p_uniq = pd.factorize(panel[pcol])
@@ -309,7 +313,7 @@ def _design(panel: pd.DataFrame, area_col: str, year_col: str,
     if np.isnan(year).any():
         raise ValueError(f"column {year_col!r} has missing values.")
     years, yidx = np.unique(year.astype(np.int64), return_inverse=True)
-    return _Design(psu, psu_stratum, psu_area, w, areas, years, yidx, notes)
+    return _Design(psu, psu_stratum, psu_area, w, areas, years, yidx, notes, slabels)
 
 
 def _group_codes(panel: pd.DataFrame, col: str | None) -> tuple[np.ndarray, list[str]]:
@@ -328,6 +332,247 @@ def _group_codes(panel: pd.DataFrame, col: str | None) -> tuple[np.ndarray, list
 
 
 # ------------------------------------------------------------------------------------------
+# stage (a): per-(stratum, period, group) moments of the PSU totals
+# ------------------------------------------------------------------------------------------
+def _roles(ind: dict[str, Any]) -> list[str]:
+    """The PSU-level variables of an indicator: ``tot`` (num + num2) for totals, else parts."""
+    if ind["kind"] == "total":
+        return ["tot"]
+    return [p.role for p in _parts(ind)]
+
+
+def _share_roles(ind: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(group-level roles, domain-level roles) of a share-of-total indicator in a breakdown."""
+    roles = _roles(ind)
+    gp = ["num", "den"] if ind["kind"] == "relative_ratio" else ["num"]
+    return [r for r in roles if r in gp], [r for r in roles if r not in gp]
+
+
+def _is_share(ind: dict[str, Any], n_groups: int) -> bool:
+    return not (ind["kind"] == "total" or ind["scope"] == "within_group" or n_groups == 1)
+
+
+def moment_names(ind: dict[str, Any], n_groups: int) -> dict[str, tuple[str, str | None, str]]:
+    """Moment columns of one indicator in a breakdown table with ``n_groups`` groups.
+
+    name -> (role a, role b or None, level) with level ``"s"`` (sum over the cell's PSUs of
+    the PSU total ``X_a``), ``"q"`` (sum of ``X_a X_b``, both in the cell's group) or ``"x"``
+    (sum of ``X_a T_b``: ``T_b`` the PSU's total over all groups of the domain; share cells).
+    """
+    iid, roles = ind["id"], _roles(ind)
+    out: dict[str, tuple[str, str | None, str]] = {f"{iid}:{r}": (r, None, "s") for r in roles}
+    for i, a in enumerate(roles):
+        for b in roles[i:]:
+            out[f"{iid}:{a}*{b}"] = (a, b, "q")
+    if _is_share(ind, n_groups):
+        gp, tp = _share_roles(ind)
+        for a in gp:
+            for b in tp:
+                out[f"{iid}:{a}x{b}"] = (a, b, "x")
+    return out
+
+
+@dataclass
+class _Moments:
+    """Stage-(a) output for one breakdown: dense arrays of shape (n_strata, ny, n_groups).
+
+    ``m`` holds the moment columns of :func:`moment_names` plus counts: ``__rows__`` (records,
+    shift 0), ``__psus__`` (PSU-periods with records), ``__large__`` (large-firm records) and
+    per indicator ``{id}:n``, ``{id}:pop``, ``{id}:miss`` (see ``_Estimator``).
+    """
+    labels: list[str]
+    m: dict[str, np.ndarray]
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.labels)
+
+
+def _dense_or_factorized(keys: list[np.ndarray], size: int, n_rows: int
+                         ) -> tuple[list[np.ndarray], np.ndarray | None, int]:
+    """Codes for ``np.bincount``: the keys themselves when the key space is small, else
+    factorized (returns codes, unique keys or None, number of codes)."""
+    if size <= 4 * n_rows + 1_000_000:
+        return keys, None, size
+    codes, uniq = pd.factorize(np.concatenate(keys))
+    out, start = [], 0
+    for k in keys:
+        out.append(codes[start:start + len(k)])
+        start += len(k)
+    return out, np.asarray(uniq), len(uniq)
+
+
+def _decode_cells(keep: np.ndarray, ny: int, sizes: list[int],
+                  st: dict[str, np.ndarray]) -> pd.DataFrame:
+    """Fine cell codes ``((area*ny + yi)*G0 + g0)*G1 + ...`` -> columns _area, _yi, _g0, ..."""
+    cols: dict[str, np.ndarray] = {}
+    rest = keep.astype(np.int64)
+    for j in range(len(sizes) - 1, -1, -1):
+        cols[f"_g{j}"] = rest % sizes[j]
+        rest = rest // sizes[j]
+    out = {"_area": rest // ny, "_yi": rest % ny}
+    out.update({f"_g{j}": cols[f"_g{j}"] for j in range(len(sizes))})
+    out["n_contrib"] = st["n_contrib"][keep].astype(np.int64)
+    out.update({c: st[c][keep] for c in ("top1", "top2", "total")})
+    return pd.DataFrame(out)
+
+
+class _PandasStage:
+    """Stage (a) on an in-memory panel with ``np.bincount`` (the PSU-period key is built once)."""
+
+    def __init__(self, panel: pd.DataFrame, des: _Design, ctx: _Ctx, inds: list[dict[str, Any]],
+                 missing_cols: dict[str, list[str]]) -> None:
+        self.panel, self.des, self.ctx, self.inds = panel, des, ctx, inds
+        self.live = [i for i in inds if not missing_cols[i["id"]]]
+        self.ny = len(des.years) + 1
+        self.n_strata = int(des.psu_stratum.max()) + 1
+        self.shifts = sorted({p.shift for i in self.live for p in _parts(i)} | {0})
+        n, ny = len(des.weight), self.ny
+        base = des.psu.astype(np.int64) * ny + des.yidx
+        codes, uniq, self.n_py = _dense_or_factorized([base + s for s in self.shifts],
+                                                      (int(des.psu.max()) + 1) * ny, n)
+        self.py = dict(zip(self.shifts, codes))
+        pk = np.arange(self.n_py) if uniq is None else uniq
+        self.py_stratum = des.psu_stratum[pk // ny]
+        self.py_yi = pk % ny
+        self.areas, self.years, self.notes = des.areas, des.years, des.notes
+        self.h_area = np.zeros(self.n_strata, dtype=np.int64)
+        self.h_area[des.psu_stratum] = des.psu_area
+        self.n_h = np.bincount(des.psu_stratum, minlength=self.n_strata)
+        self._strata_labels = des.strata_labels
+
+    def strata_names(self, idx: np.ndarray) -> list[str]:
+        return [str(self._strata_labels[i]) for i in idx]
+
+    def columns(self) -> set[str]:
+        return set(self.panel.columns)
+
+    def _usable(self, ind: dict[str, Any]) -> dict[str, np.ndarray]:
+        ctx = self.ctx
+        parts = _parts(ind)
+        ok = {p.role: ~np.isnan(ctx.get(p.population)) & ((ctx.get(p.population) == 0)
+                                                          | ~np.isnan(ctx.get(p.value)))
+              for p in parts}
+        if ind["kind"] != "total":
+            u = np.logical_and.reduce(list(ok.values()))
+            ok = {r: u for r in ok}
+        return ok
+
+    def fine_stats(self, inds: list[dict[str, Any]], breakdowns: list[str]
+                   ) -> dict[str, pd.DataFrame]:
+        """Per magnitude indicator: contributors, top-2 |magnitude| and total per fine cell
+        (area, period, group of every breakdown), unweighted, on the estimate's records."""
+        des, ctx, ny = self.des, self.ctx, self.ny
+        codes, sizes = [], []
+        for b in breakdowns:
+            c, labels = _group_codes(self.panel, b)
+            codes.append(c)
+            sizes.append(len(labels))
+        base = des.psu_area[des.psu].astype(np.int64) * ny + des.yidx
+        n_cells = self.n_areas_total() * ny * int(np.prod(sizes, dtype=np.int64))
+        out: dict[str, pd.DataFrame] = {}
+        for ind in inds:
+            parts = [p for p in _parts(ind) if p.role in ("num", "num2")]
+            usable = self._usable(ind)
+            cells, mags, rows = [], [], []
+            for p in parts:
+                val, pop = ctx.get(p.value), ctx.get(p.population)
+                idx = np.flatnonzero((pop == 1) & ~np.isnan(val) & usable[p.role])
+                c = base[idx] + p.shift
+                for code, size in zip(codes, sizes):
+                    c = c * size + code[idx]
+                cells.append(c)
+                mags.append(val[idx])
+                rows.append(idx)
+            cell, mag = np.concatenate(cells), np.concatenate(mags)
+            if len(parts) > 1:  # a firm may reach one cell through two parts: sum them first
+                firm = pd.factorize(self.panel["firm_id"])[0][np.concatenate(rows)]
+                pair, uniq = pd.factorize(cell * (int(firm.max()) + 1) + firm)
+                mag = np.bincount(pair, weights=mag, minlength=len(uniq))
+                cell = np.asarray(uniq) // (int(firm.max()) + 1)
+            st = disclosure.top2_by_code(cell, mag, n_cells)
+            seen = np.bincount(cell, minlength=n_cells) > 0
+            out[ind["id"]] = _decode_cells(np.flatnonzero(seen), ny, sizes, st)
+        return out
+
+    def n_areas_total(self) -> int:
+        return len(self.des.areas)
+
+    def moments(self, breakdown: str | None) -> _Moments:
+        des, ctx, ny = self.des, self.ctx, self.ny
+        gcodes, labels = _group_codes(self.panel, breakdown)
+        G = len(labels)
+        n = len(des.weight)
+        keys, uniq, K = _dense_or_factorized([self.py[s] * G + gcodes for s in self.shifts],
+                                             self.n_py * G, n)
+        key = dict(zip(self.shifts, keys))
+        kk = np.arange(K) if uniq is None else uniq
+        k_py, k_g = kk // G, kk % G
+        cs = (self.py_stratum[k_py] * ny + self.py_yi[k_py]) * G + k_g
+        ncs = self.n_strata * ny * G
+        shape = (self.n_strata, ny, G)
+
+        def to_cells(x: np.ndarray) -> np.ndarray:
+            return np.bincount(cs, weights=x, minlength=ncs).reshape(shape)
+
+        def per_k(s: int, x: np.ndarray | None) -> np.ndarray:
+            return np.bincount(key[s], weights=x, minlength=K).astype(float)
+
+        rows0 = per_k(0, None)
+        present = rows0 > 0
+        for s in self.shifts[1:]:
+            present |= per_k(s, None) > 0
+        m: dict[str, np.ndarray] = {"__rows__": to_cells(rows0),
+                                    "__psus__": to_cells(present.astype(float))}
+        if breakdown is None:
+            large = np.zeros(n)
+            if "size_class" in self.panel.columns:
+                large = (self.panel["size_class"] == "large").fillna(False).to_numpy(float)
+            m["__large__"] = to_cells(per_k(0, large))
+        w = des.weight
+        for ind in self.live:
+            iid, parts = ind["id"], _parts(ind)
+            usable = self._usable(ind)
+            X: dict[str, np.ndarray] = {}
+            counts: dict[str, np.ndarray] = {}
+            for p in parts:
+                val, pop = ctx.get(p.value), ctx.get(p.population)
+                # records outside the population contribute 0 even with a missing value
+                x = np.where(usable[p.role] & (pop != 0), val * pop, 0.0) * w
+                X[p.role] = per_k(p.shift, x)
+                if p.role not in ("num", "num2"):
+                    continue
+                inpop = pop == 1
+                cnt = usable[p.role] & inpop
+                if p.role == "num2":  # entrants: records with a non-zero contribution
+                    cnt = cnt & (val != 0)
+                    miss = per_k(p.shift, inpop & ~usable[p.role])
+                else:
+                    miss = None
+                npop = per_k(p.shift, inpop)
+                nn = per_k(p.shift, cnt)
+                miss = npop - nn if miss is None else miss
+                # parts in the same block add up (O04: followed firms + entrants)
+                for name, arr in (("n", nn), ("pop", npop), ("miss", miss)):
+                    counts[name] = counts[name] + arr if name in counts else arr
+            if ind["kind"] == "total":
+                X = {"tot": X["num"] + X.get("num2", 0.0)}
+            for name in ("n", "pop", "miss"):
+                m[f"{iid}:{name}"] = to_cells(counts[name])
+            T: dict[str, np.ndarray] = {}
+            for name, (a, b, level) in moment_names(ind, G).items():
+                if level == "s":
+                    m[name] = to_cells(X[a])
+                elif level == "q":
+                    m[name] = to_cells(X[a] * X[b])
+                else:
+                    if b not in T:
+                        T[b] = np.bincount(k_py, weights=X[b], minlength=self.n_py)[k_py]
+                    m[name] = to_cells(X[a] * T[b])
+        return _Moments(labels, m)
+
+
+# ------------------------------------------------------------------------------------------
 # the main function
 # ------------------------------------------------------------------------------------------
 def _load_needed(source: Any, reg: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
@@ -340,13 +585,39 @@ def _load_needed(source: Any, reg: pd.DataFrame, keys: Sequence[str]) -> pd.Data
     return engines.to_pandas(source, [c for c in engines.columns_of(source) if c in wanted])
 
 
+def _stage(panel: Any, engine: str | None, area_col: str, year_col: str,
+           design: tuple, inds: list[dict[str, Any]], breakdowns: list[str]) -> Any:
+    """Stage (a) where the data lives: numpy for a DataFrame, SQL for DuckDB/Spark sources."""
+    from .. import engines
+
+    engine = engines.engine_of(panel) if engine is None else engine
+    if engine not in engines.ENGINES:
+        raise ValueError(f"engine must be one of {engines.ENGINES} or None, got {engine!r}")
+    if engine != "pandas":
+        from ._sql import stage_for
+        return stage_for(panel, engine, area_col, year_col, design, inds, _needed_columns)
+    if not isinstance(panel, pd.DataFrame):
+        panel = _load_needed(panel, pd.DataFrame(inds), [area_col, year_col, *design,
+                                                         *breakdowns])
+    for col in (area_col, year_col):
+        if col not in panel.columns:
+            raise KeyError(f"panel has no column {col!r} (needed by `by`). Columns: "
+                           f"{list(panel.columns)}")
+    panel = panel.reset_index(drop=True)
+    des = _design(panel, area_col, year_col, design)
+    ctx = _Ctx(panel, year_col, area_col)
+    cols = set(panel.columns)
+    return _PandasStage(panel, des, ctx, inds,
+                        {i["id"]: [c for c in _needed_columns(i) if c not in cols] for i in inds})
+
+
 def compute(panel: pd.DataFrame | str | Path, macro: pd.DataFrame | None = None, *,
             by: Sequence[str] = ("country", "year"), breakdowns: Iterable[str] = (),
             indicators: Iterable[str] | None = None, aggregate: bool = True,
             disclosure: bool = True, design: Sequence[str] = ("weight", "strata", "psu"),
             registry: str | Path | pd.DataFrame | None = None, singleton: str = "fail",
             level: float = 0.95, min_contributors: int = 3, dom_n: int = 2,
-            dom_k: float = 0.85) -> pd.DataFrame:
+            dom_k: float = 0.85, engine: str | None = None) -> pd.DataFrame:
     """Compute the registry indicators for every country-year (and ASEAN) as tidy rows.
 
     Returns ``OUTPUT_COLUMNS``: indicator, ref_area, time_period, breakdown ("total" or the
@@ -359,19 +630,18 @@ def compute(panel: pd.DataFrame | str | Path, macro: pd.DataFrame | None = None,
     ASEAN rows. ``disclosure``: apply :func:`msme_eval.disclosure.protect` (``False`` only for
     internal exploration). ``design``: (weight, strata, psu) column names. ``macro``: columns
     ``country, year, gdp, exports_total, business_loans_total, employment_total, usd_per_lcu``.
-    Rules: module docstring / :func:`rules`.
+    Rules: module docstring / :func:`rules`. ``engine``: where stage (a) runs -- ``None``
+    picks from the source (pandas for a DataFrame, DuckDB for a Parquet path/glob/folder, a
+    DuckDB relation or a polars frame, Spark for a Spark DataFrame); ``"duckdb"``/``"spark"``
+    never bring the firm rows into pandas (:mod:`msme_eval.indicators._sql`); ``"pandas"``
+    on a non-DataFrame source reads the needed columns into memory. Same numbers (to
+    floating-point summation order) whichever engine.
     """
     if len(by) != 2:
         raise ValueError(f"by must be (area column, period column), got {tuple(by)!r}")
     area_col, year_col = by
     reg = registry if isinstance(registry, pd.DataFrame) else load_registry(registry)
     breakdowns = list(breakdowns)
-    if not isinstance(panel, pd.DataFrame):
-        panel = _load_needed(panel, reg, [*by, *design, *breakdowns])
-    for col in (area_col, year_col):
-        if col not in panel.columns:
-            raise KeyError(f"panel has no column {col!r} (needed by `by`). Columns: "
-                           f"{list(panel.columns)}")
     if indicators is not None:
         wanted = list(indicators)
         unknown = [i for i in wanted if i not in set(reg["id"])]
@@ -381,18 +651,17 @@ def compute(panel: pd.DataFrame | str | Path, macro: pd.DataFrame | None = None,
     bad = [b for b in breakdowns if b in (area_col, year_col)]
     if bad:
         raise ValueError(f"breakdowns {bad} duplicate the `by` columns")
-
-    panel = panel.reset_index(drop=True)
-    des = _design(panel, area_col, year_col, design)
-    ctx = _Ctx(panel, year_col, area_col)
+    stage = _stage(panel, engine, area_col, year_col, tuple(design), reg.to_dict("records"),
+                   breakdowns)
     macro_t = _macro_table(macro, area_col, year_col)
-    est = _Estimator(panel, reg, des, ctx, macro_t, area_col, year_col, singleton, level)
+    est = _Estimator(stage, reg, macro_t, area_col, year_col, singleton, level)
+    cols = stage.columns()
     if disclosure:
         est.want_stats = True
-        _fine_stats(est, [b for b in breakdowns if b in panel.columns])
+        _fine_stats(est, [b for b in breakdowns if b in cols])
     frames = [est.run(None, aggregate)]
     for b in breakdowns:
-        if b not in panel.columns:
+        if b not in cols:
             frames.append(est.missing_breakdown(b))
         else:
             frames.append(est.run(b, aggregate and b != "region"))
@@ -409,7 +678,7 @@ def compute(panel: pd.DataFrame | str | Path, macro: pd.DataFrame | None = None,
                           key=lambda s: s.map(order[s.name]) if s.name in order else s,
                           kind="stable").reset_index(drop=True)
     out.attrs["rules"] = rules()
-    out.attrs["design_notes"] = des.notes
+    out.attrs["design_notes"] = stage.notes
     return out
 
 
@@ -455,174 +724,125 @@ def _macro_table(macro: pd.DataFrame | None, area_col: str, year_col: str) -> pd
 
 
 class _Estimator:
-    """Carries the panel, design and registry through the stages for one compute() call."""
+    """Carries the stage-(a) moments, design and registry through stages 2-3 of one call."""
 
-    def __init__(self, panel: pd.DataFrame, reg: pd.DataFrame, des: _Design, ctx: _Ctx,
-                 macro: pd.DataFrame | None, area_col: str, year_col: str, singleton: str,
-                 level: float) -> None:
-        self.panel, self.reg, self.des, self.ctx, self.macro = panel, reg, des, ctx, macro
+    def __init__(self, stage: Any, reg: pd.DataFrame, macro: pd.DataFrame | None,
+                 area_col: str, year_col: str, singleton: str, level: float) -> None:
+        if singleton not in survey.SINGLETON_OPTIONS:
+            raise ValueError(f"singleton must be one of {survey.SINGLETON_OPTIONS}, "
+                             f"got {singleton!r}")
+        self.stage, self.reg, self.macro = stage, reg, macro
         self.area_col, self.year_col = area_col, year_col
         self.singleton, self.level = singleton, level
-        self.n_areas = len(des.areas)
-        self.ny = len(des.years) + 1
-        # large firms per (area, year) -- decides the macro fallback
-        if "size_class" in panel.columns:
-            large = (panel["size_class"] == "large").fillna(False).to_numpy(dtype=bool)
-        else:
-            large = np.zeros(len(panel), dtype=bool)
-        ay = des.psu_area[des.psu] * self.ny + des.yidx
-        self.large_count = np.bincount(ay, weights=large, minlength=self.n_areas * self.ny)
-        self.has_year = np.bincount(ay, minlength=self.n_areas * self.ny) > 0
+        self.areas: pd.Index = stage.areas
+        self.years: np.ndarray = stage.years
+        self.n_areas = len(self.areas)
+        self.ny = len(self.years) + 1
+        self.h_area: np.ndarray = stage.h_area
+        self.n_h: np.ndarray = stage.n_h.astype(float)
+        self.n_psu = int(self.n_h.sum())
+        single = self.n_h == 1
+        if single.any() and singleton == "fail":
+            names = stage.strata_names(np.flatnonzero(single)[:20])
+            raise survey.SurveyDesignError(
+                f"{int(single.sum())} stratum/strata have a single PSU: {names}"
+                f"{' ...' if single.sum() > 20 else ''}. Fix: collapse them with a neighbouring "
+                "stratum, or pass singleton='certainty' (self-representing: no variance "
+                "contribution) or singleton='centre' (deviation from the grand mean, R's "
+                "survey.lonely.psu='adjust').")
         # design df per area: #PSUs - #strata of that country
-        n_psu = np.bincount(des.psu_area, minlength=self.n_areas)
-        strata_area = np.zeros(int(des.psu_stratum.max()) + 1, dtype=np.int64)
-        strata_area[des.psu_stratum] = des.psu_area
-        n_str = np.bincount(strata_area, minlength=self.n_areas)
-        self.df_area = (n_psu - n_str).astype(float)
+        n_psu_a = np.bincount(self.h_area, weights=self.n_h, minlength=self.n_areas)
+        n_str_a = np.bincount(self.h_area, minlength=self.n_areas)
+        self.df_area = (n_psu_a - n_str_a).astype(float)
         self.inds: list[dict[str, Any]] = reg.to_dict("records")
-        self.missing_cols = {}
-        for ind in self.inds:
-            miss = [c for c in _needed_columns(ind) if c not in panel.columns]
-            self.missing_cols[ind["id"]] = miss
+        cols = stage.columns()
+        self.missing_cols = {ind["id"]: [c for c in _needed_columns(ind) if c not in cols]
+                             for ind in self.inds}
+        self.live = [ind for ind in self.inds if not self.missing_cols[ind["id"]]]
+        self.M0: _Moments = stage.moments(None)
+        rows_ay = self._to_area(self.M0.m["__rows__"])[:, :, 0]
+        self.has_year = (rows_ay > 0).ravel()
+        self.large_count = self._to_area(self.M0.m["__large__"])[:, :, 0].ravel()
+        self._st: dict[str, pd.DataFrame] | None = None
         self.cell_stats: list[pd.DataFrame] = []
         self.want_stats = False
         self.fine_stats: dict[str, pd.DataFrame] | None = None
         self.fine_groups: list[str | None] = []
         self.asean_members: dict[tuple[str, int], list[str]] = {}
 
-    # -- stage 1 ---------------------------------------------------------------------------
-    def _psu_table(self, gcodes: np.ndarray, n_groups: int) -> tuple[pd.DataFrame, dict]:
-        """Weighted sums per (psu, period, group) of every part, plus unweighted counts."""
-        des, ctx = self.des, self.ctx
-        w = des.weight
-        key0 = (des.psu.astype(np.int64) * self.ny + des.yidx) * n_groups + gcodes
-        blocks: dict[int, tuple[np.ndarray, pd.Index, dict[str, np.ndarray]]] = {}
-        meta: dict[str, dict[str, Any]] = {}
+    def _to_area(self, x: np.ndarray, dom: np.ndarray | None = None,
+                 n_dom: int | None = None) -> np.ndarray:
+        """Sum a (stratum, period, group) array over the strata of each domain."""
+        dom = self.h_area if dom is None else dom
+        n_dom = self.n_areas if n_dom is None else n_dom
+        H = np.zeros((len(dom), n_dom))
+        H[np.arange(len(dom)), dom] = 1.0
+        return np.einsum("hd,hyg->dyg", H, x)
 
-        def block(shift: int):
-            if shift not in blocks:
-                inv, uniq = pd.factorize(key0 + shift * n_groups)
-                blocks[shift] = (inv, uniq, {})
-            return blocks[shift]
-
-        block(0)[2]["__rows__"] = np.bincount(block(0)[0], minlength=len(block(0)[1])).astype(float)
-        for ind in self.inds:
+    # -- country-year status (macro fallback, availability) ------------------------------------
+    def status(self) -> dict[str, pd.DataFrame]:
+        """Per indicator: status/comment/macro/use_macro per country-year key ``area*ny+yi``."""
+        if self._st is not None:
+            return self._st
+        m = self.M0.m
+        rows = self._to_area(m["__rows__"])[:, :, 0]
+        rows[:, len(self.years):] = 0
+        area, yi = np.nonzero(rows > 0)
+        ay_key = area * self.ny + yi
+        self._st = {}
+        for ind in self.live:
             iid = ind["id"]
-            if self.missing_cols[iid]:
-                continue
-            parts = _parts(ind)
-            vals = {p.role: ctx.get(p.value) for p in parts}
-            pops = {p.role: ctx.get(p.population) for p in parts}
-            # usable: every part known for rows in its population (per part for totals)
-            if ind["kind"] == "total":
-                usable = {p.role: ~np.isnan(pops[p.role]) & ((pops[p.role] == 0)
-                                                             | ~np.isnan(vals[p.role]))
-                          for p in parts}
-            else:
-                u = np.ones(len(w), dtype=bool)
-                for p in parts:
-                    u &= ~np.isnan(pops[p.role]) & ((pops[p.role] == 0) | ~np.isnan(vals[p.role]))
-                usable = {p.role: u for p in parts}
-            meta[iid] = {"parts": parts}
-            for p in parts:
-                inv, uniq, sums = block(p.shift)
-                x = np.where(usable[p.role], vals[p.role] * pops[p.role], 0.0)
-                x *= w
-                sums[f"{iid}:{p.role}"] = np.bincount(inv, weights=x, minlength=len(uniq))
-                if p.role not in ("num", "num2"):
-                    continue
-                inpop = pops[p.role] == 1
-                # records in the population: shared by indicators with the same population
-                pkey = f"__pop__{p.population}"
-                if pkey not in sums:
-                    sums[pkey] = np.bincount(inv, weights=inpop, minlength=len(uniq))
-                cnt = usable[p.role] & inpop
-                if p.role == "num2":  # entrants: records with a non-zero contribution
-                    cnt &= vals[p.role] != 0
-                    miss = np.bincount(inv, weights=inpop & ~usable[p.role], minlength=len(uniq))
-                else:
-                    miss = None
-                n = np.bincount(inv, weights=cnt, minlength=len(uniq))
-                if miss is None:
-                    miss = sums[pkey] - n
-                # parts in the same block add up (O04: followed firms + entrants)
-                for name, arr in ((f"{iid}:n", n), (f"{iid}:pop", sums[pkey]),
-                                  (f"{iid}:miss", miss)):
-                    sums[name] = sums[name] + arr if name in sums else arr
-        for _, _, sums in blocks.values():
-            for k in [k for k in sums if k.startswith("__pop__")]:
-                del sums[k]
-        frames = []
-        for shift, (inv, uniq, sums) in blocks.items():
-            f = pd.DataFrame(sums, index=pd.Index(np.asarray(uniq), name="key"))
-            frames.append(f)
-        tab = pd.concat(frames).fillna(0.0).groupby(level=0).sum() if len(frames) > 1 else frames[0]
-        key = tab.index.to_numpy()
-        g = key % n_groups
-        rest = key // n_groups
-        yi = rest % self.ny
-        psu = rest // self.ny
-        tab = tab.reset_index(drop=True)
-        tab["_psu"] = psu
-        tab["_stratum"] = des.psu_stratum[psu]
-        tab["_area"] = des.psu_area[psu]
-        tab["_yi"] = yi
-        tab["_g"] = g
-        return tab, meta
+            tot = {c: self._to_area(m[f"{iid}:{c}"])[area, yi, 0] for c in ("n", "pop", "miss")}
+            status, comment, macro_add, use_macro = self._area_year_status(
+                ind, area, yi, tot["n"], tot["pop"], tot["miss"])
+            self._st[iid] = pd.DataFrame({"status": status, "comment": comment,
+                                          "macro": macro_add, "use_macro": use_macro},
+                                         index=ay_key)
+        return self._st
+
+    def _grid(self, s: pd.Series, fill: float = 0.0) -> np.ndarray:
+        """A series indexed by country-year keys -> (n_areas, ny) array."""
+        out = np.full(self.n_areas * self.ny, fill, dtype=float)
+        out[s.index.to_numpy()] = s.to_numpy(dtype=float)
+        return out.reshape(self.n_areas, self.ny)
 
     # -- stages 2 and 3 --------------------------------------------------------------------
     def run(self, breakdown: str | None, aggregate: bool) -> pd.DataFrame:
-        gcodes, labels = _group_codes(self.panel, breakdown)
-        n_groups = len(labels)
-        tab, meta = self._psu_table(gcodes, n_groups)
-        publish = np.ones(n_groups, dtype=bool)
+        M = self.M0 if breakdown is None else self.stage.moments(breakdown)
+        labels = M.labels
+        publish = np.ones(M.n_groups, dtype=bool)
         if breakdown == "size_class":
             publish = np.array([lab in MSME_CLASSES for lab in labels])
         if self.want_stats:
             self.cell_stats.append(_cell_stats(self, breakdown, labels))
-        live = [ind for ind in self.inds if not self.missing_cols[ind["id"]]]
-        rows = [self._all_missing(ind, tab, breakdown, labels, publish)
+        rows = [self._all_missing(ind, M, breakdown, labels, publish)
                 for ind in self.inds if self.missing_cols[ind["id"]]]
+        live = self.live
         if not live:
             return pd.concat(rows, ignore_index=True)
-        # -- country-year status (macro fallback, availability) ------------------------------
-        cnt_cols = [f"{ind['id']}:{c}" for ind in live for c in ("n", "pop", "miss")]
-        t_ay = tab.groupby(["_area", "_yi"], sort=True)[[*cnt_cols, "__rows__"]].sum()
-        t_ay = t_ay[(t_ay["__rows__"] > 0).to_numpy()
-                    & (t_ay.index.get_level_values(1) < len(self.des.years))]
-        area = t_ay.index.get_level_values(0).to_numpy()
-        yi = t_ay.index.get_level_values(1).to_numpy()
-        ay_key = area * self.ny + yi
-        st: dict[str, pd.DataFrame] = {}
-        t = tab.copy()
-        ay_tab = t["_area"].to_numpy() * self.ny + t["_yi"].to_numpy()
-        for ind in live:
-            iid = ind["id"]
-            status, comment, macro_add, use_macro = self._area_year_status(
-                ind, area, yi, t_ay[f"{iid}:n"].to_numpy(), t_ay[f"{iid}:pop"].to_numpy(),
-                t_ay[f"{iid}:miss"].to_numpy())
-            st[iid] = pd.DataFrame({"status": status, "comment": comment, "macro": macro_add,
-                                    "use_macro": use_macro}, index=ay_key)
-            if f"{iid}:den" in t.columns and use_macro.any():
-                t.loc[np.isin(ay_tab, ay_key[use_macro]), f"{iid}:den"] = 0.0
-        res = self._estimate_all(live, t, ["_area", "_yi"], n_groups,
-                                 {i: s["macro"] for i, s in st.items()},
-                                 lambda d: d["_area"].to_numpy() * self.ny + d["_yi"].to_numpy())
+        st = self.status()
+        ones = np.ones((len(self.h_area), self.ny))
+        use = {i: self._grid(s["use_macro"].astype(float)) > 0 for i, s in st.items()}
+        res = self._estimate(
+            live, M, self.h_area, self.n_areas, scale={i: ones for i in st},
+            cnt_scale={i: ones for i in st},
+            macro={i: self._grid(s["macro"]) for i, s in st.items()},
+            den_off={i: u[self.h_area] for i, u in use.items()})
         for ind in live:
             iid = ind["id"]
             est = res[iid]
             key = est["_area"].to_numpy() * self.ny + est["_yi"].to_numpy()
-            est = est[np.isin(key, ay_key)].copy()
-            key = est["_area"].to_numpy() * self.ny + est["_yi"].to_numpy()
+            keep = np.isin(key, st[iid].index.to_numpy())
+            est, key = est[keep].copy(), key[keep]
             est["obs_status"] = st[iid]["status"].reindex(key).to_numpy()
             est["comment"] = st[iid]["comment"].reindex(key).to_numpy()
-            est["ref_area"] = np.asarray(self.des.areas)[est["_area"].to_numpy()]
+            est["ref_area"] = np.asarray(self.areas)[est["_area"].to_numpy()]
             est["df"] = self.df_area[est["_area"].to_numpy()]
             rows.append(self._finish(ind, est, breakdown, labels, publish))
         if aggregate:
-            rows += [self._all_missing(ind, tab, breakdown, labels, publish, asean=True)
+            rows += [self._all_missing(ind, M, breakdown, labels, publish, asean=True)
                      for ind in self.inds if self.missing_cols[ind["id"]]]
-            rows += self._asean(live, t, breakdown, labels, publish, st)
+            rows += self._asean(live, M, breakdown, labels, publish, st, use)
         return pd.concat([r for r in rows if len(r)], ignore_index=True)
 
     def _area_year_status(self, ind: dict[str, Any], area: np.ndarray, yi: np.ndarray,
@@ -632,8 +852,8 @@ class _Estimator:
         Vectorised over the country-years; the first rule that applies gives the reason.
         """
         k = len(area)
-        a_lab = np.asarray(self.des.areas, dtype=object)[area]
-        year = self.des.years[np.minimum(yi, len(self.des.years) - 1)]
+        a_lab = np.asarray(self.areas, dtype=object)[area]
+        year = self.years[np.minimum(yi, len(self.years) - 1)]
         where = pd.Series(a_lab, dtype="str") + " " + pd.Series(year).astype("str")
         where = where.to_numpy(dtype=object)
         ay = area * self.ny + yi
@@ -694,174 +914,104 @@ class _Estimator:
         comment[miss] = np.where(comment[miss] == "", extra, comment[miss] + "; " + extra)
         return status, comment, macro_add, use_macro
 
-    def _estimate_all(self, live: list[dict[str, Any]], t: pd.DataFrame, domain: list[str],
-                      n_groups: int, macro_add: dict[str, pd.Series],
-                      ay_of: Callable[[pd.DataFrame], np.ndarray]) -> dict[str, pd.DataFrame]:
-        """Point estimates and linearised SEs of every indicator in every (domain, group) cell.
+    def _estimate(self, live: list[dict[str, Any]], M: _Moments, dom: np.ndarray, n_dom: int, *,
+                  scale: dict[str, np.ndarray], cnt_scale: dict[str, np.ndarray],
+                  macro: dict[str, np.ndarray], den_off: dict[str, np.ndarray]
+                  ) -> dict[str, pd.DataFrame]:
+        """Point estimates and linearised SEs of every indicator in every (domain, period, group).
 
-        ``t`` has one row per (PSU, period, group) with the weighted sums of the parts. The
-        estimates are ratios of sums over the cell's rows (plus a macro denominator); the SEs
-        come from the linearised variable of each estimator (Woodruff 1971), e.g.
-        ``u = (a - R b) / B`` for a ratio, ``R (a/A - b/B - c/C + d/D)`` for K04, ``u = a``
-        for a total, summed per PSU; :func:`msme_eval.survey.totals_from_sums` (stage b)
-        gives the design variance of its total over the full design (strata, every PSU).
-        Share-of-total cells use a PSU x period table so the group numerator and the
-        country-year denominator share their PSU totals.
+        Inputs are the stage-(a) moments per (stratum h, period, group): ``S_a = sum_i X_ia``
+        and ``Q_ab = sum_i X_ia X_ib`` over the PSUs i of the stratum (``X_ia``: PSU total of
+        the weighted part a), times ``scale`` (USD rate for ASEAN money, 0 for an excluded
+        country; ``den`` also 0 where the macro denominator replaces it). The estimator's
+        linearised variable is linear in the PSU totals, ``u_i = sum_a c_a X_ia`` (Woodruff
+        1971): ``c = (1/B, -R/B)`` for a ratio ``R = A/B`` (B plus the macro denominator),
+        ``c = R (1/A, -1/B, -1/C, 1/D)`` for K04 ``(A/B)/(C/D)``, ``c = 1`` for a total; in a
+        share-of-total cell the denominator parts are the PSU's totals over all groups of the
+        domain (the ``x`` cross moments). Per stratum ``sum u = c.S`` and ``sum u^2 = c'Qc``,
+        and the with-replacement design variance over the full design (every PSU of the
+        stratum, absent ones with u = 0) is ``V = sum_h n_h/(n_h-1) (sum u^2 - (sum u)^2/n_h)``;
+        singleton strata: "certainty" adds 0, "centre" adds ``(u - U/P)^2`` with ``U`` the
+        domain total of u and ``P`` the number of PSUs (as :func:`survey.totals_from_sums`).
         """
-        ny = self.ny
-        dom = t[domain[0]].to_numpy(dtype=np.int64) * ny + t["_yi"].to_numpy(dtype=np.int64)
-        g = t["_g"].to_numpy(dtype=np.int64)
-        cell_code, cell_uniq = pd.factorize(dom * n_groups + g)
-        n_cells = len(cell_uniq)
-        cell_dom = np.asarray(cell_uniq) // n_groups
-        cell_g = np.asarray(cell_uniq) % n_groups
-        dom_code, dom_uniq = pd.factorize(dom)
-        n_dom = len(dom_uniq)
-        cell_domc = pd.Index(np.asarray(dom_uniq)).get_indexer(cell_dom)
-
-        def csum(x: np.ndarray) -> np.ndarray:
-            return np.bincount(cell_code, weights=x, minlength=n_cells)
-
-        def dsum(x: np.ndarray) -> np.ndarray:
-            return np.bincount(dom_code, weights=x, minlength=n_dom)
-
-        rows_cell = csum(t["__rows__"].to_numpy())
-        # PSU x period table (share-of-total cells)
-        pw_code = None
-        strat = t["_stratum"].to_numpy()
-        psu = t["_psu"].to_numpy()
-        long_u: dict[str, np.ndarray] = {}
-        wide_u: dict[str, dict[int, np.ndarray]] = {}
-        point: dict[str, np.ndarray] = {}
-        for ind in live:
-            iid = ind["id"]
-            roles = {p.role for p in _parts(ind)}
-            col = {r: t[f"{iid}:{r}"].to_numpy(dtype=float) for r in roles}
-            madd_dom = macro_add[iid].reindex(np.asarray(dom_uniq)).fillna(0.0).to_numpy()
-            share = not (ind["kind"] == "total" or ind["scope"] == "within_group"
-                         or n_groups == 1)
-            with np.errstate(divide="ignore", invalid="ignore"):
-                if ind["kind"] == "total":
-                    u = col["num"] + col.get("num2", 0.0)
-                    point[iid] = csum(u)
-                    long_u[iid] = u
-                    continue
-                if not share:
-                    # the cell is the domain: every part summed over the cell
-                    big = {r: csum(col[r]) for r in roles}
-                    if "den" not in big:
-                        big["den"] = np.zeros(n_cells)
-                        col["den"] = np.zeros(len(t))
-                    big["den"] = big["den"] + madd_dom[cell_domc]
-                    if ind["kind"] == "ratio":
-                        r_ = big["num"] / big["den"]
-                        u = (col["num"] - r_[cell_code] * col["den"]) / big["den"][cell_code]
-                    else:
-                        r_ = (big["num"] / big["den"]) / (big["rnum"] / big["rden"])
-                        u = r_[cell_code] * (col["num"] / big["num"][cell_code]
-                                             - col["den"] / big["den"][cell_code]
-                                             - col["rnum"] / big["rnum"][cell_code]
-                                             + col["rden"] / big["rden"][cell_code])
-                    point[iid] = r_
-                    long_u[iid] = np.nan_to_num(u)
-                    continue
-                # share of the country-year total: group parts over the domain's totals
-                if pw_code is None:
-                    pw_code, pw_uniq = pd.factorize(psu.astype(np.int64) * ny
-                                                    + t["_yi"].to_numpy(dtype=np.int64))
-                    first = np.zeros(len(pw_uniq), dtype=np.int64)
-                    first[pw_code[::-1]] = np.arange(len(t))[::-1]
-                gp = ("num", "den") if ind["kind"] == "relative_ratio" else ("num",)
-                tp = [r for r in roles if r not in gp]
-                big_c = {r: csum(col[r]) for r in gp}
-                big_d = {r: dsum(col[r]) for r in tp}
-                if ind["kind"] == "ratio":
-                    if "den" not in big_d:
-                        big_d["den"] = np.zeros(n_dom)
-                        col["den"] = np.zeros(len(t))
-                    big_d["den"] = big_d["den"] + madd_dom
-                    den_c = big_d["den"][cell_domc]
-                    r_ = big_c["num"] / den_c
-                else:
-                    r_ = ((big_c["num"] / big_c["den"])
-                          / (big_d["rnum"][cell_domc] / big_d["rden"][cell_domc]))
-                point[iid] = r_
-                wide_u[iid] = {}
-                for gg in np.unique(cell_g):
-                    in_g = (g == gg).astype(float)
-                    # R_g and the totals of the group's cell in each domain (row's domain)
-                    sel = np.full(n_dom, np.nan)
-                    idx = np.flatnonzero(cell_g == gg)
-                    sel[cell_domc[idx]] = idx
-                    ci = sel[dom_code]
-                    ok = ~np.isnan(ci)
-                    ci = np.where(ok, ci, 0).astype(np.int64)
-                    rr = np.where(ok, r_[ci], 0.0)
-                    if ind["kind"] == "ratio":
-                        dd = big_d["den"][dom_code]
-                        u = (col["num"] * in_g - rr * col["den"]) / dd
-                    else:
-                        u = rr * (col["num"] * in_g / big_c["num"][ci]
-                                  - col["den"] * in_g / big_c["den"][ci]
-                                  - col["rnum"] / big_d["rnum"][dom_code]
-                                  + col["rden"] / big_d["rden"][dom_code])
-                    u = np.where(ok, np.nan_to_num(u), 0.0)
-                    wide_u[iid][int(gg)] = np.bincount(pw_code, weights=u,
-                                                       minlength=len(pw_uniq))
-        # stage (b): design variance of the linearised totals
-        var = {iid: np.full(n_cells, np.nan) for iid in point}
-        if long_u:
-            tot = self._stage_b({"_dom": dom, "_g": g}, strat, psu, t["__rows__"].to_numpy(),
-                                long_u)
-            kd = tot.keys["_dom"].to_numpy(dtype=np.int64) * n_groups \
-                + tot.keys["_g"].to_numpy(dtype=np.int64)
-            pos = pd.Index(np.asarray(cell_uniq)).get_indexer(kd)
-            okp = pos >= 0
-            for j, iid in enumerate(tot.columns):
-                var[iid][pos[okp]] = tot.cov[okp, j, j]
-        for iid, cols in wide_u.items():
-            names = {f"{iid}@{gg}": v for gg, v in cols.items()}
-            tot = self._stage_b({"_dom": dom[first]}, strat[first], psu[first],
-                                np.bincount(pw_code, minlength=len(first)), names)
-            kd = tot.keys["_dom"].to_numpy(dtype=np.int64)
-            for j, (gg, _) in enumerate(cols.items()):
-                pos = pd.Index(np.asarray(cell_uniq)).get_indexer(kd * n_groups + gg)
-                okp = pos >= 0
-                var[iid][pos[okp]] = tot.cov[okp, j, j]
-        # cells table
-        keys = {domain[0]: cell_dom // ny, "_yi": cell_dom % ny, "_g": cell_g}
-        keep = (rows_cell > 0) & (keys["_yi"] < len(self.des.years))
+        G = M.n_groups
+        m, m0 = M.m, self.M0.m
+        nh = self.n_h[:, None, None]
+        single = nh == 1
+        rows = self._to_area(m["__rows__"], dom, n_dom)
         out: dict[str, pd.DataFrame] = {}
         for ind in live:
             iid = ind["id"]
-            res = pd.DataFrame({k: v[keep] for k, v in keys.items()})
-            for c in ("n", "pop", "miss"):
-                res[f"_{c}"] = csum(t[f"{iid}:{c}"].to_numpy())[keep]
-            res["value"] = point[iid][keep] * ind["scale"]
-            res["se"] = np.sqrt(np.maximum(var[iid][keep], 0.0)) * ind["scale"]
-            res["n"] = res["_n"].astype(np.int64)
-            out[iid] = res
+            share = _is_share(ind, G)
+            gv, dv = _share_roles(ind) if share else (_roles(ind), [])
+            sc = scale[iid][:, :, None]
+            fden = sc * np.where(den_off[iid], 0.0, 1.0)[:, :, None]
+
+            def f(role: str) -> np.ndarray:
+                return fden if role == "den" else sc
+
+            zero_g = np.zeros((len(dom), self.ny, G))
+            Sg = {r: f(r) * m[f"{iid}:{r}"] if f"{iid}:{r}" in m else zero_g for r in gv}
+            S0 = {r: f(r) * m0[f"{iid}:{r}"] for r in dv}
+            tot = {r: self._to_area(Sg[r], dom, n_dom) for r in gv}
+            tot.update({r: self._to_area(S0[r], dom, n_dom) for r in dv})
+            madd = macro[iid][:, :, None]
+            zero = np.zeros((n_dom, self.ny, G))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                if ind["kind"] == "total":
+                    point = tot["tot"]
+                    coef = {"tot": np.ones_like(point)}
+                elif ind["kind"] == "ratio":
+                    B = tot.get("den", zero) + madd
+                    point = tot["num"] / B
+                    coef = {"num": 1.0 / B + zero, "den": -point / B + zero}
+                else:
+                    A, Bv, C, D = (tot[r] + zero for r in ("num", "den", "rnum", "rden"))
+                    point = (A / Bv) / (C / D)
+                    coef = {r: np.where(point == 0, 0.0, point / x * sgn) for r, x, sgn in
+                            (("num", A, 1), ("den", Bv, -1), ("rnum", C, -1), ("rden", D, 1))}
+            coef = {r: c for r, c in coef.items() if r in gv or r in dv}
+            bad = np.zeros(zero.shape, dtype=bool)
+            for c in coef.values():
+                bad |= ~np.isfinite(c)
+            ch = {r: np.where(bad, 0.0, c)[dom] for r, c in coef.items()}
+            su = sum(ch[r] * Sg[r] for r in gv if r in ch) + sum(ch[r] * S0[r] for r in dv)
+            su2 = self._quad(iid, ch, gv, dv, f, m, m0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                v = np.where(single, 0.0, nh / np.maximum(nh - 1, 1) * (su2 - su * su / nh))
+            if self.singleton == "centre" and single.any():
+                present = (m0 if share else m)["__psus__"] > 0
+                ub = self._to_area(su, dom, n_dom)[dom] / max(self.n_psu, 1)
+                v = np.where(single & present, su2 - 2 * ub * su + ub * ub, v)
+            var = np.where(bad, np.nan, self._to_area(v, dom, n_dom))
+            cnt = {c: self._to_area(m[f"{iid}:{c}"] * cnt_scale[iid][:, :, None], dom, n_dom)
+                   for c in ("n", "pop", "miss")}
+            d, y, g = np.nonzero((rows > 0) & (np.arange(self.ny) < len(self.years))[:, None])
+            out[iid] = pd.DataFrame({
+                "_area": d, "_yi": y, "_g": g,
+                "_n": cnt["n"][d, y, g], "_pop": cnt["pop"][d, y, g],
+                "_miss": cnt["miss"][d, y, g],
+                "value": point[d, y, g] * ind["scale"],
+                "se": np.sqrt(np.maximum(var[d, y, g], 0.0)) * ind["scale"],
+                "n": cnt["n"][d, y, g].astype(np.int64)})
+            out[iid].loc[np.isnan(var[d, y, g]), "se"] = np.nan
         return out
 
-    def _stage_b(self, by: dict[str, np.ndarray], strat: np.ndarray, psu: np.ndarray,
-                 n: np.ndarray, cols: dict[str, np.ndarray]) -> survey.Totals:
-        """survey.totals_from_sums on a table already summed per (domain, stratum, PSU).
-
-        The table has the documented stage-(a) layout of :func:`msme_eval.survey.grouped_sums`
-        (by columns, ``__stratum__``, ``__psu__``, ``__excluded__``, ``n``, ``w*<name>``);
-        the rows' values are PSU totals of the weighted linearised variables (weight 1).
-        """
-        names = list(cols)
-        data: dict[str, Any] = dict(by)
-        data.update({"__stratum__": strat, "__psu__": psu,
-                     "__excluded__": np.zeros(len(strat), dtype=bool),
-                     "n": np.asarray(n, dtype=np.int64)})
-        data.update({f"w*{k}": v for k, v in cols.items()})
-        table = pd.DataFrame(data)
-        table.attrs.update(variables=names, ones=[False] * len(names), by=list(by),
-                           rows_are_psus=False, deff=False, strata="_stratum", psu="_psu",
-                           weight=None)
-        return survey.totals_from_sums(table, singleton=self.singleton, level=self.level)
+    @staticmethod
+    def _quad(iid: str, ch: dict[str, np.ndarray], gv: list[str], dv: list[str],
+              f: Callable[[str], np.ndarray], m: dict[str, np.ndarray],
+              m0: dict[str, np.ndarray]) -> np.ndarray:
+        """sum_i u_i^2 per (stratum, period, group) from the second moments: c'Qc."""
+        out = 0.0
+        for name, (a, b, level) in _moment_pairs(iid, gv, dv):
+            if a not in ch or b not in ch:
+                continue
+            table = m0 if level == "d" else m
+            if name not in table:
+                continue
+            k = 1.0 if a == b else 2.0
+            out = out + k * ch[a] * ch[b] * f(a) * f(b) * table[name]
+        return out
 
     def _finish(self, ind: dict[str, Any], est: pd.DataFrame, breakdown: str | None,
                 labels: list[str], publish: np.ndarray) -> pd.DataFrame:
@@ -896,8 +1046,8 @@ class _Estimator:
         out = pd.DataFrame({
             "indicator": ind["id"],
             "ref_area": est["ref_area"].to_numpy(),
-            "time_period": self.des.years[np.minimum(est["_yi"].to_numpy(),
-                                                     len(self.des.years) - 1)].astype(np.int64),
+            "time_period": self.years[np.minimum(est["_yi"].to_numpy(),
+                                                     len(self.years) - 1)].astype(np.int64),
             "breakdown": breakdown or TOTAL,
             "group": np.asarray(labels, dtype=object)[est["_g"].to_numpy()],
             "value": value, "se": se,
@@ -909,33 +1059,34 @@ class _Estimator:
             out[c] = out[c].astype("str")
         return out
 
-    def _all_missing(self, ind: dict[str, Any], tab: pd.DataFrame, breakdown: str | None,
+    def _all_missing(self, ind: dict[str, Any], M: _Moments, breakdown: str | None,
                      labels: list[str], publish: np.ndarray, asean: bool = False) -> pd.DataFrame:
-        cells = tab.groupby(["_area", "_yi", "_g"], sort=True)["__rows__"].sum().reset_index()
-        cells = cells[(cells["__rows__"] > 0) & publish[cells["_g"].to_numpy()]]
-        cells = cells[cells["_yi"] < len(self.des.years)]
-        reason = (f"column(s) {', '.join(self.missing_cols[ind['id']])} not in the panel")
+        rows = self._to_area(M.m["__rows__"])
+        rows[:, len(self.years):, :] = 0
+        rows[:, :, ~publish] = 0
         if asean:
-            cells = cells.drop_duplicates(["_yi", "_g"])
-            area = np.full(len(cells), _ASEAN, dtype=object)
+            yi, g = np.nonzero(rows.sum(axis=0) > 0)
+            area = np.full(len(yi), _ASEAN, dtype=object)
         else:
-            area = np.asarray(self.des.areas)[cells["_area"].to_numpy()]
+            a, yi, g = np.nonzero(rows > 0)
+            area = np.asarray(self.areas)[a]
+        reason = (f"column(s) {', '.join(self.missing_cols[ind['id']])} not in the panel")
         return pd.DataFrame({
             "indicator": ind["id"], "ref_area": area,
-            "time_period": self.des.years[cells["_yi"].to_numpy()].astype(np.int64),
+            "time_period": self.years[yi].astype(np.int64),
             "breakdown": breakdown or TOTAL,
-            "group": np.asarray(labels, dtype=object)[cells["_g"].to_numpy()],
+            "group": np.asarray(labels, dtype=object)[g],
             "value": np.nan, "se": np.nan, "ci_low": np.nan, "ci_high": np.nan,
-            "n": np.zeros(len(cells), dtype=np.int64), "obs_status": "M",
+            "n": np.zeros(len(yi), dtype=np.int64), "obs_status": "M",
             "unit": ind["unit"], "comment": reason,
         }).astype({c: "str" for c in ("indicator", "ref_area", "breakdown", "group",
                                       "obs_status", "unit", "comment")})
 
     def missing_breakdown(self, b: str) -> pd.DataFrame:
         """A requested breakdown column absent from the panel: one M row per indicator-area-year."""
-        area = np.asarray(self.des.areas)[self.des.psu_area[self.des.psu]]
-        keys = pd.DataFrame({"ref_area": area, "time_period": self.des.years[self.des.yidx]})
-        keys = keys.drop_duplicates().sort_values(["ref_area", "time_period"])
+        a, yi = np.nonzero(self.has_year.reshape(self.n_areas, self.ny))
+        keys = pd.DataFrame({"ref_area": np.asarray(self.areas)[a], "time_period": self.years[yi]})
+        keys = keys.sort_values(["ref_area", "time_period"])
         frames = []
         for ind in self.inds:
             f = keys.copy()
@@ -953,17 +1104,13 @@ class _Estimator:
                                               "obs_status", "unit", "comment")})
 
     # -- ASEAN ------------------------------------------------------------------------------
-    def _asean(self, live: list[dict[str, Any]], tab: pd.DataFrame, breakdown: str | None,
-               labels: list[str], publish: np.ndarray,
-               st_all: dict[str, pd.DataFrame]) -> list[pd.DataFrame]:
+    def _asean(self, live: list[dict[str, Any]], M: _Moments, breakdown: str | None,
+               labels: list[str], publish: np.ndarray, st_all: dict[str, pd.DataFrame],
+               use: dict[str, np.ndarray]) -> list[pd.DataFrame]:
         """Pooled ASEAN rows: country totals summed (money in USD), countries as strata."""
-        t = tab.copy()
-        t["_one"] = 0
-        ay = t["_area"].to_numpy() * self.ny + t["_yi"].to_numpy()
-        names = np.asarray(self.des.areas)
-        macro_add: dict[str, pd.Series] = {}
+        names = np.asarray(self.areas)
+        scale, cnt_scale, macro = {}, {}, {}
         info: dict[str, pd.DataFrame] = {}
-        new_cols: dict[str, np.ndarray] = {}
         for ind in live:
             iid = ind["id"]
             st = st_all[iid].copy()
@@ -971,13 +1118,8 @@ class _Estimator:
             st["_a"], st["_yi"] = keys // self.ny, keys % self.ny
             st["rate"] = self._usd(keys).to_numpy() if ind["money"] else 1.0
             st["incl"] = (st["status"] != "M") & np.isfinite(st["rate"])
-            rate = st["rate"].where(st["incl"], 0.0).reindex(ay).fillna(0.0).to_numpy()
-            incl = st["incl"].reindex(ay).fillna(False).to_numpy(dtype=bool)
-            upd = {f"{iid}:{r}": t[f"{iid}:{r}"].to_numpy() * rate
-                   for r in (p.role for p in _parts(ind))}
-            upd.update({c: np.where(incl, t[c].to_numpy(), 0.0)
-                        for c in (f"{iid}:n", f"{iid}:pop", f"{iid}:miss")})
-            new_cols.update(upd)
+            scale[iid] = self._grid(st["rate"].where(st["incl"], 0.0))[self.h_area]
+            cnt_scale[iid] = self._grid(st["incl"].astype(float))[self.h_area]
             inc_arr = st["incl"].to_numpy(dtype=bool)
             y_arr = st["_yi"].to_numpy()
             macro_usd = np.where(inc_arr & st["use_macro"].to_numpy(dtype=bool),
@@ -997,12 +1139,13 @@ class _Estimator:
             per["excl_txt"] = [", ".join(a_names[(y_arr == y) & ~inc_arr]) for y in ys]
             for y in ys:
                 self.asean_members[(iid, int(y))] = list(a_names[(y_arr == y) & inc_arr])
-            macro_add[iid] = per["macro"]
+            mg = np.zeros((1, self.ny))
+            mg[0, ys] = per["macro"].to_numpy()
+            macro[iid] = mg
             info[iid] = per
-        t = pd.concat([t.drop(columns=list(new_cols)), pd.DataFrame(new_cols, index=t.index)],
-                      axis=1)
-        res = self._estimate_all(live, t, ["_one", "_yi"], len(labels), macro_add,
-                                 lambda d: d["_yi"].to_numpy())
+        res = self._estimate(live, M, np.zeros(len(self.h_area), dtype=np.int64), 1,
+                             scale=scale, cnt_scale=cnt_scale, macro=macro,
+                             den_off={i: u[self.h_area] for i, u in use.items()})
         out = []
         for ind in live:
             iid = ind["id"]
@@ -1030,10 +1173,10 @@ class _Estimator:
     def _usd(self, ay_keys: np.ndarray) -> pd.Series:
         if self.macro is None or "usd_per_lcu" not in self.macro.columns:
             return pd.Series(np.nan, index=ay_keys)
-        a = np.asarray(self.des.areas)[ay_keys // self.ny]
+        a = np.asarray(self.areas)[ay_keys // self.ny]
         yi = ay_keys % self.ny
-        last = len(self.des.years) - 1
-        y = np.where(yi <= last, self.des.years[np.minimum(yi, last)], -1)
+        last = len(self.years) - 1
+        y = np.where(yi <= last, self.years[np.minimum(yi, last)], -1)
         idx = pd.MultiIndex.from_arrays([a, y])
         vals = self.macro["usd_per_lcu"].reindex(idx).to_numpy(dtype=float)
         return pd.Series(vals, index=ay_keys)
@@ -1041,6 +1184,18 @@ class _Estimator:
     # -- disclosure -------------------------------------------------------------------------
     def protect(self, out: pd.DataFrame, breakdowns: list[str], **params: Any) -> pd.DataFrame:
         return _protect(self, out, breakdowns, **params)
+
+
+def _moment_pairs(iid: str, gv: list[str], dv: list[str]):
+    """(name, (a, b, level)) of the second moments c'Qc needs; level "d": domain table."""
+    for i, a in enumerate(gv):
+        for b in gv[i:]:
+            yield f"{iid}:{a}*{b}", (a, b, "g")
+        for b in dv:
+            yield f"{iid}:{a}x{b}", (a, b, "g")
+    for i, a in enumerate(dv):
+        for b in dv[i:]:
+            yield f"{iid}:{a}*{b}", (a, b, "d")
 
 
 # disclosure glue lives in its own module (imported last: it uses names defined above)

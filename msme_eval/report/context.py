@@ -3,7 +3,9 @@
 `msme_eval.cycle.notebook_context` returns a `NotebookContext`. It loads the validated panel
 (from the runner's cache when present, else by calling `msme_eval.io.read_panel`), computes or
 loads the shared tables, and writes the notebook's headline numbers (`record`) and tables
-(`export_table`) where the runner collects them.
+(`export_table`) where the runner collects them. The indicator table is computed by the
+cycle's ``engine``: from the validated panel (pandas) or from the Parquet panel file through
+DuckDB or Spark (`compute_indicators`), with the same arguments and the same numbers.
 
 Sections call library functions through `library("module.function")`; a function that is not
 part of this version gives ``None`` and the notebook says so plainly instead of inventing
@@ -129,17 +131,59 @@ def load_table(params: Any, kind: str) -> pd.DataFrame | None:
 
 
 INDICATOR_BREAKDOWNS = ("size_class", "owner_female")
+_ENGINE_LABELS = {"pandas": "pandas (in memory)", "duckdb": "DuckDB (Parquet, out of core)",
+                  "spark": "Spark (Parquet)"}
 
 
-def compute_indicators(params: Any, panel: pd.DataFrame,
-                       macro: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
+def engine_of(params: Any) -> str:
+    """The cycle's indicator engine ("pandas" for parameter objects that predate it)."""
+    return getattr(params, "engine", None) or "pandas"
+
+
+def compute_indicators(params: Any, panel: pd.DataFrame | None,
+                       macro: pd.DataFrame | None, *, spark_session: Any = None
+                       ) -> tuple[pd.DataFrame, list[str]]:
     """All indicators by country-year, with the report's breakdowns and ASEAN aggregate,
-    disclosure control always on."""
+    disclosure control always on.
+
+    ``params.engine`` picks the source handed to ``indicators.compute`` (same arguments
+    whatever the engine): "pandas" the validated in-memory ``panel``; "duckdb" the Parquet
+    panel *path* (read out of core); "spark" ``spark.read.parquet(path)`` on
+    ``spark_session`` (default: `msme_eval.spark.session()`, from the environment). ``panel``
+    is not used (and may be None) for duckdb and spark.
+    """
     fn = library("indicators.compute")
     if fn is None:
         raise LookupError("indicators.compute")
-    return call(fn, panel, macro, by=("country", "year"), breakdowns=INDICATOR_BREAKDOWNS,
+    engine = engine_of(params)
+    source: Any
+    if engine == "pandas":
+        if panel is None:
+            raise LookupError("io.read_panel")
+        source = panel
+    elif engine == "duckdb":
+        source = str(params.panel)
+    elif engine == "spark":
+        from msme_eval import spark
+
+        session = spark.session() if spark_session is None else spark_session
+        source = spark.read_parquet(session, params.panel)
+    else:
+        raise ValueError(f"unknown engine {engine!r}; use pandas, duckdb or spark")
+    return call(fn, source, macro, by=("country", "year"), breakdowns=INDICATOR_BREAKDOWNS,
                 aggregate=True, disclosure=True, **disclosure_kwargs(params))
+
+
+def _compute_shared_indicators(params: Any, panel: pd.DataFrame | None,
+                               macro: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
+    """`compute_indicators` for the runner's cache: a Spark session started here is stopped
+    afterwards (the notebooks then only read the cached table, no JVM each)."""
+    if engine_of(params) != "spark":
+        return compute_indicators(params, panel, macro)
+    from msme_eval import spark
+
+    with spark.scoped_session() as session:
+        return compute_indicators(params, panel, macro, spark_session=session)
 
 
 def compute_progress(params: Any, indicators: pd.DataFrame,
@@ -194,7 +238,7 @@ def build_cache(params: Any, cache: Path) -> list[str]:
             tables[kind] = None
             notes.append(f"{exc.args[0]} not available")
     try:
-        ind, ignored = compute_indicators(params, panel, tables["macro"])
+        ind, ignored = _compute_shared_indicators(params, panel, tables["macro"])
         _write_pickle((ind, ignored), cache / "indicators.pkl")
         try:
             prog, ignored_p = compute_progress(params, ind, tables["targets"])
@@ -303,6 +347,8 @@ class NotebookContext:
     def indicators(self) -> pd.DataFrame | None:
         """Tidy indicator table for every area (disclosure applied), or None + notice."""
         def compute() -> Any:
+            if engine_of(self.params) != "pandas":  # the engine reads the Parquet file
+                return compute_indicators(self.params, None, self.macro())
             panel = self.panel(area=False)
             if panel is None:
                 raise LookupError("io.read_panel")
@@ -391,6 +437,7 @@ class NotebookContext:
             ("Programme types", ", ".join(p.programme_types)),
             ("Disclosure", f"≥ {p.min_contributors} firms per cell; dominance rule "
                            f"(n={p.dominance_n}, k={p.dominance_k:.0%})"),
+            ("Indicator engine", _ENGINE_LABELS.get(engine_of(p), engine_of(p))),
         ]
         return display.table(pd.DataFrame(rows, columns=["Parameter", "Value"]).astype(str),
                              caption="Parameters of this report")

@@ -1,0 +1,410 @@
+"""Stage (a) of :func:`msme_eval.indicators.compute` in SQL (DuckDB or Spark), out of core.
+
+The firm rows never leave the engine. Per breakdown ONE query over the source computes
+
+1. the row features (``msme``, ``start_up``, ... and the next-year ones ``survived_next`` /
+   ``jobs_change_next`` with a self-join on ``(firm_id, year + 1)`` and a join on the
+   country-years present), the weighted part values ``w * value * population`` with the
+   available-case rule, and the record counts;
+2. the PSU totals ``X_a`` per (country, stratum, PSU, period, group) (``GROUP BY``; parts
+   with a one-year shift enter period ``yi + 1`` through a ``UNION ALL``) and, for
+   share-of-total cells, the PSU's total over all groups ``T_b`` (a window ``SUM OVER``);
+3. the moments per (country, stratum, period, group): ``sum X_a``, ``sum X_a X_b``,
+   ``sum X_a T_b``, counts -- a few thousand rows, returned to numpy.
+
+The estimator (:class:`compute._Estimator`) turns the moments into estimates and design
+variances exactly as for an in-memory panel, so the numbers agree with the pandas path up to
+floating-point summation order. Disclosure cell statistics (contributors, top-2 magnitudes,
+total per fine cell) are one more query (DuckDB ``max(x, 2)``; Spark ``row_number``).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .. import engines
+from ..schema import MSME_CLASSES
+
+_BOOL = ("owner_female", "urban")
+
+
+class SqlStage:
+    """Stage (a) for a DuckDB/Spark source; same interface as ``compute._PandasStage``."""
+
+    def __init__(self, run: Any, area_col: str, year_col: str, design: tuple,
+                 inds: list[dict[str, Any]], missing_cols: dict[str, list[str]]) -> None:
+        import sys
+
+        C = sys.modules[__package__ + ".compute"]  # the module (the package exports a function)
+        self.C, self.run, self.d = C, run, run.dialect
+        self.schema = run.schema()
+        self.area_col, self.year_col = area_col, year_col
+        wcol, scol, pcol = (list(design) + [None, None, None])[:3]
+        self.notes: list[str] = []
+        q = self.d.ident
+        for c in (area_col, year_col):
+            if c not in self.schema:
+                raise KeyError(f"{run.describe} has no column {c!r} (needed by `by`). "
+                               f"Columns: {list(self.schema)}")
+        self.w = f"CAST({q(wcol)} AS DOUBLE)" if wcol in self.schema else "1.0"
+        if wcol not in self.schema:
+            self.notes.append("no weight column: weight 1 (census)")
+        self.h = f"CAST({q(scol)} AS STRING)" if scol in self.schema else "''"
+        if scol not in self.schema:
+            self.notes.append("no strata column: one stratum per country")
+        self.p = f"CAST({q(pcol)} AS STRING)" if pcol in self.schema else \
+            f"CAST({q('firm_id')} AS STRING)"
+        if pcol not in self.schema:
+            self.notes.append("no psu column: the firm is the PSU")
+        if self.d.name == "duckdb":
+            self.h, self.p = self.h.replace("STRING", "VARCHAR"), self.p.replace("STRING", "VARCHAR")
+        self.inds = inds
+        self.live = [i for i in inds if not missing_cols[i["id"]]]
+        self._design(wcol, scol, pcol)
+
+    # -- design -------------------------------------------------------------------------------
+    def _str(self, x: str) -> str:
+        return f"CAST({x} AS {'VARCHAR' if self.d.name == 'duckdb' else 'STRING'})"
+
+    def _design(self, wcol: str | None, scol: str | None, pcol: str | None) -> None:
+        q, a, y = self.d.ident, self.d.ident(self.area_col), self.d.ident(self.year_col)
+        checks = [f"SUM(CASE WHEN {a} IS NULL THEN 1 ELSE 0 END) AS bad_area",
+                  f"SUM(CASE WHEN {y} IS NULL THEN 1 ELSE 0 END) AS bad_year"]
+        if wcol in self.schema:
+            checks.append(f"SUM(CASE WHEN {self.d.num(wcol)} IS NULL OR {self.d.num(wcol)} <= 0 "
+                          f"OR {self.d.isinf(self.d.num(wcol))} THEN 1 ELSE 0 END) AS bad_w")
+        if scol in self.schema:
+            checks.append(f"SUM(CASE WHEN {q(scol)} IS NULL THEN 1 ELSE 0 END) AS bad_s")
+        psu_src = pcol if pcol in self.schema else "firm_id"
+        checks.append(f"SUM(CASE WHEN {q(psu_src)} IS NULL THEN 1 ELSE 0 END) AS bad_p")
+        chk = self.run.query(f"SELECT {', '.join(checks)} FROM __src__").iloc[0]
+        what = {"bad_area": f"column {self.area_col!r} is missing",
+                "bad_year": f"column {self.year_col!r} has missing values",
+                "bad_w": f"weight column {wcol!r} is missing, infinite or <= 0",
+                "bad_s": f"strata column {scol!r} is missing",
+                "bad_p": f"psu column {psu_src!r} is missing"}
+        for k, msg in what.items():
+            if k in chk.index and (chk[k] or 0) > 0:
+                raise ValueError(f"{self.run.describe}: {msg} in {int(chk[k])} rows. Fix: "
+                                 "every row needs its country, year, weight > 0, stratum "
+                                 "and PSU (or drop the design column).")
+        t = self.run.query(
+            f"SELECT {self._str(a)} AS a, {self.h} AS h, COUNT(DISTINCT {self.p}) AS n_h, "
+            f"MIN(CAST({y} AS BIGINT)) AS y0 FROM __src__ GROUP BY 1, 2")
+        years = self.run.query(f"SELECT DISTINCT CAST({y} AS BIGINT) AS y FROM __src__")["y"]
+        self.years = np.sort(years.to_numpy(dtype=np.int64))
+        self.ny = len(self.years) + 1
+        t = t.sort_values(["a", "h"], kind="stable").reset_index(drop=True)
+        self.areas = pd.Index(sorted(t["a"].unique()))
+        self.h_area = self.areas.get_indexer(t["a"]).astype(np.int64)
+        self.n_h = t["n_h"].to_numpy(dtype=np.int64)
+        self._strata = pd.Index(list(zip(t["a"], t["h"])))
+        self._strata_txt = [f"{a}|{h}" for a, h in zip(t["a"], t["h"])]
+        self.yi = ("(CASE " + " ".join(f"WHEN {y} = {int(v)} THEN {i}"
+                                      for i, v in enumerate(self.years)) + " END)")
+
+    def strata_names(self, idx: np.ndarray) -> list[str]:
+        return [self._strata_txt[i] for i in idx]
+
+    def columns(self) -> set[str]:
+        return set(self.schema)
+
+    # -- row features ---------------------------------------------------------------------------
+    def _needs_next(self) -> bool:
+        feats = {f for i in self.live for p in self.C._parts(i) for f in (p.value, p.population)}
+        return bool(feats & {"survived_next", "jobs_change_next"})
+
+    def _base(self, groups: dict[str, str]) -> str:
+        """FROM clause + select list of the row features (alias s, next year nx, cy)."""
+        q, d = self.d.ident, self.d
+        a, y = q(self.area_col), q(self.year_col)
+        num = {c: d.num(c).replace(q(c), f"s.{q(c)}") for c in self.schema if self.schema[c]}
+        frm = "__src__ s"
+        sc = f"{self._str('s.' + q('size_class'))}" if "size_class" in self.schema else "NULL"
+        classes = ", ".join(f"'{c}'" for c in MSME_CLASSES)
+        by = f"(CAST(s.{y} AS DOUBLE) - {num.get('birth_year', 'NULL')})"
+
+        def gt0(c: str) -> str:
+            v = num.get(c, "NULL")
+            return f"(CASE WHEN {v} IS NULL THEN NULL WHEN {v} > 0 THEN 1.0 ELSE 0.0 END)"
+
+        def age_le(k: int) -> str:
+            return f"(CASE WHEN {by} IS NULL THEN NULL WHEN {by} <= {k} THEN 1.0 ELSE 0.0 END)"
+
+        ex, imp = gt0("exports"), num.get("imports_or_gvc", "NULL")
+        emp = num.get("employees", "NULL")
+        feats = {
+            "one": "1.0", "all": "1.0",
+            "msme": f"(CASE WHEN {sc} IS NULL THEN NULL WHEN {sc} IN ({classes}) THEN 1.0 "
+                    "ELSE 0.0 END)",
+            "large": f"(CASE WHEN {sc} IS NULL THEN NULL WHEN {sc} = 'large' THEN 1.0 "
+                     "ELSE 0.0 END)",
+            "age": by, "start_up": age_le(1), "young": age_le(5),
+            "international": f"(CASE WHEN {ex} = 1 OR {imp} = 1 THEN 1.0 WHEN {ex} = 0 AND "
+                             f"{imp} = 0 THEN 0.0 ELSE NULL END)",
+            "has_loan": gt0("loans_outstanding"),
+            "rural": f"(1.0 - {num.get('urban', 'NULL')})",
+            "entrant_jobs": f"(CASE WHEN {num.get('birth_year', 'NULL')} IS NULL THEN NULL "
+                            f"WHEN {num.get('birth_year', 'NULL')} = s.{y} THEN {emp} "
+                            "ELSE 0.0 END)",
+        }
+        if self._needs_next():
+            fid = q("firm_id")
+            emp_nx = d.num("employees").replace(q("employees"), f"n.{q('employees')}") \
+                if "employees" in self.schema else "NULL"
+            frm = (f"__src__ s LEFT JOIN (SELECT {fid} AS nf, CAST({y} AS BIGINT) AS ny_, "
+                   f"{emp_nx} AS ne FROM __src__ n) nx ON nx.nf = s.{fid} AND "
+                   f"nx.ny_ = CAST(s.{y} AS BIGINT) + 1 LEFT JOIN (SELECT DISTINCT {a} AS ca, "
+                   f"CAST({y} AS BIGINT) AS cyr FROM __src__) cy ON cy.ca = s.{a} AND "
+                   f"cy.cyr = CAST(s.{y} AS BIGINT) + 1")
+            feats["survived_next"] = ("(CASE WHEN cy.cyr IS NULL THEN NULL WHEN nx.nf IS NOT "
+                                      "NULL THEN 1.0 ELSE 0.0 END)")
+            feats["jobs_change_next"] = (f"(CASE WHEN cy.cyr IS NULL THEN NULL ELSE (CASE WHEN "
+                                         f"nx.nf IS NULL THEN 0.0 ELSE nx.ne END) - {emp} END)")
+        self._feats, self._num = feats, num
+        sel = [f"{self._str('s.' + a)} AS a",
+               f"{self._prefixed(self.h)} AS h", f"{self._prefixed(self.p)} AS p",
+               f"{self._prefixed(self.yi)} AS yi", f"{self._prefixed(self.w)} AS w",
+               f"(CASE WHEN {feats['large']} = 1 THEN 1.0 ELSE 0.0 END) AS lg"]
+        sel += [f"{e} AS {k}" for k, e in groups.items()]
+        return frm, sel
+
+    def _prefixed(self, expr: str) -> str:
+        """Qualify the source columns of a design expression with the alias s."""
+        out = expr
+        for c in self.schema:
+            out = out.replace(self.d.ident(c), f"s.{self.d.ident(c)}")
+        return out
+
+    def _value(self, name: str) -> str:
+        if name in self._feats:
+            return self._feats[name]
+        return self._num.get(name, "NULL")
+
+    def _group_expr(self, b: str | None) -> tuple[str, list[str]]:
+        """SQL group code of a breakdown and its labels (same labels as compute._group_codes)."""
+        C = self.C
+        if b is None:
+            return "0", [C.TOTAL]
+        q = self.d.ident
+        na = C._NA_LABEL.get(b, "not stated")
+        if b in C._BOOL_LABELS:
+            v = f"CAST(s.{q(b)} AS DOUBLE)"
+            return (f"(CASE WHEN {v} IS NULL THEN 2 WHEN {v} = 1 THEN 1 ELSE 0 END)",
+                    [*C._BOOL_LABELS[b], na])
+        vals = self.run.query(f"SELECT DISTINCT {self._str(q(b))} AS v FROM __src__ "
+                              f"WHERE {q(b)} IS NOT NULL")["v"].tolist()
+        if b == "size_class":
+            order = {c: i for i, c in enumerate([*MSME_CLASSES, "large"])}
+            vals = sorted(vals, key=lambda v: (order.get(v, 99), v))
+        else:
+            vals = sorted(vals)
+        case = " ".join(f"WHEN {self._str('s.' + q(b))} = '{_lit(v)}' THEN {i}"
+                        for i, v in enumerate(vals))
+        return (f"(CASE {case} ELSE {len(vals)} END)" if vals else "0"), [*map(str, vals), na]
+
+    # -- parts ------------------------------------------------------------------------------
+    def _part_columns(self) -> tuple[dict[int, list[str]], list[tuple[str, str, str]]]:
+        """Per shift: row-level select expressions; list of (indicator, column, kind)."""
+        C = self.C
+        per_shift: dict[int, list[str]] = {}
+        cols: list[tuple[str, str, str]] = []
+        for ind in self.live:
+            iid = ind["id"]
+            parts = C._parts(ind)
+
+            def ok(p: Any) -> str:
+                v, pop = self._value(p.value), self._value(p.population)
+                return f"({pop} IS NOT NULL AND ({pop} = 0 OR {v} IS NOT NULL))"
+
+            all_ok = " AND ".join(ok(p) for p in parts)
+            for j, p in enumerate(parts):
+                v, pop = self._value(p.value), self._value(p.population)
+                use = ok(p) if ind["kind"] == "total" else all_ok
+                exprs = [f"(CASE WHEN {use} AND {pop} <> 0 THEN {v} * {pop} ELSE 0.0 END) * "
+                         f"{self._prefixed(self.w)}"]
+                names = [(iid, f"x_{iid}_{p.role}", "x")]
+                if p.role in ("num", "num2"):
+                    inpop = f"{pop} = 1"
+                    cnt = f"{use} AND {inpop}" + (f" AND {v} <> 0" if p.role == "num2" else "")
+                    exprs += [f"(CASE WHEN {cnt} THEN 1.0 ELSE 0.0 END)",
+                              f"(CASE WHEN {inpop} THEN 1.0 ELSE 0.0 END)",
+                              f"(CASE WHEN {inpop} AND NOT ({use}) THEN 1.0 ELSE 0.0 END)"]
+                    names += [(iid, f"n_{iid}_{p.role}", "n"), (iid, f"pop_{iid}_{p.role}", "pop"),
+                              (iid, f"miss_{iid}_{p.role}", "miss")]
+                for e, (i2, nm, kd) in zip(exprs, names):
+                    per_shift.setdefault(p.shift, []).append(f"{e} AS {nm}")
+                    cols.append((i2, nm, kd, p.shift, p.role))
+        return per_shift, cols
+
+    def moments(self, breakdown: str | None) -> Any:
+        C = self.C
+        gexpr, labels = self._group_expr(breakdown)
+        G = len(labels)
+        frm, sel = self._base({"g": gexpr})
+        per_shift, cols = self._part_columns()
+        shifts = sorted(set(per_shift) | {0})
+        names = [c[1] for c in cols]
+        blocks = []
+        sel = sel + [e for s in shifts for e in per_shift.get(s, [])]
+        of_shift = {nm: sh for _, nm, _, sh, _ in cols}
+        for s in shifts:
+            items = [f"{n if of_shift[n] == s else '0.0'} AS {n}" for n in names]
+            keep = "WHERE yi IS NOT NULL" if s == 0 else ""
+            blocks.append(f"SELECT a, h, p, yi + {s} AS yi, g, "
+                          f"{'1.0' if s == 0 else '0.0'} AS r0, "
+                          f"{'lg' if s == 0 else '0.0'} AS lg, {', '.join(items)} "
+                          f"FROM rows_ {keep}")
+        row_sql = f"SELECT {', '.join(sel)} FROM {frm}"
+        # PSU totals and moments
+        psu_sel = ["a", "h", "p", "yi", "g", "SUM(r0) AS r0", "SUM(lg) AS lg"]
+        psu_sel += [f"SUM({n}) AS {n}" for n in names]
+        X: dict[tuple[str, str], list[str]] = {}
+        for iid, nm, kind, shift, role in cols:
+            if kind == "x":
+                X.setdefault((iid, role), []).append(nm)
+        out_cols: dict[str, str] = {}
+        inds = {i["id"]: i for i in self.live}
+        tsel = []
+        for ind in self.live:
+            iid = ind["id"]
+
+            def xv(role: str) -> str:
+                if ind["kind"] == "total":
+                    return "(" + " + ".join(X[(iid, r)][0] for r in ("num", "num2")
+                                            if (iid, r) in X) + ")"
+                return X[(iid, role)][0]
+
+            for name, (ra, rb, level) in C.moment_names(ind, G).items():
+                if level == "s":
+                    out_cols[name] = f"SUM({xv(ra)})"
+                elif level == "q":
+                    out_cols[name] = f"SUM({xv(ra)} * {xv(rb)})"
+                else:
+                    tname = f"t_{iid}_{rb}"
+                    if tname not in tsel:
+                        tsel.append(tname)
+                    out_cols[name] = f"SUM({xv(ra)} * {tname})"
+            for kind in ("n", "pop", "miss"):
+                parts = [nm for i2, nm, kd, _, _ in cols if i2 == iid and kd == kind]
+                out_cols[f"{iid}:{kind}"] = "SUM(" + " + ".join(parts) + ")"
+        del inds
+        win = ", ".join(f"SUM(x_{t[2:]}) OVER (PARTITION BY a, h, p, yi) AS {t}" for t in tsel)
+        psu_sql = (f"SELECT {', '.join(psu_sel)} FROM shifted GROUP BY a, h, p, yi, g")
+        psu2 = f"SELECT *{', ' + win if win else ''} FROM psu"
+        alias = {f"m{k}": name for k, name in enumerate(out_cols)}
+        final = ["a", "h", "yi", "g", "COUNT(*) AS psus", "SUM(r0) AS r0", "SUM(lg) AS lg"]
+        final += [f"{expr} AS m{k}" for k, expr in enumerate(out_cols.values())]
+        sql = (f"WITH rows_ AS ({row_sql}), shifted AS ({' UNION ALL '.join(blocks)}), "
+               f"psu AS ({psu_sql}), psu2 AS ({psu2}) "
+               f"SELECT {', '.join(final)} FROM psu2 GROUP BY a, h, yi, g")
+        res = self.run.query(sql)
+        return self._scatter(res, alias, labels, breakdown is None)
+
+    def _scatter(self, res: pd.DataFrame, alias: dict[str, str], labels: list[str],
+                 total: bool) -> Any:
+        G = len(labels)
+        hs = self._strata.get_indexer(pd.MultiIndex.from_arrays([res["a"], res["h"]]))
+        yi = res["yi"].to_numpy(dtype=np.int64)
+        g = res["g"].to_numpy(dtype=np.int64)
+        ok = (hs >= 0) & (yi < self.ny)
+        shape = (len(self.n_h), self.ny, G)
+
+        def arr(col: str) -> np.ndarray:
+            out = np.zeros(shape)
+            np.add.at(out, (hs[ok], yi[ok], g[ok]), res[col].to_numpy(dtype=float)[ok])
+            return out
+
+        m = {"__rows__": arr("r0"), "__psus__": arr("psus")}
+        if total:
+            m["__large__"] = arr("lg")
+        m.update({name: arr(a) for a, name in alias.items()})
+        return self.C._Moments(labels, m)
+
+    # -- disclosure ---------------------------------------------------------------------------
+    def fine_stats(self, inds: list[dict[str, Any]], breakdowns: list[str]
+                   ) -> dict[str, pd.DataFrame]:
+        """Contributors, top-2 |magnitude| and total per (indicator, fine cell) in SQL."""
+        C = self.C
+        if not inds:
+            return {}
+        gexprs, sizes = {}, []
+        for j, b in enumerate(breakdowns):
+            e, labels = self._group_expr(b)
+            gexprs[f"g{j}"] = e
+            sizes.append(len(labels))
+        frm, sel = self._base(gexprs)
+        gcols = "".join(f", g{j}" for j in range(len(breakdowns)))
+        pieces, multi = [], []
+        fid = self._prefixed(self.d.ident("firm_id")) if "firm_id" in self.schema else \
+            self._prefixed(self.p)
+        sel = sel + [f"{fid} AS fid"]
+        for ind in inds:
+            parts = C._parts(ind)
+
+            def ok(p: Any) -> str:
+                v, pop = self._value(p.value), self._value(p.population)
+                return f"({pop} IS NOT NULL AND ({pop} = 0 OR {v} IS NOT NULL))"
+
+            for p in parts:
+                if p.role not in ("num", "num2"):
+                    continue
+                v, pop = self._value(p.value), self._value(p.population)
+                use = ok(p) if ind["kind"] == "total" else " AND ".join(ok(x) for x in parts)
+                k = len(pieces)
+                sel.append(f"(CASE WHEN {pop} = 1 AND {v} IS NOT NULL AND {use} THEN {v} "
+                           f"ELSE NULL END) AS mag{k}")
+                pieces.append(f"SELECT '{ind['id']}' AS ind, a, yi + {p.shift} AS yi{gcols}, "
+                              f"fid, mag{k} AS mag FROM rows_ WHERE mag{k} IS NOT NULL "
+                              "AND yi IS NOT NULL")
+            if sum(p.role in ("num", "num2") for p in parts) > 1:
+                multi.append(ind["id"])
+        row_sql = f"SELECT {', '.join(sel)} FROM {frm}"
+        keys = f"ind, a, yi{gcols}"
+        contrib = (f"SELECT {keys}, fid, ABS(SUM(mag)) AS m FROM ({' UNION ALL '.join(pieces)}) u "
+                   f"GROUP BY {keys}, fid") if multi else \
+            f"SELECT {keys}, fid, ABS(mag) AS m FROM ({' UNION ALL '.join(pieces)}) u"
+        if self.d.name == "duckdb":
+            agg = (f"SELECT {keys}, SUM(CASE WHEN m > 0 THEN 1 ELSE 0 END) AS n_contrib, "
+                   "SUM(m) AS total, max(m, 2) AS tops FROM c GROUP BY " + keys)
+            sql = f"WITH rows_ AS ({row_sql}), c AS ({contrib}) {agg}"
+            res = self.run.query(sql)
+            tops = res.pop("tops")
+            res["top1"] = [float(t[0]) if t is not None and len(t) > 0 else 0.0 for t in tops]
+            res["top2"] = [float(t[1]) if t is not None and len(t) > 1 else 0.0 for t in tops]
+        else:
+            rk = (f"SELECT *, ROW_NUMBER() OVER (PARTITION BY {keys} ORDER BY m DESC) AS rk "
+                  "FROM c")
+            agg = (f"SELECT {keys}, SUM(CASE WHEN m > 0 THEN 1 ELSE 0 END) AS n_contrib, "
+                   "SUM(m) AS total, MAX(CASE WHEN rk = 1 THEN m ELSE 0.0 END) AS top1, "
+                   "MAX(CASE WHEN rk = 2 THEN m ELSE 0.0 END) AS top2 FROM r GROUP BY " + keys)
+            sql = f"WITH rows_ AS ({row_sql}), c AS ({contrib}), r AS ({rk}) {agg}"
+            res = self.run.query(sql)
+        out = {}
+        res["_area"] = self.areas.get_indexer(res["a"])
+        for iid, f in res.groupby("ind", sort=False):
+            d = {"_area": f["_area"].to_numpy(np.int64), "_yi": f["yi"].to_numpy(np.int64)}
+            d.update({f"_g{j}": f[f"g{j}"].to_numpy(np.int64) for j in range(len(breakdowns))})
+            d["n_contrib"] = f["n_contrib"].to_numpy(np.int64)
+            d.update({c: f[c].to_numpy(float) for c in ("top1", "top2", "total")})
+            out[str(iid)] = pd.DataFrame(d)
+        return out
+
+
+def _lit(v: str) -> str:
+    return str(v).replace("'", "''")
+
+
+def _safe(name: str) -> str:
+    return "".join(ch if ch.isalnum() else "_" for ch in name)
+
+
+def stage_for(source: Any, engine: str | None, area_col: str, year_col: str, design: tuple,
+              inds: list[dict[str, Any]], needed: Any, con: Any = None) -> SqlStage:
+    """The SQL stage for a Parquet path/glob/folder, DuckDB relation, polars or Spark frame."""
+    run = engines._runner(source, engine, **({"con": con} if con is not None else {}))
+    cols = set(run.schema())
+    missing = {i["id"]: [c for c in needed(i) if c not in cols] for i in inds}
+    return SqlStage(run, area_col, year_col, design, inds, missing)
