@@ -63,6 +63,11 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--table", choices=("panel", "macro", "targets"), default="panel")
     v.add_argument("--out-dir", default="data/processed")
     v.add_argument("--sheet", help="Excel sheet name")
+    v.add_argument("--out-dataset", metavar="DIR",
+                   help="stream the panel in chunks (bounded memory) and write a Parquet "
+                        "dataset partitioned by country and year to DIR (msme_eval.ingest)")
+    v.add_argument("--chunk-rows", type=int, default=1_000_000, metavar="N",
+                   help="rows per chunk with --out-dataset (default 1,000,000)")
 
     i = sub.add_parser("indicators", help="compute the indicator table from a panel")
     i.add_argument("--panel", default="data/raw/sample/panel.parquet")
@@ -111,6 +116,38 @@ def _cmd_run(a: argparse.Namespace) -> int:
 def _cmd_validate(a: argparse.Namespace) -> int:
     from msme_eval.report.context import library
 
+    if a.out_dataset:  # chunked, bounded memory: msme_eval.ingest
+        from msme_eval import ingest
+        from msme_eval.schema import DataValidationError
+
+        if a.table != "panel" or a.sheet is not None or a.chunk_rows < 1:
+            _err("--out-dataset takes a panel (no --table macro/targets, no --sheet) and "
+                 "--chunk-rows >= 1")
+            return EXIT_USAGE
+
+        def show(report: Any) -> tuple[int, int]:
+            for r in report.to_dict("records"):
+                print(f"{r['severity'].upper()}: {r['message']}")
+                if r.get("fix"):
+                    print(f"    fix: {r['fix']}")
+            return tuple(int((report["severity"] == s).sum()) if len(report) else 0
+                         for s in ("error", "warning"))  # type: ignore[return-value]
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # warnings are part of the printed report
+            try:
+                res = ingest.validate_to_dataset(a.file, a.out_dataset,
+                                                 chunk_rows=a.chunk_rows, progress=True)
+            except DataValidationError as exc:
+                n_err, n_warn = show(exc.report)
+                print(f"{a.file}: INVALID — {n_err} error(s), {n_warn} warning(s); "
+                      "nothing written.")
+                return EXIT_FAILED
+        n_warn = show(res.report)[1]
+        print(f"{a.file}: valid ({res.rows:,} rows, {res.chunks} chunk(s)), "
+              f"{n_warn} warning(s).")
+        print(f"wrote {res.out_dir}\nwrote {res.manifest_path}")
+        return EXIT_OK
     validate_file = library("io.validate_file")
     if validate_file is None:
         _err("validation (msme_eval.io.validate_file) is not available in this version")

@@ -229,6 +229,19 @@ class _Runner:
     def query(self, sql: str, *, row_numbers: bool = False) -> pd.DataFrame:
         raise NotImplementedError
 
+    def materialise(self, name: str, sql: str) -> None:
+        """Store the result of ``sql`` (over the source ``__src__``) as temporary table ``name``
+        (DuckDB: a temp table, spilled to disk under a memory limit; Spark: a persisted view)."""
+        raise NotImplementedError
+
+    def register(self, name: str, frame: pd.DataFrame) -> None:
+        """Make a small pandas table visible to SQL as ``name``."""
+        raise NotImplementedError
+
+    def drop(self, name: str) -> None:
+        """Forget a table made by :meth:`materialise` or :meth:`register`."""
+        raise NotImplementedError
+
 
 class _DuckRunner(_Runner):
     dialect = _DUCK
@@ -273,6 +286,19 @@ class _DuckRunner(_Runner):
             rel = scan_parquet(self.path, con=self.con, row_numbers=True)
         return _arrow_to_pandas(rel.query("__src__", sql).to_arrow_table())
 
+    def materialise(self, name: str, sql: str) -> None:
+        res = self.rel.query("__src__", f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
+        if res is not None:  # a relation: make sure the statement ran
+            res.fetchall()
+
+    def register(self, name: str, frame: pd.DataFrame) -> None:
+        self.con.register(name, frame)
+
+    def drop(self, name: str) -> None:
+        kind = self.con.execute("SELECT 1 FROM duckdb_views() WHERE view_name = ?",
+                                [name]).fetchall()
+        self.con.execute(f"DROP {'VIEW' if kind else 'TABLE'} IF EXISTS {name}")
+
 
 class _SparkRunner(_Runner):
     dialect = _SPARK
@@ -301,6 +327,26 @@ class _SparkRunner(_Runner):
             self.spark.catalog.dropTempView(view)
         return pd.DataFrame([tuple(r) for r in rows], columns=names) if rows else \
             pd.DataFrame({c: pd.Series(dtype="float64") for c in names})
+
+    def materialise(self, name: str, sql: str) -> None:
+        view = f"msme_eval_src_{uuid.uuid4().hex}"
+        self.df.createOrReplaceTempView(view)
+        try:
+            res = self.spark.sql(sql.replace("__src__", view)).persist()
+            res.count()  # compute now, while the source view exists
+        finally:
+            self.spark.catalog.dropTempView(view)
+        res.createOrReplaceTempView(name)
+        self._kept = {**getattr(self, "_kept", {}), name: res}
+
+    def register(self, name: str, frame: pd.DataFrame) -> None:
+        self.spark.createDataFrame(frame).createOrReplaceTempView(name)
+
+    def drop(self, name: str) -> None:
+        self.spark.catalog.dropTempView(name)
+        kept = getattr(self, "_kept", {}).pop(name, None)
+        if kept is not None:
+            kept.unpersist()
 
 
 def _arrow_to_pandas(tab: Any) -> pd.DataFrame:

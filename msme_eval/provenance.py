@@ -18,6 +18,7 @@ PACKAGES: tuple[str, ...] = (
     "msme-eval", "pandas", "numpy", "scipy", "statsmodels", "matplotlib", "seaborn", "pyarrow",
     "pandera", "pydantic", "papermill", "nbconvert", "nbformat", "nbclient", "ipykernel",
     "jupyter_client", "jinja2", "diff-diff", "pyfixest", "openpyxl", "pyreadstat", "pyyaml",
+    "duckdb", "pyspark",
 )
 
 

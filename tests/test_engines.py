@@ -268,6 +268,29 @@ def test_duckdb_completes_under_memory_cap(tmp_path) -> None:
     _assert_same(ref, got, _table_keys(ref))
 
 
+def test_indicators_compute_completes_under_memory_cap(tmp_path) -> None:
+    """Indicators with a breakdown, DuckDB over a Parquet panel bigger than the cap: the same
+    table as in memory. Rows stream (and the next-year self-join spills); what must fit is
+    the PSU-total state, PSU-periods x groups x part columns (here ~3,200 PSUs x 11 periods x
+    4 groups x 4 indicators' parts: the four include the self-join ones, O03 and O04)."""
+    from msme_eval import indicators, synth
+
+    data = synth.generate(n_firms=80_000, years=range(2015, 2025), seed=3)
+    path = tmp_path / "panel.parquet"
+    data.panel.to_parquet(path, index=False)
+    cap_mb = 64
+    assert data.panel.memory_usage(deep=True).sum() > 1.5 * cap_mb * 2**20  # the loaded panel
+    con = engines.connect(memory_limit=f"{cap_mb}MB", temp_directory=tmp_path / "spill")
+    kw = dict(breakdowns=["size_class"], disclosure=False, indicators=["K01", "K02", "O03", "O04"])
+    got = indicators.compute(str(path), data.macro, engine="duckdb", con=con, **kw)
+    want = indicators.compute(data.panel, data.macro, **kw)
+    assert len(got) == len(want) > 1000
+    for col in ("value", "se", "n"):
+        np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float),
+                                   rtol=1e-9, atol=1e-12, equal_nan=True, err_msg=col)
+    assert got["obs_status"].tolist() == want["obs_status"].tolist()
+
+
 # --------------------------------------------------------------------------------------------
 # Spark (local[1]); skipped with the reason when pyspark or Java is missing
 # --------------------------------------------------------------------------------------------

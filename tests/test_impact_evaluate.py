@@ -152,7 +152,7 @@ def assert_subgroups_recovered(ev, truth, fwer: float = 0.01) -> int:
     is within z* SE of the truth, z* = Bonferroni critical value for the K checks at family-wise
     level ``fwer``: with 40+ checks per sample, per-check 99% intervals would fail on about a third
     of the seeds by chance alone (60-seed study, n = 12,000: |z| > 2.576 in 0.9% of 2,880 checks,
-    the largest |z| per seed up to 3.6; notes/h4_synth.md). Returns K."""
+    the largest |z| per seed up to 3.6). Returns K."""
     sub = truth[truth["aggregation"] == "subgroup"]
     inc = ev.inclusion.set_index(["outcome", "programme_type", "subgroup", "level"])
     pairs = []
@@ -272,7 +272,8 @@ def test_weights_use_the_first_observed_year_and_move_towards_weighted_truth(wei
 def test_synth_all_group_effects_recovered_more_seeds(seed) -> None:
     """Slow: headline effects and all subgroup effects (log turnover, employees) on further synth
     seeds, each against its planted truth (Bonferroni over the subgroup checks). Survival by subgroup
-    is NOT asserted yet: micro firms, all programmes, seed 0 sit at +4.4 SE (see notes/h4_synth.md)."""
+    is NOT asserted yet: micro firms, all programmes, seed 0 sit at +4.4 SE
+    (open question: the synth survival truth for micro firms vs the alive-at-t-1 estimand)."""
     synth = pytest.importorskip("msme_eval.synth")
     data = synth.generate(n_firms=12_000, seed=seed)
     ev = evaluate(data.panel, outcomes=["log_turnover", "employees", "survival"], robustness=False,

@@ -1,24 +1,27 @@
 """Stage (a) of :func:`msme_eval.indicators.compute` in SQL (DuckDB or Spark), out of core.
 
-The firm rows never leave the engine. Per breakdown ONE query over the source computes
+The firm rows never leave the engine. Per breakdown ONE scan of the source computes
 
 1. the row features (``msme``, ``start_up``, ... and the next-year ones ``survived_next`` /
    ``jobs_change_next`` with a self-join on ``(firm_id, year + 1)`` and a join on the
    country-years present), the weighted part values ``w * value * population`` with the
    available-case rule, and the record counts;
 2. the PSU totals ``X_a`` per (country, stratum, PSU, period, group) (``GROUP BY``; parts
-   with a one-year shift enter period ``yi + 1`` through a ``UNION ALL``) and, for
-   share-of-total cells, the PSU's total over all groups ``T_b`` (a window ``SUM OVER``);
-3. the moments per (country, stratum, period, group): ``sum X_a``, ``sum X_a X_b``,
-   ``sum X_a T_b``, counts -- a few thousand rows, returned to numpy.
+   with a one-year shift enter period ``yi + 1`` through a ``UNION ALL``), kept in the engine
+   as a temporary table (DuckDB temp table, spilled to disk under a memory limit; Spark: a
+   persisted view) -- one row per PSU-period-group, far fewer than firm rows;
+3. their sums per (country, stratum, period, group) -- a few thousand rows, to numpy.
 
-The estimator (:class:`compute._Estimator`) turns the moments into estimates and design
-variances exactly as for an in-memory panel, so the numbers agree with the pandas path up to
-floating-point summation order. Disclosure cell statistics (contributors, top-2 magnitudes,
+The estimator (:class:`compute._Estimator`) turns the sums into point estimates and
+linearisation coefficients; a second query over the PSU table (:meth:`SqlStage.centred_ss`)
+joins those coefficients and returns the centred sums of squares of the linearised variable
+per stratum. The numbers agree with the pandas path to ~1e-12 (summation order only).
+Disclosure cell statistics (contributors, top-2 magnitudes,
 total per fine cell) are one more query (DuckDB ``max(x, 2)``; Spark ``row_number``).
 """
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import numpy as np
@@ -61,6 +64,7 @@ class SqlStage:
         if self.d.name == "duckdb":
             self.h, self.p = self.h.replace("STRING", "VARCHAR"), self.p.replace("STRING", "VARCHAR")
         self.inds = inds
+        self._tables: list[str] = []
         self.live = [i for i in inds if not missing_cols[i["id"]]]
         self._design(wcol, scol, pcol)
 
@@ -258,7 +262,7 @@ class SqlStage:
                           f"{'lg' if s == 0 else '0.0'} AS lg, {', '.join(items)} "
                           f"FROM rows_ {keep}")
         row_sql = f"SELECT {', '.join(sel)} FROM {frm}"
-        # PSU totals and moments
+        # PSU totals (kept in the engine for the second pass) and their sums per cell
         psu_sel = ["a", "h", "p", "yi", "g", "SUM(r0) AS r0", "SUM(lg) AS lg"]
         psu_sel += [f"SUM({n}) AS {n}" for n in names]
         X: dict[tuple[str, str], list[str]] = {}
@@ -266,8 +270,7 @@ class SqlStage:
             if kind == "x":
                 X.setdefault((iid, role), []).append(nm)
         out_cols: dict[str, str] = {}
-        inds = {i["id"]: i for i in self.live}
-        tsel = []
+        xcol: dict[str, dict[str, str]] = {}
         for ind in self.live:
             iid = ind["id"]
 
@@ -277,34 +280,81 @@ class SqlStage:
                                             if (iid, r) in X) + ")"
                 return X[(iid, role)][0]
 
-            for name, (ra, rb, level) in C.moment_names(ind, G).items():
-                if level == "s":
-                    out_cols[name] = f"SUM({xv(ra)})"
-                elif level == "q":
-                    out_cols[name] = f"SUM({xv(ra)} * {xv(rb)})"
-                else:
-                    tname = f"t_{iid}_{rb}"
-                    if tname not in tsel:
-                        tsel.append(tname)
-                    out_cols[name] = f"SUM({xv(ra)} * {tname})"
+            xcol[iid] = {}
+            for name, role in C.moment_names(ind, G).items():
+                out_cols[name] = f"SUM({xv(role)})"
+                xcol[iid][role] = ([X[(iid, r)][0] for r in ("num", "num2") if (iid, r) in X]
+                                   if ind["kind"] == "total" else [X[(iid, role)][0]])
             for kind in ("n", "pop", "miss"):
                 parts = [nm for i2, nm, kd, _, _ in cols if i2 == iid and kd == kind]
                 out_cols[f"{iid}:{kind}"] = "SUM(" + " + ".join(parts) + ")"
-        del inds
-        win = ", ".join(f"SUM(x_{t[2:]}) OVER (PARTITION BY a, h, p, yi) AS {t}" for t in tsel)
-        psu_sql = (f"SELECT {', '.join(psu_sel)} FROM shifted GROUP BY a, h, p, yi, g")
-        psu2 = f"SELECT *{', ' + win if win else ''} FROM psu"
+        table = f"msme_psu_{uuid.uuid4().hex}"
+        self.run.materialise(table, f"WITH rows_ AS ({row_sql}), shifted AS "
+                             f"({' UNION ALL '.join(blocks)}) SELECT {', '.join(psu_sel)} "
+                             "FROM shifted GROUP BY a, h, p, yi, g")
+        self._tables.append(table)
         alias = {f"m{k}": name for k, name in enumerate(out_cols)}
         final = ["a", "h", "yi", "g", "COUNT(*) AS psus", "SUM(r0) AS r0", "SUM(lg) AS lg"]
         final += [f"{expr} AS m{k}" for k, expr in enumerate(out_cols.values())]
-        sql = (f"WITH rows_ AS ({row_sql}), shifted AS ({' UNION ALL '.join(blocks)}), "
-               f"psu AS ({psu_sql}), psu2 AS ({psu2}) "
-               f"SELECT {', '.join(final)} FROM psu2 GROUP BY a, h, yi, g")
-        res = self.run.query(sql)
-        return self._scatter(res, alias, labels, breakdown is None)
+        res = self.run.query(f"SELECT {', '.join(final)} FROM {table} GROUP BY a, h, yi, g")
+        return self._scatter(res, alias, labels, breakdown is None, (table, xcol))
+
+    def centred_ss(self, M: Any, reqs: dict[str, dict[str, Any]]
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Second pass of ``compute._PandasStage.centred_ss`` in SQL, over the PSU totals
+        table of ``M`` (not the rows): the coefficients and centres per (stratum, period,
+        group) go to the engine as a small table, joined to every PSU-period x group."""
+        table, xcol = M.psu
+        G, ny, n_s = M.n_groups, self.ny, len(self.n_h)
+        hs, yi, g = (a.ravel() for a in np.indices((n_s, ny, G)))
+        a_lab = np.array([t[0] for t in self._strata], dtype=object)
+        h_lab = np.array([t[1] for t in self._strata], dtype=object)
+        coef = {"a": a_lab[hs], "h": h_lab[hs], "yi": yi, "g": g, "hs": hs}
+        terms, ids = [], list(reqs)
+        for k, iid in enumerate(ids):
+            r = reqs[iid]
+            parts = []
+            for j, (role, e) in enumerate(r["coef"].items()):
+                coef[f"e{k}_{j}"] = np.nan_to_num(np.asarray(e, dtype=float).ravel())
+                x = (f"d_{_safe(iid)}_{role}" if role in r["domain_roles"] else
+                     "(" + " + ".join(f"COALESCE(t.{c}, 0.0)" for c in xcol[iid][role]) + ")")
+                parts.append(f"c.e{k}_{j} * {x}")
+            coef[f"c{k}"] = np.nan_to_num(np.asarray(r["centre"], dtype=float).ravel())
+            terms.append(f"SUM(POWER({' + '.join(parts)} - c.c{k}, 2)) AS ss{k}")
+        dom = sorted({(iid, role) for iid in ids for role in reqs[iid]["domain_roles"]})
+        dsel = "".join(f", SUM({' + '.join(xcol[i][r])}) AS d_{_safe(i)}_{r}" for i, r in dom)
+        cname = f"msme_coef_{uuid.uuid4().hex}"
+        self.run.register(cname, pd.DataFrame(coef))
+        try:
+            res = self.run.query(
+                f"WITH pp AS (SELECT a, h, p, yi{dsel} FROM {table} GROUP BY a, h, p, yi) "
+                f"SELECT c.hs, c.yi, c.g, COUNT(*) AS np_, {', '.join(terms)} FROM pp "
+                f"JOIN {cname} c ON pp.a = c.a AND pp.h = c.h AND pp.yi = c.yi "
+                f"LEFT JOIN {table} t ON t.a = pp.a AND t.h = pp.h AND t.p = pp.p "
+                "AND t.yi = pp.yi AND t.g = c.g GROUP BY c.hs, c.yi, c.g")
+        finally:
+            self.run.drop(cname)
+        idx = (res["hs"].to_numpy(np.int64), res["yi"].to_numpy(np.int64),
+               res["g"].to_numpy(np.int64))
+
+        def arr(col: str) -> np.ndarray:
+            out = np.zeros((n_s, ny, G))
+            out[idx] = res[col].to_numpy(dtype=float)
+            return out
+
+        n_present = arr("np_")[:, :, 0]
+        return {iid: arr(f"ss{k}") for k, iid in enumerate(ids)}, n_present
+
+    def release(self, M: Any = None) -> None:
+        """Drop the PSU table of ``M`` (default: every PSU table this stage made)."""
+        names = list(self._tables) if M is None else [M.psu[0]]
+        for name in names:
+            if name in self._tables:
+                self._tables.remove(name)
+                self.run.drop(name)
 
     def _scatter(self, res: pd.DataFrame, alias: dict[str, str], labels: list[str],
-                 total: bool) -> Any:
+                 total: bool, psu: Any) -> Any:
         G = len(labels)
         hs = self._strata.get_indexer(pd.MultiIndex.from_arrays([res["a"], res["h"]]))
         yi = res["yi"].to_numpy(dtype=np.int64)
@@ -321,7 +371,7 @@ class SqlStage:
         if total:
             m["__large__"] = arr("lg")
         m.update({name: arr(a) for a, name in alias.items()})
-        return self.C._Moments(labels, m)
+        return self.C._Moments(labels, m, psu)
 
     # -- disclosure ---------------------------------------------------------------------------
     def fine_stats(self, inds: list[dict[str, Any]], breakdowns: list[str]

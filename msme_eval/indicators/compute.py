@@ -4,14 +4,16 @@ Every value is a ratio of weighted totals (or a weighted total, or the delta-met
 ``(A/B)/(C/D)`` for K04) estimated on the full survey design with Taylor-linearised standard
 errors (:mod:`msme_eval.survey`). The work has three stages:
 
-1. **One grouped pass per breakdown** over the firm rows: weighted sums of every indicator's
-   numerator/denominator parts per (country, time period, stratum, PSU, group) with
-   ``np.bincount`` -- the only step that touches all rows.
-2. **Linearisation** on that PSU-level table: point estimates are ratios of the cells' sums
-   (plus a macro denominator); each estimator's linearised variable (``(a - R b) / B`` for a
-   ratio, ``R (a/A - b/B - c/C + d/D)`` for K04, ``a`` for a total) is summed per PSU and
-   :func:`msme_eval.survey.totals_from_sums` (stage b of the survey module) gives the design
-   variance of its total over the full design. The ASEAN aggregate uses the same table with
+1. **One grouped pass per breakdown** over the firm rows (stage a, where the data live:
+   ``np.bincount`` in memory, one SQL query on DuckDB/Spark): weighted sums of every
+   indicator's numerator/denominator parts per (country, stratum, PSU, time period, group)
+   -- the only step that touches all rows -- and their sums per (stratum, period, group).
+2. **Linearisation**: point estimates are ratios of the cells' sums (plus a macro
+   denominator); each estimator's linearised variable (``(a - R b) / B`` for a ratio,
+   ``R (a/A - b/B - c/C + d/D)`` for K04, ``a`` for a total) is a linear combination of the
+   PSU totals, and a second pass over the PSU totals (not the rows) sums its centred squares
+   per stratum: the with-replacement design variance over the full design, as
+   :func:`msme_eval.survey.totals_from_sums` gives it. The ASEAN aggregate uses the same table with
    money converted to USD and countries as independent strata.
 3. **Flags and disclosure control** (``obs_status``, ``comment``, ``conf_status``).
 
@@ -352,24 +354,11 @@ def _is_share(ind: dict[str, Any], n_groups: int) -> bool:
     return not (ind["kind"] == "total" or ind["scope"] == "within_group" or n_groups == 1)
 
 
-def moment_names(ind: dict[str, Any], n_groups: int) -> dict[str, tuple[str, str | None, str]]:
-    """Moment columns of one indicator in a breakdown table with ``n_groups`` groups.
-
-    name -> (role a, role b or None, level) with level ``"s"`` (sum over the cell's PSUs of
-    the PSU total ``X_a``), ``"q"`` (sum of ``X_a X_b``, both in the cell's group) or ``"x"``
-    (sum of ``X_a T_b``: ``T_b`` the PSU's total over all groups of the domain; share cells).
-    """
-    iid, roles = ind["id"], _roles(ind)
-    out: dict[str, tuple[str, str | None, str]] = {f"{iid}:{r}": (r, None, "s") for r in roles}
-    for i, a in enumerate(roles):
-        for b in roles[i:]:
-            out[f"{iid}:{a}*{b}"] = (a, b, "q")
-    if _is_share(ind, n_groups):
-        gp, tp = _share_roles(ind)
-        for a in gp:
-            for b in tp:
-                out[f"{iid}:{a}x{b}"] = (a, b, "x")
-    return out
+def moment_names(ind: dict[str, Any], n_groups: int) -> dict[str, str]:
+    """Moment columns of one indicator: ``{id}:{role}`` -> role, the sum over the cell's PSUs
+    of the PSU total ``X_a`` of the weighted part (the second moments come from the centred
+    second pass, :meth:`_PandasStage.centred_ss`)."""
+    return {f"{ind['id']}:{r}": r for r in _roles(ind)}
 
 
 @dataclass
@@ -382,6 +371,7 @@ class _Moments:
     """
     labels: list[str]
     m: dict[str, np.ndarray]
+    psu: Any = None  # the stage's PSU totals of this table, for the second (centred) pass
 
     @property
     def n_groups(self) -> int:
@@ -530,6 +520,7 @@ class _PandasStage:
                 large = (self.panel["size_class"] == "large").fillna(False).to_numpy(float)
             m["__large__"] = to_cells(per_k(0, large))
         w = des.weight
+        psu_x: dict[str, dict[str, np.ndarray]] = {}
         for ind in self.live:
             iid, parts = ind["id"], _parts(ind)
             usable = self._usable(ind)
@@ -559,17 +550,49 @@ class _PandasStage:
                 X = {"tot": X["num"] + X.get("num2", 0.0)}
             for name in ("n", "pop", "miss"):
                 m[f"{iid}:{name}"] = to_cells(counts[name])
-            T: dict[str, np.ndarray] = {}
-            for name, (a, b, level) in moment_names(ind, G).items():
-                if level == "s":
-                    m[name] = to_cells(X[a])
-                elif level == "q":
-                    m[name] = to_cells(X[a] * X[b])
+            for name, a in moment_names(ind, G).items():
+                m[name] = to_cells(X[a])
+            psu_x[iid] = X
+        return _Moments(labels, m, (k_py, k_g, psu_x))
+
+    def release(self, M: _Moments | None = None) -> None:
+        """Nothing to free: the PSU totals live on ``M`` and go with it."""
+
+    def centred_ss(self, M: _Moments, reqs: dict[str, dict[str, Any]]
+                   ) -> tuple[dict[str, np.ndarray], np.ndarray]:
+        """Second pass: ``sum_i (u_i - c)^2`` per (stratum, period, group) over the PSU-periods
+        with records, ``u_i = sum_a e_a X_ia`` (+ ``e_b T_ib`` for the domain-level roles of a
+        share cell); also the number of those PSU-periods per (stratum, period).
+
+        ``reqs[iid]``: ``coef`` role -> e (n_strata, ny, G), ``centre`` c (n_strata, ny, G),
+        ``domain_roles``. Centring each PSU's u before squaring keeps the variance free of the
+        cancellation in ``sum u^2 - (sum u)^2 / n`` (the u_i of a ratio are near-constant).
+        """
+        k_py, k_g, psu_x = M.psu
+        G = M.n_groups
+        hy = self.py_stratum * self.ny + self.py_yi  # (stratum, period) of every PSU-period
+        used = np.bincount(k_py, minlength=self.n_py) > 0
+        hy_u = hy[used]
+        n_present = np.bincount(hy_u, minlength=self.n_strata * self.ny).astype(float)
+        cell = (hy_u[:, None] * G + np.arange(G)).ravel()
+        out: dict[str, np.ndarray] = {}
+        for iid, r in reqs.items():
+            X = psu_x[iid]
+            u = np.zeros((self.n_py, G))
+            for role, e in r["coef"].items():
+                e_py = e.reshape(-1, G)[hy]
+                if role in r["domain_roles"]:
+                    t = np.bincount(k_py, weights=X[role], minlength=self.n_py)
+                    u += e_py * t[:, None]
                 else:
-                    if b not in T:
-                        T[b] = np.bincount(k_py, weights=X[b], minlength=self.n_py)[k_py]
-                    m[name] = to_cells(X[a] * T[b])
-        return _Moments(labels, m)
+                    d = np.zeros((self.n_py, G))
+                    d[k_py, k_g] = X[role]
+                    u += e_py * d
+            dev = (u - r["centre"].reshape(-1, G)[hy])[used]
+            out[iid] = np.bincount(cell, weights=(dev * dev).ravel(),
+                                   minlength=self.n_strata * self.ny * G
+                                   ).reshape(self.n_strata, self.ny, G)
+        return out, n_present.reshape(self.n_strata, self.ny)
 
 
 # ------------------------------------------------------------------------------------------
@@ -586,7 +609,8 @@ def _load_needed(source: Any, reg: pd.DataFrame, keys: Sequence[str]) -> pd.Data
 
 
 def _stage(panel: Any, engine: str | None, area_col: str, year_col: str,
-           design: tuple, inds: list[dict[str, Any]], breakdowns: list[str]) -> Any:
+           design: tuple, inds: list[dict[str, Any]], breakdowns: list[str],
+           con: Any = None) -> Any:
     """Stage (a) where the data lives: numpy for a DataFrame, SQL for DuckDB/Spark sources."""
     from .. import engines
 
@@ -595,7 +619,8 @@ def _stage(panel: Any, engine: str | None, area_col: str, year_col: str,
         raise ValueError(f"engine must be one of {engines.ENGINES} or None, got {engine!r}")
     if engine != "pandas":
         from ._sql import stage_for
-        return stage_for(panel, engine, area_col, year_col, design, inds, _needed_columns)
+        return stage_for(panel, engine, area_col, year_col, design, inds, _needed_columns,
+                         con=con)
     if not isinstance(panel, pd.DataFrame):
         panel = _load_needed(panel, pd.DataFrame(inds), [area_col, year_col, *design,
                                                          *breakdowns])
@@ -617,7 +642,7 @@ def compute(panel: pd.DataFrame | str | Path, macro: pd.DataFrame | None = None,
             disclosure: bool = True, design: Sequence[str] = ("weight", "strata", "psu"),
             registry: str | Path | pd.DataFrame | None = None, singleton: str = "fail",
             level: float = 0.95, min_contributors: int = 3, dom_n: int = 2,
-            dom_k: float = 0.85, engine: str | None = None) -> pd.DataFrame:
+            dom_k: float = 0.85, engine: str | None = None, con: Any = None) -> pd.DataFrame:
     """Compute the registry indicators for every country-year (and ASEAN) as tidy rows.
 
     Returns ``OUTPUT_COLUMNS``: indicator, ref_area, time_period, breakdown ("total" or the
@@ -635,7 +660,9 @@ def compute(panel: pd.DataFrame | str | Path, macro: pd.DataFrame | None = None,
     DuckDB relation or a polars frame, Spark for a Spark DataFrame); ``"duckdb"``/``"spark"``
     never bring the firm rows into pandas (:mod:`msme_eval.indicators._sql`); ``"pandas"``
     on a non-DataFrame source reads the needed columns into memory. Same numbers (to
-    floating-point summation order) whichever engine.
+    floating-point summation order) whichever engine. ``con``: a DuckDB connection for a
+    Parquet source, e.g. ``engines.connect(memory_limit="3GB", temp_directory=...)`` to cap
+    memory out of core (default: a new connection without a cap).
     """
     if len(by) != 2:
         raise ValueError(f"by must be (area column, period column), got {tuple(by)!r}")
@@ -652,19 +679,22 @@ def compute(panel: pd.DataFrame | str | Path, macro: pd.DataFrame | None = None,
     if bad:
         raise ValueError(f"breakdowns {bad} duplicate the `by` columns")
     stage = _stage(panel, engine, area_col, year_col, tuple(design), reg.to_dict("records"),
-                   breakdowns)
+                   breakdowns, con)
     macro_t = _macro_table(macro, area_col, year_col)
-    est = _Estimator(stage, reg, macro_t, area_col, year_col, singleton, level)
-    cols = stage.columns()
-    if disclosure:
-        est.want_stats = True
-        _fine_stats(est, [b for b in breakdowns if b in cols])
-    frames = [est.run(None, aggregate)]
-    for b in breakdowns:
-        if b not in cols:
-            frames.append(est.missing_breakdown(b))
-        else:
-            frames.append(est.run(b, aggregate and b != "region"))
+    try:
+        est = _Estimator(stage, reg, macro_t, area_col, year_col, singleton, level)
+        cols = stage.columns()
+        if disclosure:
+            est.want_stats = True
+            _fine_stats(est, [b for b in breakdowns if b in cols])
+        frames = [est.run(None, aggregate)]
+        for b in breakdowns:
+            if b not in cols:
+                frames.append(est.missing_breakdown(b))
+            else:
+                frames.append(est.run(b, aggregate and b != "region"))
+    finally:
+        stage.release()
     out = pd.concat(frames, ignore_index=True)
     if disclosure:
         out = est.protect(out, breakdowns, min_contributors=min_contributors, dom_n=dom_n,
@@ -843,6 +873,8 @@ class _Estimator:
             rows += [self._all_missing(ind, M, breakdown, labels, publish, asean=True)
                      for ind in self.inds if self.missing_cols[ind["id"]]]
             rows += self._asean(live, M, breakdown, labels, publish, st, use)
+        if M is not self.M0:
+            self.stage.release(M)
         return pd.concat([r for r in rows if len(r)], ignore_index=True)
 
     def _area_year_status(self, ind: dict[str, Any], area: np.ndarray, yi: np.ndarray,
@@ -921,18 +953,20 @@ class _Estimator:
         """Point estimates and linearised SEs of every indicator in every (domain, period, group).
 
         Inputs are the stage-(a) moments per (stratum h, period, group): ``S_a = sum_i X_ia``
-        and ``Q_ab = sum_i X_ia X_ib`` over the PSUs i of the stratum (``X_ia``: PSU total of
-        the weighted part a), times ``scale`` (USD rate for ASEAN money, 0 for an excluded
+        over the PSUs i of the stratum (``X_ia``: PSU total of the weighted part a), times ``scale`` (USD rate for ASEAN money, 0 for an excluded
         country; ``den`` also 0 where the macro denominator replaces it). The estimator's
         linearised variable is linear in the PSU totals, ``u_i = sum_a c_a X_ia`` (Woodruff
         1971): ``c = (1/B, -R/B)`` for a ratio ``R = A/B`` (B plus the macro denominator),
         ``c = R (1/A, -1/B, -1/C, 1/D)`` for K04 ``(A/B)/(C/D)``, ``c = 1`` for a total; in a
         share-of-total cell the denominator parts are the PSU's totals over all groups of the
-        domain (the ``x`` cross moments). Per stratum ``sum u = c.S`` and ``sum u^2 = c'Qc``,
-        and the with-replacement design variance over the full design (every PSU of the
-        stratum, absent ones with u = 0) is ``V = sum_h n_h/(n_h-1) (sum u^2 - (sum u)^2/n_h)``;
-        singleton strata: "certainty" adds 0, "centre" adds ``(u - U/P)^2`` with ``U`` the
-        domain total of u and ``P`` the number of PSUs (as :func:`survey.totals_from_sums`).
+        domain. Per stratum ``sum u = c.S`` from the moments; the with-replacement design
+        variance over the full design (every PSU of the stratum, absent ones with u = 0) is
+        ``V = sum_h n_h/(n_h-1) sum_i (u_i - u_h)^2``, ``u_h = sum u / n_h``, computed by the
+        stage in a second pass over its PSU totals (``stage.centred_ss``): centring before
+        squaring avoids the cancellation of ``sum u^2 - (sum u)^2/n_h`` and makes every
+        engine agree to ~1e-12. Singleton strata: "certainty" adds 0, "centre" adds
+        ``(u - U/P)^2`` with ``U`` the domain total of u and ``P`` the number of PSUs (as
+        :func:`survey.totals_from_sums`).
         """
         G = M.n_groups
         m, m0 = M.m, self.M0.m
@@ -940,6 +974,8 @@ class _Estimator:
         single = nh == 1
         rows = self._to_area(m["__rows__"], dom, n_dom)
         out: dict[str, pd.DataFrame] = {}
+        reqs: dict[str, dict[str, Any]] = {}
+        pending: dict[str, tuple] = {}
         for ind in live:
             iid = ind["id"]
             share = _is_share(ind, G)
@@ -976,13 +1012,25 @@ class _Estimator:
                 bad |= ~np.isfinite(c)
             ch = {r: np.where(bad, 0.0, c)[dom] for r, c in coef.items()}
             su = sum(ch[r] * Sg[r] for r in gv if r in ch) + sum(ch[r] * S0[r] for r in dv)
-            su2 = self._quad(iid, ch, gv, dv, f, m, m0)
+            centre = su / nh
+            if self.singleton == "centre" and single.any():
+                ub = self._to_area(su, dom, n_dom)[dom] / max(self.n_psu, 1)
+                centre = np.where(single, ub, centre)
+            reqs[iid] = {"coef": {r: np.broadcast_to(ch[r] * f(r), ch[r].shape) for r in ch},
+                         "centre": centre, "domain_roles": set(dv)}
+            pending[iid] = (ind, point, bad, share, rows)
+        if not reqs:
+            return out
+        ss, n_present = self.stage.centred_ss(M, reqs)
+        for iid, (ind, point, bad, share, rows) in pending.items():
+            c = reqs[iid]["centre"]
+            # PSUs of the stratum without records in the period have u = 0: (0 - c)^2 each
+            full = ss[iid] + (nh - n_present[:, :, None]) * c * c
             with np.errstate(divide="ignore", invalid="ignore"):
-                v = np.where(single, 0.0, nh / np.maximum(nh - 1, 1) * (su2 - su * su / nh))
+                v = np.where(single, 0.0, nh / np.maximum(nh - 1, 1) * full)
             if self.singleton == "centre" and single.any():
                 present = (m0 if share else m)["__psus__"] > 0
-                ub = self._to_area(su, dom, n_dom)[dom] / max(self.n_psu, 1)
-                v = np.where(single & present, su2 - 2 * ub * su + ub * ub, v)
+                v = np.where(single & present, ss[iid], v)
             var = np.where(bad, np.nan, self._to_area(v, dom, n_dom))
             cnt = {c: self._to_area(m[f"{iid}:{c}"] * cnt_scale[iid][:, :, None], dom, n_dom)
                    for c in ("n", "pop", "miss")}
@@ -995,22 +1043,6 @@ class _Estimator:
                 "se": np.sqrt(np.maximum(var[d, y, g], 0.0)) * ind["scale"],
                 "n": cnt["n"][d, y, g].astype(np.int64)})
             out[iid].loc[np.isnan(var[d, y, g]), "se"] = np.nan
-        return out
-
-    @staticmethod
-    def _quad(iid: str, ch: dict[str, np.ndarray], gv: list[str], dv: list[str],
-              f: Callable[[str], np.ndarray], m: dict[str, np.ndarray],
-              m0: dict[str, np.ndarray]) -> np.ndarray:
-        """sum_i u_i^2 per (stratum, period, group) from the second moments: c'Qc."""
-        out = 0.0
-        for name, (a, b, level) in _moment_pairs(iid, gv, dv):
-            if a not in ch or b not in ch:
-                continue
-            table = m0 if level == "d" else m
-            if name not in table:
-                continue
-            k = 1.0 if a == b else 2.0
-            out = out + k * ch[a] * ch[b] * f(a) * f(b) * table[name]
         return out
 
     def _finish(self, ind: dict[str, Any], est: pd.DataFrame, breakdown: str | None,
@@ -1184,18 +1216,6 @@ class _Estimator:
     # -- disclosure -------------------------------------------------------------------------
     def protect(self, out: pd.DataFrame, breakdowns: list[str], **params: Any) -> pd.DataFrame:
         return _protect(self, out, breakdowns, **params)
-
-
-def _moment_pairs(iid: str, gv: list[str], dv: list[str]):
-    """(name, (a, b, level)) of the second moments c'Qc needs; level "d": domain table."""
-    for i, a in enumerate(gv):
-        for b in gv[i:]:
-            yield f"{iid}:{a}*{b}", (a, b, "g")
-        for b in dv:
-            yield f"{iid}:{a}x{b}", (a, b, "g")
-    for i, a in enumerate(dv):
-        for b in dv[i:]:
-            yield f"{iid}:{a}*{b}", (a, b, "d")
 
 
 # disclosure glue lives in its own module (imported last: it uses names defined above)

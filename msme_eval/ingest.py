@@ -1,0 +1,377 @@
+"""Validate a large panel file in chunks and store it as a partitioned Parquet dataset.
+
+    result = validate_to_dataset("registry.csv", "data/processed/registry", chunk_rows=500_000)
+    panel = pd.read_parquet("data/processed/registry")   # or io.read_panel(...), DuckDB, Spark
+
+The input (CSV/TSV via ``pyarrow.csv.open_csv``; Parquet file or folder via pyarrow) is read
+``chunk_rows`` rows at a time; each chunk goes through exactly the normalisation and checks of
+``io.read_panel`` (``schema.validate_panel``), with its row numbers shifted to rows of the
+ORIGINAL file (1-based data rows, as ``read_panel`` numbers them). Rules that look across rows
+(duplicate firm-year keys, a firm's first_treated/programme_type varying, gaps in a firm's
+years, country-year medians and weight dispersion, the panel's year range) are run once, over a
+compact key frame of only the columns they need (see ``GLOBAL_COLUMNS``), so they see the whole
+file and report the same rows as ``read_panel``. Everything else stays per chunk: memory is one
+chunk plus ~70 bytes per row of keys (measured: see tests/test_ingest.py and the module note).
+
+Output: ``<out_dir>/country=IDN/year=2020/part-<chunk>-<i>.parquet`` (hive partitions) plus
+``<out_dir>/_manifest.json`` (ignored by Parquet readers: leading underscore). Written to a
+temporary folder beside ``out_dir`` and renamed into place only once every chunk is valid and
+written; on any error nothing is left behind and an existing ``out_dir`` is untouched. Reading
+the folder back with pandas gives ``country`` and ``year`` as categoricals (partition columns);
+``io.read_panel(out_dir)`` restores the contract dtypes.
+
+Excel/Stata/SPSS inputs cannot be streamed: they are read whole (``io.read_raw``) and then
+processed in chunks like the others (same output, no memory bound).
+"""
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from . import io, schema
+from .schema import DataValidationError, Issue, ValidationReport
+
+__all__ = ["IngestResult", "validate_to_dataset", "iter_chunks", "GLOBAL_COLUMNS",
+           "GLOBAL_RULES", "MANIFEST_NAME"]
+
+PathLike = str | os.PathLike
+Progress = Callable[[int, "int | None"], None]
+MANIFEST_NAME = "_manifest.json"
+PARTITIONS = ("country", "year")
+# Rules whose outcome for a row depends on other rows: run once over the whole file.
+GLOBAL_ROW_RULES = frozenset({
+    "first_treated_varies", "programme_type_varies", "non_consecutive_years",
+    "turnover_per_employee_extreme", "mixed_currency_within_year",
+    "mixed_currency_between_years", "weights_dispersed", "first_treated_outside_panel",
+})
+GLOBAL_RULES = GLOBAL_ROW_RULES | {"duplicate_firm_year"}
+_GLOBAL_SPEC = dataclasses.replace(
+    schema.PANEL_SPEC, column_rules=(), required=(), not_null=frozenset(),
+    row_rules=tuple(r for r in schema.PANEL_SPEC.row_rules if r.rule in GLOBAL_ROW_RULES))
+GLOBAL_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(
+    [*_GLOBAL_SPEC.unique, *(c for r in _GLOBAL_SPEC.row_rules for c in r.needs)]))
+
+
+@dataclass
+class IngestResult:
+    """Outcome of `validate_to_dataset`: where the dataset and manifest are, how many rows and
+    chunks were processed, and the full report (warnings and notes; errors raise instead)."""
+
+    out_dir: Path
+    manifest_path: Path
+    rows: int
+    chunks: int
+    input_sha256: str
+    report: pd.DataFrame
+    validation: ValidationReport
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading in chunks
+# ---------------------------------------------------------------------------------------------
+def _csv_header(path: Path, sep: str) -> list[str]:
+    """Column names of the header line, de-duplicated the way pandas does ('a', 'a.1')."""
+    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
+        names = next(csv.reader(fh, delimiter=sep), [])
+    seen: dict[str, int] = {}
+    out = []
+    for n in names:
+        k = seen.get(n, 0)
+        seen[n] = k + 1
+        out.append(n if k == 0 else f"{n}.{k}")
+    return out
+
+
+def _csv_batches(path: Path, fmt: str) -> tuple[Iterator[pa.RecordBatch], int | None]:
+    """Stream a delimited file as all-text record batches (like read_panel: dtype=str, the
+    `schema.NA_TOKENS` read as missing)."""
+    from pyarrow import csv as pcsv
+
+    sep = "\t" if fmt == "TSV" else io._sniff_delimiter(path)
+    names = _csv_header(path, sep)
+    reader = pcsv.open_csv(
+        path,
+        read_options=pcsv.ReadOptions(column_names=names, skip_rows=1, block_size=4 << 20),
+        parse_options=pcsv.ParseOptions(delimiter=sep, newlines_in_values=True),
+        convert_options=pcsv.ConvertOptions(
+            column_types={n: pa.string() for n in names}, null_values=list(schema.NA_TOKENS),
+            strings_can_be_null=True, quoted_strings_can_be_null=True))
+    return iter(reader), None
+
+
+def _parquet_batches(path: Path, chunk_rows: int) -> tuple[Iterator[pa.RecordBatch], int]:
+    """Stream a Parquet file or hive-partitioned folder in file order (as pd.read_parquet)."""
+    import pyarrow.dataset as ds
+
+    part = ds.HivePartitioning.discover(infer_dictionary=True) if path.is_dir() else None
+    dataset = ds.dataset(path, format="parquet", partitioning=part)
+    batches = dataset.to_batches(batch_size=chunk_rows, use_threads=True)
+    return batches, dataset.count_rows()
+
+
+def _rechunk(batches: Iterator[pa.RecordBatch], n: int) -> Iterator[pa.Table]:
+    """Regroup record batches into tables of exactly `n` rows (the last may be shorter)."""
+    buf: list[pa.RecordBatch] = []
+    have = 0
+    for b in batches:
+        if b.num_rows == 0:
+            continue
+        buf.append(b)
+        have += b.num_rows
+        while have >= n:
+            t = pa.Table.from_batches(buf)
+            yield t.slice(0, n)
+            rest = t.slice(n)
+            buf, have = rest.to_batches(), rest.num_rows
+    if have:
+        yield pa.Table.from_batches(buf)
+
+
+def iter_chunks(path: PathLike, chunk_rows: int) -> tuple[Iterator[pd.DataFrame], int | None]:
+    """(iterator of raw pandas chunks of `chunk_rows` rows, total rows if known up front).
+
+    File-level problems raise DataValidationError like `io.read_raw`: missing file, unknown
+    extension, empty file; read failures during iteration raise not_utf8/unreadable_file."""
+    path = Path(path)
+    label = str(path)
+    if not path.exists():
+        raise schema.file_error(label, "file_not_found", cwd=os.getcwd())
+    fmt = io._format_of(path)
+    if path.is_file() and path.stat().st_size == 0:
+        raise schema.file_error(label, "empty_file")
+    if fmt in ("CSV", "TSV", "Parquet"):
+        try:
+            batches, total = (_csv_batches(path, fmt) if fmt != "Parquet"
+                              else _parquet_batches(path, chunk_rows))
+        except Exception as exc:
+            raise _read_error(label, fmt, exc) from exc
+        return _to_pandas(_rechunk(batches, chunk_rows), label, fmt), total
+    raw, _ = io.read_raw(path)  # not streamable: read whole, then chunk
+    return (raw.iloc[i:i + chunk_rows].reset_index(drop=True)
+            for i in range(0, len(raw), chunk_rows)), len(raw)
+
+
+def _read_error(label: str, fmt: str, exc: Exception) -> DataValidationError:
+    if "utf8" in str(exc).lower() or "utf-8" in str(exc).lower():
+        return schema.file_error(label, "not_utf8", detail=str(exc)[:200])
+    return schema.file_error(label, "unreadable_file", fmt=fmt,
+                             detail=f"{type(exc).__name__}: {str(exc)[:300]}")
+
+
+def _to_pandas(tables: Iterator[pa.Table], label: str, fmt: str) -> Iterator[pd.DataFrame]:
+    it = iter(tables)
+    while True:
+        try:
+            t = next(it)
+        except StopIteration:
+            return
+        except DataValidationError:
+            raise
+        except Exception as exc:  # pyarrow parse/convert error in a later block
+            raise _read_error(label, fmt, exc) from exc
+        yield t.to_pandas()
+
+
+# ---------------------------------------------------------------------------------------------
+# Combining chunk reports
+# ---------------------------------------------------------------------------------------------
+def _suffix(n: int, rows: tuple[int, ...], vals: tuple, quote: bool) -> str:
+    """The row list `schema.make_issue` appends to a message (same format)."""
+    if n:
+        return f"; {n} row{'s' if n != 1 else ''}, first: " + ", ".join(
+            (f"row {r} ({v!r})" if quote else f"row {r} ({v})") if i < len(vals)
+            else f"row {r}"
+            for i, (r, v) in enumerate(zip(rows, list(vals) + [None] * schema.N_SHOW)))
+    return f" ({', '.join(map(repr, vals))})" if vals else ""
+
+
+def _with_rows(issue: Issue, n: int, rows: tuple[int, ...], vals: tuple) -> Issue:
+    """`issue` with another row count / shown rows and values, message rebuilt to match."""
+    for quote in (True, False):
+        old = _suffix(issue.n_rows, issue.rows, issue.values, quote)
+        if issue.message.endswith(old):
+            prefix = issue.message[:len(issue.message) - len(old)] if old else issue.message
+            rows, vals = rows[:schema.N_SHOW], vals[:schema.N_SHOW]
+            return dataclasses.replace(issue, n_rows=n, rows=rows, values=vals,
+                                       message=prefix + _suffix(n, rows, vals, quote))
+    raise RuntimeError(f"cannot re-number issue message: {issue.message!r}")
+
+
+class _Collector:
+    """Merges the issues of successive chunks into one per (column, rule, severity)."""
+
+    def __init__(self) -> None:
+        self.merged: dict[tuple, Issue] = {}
+
+    def add(self, issues: list[Issue], offset: int) -> None:
+        for i in issues:
+            if i.rule in GLOBAL_RULES:
+                continue  # re-checked over the whole file
+            rows = tuple(r + offset for r in i.rows)
+            key = (i.column, i.rule, i.severity)
+            prev = self.merged.get(key)
+            if prev is None:
+                self.merged[key] = _with_rows(i, i.n_rows, rows, i.values) if offset else i
+            elif i.n_rows:
+                self.merged[key] = _with_rows(prev, prev.n_rows + i.n_rows, prev.rows + rows,
+                                              prev.values + i.values)
+
+    def issues(self, global_issues: list[Issue], derived_size: bool) -> list[Issue]:
+        """All issues; like read_panel, size_class derivation issues only if nothing else
+        is an error (read_panel derives size_class only from an otherwise valid panel)."""
+        out = list(self.merged.values()) + global_issues
+        if derived_size and any(i.severity == "error" and i.column != "size_class" for i in out):
+            out = [i for i in out if i.column != "size_class"]
+        return out
+
+
+# ---------------------------------------------------------------------------------------------
+# Writing
+# ---------------------------------------------------------------------------------------------
+def _write_chunk(df: pd.DataFrame, tmp: Path, chunk: int, schema_: pa.Schema | None
+                 ) -> pa.Schema:
+    """Append one validated chunk to the hive-partitioned dataset in `tmp`."""
+    import pyarrow.dataset as ds
+
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    if schema_ is None:
+        schema_ = table.schema
+    elif not table.schema.equals(schema_):
+        table = table.select(schema_.names).cast(schema_)
+    ds.write_dataset(table, tmp, format="parquet", partitioning=list(PARTITIONS),
+                     partitioning_flavor="hive", basename_template=f"part-{chunk:05d}-{{i}}.parquet",
+                     existing_data_behavior="overwrite_or_ignore", max_partitions=100_000)
+    return schema_
+
+
+def _swap_into_place(tmp: Path, out_dir: Path) -> None:
+    """Rename `tmp` to `out_dir`; an existing `out_dir` is moved aside first and deleted only
+    after the new one is in place (restored if the rename fails)."""
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")
+        os.replace(out_dir, old)
+    try:
+        os.replace(tmp, out_dir)
+    except BaseException:
+        if old is not None:
+            os.replace(old, out_dir)
+        raise
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _manifest(src: Path, sha: str, tmp: Path, rows: int, chunks: int, chunk_rows: int,
+              schema_: pa.Schema | None, report: ValidationReport, size_scheme: str) -> dict:
+    warn = report.warnings
+    return {
+        "input_file": src.name, "input_path": str(src), "input_sha256": sha,
+        "table": "panel", "format": "parquet dataset", "partitioning": list(PARTITIONS),
+        "output_sha256": io.sha256_file(tmp),  # of the Parquet files (before this manifest)
+        "rows": rows, "chunks": chunks, "chunk_rows": chunk_rows,
+        "columns": list(schema_.names) if schema_ is not None else [],
+        "arrow_types": {f.name: str(f.type) for f in schema_} if schema_ is not None else {},
+        "size_scheme": size_scheme,
+        "n_warnings": int(len(warn)),
+        "warnings": warn[["column", "rule", "n_rows"]].to_dict("records"),
+        "msme_eval_version": io._version(),
+        "created_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# The pipeline
+# ---------------------------------------------------------------------------------------------
+def _progress_fn(progress: Progress | bool | None, total: int | None
+                 ) -> tuple[Progress | None, Callable[[], None]]:
+    """A callback(rows_done, total) and a closer; True = a tqdm bar on stderr."""
+    if progress is True:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=total, unit="rows", unit_scale=True, desc="validate", disable=None)
+        return (lambda done, _t: bar.update(done - bar.n)), bar.close
+    return (progress or None), (lambda: None)
+
+
+def _check_paths(src: Path, out_dir: Path) -> None:
+    s, o = src.resolve(), out_dir.resolve()
+    if s == o or o in s.parents:
+        raise ValueError(f"refusing to replace {out_dir}: it contains the input {src}")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir} exists and is not a folder")
+
+
+def validate_to_dataset(path: PathLike, out_dir: PathLike, *, chunk_rows: int = 1_000_000,
+                        progress: Progress | bool | None = None,
+                        country_definitions: bool = True) -> IngestResult:
+    """Validate the panel in `path` chunk by chunk and write it to `out_dir` as a Parquet
+    dataset partitioned by country and year, with `_manifest.json` (see module doc).
+
+    progress: None, a callback ``f(rows_done, total_rows_or_None)`` called after each chunk,
+    or True for a tqdm bar. Raises DataValidationError (every problem, rows of the original
+    file) and writes nothing if any error is found; warns (DataQualityWarning) otherwise."""
+    if chunk_rows < 1:
+        raise ValueError(f"chunk_rows must be >= 1, not {chunk_rows}")
+    src, out_dir = Path(path), Path(out_dir)
+    label, scheme = str(src), io._size_scheme(country_definitions)
+    _check_paths(src, out_dir)
+    chunks, total = iter_chunks(src, chunk_rows)
+    sha = io.sha256_file(src)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
+    callback, close = _progress_fn(progress, total)
+    tick = (lambda done: callback(done, total)) if callback else None
+    try:
+        keys, collector, rows, n_chunks, schema_, derived = _run(chunks, label, scheme, tmp, tick)
+        if n_chunks == 0:  # header only: validate_panel reports "no data rows"
+            schema.validate_panel(pd.DataFrame(), file=label)[1].raise_for_errors()
+        global_issues = schema.check_rules(keys, _GLOBAL_SPEC, label)
+        report = ValidationReport(label, collector.issues(global_issues, derived))
+        report.raise_for_errors()
+        manifest = _manifest(src, sha, tmp, rows, n_chunks, chunk_rows, schema_, report, scheme)
+        (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, default=str) + "\n",
+                                         encoding="utf-8")
+        _swap_into_place(tmp, out_dir)
+    finally:
+        close()
+        shutil.rmtree(tmp, ignore_errors=True)
+    io._warn(report)
+    return IngestResult(out_dir, out_dir / MANIFEST_NAME, rows, n_chunks, sha, report.table,
+                        report)
+
+
+def _run(chunks: Iterator[pd.DataFrame], label: str, scheme: str, tmp: Path,
+         tick: Callable[[int], None] | None) -> tuple:
+    """Validate every chunk, write the valid ones to `tmp` while no error has been seen, and
+    keep the GLOBAL_COLUMNS of every row for the whole-file rules."""
+    tmp.mkdir()
+    collector, keys = _Collector(), []
+    rows = n = 0
+    schema_, writing, derived = None, True, False
+    for raw in chunks:
+        if n == 0:  # size_class absent from the input: validate_panel derives it
+            derived = "size_class" not in schema.rename_columns(raw.iloc[:0], label)[0]
+        typed, rep = schema.validate_panel(raw, file=label, size_scheme=scheme)
+        del raw
+        collector.add(rep.issues, rows)
+        keys.append(typed[[c for c in GLOBAL_COLUMNS if c in typed.columns]].copy(deep=True))
+        writing = writing and rep.ok and all(c in typed.columns for c in PARTITIONS)
+        if writing:
+            schema_ = _write_chunk(typed, tmp, n, schema_)
+        rows += len(typed)
+        n += 1
+        if tick:
+            tick(rows)
+    keys_df = pd.concat(keys, ignore_index=True) if keys else pd.DataFrame()
+    return keys_df, collector, rows, n, schema_, derived
