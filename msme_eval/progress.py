@@ -95,6 +95,14 @@ def _status(r: float, thresholds: tuple[float, float]) -> str:
     return "regression"
 
 
+def _change(value: float, i0: float, tv: float) -> float:
+    """``value - i0``, with a change below 1e-9 of the indicator's scale (max |i0|, |target|)
+    taken as none: a flat series projects to its baseline up to rounding (~1e-14), and that
+    rounding must not flip "no progress expected" to "needs acceleration"."""
+    diff = value - i0
+    return 0.0 if abs(diff) <= 1e-9 * max(abs(i0), abs(tv)) else diff
+
+
 def _anticipated(api: float) -> object:
     if not np.isfinite(api):
         return np.nan
@@ -191,14 +199,15 @@ def assess(indicators: pd.DataFrame, targets: pd.DataFrame, *,
             row["reason"] = "; ".join(reasons)
             rows.append(row)
             continue
-        icr, t = float(row["latest_value"]), int(row["latest_year"])
+        t = int(row["latest_year"])
+        icr = i0 + _change(float(row["latest_value"]), i0, tv)  # rounding is no change
         d = 1.0 if directions.get(ind, "higher") == "higher" else -1.0
         dist = tv - i0
         if dist != 0:
             row["csi"] = min((icr - i0) / dist, 1.0)
             proj = trend(py, pv, tv_year, weights=trend_weights)
             row["projected_value"] = proj
-            row["api"] = (proj - i0) / dist
+            row["api"] = _change(proj, i0, tv) / dist
             row["gap"] = 1.0 - row["api"]
             row["anticipated"] = _anticipated(row["api"])
         else:

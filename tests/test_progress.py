@@ -135,3 +135,16 @@ def test_bad_targets_table():
         progress.assess(series("K05", "AAA", [(2020, 1)]),
                         pd.DataFrame({"indicator": ["K05"], "country": ["AAA"]}))
     assert math.isnan(progress.trend([2020], [1.0], 2030))
+
+
+def test_flat_series_up_to_rounding_projects_no_progress():
+    """A flat series (40 every year, one value off by 1e-13 as engines may add) projects to its
+    baseline: API 0 and "no progress expected", not "needs acceleration" from rounding."""
+    flat = [(2018, 40.0), (2019, 40.0), (2020, 40.0 + 4e-12), (2021, 40.0)]
+    tg = pd.DataFrame([target("K05", "AAA", 2018, 40.0, 2028, 60.0)])
+    r = progress.assess(series("K05", "AAA", flat), tg).iloc[0]
+    assert r["api"] == 0.0 and r["anticipated"] == "no progress expected"
+    # a real (if small) upward trend still counts: 40 -> 40.4 over three years
+    up = [(2018, 40.0), (2019, 40.1), (2020, 40.3), (2021, 40.4)]
+    r2 = progress.assess(series("K05", "AAA", up), tg).iloc[0]
+    assert 0 < r2["api"] < 1 and r2["anticipated"] == "needs acceleration"

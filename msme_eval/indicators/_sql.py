@@ -37,7 +37,8 @@ class SqlStage:
     """Stage (a) for a DuckDB/Spark source; same interface as ``compute._PandasStage``."""
 
     def __init__(self, run: Any, area_col: str, year_col: str, design: tuple,
-                 inds: list[dict[str, Any]], missing_cols: dict[str, list[str]]) -> None:
+                 inds: list[dict[str, Any]], missing_cols: dict[str, list[str]],
+                 breakdowns: list[str] = ()) -> None:
         import sys
 
         C = sys.modules[__package__ + ".compute"]  # the module (the package exports a function)
@@ -64,6 +65,9 @@ class SqlStage:
         if self.d.name == "duckdb":
             self.h, self.p = self.h.replace("STRING", "VARCHAR"), self.p.replace("STRING", "VARCHAR")
         self.inds = inds
+        self.breakdowns = list(breakdowns)
+        self._groups: dict[str, tuple[str, str, list[str]]] = {}
+        self._big: str | None = None
         self._tables: list[str] = []
         self.live = [i for i in inds if not missing_cols[i["id"]]]
         self._design(wcol, scol, pcol)
@@ -243,28 +247,60 @@ class SqlStage:
                     cols.append((i2, nm, kd, p.shift, p.role))
         return per_shift, cols
 
-    def moments(self, breakdown: str | None) -> Any:
-        C = self.C
-        gexpr, labels = self._group_expr(breakdown)
-        G = len(labels)
-        frm, sel = self._base({"g": gexpr})
+    def _psu_totals(self) -> None:
+        """ONE scan of the source for every breakdown: the PSU totals per (country, stratum,
+        PSU, period) and per (..., group) of each breakdown, as ``GROUPING SETS`` into one
+        engine-side table (``k{j} = GROUPING(g{j})`` tells the sets apart)."""
+        if self._big is not None:
+            return
+        groups: dict[str, str] = {}
+        for j, b in enumerate(b for b in self.breakdowns if b in self.schema):
+            gexpr, labels = self._group_expr(b)
+            groups[f"g{j}"] = gexpr
+            self._groups[b] = (f"g{j}", f"k{j}", labels)
+        frm, sel = self._base(groups)
         per_shift, cols = self._part_columns()
+        self._cols = cols
         shifts = sorted(set(per_shift) | {0})
         names = [c[1] for c in cols]
-        blocks = []
         sel = sel + [e for s in shifts for e in per_shift.get(s, [])]
         of_shift = {nm: sh for _, nm, _, sh, _ in cols}
+        gl = "".join(f"{g}, " for g in groups)
+        blocks = []
         for s in shifts:
             items = [f"{n if of_shift[n] == s else '0.0'} AS {n}" for n in names]
             keep = "WHERE yi IS NOT NULL" if s == 0 else ""
-            blocks.append(f"SELECT a, h, p, yi + {s} AS yi, g, "
+            blocks.append(f"SELECT a, h, p, yi + {s} AS yi, {gl}"
                           f"{'1.0' if s == 0 else '0.0'} AS r0, "
                           f"{'lg' if s == 0 else '0.0'} AS lg, {', '.join(items)} "
                           f"FROM rows_ {keep}")
         row_sql = f"SELECT {', '.join(sel)} FROM {frm}"
-        # PSU totals (kept in the engine for the second pass) and their sums per cell
-        psu_sel = ["a", "h", "p", "yi", "g", "SUM(r0) AS r0", "SUM(lg) AS lg"]
-        psu_sel += [f"SUM({n}) AS {n}" for n in names]
+        keys = "a, h, p, yi"
+        sets = ", ".join([f"({keys})", *[f"({keys}, {g})" for g in groups]])
+        psu_sel = [keys, *groups, *[f"GROUPING({g}) AS k{g[1:]}" for g in groups],
+                   "SUM(r0) AS r0", "SUM(lg) AS lg", *[f"SUM({n}) AS {n}" for n in names]]
+        self._big = f"msme_psu_{uuid.uuid4().hex}"
+        self.run.materialise(self._big, f"WITH rows_ AS ({row_sql}), shifted AS "
+                             f"({' UNION ALL '.join(blocks)}) SELECT {', '.join(psu_sel)} "
+                             f"FROM shifted GROUP BY GROUPING SETS ({sets})")
+        self._tables.append(self._big)
+
+    def moments(self, breakdown: str | None) -> Any:
+        C = self.C
+        self._psu_totals()
+        if breakdown is None:
+            g, labels = "0", [C.TOTAL]
+            cond = " AND ".join(f"{k} = 1" for _, k, _ in self._groups.values()) or "TRUE"
+        else:
+            g, k, labels = self._groups[breakdown]
+            cond = f"{k} = 0"
+        G = len(labels)
+        cols = self._cols
+        names = [c[1] for c in cols]
+        table = f"msme_psu_{uuid.uuid4().hex}"
+        self.run.materialise(table, f"SELECT a, h, p, yi, {g} AS g, r0, lg, {', '.join(names)} "
+                             f"FROM {self._big} WHERE {cond}")
+        self._tables.append(table)
         X: dict[tuple[str, str], list[str]] = {}
         for iid, nm, kind, shift, role in cols:
             if kind == "x":
@@ -288,11 +324,6 @@ class SqlStage:
             for kind in ("n", "pop", "miss"):
                 parts = [nm for i2, nm, kd, _, _ in cols if i2 == iid and kd == kind]
                 out_cols[f"{iid}:{kind}"] = "SUM(" + " + ".join(parts) + ")"
-        table = f"msme_psu_{uuid.uuid4().hex}"
-        self.run.materialise(table, f"WITH rows_ AS ({row_sql}), shifted AS "
-                             f"({' UNION ALL '.join(blocks)}) SELECT {', '.join(psu_sel)} "
-                             "FROM shifted GROUP BY a, h, p, yi, g")
-        self._tables.append(table)
         alias = {f"m{k}": name for k, name in enumerate(out_cols)}
         final = ["a", "h", "yi", "g", "COUNT(*) AS psus", "SUM(r0) AS r0", "SUM(lg) AS lg"]
         final += [f"{expr} AS m{k}" for k, expr in enumerate(out_cols.values())]
@@ -452,9 +483,10 @@ def _safe(name: str) -> str:
 
 
 def stage_for(source: Any, engine: str | None, area_col: str, year_col: str, design: tuple,
-              inds: list[dict[str, Any]], needed: Any, con: Any = None) -> SqlStage:
+              inds: list[dict[str, Any]], needed: Any, con: Any = None,
+              breakdowns: list[str] = ()) -> SqlStage:
     """The SQL stage for a Parquet path/glob/folder, DuckDB relation, polars or Spark frame."""
     run = engines._runner(source, engine, **({"con": con} if con is not None else {}))
     cols = set(run.schema())
     missing = {i["id"]: [c for c in needed(i) if c not in cols] for i in inds}
-    return SqlStage(run, area_col, year_col, design, inds, missing)
+    return SqlStage(run, area_col, year_col, design, inds, missing, breakdowns)

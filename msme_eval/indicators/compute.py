@@ -620,7 +620,7 @@ def _stage(panel: Any, engine: str | None, area_col: str, year_col: str,
     if engine != "pandas":
         from ._sql import stage_for
         return stage_for(panel, engine, area_col, year_col, design, inds, _needed_columns,
-                         con=con)
+                         con=con, breakdowns=breakdowns)
     if not isinstance(panel, pd.DataFrame):
         panel = _load_needed(panel, pd.DataFrame(inds), [area_col, year_col, *design,
                                                          *breakdowns])
