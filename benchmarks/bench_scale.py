@@ -1,207 +1,295 @@
-"""Scale benchmark: 10 indicators x (total + 3 breakdowns) x every country-year, with SEs.
+"""Scale benchmark ("Registry scale"): the 10 KPIs (K01-K10) with SEs for every country-year,
+total + 3 breakdowns (size_class, owner_female, urban), on large firm-year panels.
 
-For each engine the work is the estimator's two stages (msme_eval.engines):
+Every case is ``indicators.compute(source, macro, breakdowns=..., indicators=K01..K10,
+disclosure=False)`` -- estimates, linearised SEs, CIs, flags, ASEAN rows -- except the floor:
 
-* stage (a): per breakdown, ONE grouped pass of weighted sums of the 11 variables the 10
-  ratios need, per (country, year, group, stratum, PSU) -- ``engines.totals(..., deff=False)``;
-* stage (b): Taylor covariance of the 11 totals per domain (numpy) and the 10 ratios with
-  delta-method SEs (``survey.delta``).
+* ``pandas``:  the needed columns read from Parquet into a DataFrame (read time reported apart,
+  not in ``wall_s``), then ``engine="pandas"``;
+* ``duckdb``:  ``engine="duckdb"`` on the Parquet dataset with ``con=engines.connect(
+  memory_limit=--memory-limit, threads=--threads, temp_directory=--temp-dir)`` (for a
+  ``compute`` without ``con=``: a relation from that connection, which carries its settings);
+* ``duckdb_default``: ``compute(<parquet folder>)`` as a user calls it (DuckDB defaults: no
+  cap given, i.e. 80 % of RAM, all cores);
+* ``spark``:   ``engine="spark"`` on ``spark.read.parquet`` from ``msme_eval.spark.session()``
+  (``local[2]``; ``MSME_EVAL_SPARK_CONF`` from ``--spark-conf``);
+* ``floor``:   a bare DuckDB ``SELECT country, year, [group,] strata, psu, COUNT(*),
+  SUM(weight), SUM(weight * x) ... GROUP BY ...`` over the same Parquet columns the 10 KPIs read,
+  once for the total and once per breakdown (same connection settings as ``duckdb``) -- what
+  any engine must at least do. ``ratio`` = wall time / floor wall time on the same data.
 
-Engines (each run in its own subprocess so peak memory is its own):
+Each case runs in its own subprocess. Peak memory: ``peak_tree_gb`` = the largest sum of the
+RSS of the case process and all its descendants (the Spark JVM included), sampled every 0.1 s
+with psutil; ``maxrss_gb`` = ``getrusage`` max RSS of the single largest process.
 
-* ``pandas``: the panel read into memory (read time reported apart), then the pandas path;
-* ``duckdb``: straight from the partitioned Parquet dataset, out of core, under
-  ``--memory-limit``;
-* ``bare``: a bare DuckDB ``SELECT keys, COUNT(*), SUM(weight*col)... GROUP BY keys`` over the
-  same columns and groups, no checks and no variance -- the floor the engine is compared to;
-* ``spark``: pyspark local[2] on the same Parquet dataset.
+    python benchmarks/bench_scale.py --quick                      # seconds: 20k firms in /tmp
+    python benchmarks/bench_scale.py --data /work/bench_data/f1m44 \
+        --cases floor,pandas,duckdb,spark --memory-limit 3GB       # ~10M rows
+    python benchmarks/bench_scale.py --data /work/bench_data/f14m4 \
+        --cases floor,duckdb --memory-limit 2GB                    # ~100M rows, out of core
 
-Peak memory = max resident set size of the subprocess and of its children (the Spark JVM).
-
-    python benchmarks/bench_scale.py --rows 10_000_000 --data /tmp/msme_bench \
-        --engines pandas,duckdb,bare,spark --memory-limit 2GB
-
-The dataset is made once with ``synth.write_partitioned`` (about 6.9 firm-years per firm;
-reused when ``manifest.json`` matches).
+Datasets: ``msme-eval sample --firms N --seed 0 --out DIR`` (``synth.write_partitioned``,
+about 6.95 firm-years per firm: 1.44M firms ~ 10M rows, 14.4M firms ~ 100M rows). A missing
+``--data`` folder is generated with ``--firms``. Results are appended to ``--csv``.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
-import numpy as np
-
-VARIABLES = {
-    "employees": "employees", "turnover": "turnover", "value_added": "value_added",
-    "assets": "assets", "exports": "exports", "loans": "loans_outstanding",
-    "female": "owner_female", "online": "sells_online", "registered": "registered",
-    "support": "support_amount", "one": None,
-}
-#: 10 indicators as (numerator, denominator) of the variables above
-INDICATORS = {
-    "mean_employees": ("employees", "one"), "labour_productivity": ("value_added", "employees"),
-    "mean_turnover": ("turnover", "one"), "export_intensity": ("exports", "turnover"),
-    "leverage": ("loans", "assets"), "share_female_owned": ("female", "one"),
-    "share_online": ("online", "one"), "share_registered": ("registered", "one"),
-    "support_per_firm": ("support", "one"), "value_added_ratio": ("value_added", "turnover"),
-}
-BREAKDOWNS = [None, "size_class", "sector", "urban"]
-DESIGN = dict(weight="weight", strata="strata", psu="psu")
-ROWS_PER_FIRM = 6.94  # synth.generate, 10 years with entry and exit
+KPIS = [f"K{i:02d}" for i in range(1, 11)]
+BREAKDOWNS = ["size_class", "owner_female", "urban"]
+#: numeric panel columns read by K01-K10 (registry required_columns, without size_class)
+FLOOR_VALUES = ["employees", "value_added", "exports", "imports_or_gvc", "loans_outstanding",
+                "registered", "sells_online", "birth_year", "owner_female"]
+ROWS_PER_FIRM = 6.95
+DEFAULT_CSV = Path(__file__).with_name("results") / "scale.csv"
 
 
-def _peak_mb() -> float:
-    own = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    kids = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
-    return max(own, kids) / 1024.0
+def _gb(kb: float) -> float:
+    return kb / 2**20
 
 
-def ensure_data(root: Path, rows: int, chunk_firms: int, seed: int = 0) -> Path:
+# --------------------------------------------------------------------------------------------
+# one case, inside its subprocess
+# --------------------------------------------------------------------------------------------
+def _duck_con(args: argparse.Namespace):
+    from msme_eval import engines
+
+    tmp = args.temp_dir or str(Path(args.data) / ".duckdb_tmp")
+    con = engines.connect(memory_limit=args.memory_limit, threads=args.threads,
+                          temp_directory=tmp)
+    for stmt in filter(None, (args.duckdb_set or "").split(";")):
+        con.execute(stmt)  # extra settings, e.g. SET disabled_optimizers = 'window_self_join'
+    return con
+
+
+def run_case(case: str, args: argparse.Namespace) -> dict:
+    import pandas as pd
+
+    from msme_eval import engines, indicators
+
+    data = Path(args.data)
+    panel = data / "panel"
+    macro = pd.read_csv(data / "macro.csv")
+    kw = dict(breakdowns=BREAKDOWNS, indicators=KPIS, disclosure=args.disclosure)
+    import msme_eval
+
+    res: dict = {"case": case, "package": str(Path(msme_eval.__file__).parent)}
+    t0 = time.perf_counter()
+    if case == "floor":
+        con = _duck_con(args)
+        rel = engines.scan_parquet(panel, con=con)
+        sums = ", ".join(["COUNT(*) AS n", "SUM(CAST(weight AS DOUBLE)) AS w"] +
+                         [f"SUM(CAST(weight AS DOUBLE) * CAST({c} AS DOUBLE)) AS s_{c}"
+                          for c in FLOOR_VALUES])
+        n = 0
+        for b in [None, *BREAKDOWNS]:
+            keys = ", ".join(["country", "year", *([b] if b else []), "strata", "psu"])
+            tab = rel.query("s", f"SELECT {keys}, {sums} FROM s GROUP BY {keys}").to_arrow_table()
+            n = int(pd.Series(tab.column("n").to_pylist()).sum())
+        res.update(rows=n, out_rows=tab.num_rows)
+    else:
+        if case == "pandas":
+            import importlib
+
+            from msme_eval.indicators.registry import registry
+
+            C = importlib.import_module("msme_eval.indicators.compute")  # module, not function
+
+            reg = registry()
+            reg = reg[reg["id"].isin(KPIS)]
+            src = C._load_needed(str(panel), reg, ["country", "year", "weight", "strata",
+                                                   "psu", *BREAKDOWNS])
+            res["read_s"] = time.perf_counter() - t0
+            res["read_peak_gb"] = _gb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+            t0 = time.perf_counter()
+            out = indicators.compute(src, macro, engine="pandas", **kw)
+        elif case == "duckdb":
+            import inspect
+
+            con = _duck_con(args)
+            if "con" in inspect.signature(indicators.compute).parameters:
+                out = indicators.compute(str(panel), macro, engine="duckdb", con=con, **kw)
+            else:  # older compute(): a relation carries its connection's settings
+                rel = engines.scan_parquet(panel, con=con)
+                out = indicators.compute(rel, macro, engine="duckdb", **kw)
+        elif case == "duckdb_default":
+            out = indicators.compute(str(panel), macro, engine="duckdb", **kw)
+        elif case == "spark":
+            from msme_eval import spark as sp
+
+            os.environ.setdefault(sp.ENV_MASTER, f"local[{args.threads}]")
+            if args.spark_conf:
+                os.environ[sp.ENV_CONF] = args.spark_conf
+            t = time.perf_counter()
+            session = sp.session(app_name="bench_scale")
+            src = session.read.parquet(str(panel))
+            res["start_s"] = time.perf_counter() - t
+            t0 = time.perf_counter()
+            out = indicators.compute(src, macro, engine="spark", **kw)
+        else:
+            raise ValueError(f"unknown case {case!r}")
+        tot = out[(out["breakdown"] == "total") & (out["ref_area"] != "ASEAN")]
+        man = data / "manifest.json"
+        res.update(rows=json.loads(man.read_text())["n_rows"] if man.exists() else None,
+                   k01_n=int(tot.loc[tot["indicator"] == "K01", "n"].sum()), out_rows=len(out),
+                   se_ok=int(out["se"].notna().sum()))
+    res["wall_s"] = time.perf_counter() - t0
+    if case == "spark":
+        session.stop()
+    res["maxrss_gb"] = _gb(max(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                               resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss))
+    return res
+
+
+# --------------------------------------------------------------------------------------------
+# driver
+# --------------------------------------------------------------------------------------------
+def _tree_rss(proc) -> int:
+    import psutil
+
+    try:
+        p = psutil.Process(proc.pid)
+        procs = [p, *p.children(recursive=True)]
+    except psutil.Error:
+        return 0
+    total = 0
+    for q in procs:
+        try:
+            total += q.memory_info().rss
+        except psutil.Error:
+            pass
+    return total
+
+
+def spawn(case: str, args: argparse.Namespace) -> dict:
+    cmd = [sys.executable, __file__, "--run", case, "--data", str(args.data),
+           "--memory-limit", args.memory_limit, "--threads", str(args.threads)]
+    if args.temp_dir:
+        cmd += ["--temp-dir", args.temp_dir]
+    if args.spark_conf:
+        cmd += ["--spark-conf", args.spark_conf]
+    if args.disclosure:
+        cmd += ["--disclosure"]
+    if args.duckdb_set:
+        cmd += ["--duckdb-set", args.duckdb_set]
+    peak = [0]
+    t = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    done = threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            peak[0] = max(peak[0], _tree_rss(proc))
+            done.wait(0.1)
+
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    out, err = proc.communicate()
+    done.set()
+    th.join()
+    elapsed = time.perf_counter() - t
+    if proc.returncode != 0:
+        tail = "\n".join(err.strip().splitlines()[-15:])
+        return {"case": case, "failed": f"exit {proc.returncode}: {tail}",
+                "peak_tree_gb": peak[0] / 2**30, "process_s": elapsed}
+    res = json.loads(out.strip().splitlines()[-1])
+    res.update(peak_tree_gb=peak[0] / 2**30, process_s=elapsed)
+    return res
+
+
+def ensure_data(path: Path, firms: int, chunk_firms: int) -> None:
+    if (path / "panel").is_dir() and (path / "macro.csv").exists():
+        return
     from msme_eval import synth
 
-    firms = max(1000, int(round(rows / ROWS_PER_FIRM)))
-    manifest = root / "manifest.json"
-    if manifest.exists():
-        m = json.loads(manifest.read_text())
-        if m["n_firms"] == firms and m["chunk_firms"] == chunk_firms and m["seed"] == seed:
-            return root / "panel"
     t = time.perf_counter()
-    synth.write_partitioned(root, firms, chunk_firms=chunk_firms, seed=seed, missing=0.02,
-                            progress=lambda d, n: print(f"  generated {d:,}/{n:,} firms",
-                                                        file=sys.stderr, flush=True))
-    print(f"dataset: {firms:,} firms in {time.perf_counter() - t:.1f} s", file=sys.stderr)
-    return root / "panel"
-
-
-def _ratios(tot) -> dict:
-    from msme_eval import survey
-
-    cols = tot.columns
-    out = {}
-    for name, (num, den) in INDICATORS.items():
-        i, j = cols.index(num), cols.index(den)
-        out[name] = survey.delta(
-            tot, lambda t, i=i, j=j: t[:, i] / t[:, j],
-            lambda t, i=i, j=j: _grad(t, i, j))
-    return out
-
-
-def _grad(t: np.ndarray, i: int, j: int) -> np.ndarray:
-    g = np.zeros_like(t)
-    g[:, i] = 1.0 / t[:, j]
-    g[:, j] = -t[:, i] / t[:, j] ** 2
-    return g
-
-
-def run_engine(engine: str, panel_dir: Path, memory_limit: str, threads: int) -> dict:
-    from msme_eval import engines, survey
-
-    res: dict = {"engine": engine}
-    t0 = time.perf_counter()
-    if engine == "pandas":
-        import pandas as pd
-
-        cols = [c for c in VARIABLES.values() if c] + ["country", "year", "size_class",
-                                                      "sector", "urban", *DESIGN.values()]
-        data = pd.read_parquet(panel_dir, columns=cols)
-        data["country"] = data["country"].astype("str")
-        data["year"] = data["year"].astype("int64")
-        res["read_s"] = time.perf_counter() - t0
-        opts: dict = {}
-    elif engine == "spark":
-        from pyspark.sql import SparkSession
-
-        spark = (SparkSession.builder.master(f"local[{threads}]").appName("bench_scale")
-                 .config("spark.ui.enabled", "false")
-                 .config("spark.ui.showConsoleProgress", "false")
-                 .config("spark.driver.memory", "3g")
-                 .config("spark.sql.shuffle.partitions", str(4 * threads)).getOrCreate())
-        spark.sparkContext.setLogLevel("ERROR")
-        data = spark.read.parquet(str(panel_dir))
-        res["start_s"] = time.perf_counter() - t0
-        opts = {}
-    elif engine in ("duckdb", "bare"):
-        data = str(panel_dir)
-        opts = dict(memory_limit=memory_limit, threads=threads)
-    else:
-        raise ValueError(engine)
-
-    t_a = t_b = 0.0
-    n_rows = n_domains = 0
-    if engine == "bare":
-        con = engines.connect(memory_limit=memory_limit, threads=threads)
-        rel = engines.scan_parquet(panel_dir, con=con)
-        for b in BREAKDOWNS:
-            keys = ["country", "year", *([b] if b else []), "strata", "psu"]
-            sums = ", ".join(f"SUM(weight * CAST({c} AS DOUBLE))" for c in VARIABLES.values()
-                             if c) + ", SUM(weight)"
-            t = time.perf_counter()
-            tab = rel.query("s", f"SELECT {', '.join(keys)}, COUNT(*) AS n, {sums} FROM s "
-                                 f"GROUP BY {', '.join(keys)}").to_arrow_table()
-            t_a += time.perf_counter() - t
-            n_rows = int(np.asarray(tab.column("n")).sum())
-    else:
-        for b in BREAKDOWNS:
-            by = ["country", "year", *([b] if b else [])]
-            t = time.perf_counter()
-            table = engines.grouped_sums(data, VARIABLES, by=by, na_rm=True, deff=False,
-                                         **DESIGN, **opts)
-            t_a += time.perf_counter() - t
-            t = time.perf_counter()
-            tot = survey.totals_from_sums(table, singleton="centre")
-            out = _ratios(tot)
-            t_b += time.perf_counter() - t
-            n_rows = int(table["n"].sum())
-            n_domains += len(out["mean_employees"])
-        if engine == "spark":
-            spark.stop()
-            time.sleep(2)  # let the JVM exit so its peak RSS is counted among the children
-    res.update(stage_a_s=t_a, stage_b_s=t_b, total_s=time.perf_counter() - t0, rows=n_rows,
-               domains=n_domains, peak_mb=_peak_mb())
-    return res
+    synth.write_partitioned(path, firms, chunk_firms=chunk_firms, seed=0)
+    print(f"generated {firms:,} firms into {path} in {time.perf_counter() - t:.1f} s")
 
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rows", type=float, default=10_000_000)
-    ap.add_argument("--data", type=Path, default=Path("/tmp/msme_bench"))
-    ap.add_argument("--engines", default="pandas,duckdb,bare")
-    ap.add_argument("--memory-limit", default="2GB")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--data", default=None, help="dataset folder with panel/ and macro.csv")
+    ap.add_argument("--firms", type=int, default=1_440_000, help="to generate a missing --data")
     ap.add_argument("--chunk-firms", type=int, default=100_000)
-    ap.add_argument("--run", help=argparse.SUPPRESS)  # internal: one engine, print JSON
+    ap.add_argument("--cases", default="floor,pandas,duckdb,spark")
+    ap.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit (duckdb, floor)")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--temp-dir", default=None, help="DuckDB spill folder (default DATA/.duckdb_tmp)")
+    ap.add_argument("--spark-conf", default="spark.driver.memory=3g",
+                    help="MSME_EVAL_SPARK_CONF for the spark case")
+    ap.add_argument("--duckdb-set", default="",
+                    help="extra DuckDB statements for duckdb/floor, ';'-separated")
+    ap.add_argument("--disclosure", action="store_true", help="also run disclosure control")
+    ap.add_argument("--quick", action="store_true", help="20k firms in /tmp: a smoke run")
+    ap.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="append results here")
+    ap.add_argument("--label", default="", help="free text stored in the CSV")
+    ap.add_argument("--run", help=argparse.SUPPRESS)  # internal: one case, print JSON
     args = ap.parse_args(argv)
-    root = args.data / f"rows_{int(args.rows)}"
+    if args.quick:
+        args.data = args.data or "/tmp/msme_bench_quick"
+        args.firms, args.chunk_firms = 20_000, 10_000
+    if args.data is None:
+        ap.error("--data (or --quick) is required")
     if args.run:
-        print(json.dumps(run_engine(args.run, root / "panel", args.memory_limit, args.threads)))
+        print(json.dumps(run_case(args.run, args)))
         return
-    panel_dir = ensure_data(root, int(args.rows), args.chunk_firms)
-    size = sum(f.stat().st_size for f in panel_dir.rglob("*.parquet")) / 2**20
-    print(f"data: {panel_dir} ({size:,.0f} MB Parquet); machine: {os.cpu_count()} cores")
+    data = Path(args.data)
+    ensure_data(data, args.firms, args.chunk_firms)
+    size = sum(f.stat().st_size for f in (data / "panel").rglob("*.parquet")) / 2**30
+    print(f"data: {data}/panel ({size:.2f} GB Parquet); {os.cpu_count()} cores; "
+          f"DuckDB memory_limit={args.memory_limit} threads={args.threads}", flush=True)
     results = []
-    for engine in args.engines.split(","):
-        cmd = [sys.executable, __file__, "--run", engine, "--rows", str(int(args.rows)),
-               "--data", str(args.data), "--memory-limit", args.memory_limit,
-               "--threads", str(args.threads)]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            print(f"{engine}: FAILED\n{proc.stderr[-3000:]}")
-            continue
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
-        print(json.dumps(results[-1]), flush=True)
-    bare = next((r for r in results if r["engine"] == "bare"), None)
-    print(f"\n{'engine':8s} {'rows':>12s} {'domains':>8s} {'stage a s':>10s} {'stage b s':>10s} "
-          f"{'total s':>8s} {'peak MB':>8s} {'x bare':>7s}")
+    for case in args.cases.split(","):
+        r = spawn(case, args)
+        results.append(r)
+        print(json.dumps(r), flush=True)
+    floor = next((r["wall_s"] for r in results if r["case"] == "floor" and "wall_s" in r), None)
+    head = (f"{'case':15s} {'rows':>12s} {'wall s':>8s} {'read s':>7s} {'peak GB':>8s} "
+            f"{'maxrss GB':>9s} {'x floor':>8s}")
+    print("\n" + head)
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    rows = []
     for r in results:
-        ratio = (r["stage_a_s"] + r["stage_b_s"]) / bare["stage_a_s"] if bare else float("nan")
-        print(f"{r['engine']:8s} {r['rows']:12,d} {r['domains']:8d} {r['stage_a_s']:10.2f} "
-              f"{r['stage_b_s']:10.2f} {r['total_s']:8.2f} {r['peak_mb']:8.0f} {ratio:7.2f}")
+        if "failed" in r:
+            print(f"{r['case']:15s} FAILED (peak {r['peak_tree_gb']:.2f} GB): {r['failed'][-300:]}")
+        else:
+            ratio = r["wall_s"] / floor if floor else float("nan")
+            r["ratio"] = ratio
+            print(f"{r['case']:15s} {r['rows'] or 0:12,d} {r['wall_s']:8.1f} "
+                  f"{r.get('read_s', float('nan')):7.1f} {r['peak_tree_gb']:8.2f} "
+                  f"{r['maxrss_gb']:9.2f} {ratio:8.2f}")
+        rows.append({"when": stamp, "label": args.label, "data": str(data),
+                     "memory_limit": args.memory_limit, "threads": args.threads,
+                     "duckdb_set": args.duckdb_set,
+                     "disclosure": args.disclosure, "case": r["case"], "rows": r.get("rows"),
+                     "wall_s": round(r.get("wall_s", float("nan")), 2),
+                     "read_s": round(r.get("read_s", float("nan")), 2),
+                     "peak_tree_gb": round(r["peak_tree_gb"], 3),
+                     "maxrss_gb": round(r.get("maxrss_gb", float("nan")), 3),
+                     "ratio_to_floor": round(r.get("ratio", float("nan")), 2),
+                     "failed": r.get("failed", "")[-200:].replace("\n", " | ")})
+    args.csv.parent.mkdir(parents=True, exist_ok=True)
+    fields, old = list(rows[0]), []
+    if args.csv.exists():  # keep earlier runs; widen the header if columns were added
+        with args.csv.open(newline="") as fh:
+            old = list(csv.DictReader(fh))
+        fields += [k for r in old for k in r if k not in fields]
+    with args.csv.open("w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=fields, restval="")
+        w.writeheader()
+        w.writerows(old + rows)
+    print(f"appended to {args.csv}")
 
 
 if __name__ == "__main__":

@@ -262,7 +262,9 @@ class _DuckRunner(_Runner):
                     con = connect(memory_limit=memory_limit, threads=threads,
                                   temp_directory=temp_directory)
             if _is_duckdb_relation(data):
-                self.con, self.rel = con, data
+                # the relation's own connection (DuckDB keeps it as ``_con``; no public name):
+                # the second variance pass registers tables on it
+                self.con, self.rel = (con if con is not None else getattr(data, "_con", None)), data
             else:
                 self.con = con if con is not None else connect()
                 if _is_polars(data):
@@ -292,6 +294,9 @@ class _DuckRunner(_Runner):
             res.fetchall()
 
     def register(self, name: str, frame: pd.DataFrame) -> None:
+        if self.con is None:
+            raise ValueError("a DuckDB relation needs its connection: pass con=<the connection "
+                             "that made the relation>")
         self.con.register(name, frame)
 
     def drop(self, name: str) -> None:

@@ -124,8 +124,11 @@ class SqlStage:
         feats = {f for i in self.live for p in self.C._parts(i) for f in (p.value, p.population)}
         return bool(feats & {"survived_next", "jobs_change_next"})
 
-    def _base(self, groups: dict[str, str]) -> str:
-        """FROM clause + select list of the row features (alias s, next year nx, cy)."""
+    def _base(self, groups: dict[str, str], extra: dict[str, str] | None = None
+              ) -> tuple[str, list[str]]:
+        """FROM clause + select list of the row columns. The row features (``msme``, ...)
+        are computed ONCE per row in an inner SELECT (source alias s, next year nx, cy) and
+        the part expressions refer to them by name (:meth:`_value`)."""
         q, d = self.d.ident, self.d
         a, y = q(self.area_col), q(self.year_col)
         num = {c: d.num(c).replace(q(c), f"s.{q(c)}") for c in self.schema if self.schema[c]}
@@ -171,13 +174,17 @@ class SqlStage:
                                       "NULL THEN 1.0 ELSE 0.0 END)")
             feats["jobs_change_next"] = (f"(CASE WHEN cy.cyr IS NULL THEN NULL ELSE (CASE WHEN "
                                          f"nx.nf IS NULL THEN 0.0 ELSE nx.ne END) - {emp} END)")
-        self._feats, self._num = feats, num
-        sel = [f"{self._str('s.' + a)} AS a",
-               f"{self._prefixed(self.h)} AS h", f"{self._prefixed(self.p)} AS p",
-               f"{self._prefixed(self.yi)} AS yi", f"{self._prefixed(self.w)} AS w",
-               f"(CASE WHEN {feats['large']} = 1 THEN 1.0 ELSE 0.0 END) AS lg"]
-        sel += [f"{e} AS {k}" for k, e in groups.items()]
-        return frm, sel
+        self._vals = {**{c: f"c_{_safe(c)}" for c in num}, **{k: f"f_{k}" for k in feats}}
+        extra = extra or {}
+        inner = [f"{self._str('s.' + a)} AS a",
+                 f"{self._prefixed(self.h)} AS h", f"{self._prefixed(self.p)} AS p",
+                 f"{self._prefixed(self.yi)} AS yi", f"{self._prefixed(self.w)} AS w",
+                 f"(CASE WHEN {feats['large']} = 1 THEN 1.0 ELSE 0.0 END) AS lg"]
+        inner += [f"{e} AS {k}" for k, e in {**groups, **extra}.items()]
+        inner += [f"{e} AS c_{_safe(c)}" for c, e in num.items()]
+        inner += [f"{e} AS f_{k}" for k, e in feats.items()]
+        frm = f"(SELECT {', '.join(inner)} FROM {frm}) s2"
+        return frm, ["a", "h", "p", "yi", "w", "lg", *groups, *extra]
 
     def _prefixed(self, expr: str) -> str:
         """Qualify the source columns of a design expression with the alias s."""
@@ -187,9 +194,8 @@ class SqlStage:
         return out
 
     def _value(self, name: str) -> str:
-        if name in self._feats:
-            return self._feats[name]
-        return self._num.get(name, "NULL")
+        """The row column of a feature or numeric source column (NULL when absent)."""
+        return self._vals.get(name, "NULL")
 
     def _group_expr(self, b: str | None) -> tuple[str, list[str]]:
         """SQL group code of a breakdown and its labels (same labels as compute._group_codes)."""
@@ -231,8 +237,7 @@ class SqlStage:
             for j, p in enumerate(parts):
                 v, pop = self._value(p.value), self._value(p.population)
                 use = ok(p) if ind["kind"] == "total" else all_ok
-                exprs = [f"(CASE WHEN {use} AND {pop} <> 0 THEN {v} * {pop} ELSE 0.0 END) * "
-                         f"{self._prefixed(self.w)}"]
+                exprs = [f"(CASE WHEN {use} AND {pop} <> 0 THEN {v} * {pop} ELSE 0.0 END) * w"]
                 names = [(iid, f"x_{iid}_{p.role}", "x")]
                 if p.role in ("num", "num2"):
                     inpop = f"{pop} = 1"
@@ -416,12 +421,11 @@ class SqlStage:
             e, labels = self._group_expr(b)
             gexprs[f"g{j}"] = e
             sizes.append(len(labels))
-        frm, sel = self._base(gexprs)
-        gcols = "".join(f", g{j}" for j in range(len(breakdowns)))
-        pieces, multi = [], []
         fid = self._prefixed(self.d.ident("firm_id")) if "firm_id" in self.schema else \
             self._prefixed(self.p)
-        sel = sel + [f"{fid} AS fid"]
+        frm, sel = self._base(gexprs, {"fid": fid})
+        gcols = "".join(f", g{j}" for j in range(len(breakdowns)))
+        pieces, multi = [], []
         for ind in inds:
             parts = C._parts(ind)
 
