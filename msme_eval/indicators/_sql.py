@@ -234,7 +234,7 @@ class SqlStage:
                 return f"({pop} IS NOT NULL AND ({pop} = 0 OR {v} IS NOT NULL))"
 
             all_ok = " AND ".join(ok(p) for p in parts)
-            for j, p in enumerate(parts):
+            for p in parts:
                 v, pop = self._value(p.value), self._value(p.population)
                 use = ok(p) if ind["kind"] == "total" else all_ok
                 exprs = [f"(CASE WHEN {use} AND {pop} <> 0 THEN {v} * {pop} ELSE 0.0 END) * w"]
@@ -299,7 +299,6 @@ class SqlStage:
         else:
             g, k, labels = self._groups[breakdown]
             cond = f"{k} = 0"
-        G = len(labels)
         cols = self._cols
         names = [c[1] for c in cols]
         table = f"msme_psu_{uuid.uuid4().hex}"
@@ -307,7 +306,7 @@ class SqlStage:
                              f"FROM {self._big} WHERE {cond}")
         self._tables.append(table)
         X: dict[tuple[str, str], list[str]] = {}
-        for iid, nm, kind, shift, role in cols:
+        for iid, nm, kind, _, role in cols:
             if kind == "x":
                 X.setdefault((iid, role), []).append(nm)
         out_cols: dict[str, str] = {}
@@ -322,7 +321,7 @@ class SqlStage:
                 return X[(iid, role)][0]
 
             xcol[iid] = {}
-            for name, role in C.moment_names(ind, G).items():
+            for name, role in C.moment_names(ind).items():
                 out_cols[name] = f"SUM({xv(role)})"
                 xcol[iid][role] = ([X[(iid, r)][0] for r in ("num", "num2") if (iid, r) in X]
                                    if ind["kind"] == "total" else [X[(iid, role)][0]])

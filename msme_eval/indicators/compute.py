@@ -354,7 +354,7 @@ def _is_share(ind: dict[str, Any], n_groups: int) -> bool:
     return not (ind["kind"] == "total" or ind["scope"] == "within_group" or n_groups == 1)
 
 
-def moment_names(ind: dict[str, Any], n_groups: int) -> dict[str, str]:
+def moment_names(ind: dict[str, Any]) -> dict[str, str]:
     """Moment columns of one indicator: ``{id}:{role}`` -> role, the sum over the cell's PSUs
     of the PSU total ``X_a`` of the weighted part (the second moments come from the centred
     second pass, :meth:`_PandasStage.centred_ss`)."""
@@ -550,7 +550,7 @@ class _PandasStage:
                 X = {"tot": X["num"] + X.get("num2", 0.0)}
             for name in ("n", "pop", "miss"):
                 m[f"{iid}:{name}"] = to_cells(counts[name])
-            for name, a in moment_names(ind, G).items():
+            for name, a in moment_names(ind).items():
                 m[name] = to_cells(X[a])
             psu_x[iid] = X
         return _Moments(labels, m, (k_py, k_g, psu_x))
@@ -1018,11 +1018,11 @@ class _Estimator:
                 centre = np.where(single, ub, centre)
             reqs[iid] = {"coef": {r: np.broadcast_to(ch[r] * f(r), ch[r].shape) for r in ch},
                          "centre": centre, "domain_roles": set(dv)}
-            pending[iid] = (ind, point, bad, share, rows)
+            pending[iid] = (ind, point, bad, share)
         if not reqs:
             return out
         ss, n_present = self.stage.centred_ss(M, reqs)
-        for iid, (ind, point, bad, share, rows) in pending.items():
+        for iid, (ind, point, bad, share) in pending.items():
             c = reqs[iid]["centre"]
             # PSUs of the stratum without records in the period have u = 0: (0 - c)^2 each
             full = ss[iid] + (nh - n_present[:, :, None]) * c * c
