@@ -62,8 +62,7 @@ import numpy as np
 import pandas as pd
 
 from . import disclosure, survey
-from .survey import (_EXCLUDED, _PSU, _STRATUM, SurveyDesignError, _as_list, _needed_products,
-                     _sum_name)
+from .survey import _EXCLUDED, _PSU, _STRATUM, SurveyDesignError, _as_list, _needed_products, _sum_name
 
 __all__ = ["ENGINES", "engine_of", "connect", "scan_parquet", "columns_of", "to_pandas",
            "grouped_sums", "totals", "ratio", "total", "cell_stats"]

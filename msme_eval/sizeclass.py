@@ -33,7 +33,7 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from msme_eval.schema import ASEAN, ISIC_SECTIONS, SIZE_CLASSES
+from msme_eval.contract import ASEAN, ISIC_SECTIONS, SIZE_CLASSES
 
 DEFINITIONS_FILE = Path(__file__).parent / "data" / "size_definitions.yaml"
 SCHEMES: tuple[str, ...] = ("legal", "asean_harmonised", "world_bank")

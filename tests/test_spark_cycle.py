@@ -402,6 +402,7 @@ def test_small_cycle_with_spark_engine_end_to_end(needs_spark, clean_env: pytest
 def test_ci_installs_pyspark() -> None:
     """The Spark tests above must run in CI, not skip: pyspark is in the `test` extra."""
     import importlib.util
+
     import tomllib
 
     extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
-
 REDACTED = "[firm id removed]"
 _TOKEN = re.compile(r"[A-Za-z0-9_.-]+")
 
