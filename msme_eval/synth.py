@@ -138,11 +138,13 @@ baseline 2018 computed from the synthetic panel, target 2025 by the documented r
 from __future__ import annotations
 
 import io as _io
+import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterable
 
 import numpy as np
@@ -571,6 +573,19 @@ def _firm_ids(country: np.ndarray, rows: np.ndarray) -> pd.Series:
     return pd.Series(ids.take(pa.array(rows)), dtype=_STR)
 
 
+class _State(SimpleNamespace):
+    """Working arrays of one :func:`generate` call, filled in by its steps in a fixed order
+    (the order of random draws is part of the output). Firm x year arrays are dropped with
+    :meth:`pop` as soon as no later step needs them, to bound peak memory."""
+
+    def pop(self, *names: str) -> Any:
+        """Remove and return the named arrays (one value for one name, else a tuple)."""
+        out = tuple(getattr(self, name) for name in names)
+        for name in names:
+            delattr(self, name)
+        return out[0] if len(out) == 1 else out
+
+
 def generate(n_firms: int = 20_000, years: Iterable[int] = range(2015, 2025), seed: int = 0, *,
              missing: float = 0.0, entry_exit: bool = True) -> SyntheticData:
     """Generate the synthetic ASEAN MSME panel (see the module docstring for every formula).
@@ -585,7 +600,30 @@ def generate(n_firms: int = 20_000, years: Iterable[int] = range(2015, 2025), se
     repeated-cross-section estimators (e.g. Callaway-Sant'Anna with unbalanced panels) suffer
     from entry/exit composition changes - use within-firm comparisons of firms observed in
     both the base year and ``t``.
+
+    The steps below run in this order and draw from one generator, so the same arguments
+    give the same output, byte for byte.
     """
+    s = _setup(n_firms, years, seed, missing, entry_exit)
+    for step in (_draw_design, _draw_firm_attributes, _draw_base_levels, _draw_firm_traits,
+                 _select_programmes, _simulate_survival, _compute_weights,
+                 _draw_untreated_outcomes, _calibrate_employment_and_va, _observed_outcomes,
+                 _support_and_loans, _calibrate_loans_and_exports, _sells_online,
+                 _achieved_calibration):
+        step(s)
+    truth, truth_gt = _planted_truth(s)
+    macro = _macro(s)
+    targets = _targets(s.years_arr, s.country, s.size, s.birth, s.alive, s.weight, s.employees,
+                       s.value_added, s.loans, s.exports, s.online, s.imports_or_gvc,
+                       s.registered, s.gdp)
+    panel = _assemble_panel(s)
+    return SyntheticData(panel=panel, macro=macro, targets=targets, truth=truth,
+                         truth_gt=truth_gt, calibration=s.calibration, params=_params(s))
+
+
+def _setup(n_firms: int, years: Iterable[int], seed: int, missing: float,
+           entry_exit: bool) -> _State:
+    """Check the arguments; population counts N (country x class) and sample allocation."""
     years_arr = np.asarray(list(years), dtype=np.int64)
     if len(years_arr) < 2 or np.any(np.diff(years_arr) != 1):
         raise ValueError(f"years must be >= 2 consecutive years, got {list(years_arr)}")
@@ -594,24 +632,26 @@ def generate(n_firms: int = 20_000, years: Iterable[int] = range(2015, 2025), se
                          "classes) need >= 20 firms each to keep 2+ PSUs every year; use >= 1000")
     if not 0.0 <= missing < 0.5:
         raise ValueError(f"missing={missing} must be in [0, 0.5)")
-    n_firms = int(n_firms)
-    T = len(years_arr)
-    y0 = int(years_arr[0])
     cohorts = np.array([g for g in COHORTS if years_arr[0] < g <= years_arr[-1]])
     if len(cohorts) == 0:
-        raise ValueError(f"years {y0}-{years_arr[-1]} contain no cohort year of {COHORTS} with "
-                         "a pre-treatment year")
-    rng = np.random.default_rng(seed)
-    cal = calibration_targets()
-    N, pop_notes = _population(cal)
-    n_h = _allocate(n_firms, N)
+        raise ValueError(f"years {int(years_arr[0])}-{years_arr[-1]} contain no cohort year of "
+                         f"{COHORTS} with a pre-treatment year")
+    s = _State(n_firms=int(n_firms), years_arr=years_arr, T=len(years_arr),
+               y0=int(years_arr[0]), seed=seed, missing=missing, entry_exit=entry_exit,
+               cohorts=cohorts, rng=np.random.default_rng(seed), cal=calibration_targets())
+    s.N, s.pop_notes = _population(s.cal)
+    s.n_h = _allocate(s.n_firms, s.N)
+    return s
 
-    # ---------------- firm-level attributes (strata, PSU, region, sector) --------------------
-    strat = np.repeat(np.arange(_NC * 4), n_h.ravel())        # stratum code c*4 + k
-    n = len(strat)
-    country = strat // 4
-    size = strat % 4
-    # PSUs: m_h = clip(n_h // 25, 2, 200) per stratum, firms spread evenly at random
+
+def _draw_design(s: _State) -> None:
+    """Strata (country x class), PSUs nested in strata (m_h = clip(n_h // 25, 2, 200), firms
+    spread evenly at random), and the PSU attributes region, urban, non-response, level."""
+    rng, n_h = s.rng, s.n_h
+    s.strat = strat = np.repeat(np.arange(_NC * 4), n_h.ravel())        # stratum code c*4 + k
+    s.n = n = len(strat)
+    s.country = strat // 4
+    s.size = strat % 4
     m_h = np.clip(n_h.ravel() // 25, 2, 200)
     start = np.concatenate([[0], np.cumsum(n_h.ravel())[:-1]])
     perm_key = rng.random(n)
@@ -620,59 +660,84 @@ def generate(n_firms: int = 20_000, years: Iterable[int] = range(2015, 2025), se
     rank[order] = np.arange(n)
     rank -= start[strat]
     psu_local = rank % m_h[strat]
-    psu_offset = np.concatenate([[0], np.cumsum(m_h)[:-1]])
-    psu_global = psu_offset[strat] + psu_local                # unique PSU code
-    n_psu = int(m_h.sum())
-    psu_stratum = np.repeat(np.arange(_NC * 4), m_h)
-    psu_country = psu_stratum // 4
-    psu_size = psu_stratum % 4
+    s.psu_offset = np.concatenate([[0], np.cumsum(m_h)[:-1]])
+    s.psu_global = s.psu_offset[strat] + psu_local                # unique PSU code
+    s.n_psu = n_psu = int(m_h.sum())
+    s.psu_stratum = np.repeat(np.arange(_NC * 4), m_h)
+    s.psu_country = psu_country = s.psu_stratum // 4
+    s.psu_size = s.psu_stratum % 4
     # region and urban status are PSU attributes
-    psu_region = np.zeros(n_psu, dtype=np.int64)
+    s.psu_region = psu_region = np.zeros(n_psu, dtype=np.int64)
     for ci, c in enumerate(COUNTRIES):
         sel = psu_country == ci
         pr = np.asarray(_REGIONS[c][1]) / sum(_REGIONS[c][1])
         psu_region[sel] = _cat_draw(rng, np.broadcast_to(pr, (int(sel.sum()), len(pr))))
-    urban_p = np.array([.45, .65, .8, .9])[psu_size] + 0.15 * (psu_region == 0)
+    urban_p = np.array([.45, .65, .8, .9])[s.psu_size] + 0.15 * (psu_region == 0)
     urban_p = np.where(COUNTRIES.index("SGP") == psu_country, 1.0, np.minimum(urban_p, .97))
     psu_urban = rng.random(n_psu) < urban_p
-    psu_nr = np.exp(rng.normal(0.0, 0.25, n_psu))            # PSU non-response factor
-    psu_z = rng.normal(0.0, 1.0, n_psu)                        # PSU level effect (size quantile)
-    region = psu_region[psu_global]
-    urban = psu_urban[psu_global]
+    s.psu_nr = np.exp(rng.normal(0.0, 0.25, n_psu))            # PSU non-response factor
+    s.psu_z = rng.normal(0.0, 1.0, n_psu)                        # PSU level effect
+    s.region = psu_region[s.psu_global]
+    s.urban = psu_urban[s.psu_global]
 
+
+def _draw_firm_attributes(s: _State) -> None:
+    """Sector (mix by class), female owner, registration, birth year (entrants inside the
+    window, incumbents with geometric ages)."""
+    rng, n, size, country = s.rng, s.n, s.size, s.country
     sec_p = np.zeros((4, len(_SECTIONS)))
     for k, cls in enumerate(SIZE_CLASSES):
-        for s, w in _SECTOR_MIX[cls].items():
-            sec_p[k, _SECTIONS.index(s)] = w
+        for sec, w in _SECTOR_MIX[cls].items():
+            sec_p[k, _SECTIONS.index(sec)] = w
     sec_p /= sec_p.sum(1, keepdims=True)
-    sector = _cat_draw(rng, sec_p[size])
-
+    s.sector = _cat_draw(rng, sec_p[size])
     female_p = np.array([.45, .30, .20, .12])[size] + np.where(
         np.isin(country, [COUNTRIES.index(c) for c in ("PHL", "VNM", "THA", "LAO")]), .08, 0)
-    female = rng.random(n) < female_p
+    s.female = rng.random(n) < female_p
     reg_micro = np.array([_REGISTERED_MICRO[c] for c in COUNTRIES])[country]
-    registered = rng.random(n) < np.select([size == 0, size == 1, size == 2],
-                                           [reg_micro, .88, .97], 1.0)
-    # birth year: entrants inside the window, incumbents with geometric ages
+    s.registered = rng.random(n) < np.select([size == 0, size == 1, size == 2],
+                                             [reg_micro, .88, .97], 1.0)
     entrant_p = np.array([.35, .25, .18, .10])[size]
-    entrant = (rng.random(n) < entrant_p) & entry_exit
+    entrant = (rng.random(n) < entrant_p) & s.entry_exit
     age0 = np.minimum(rng.geometric(np.array([.10, .08, .06, .04])[size]) - 1, 80)
+    y0, T = s.y0, s.T
     birth = np.where(entrant, rng.integers(y0 + 1, y0 + T, n) if T > 1 else y0, y0 - age0)
-    birth = birth.astype(np.int64)
+    s.birth = birth.astype(np.int64)
 
-    # ---------------- size-class boxes -> base levels ---------------------------------------
-    z_firm = 0.45 * psu_z[psu_global] + np.sqrt(1 - 0.45 ** 2) * rng.normal(0, 1, n)
+
+def _draw_base_levels(s: _State) -> None:
+    """Firm base levels inside the class box of its country and sector group: employees from
+    a power-law pmf, turnover and assets at quantiles 0.15-0.85 of the log box; large firms
+    ``lo * (1.2 + k * P)`` with ``k`` solved by calibration (P factors kept here)."""
+    rng, n, size = s.rng, s.n, s.size
+    z_firm = 0.45 * s.psu_z[s.psu_global] + np.sqrt(1 - 0.45 ** 2) * rng.normal(0, 1, n)
     crit_noise = rng.normal(0, 1, (n, 3))
     base_q = np.empty((n, 3))
     for j in range(3):
         base_q[:, j] = _norm_cdf(0.7 * z_firm + np.sqrt(1 - 0.49) * crit_noise[:, j])
-    emp_base = np.zeros(n)
-    t_lo = np.zeros(n)
-    t_hi = np.zeros(n)
-    a_lo = np.zeros(n)
-    a_hi = np.zeros(n)
-    t_floor = np.full(n, 1.2)   # large turnover = t_lo * (t_floor + k * P)
     big_p = np.exp(rng.normal(0.0, 1.0, (n, 4)))                # large-firm scale draws
+    emp_base, t_lo, t_hi, a_lo, a_hi, t_floor = _fill_boxes(s, base_q[:, 0])
+    skew = np.where(size == 0, 1.6, 1.0)
+    margin_lo, margin_hi = 0.15, 0.85
+    qt = margin_lo + (margin_hi - margin_lo) * base_q[:, 1] ** skew
+    qa = margin_lo + (margin_hi - margin_lo) * base_q[:, 2] ** skew
+    s.emp_base, s.t_lo, s.t_floor = emp_base, t_lo, t_floor
+    s.log_t_base = np.log(t_lo) + qt * (np.log(t_hi) - np.log(t_lo))
+    log_a_base = np.log(a_lo) + qa * (np.log(a_hi) - np.log(a_lo))
+    s.large = large = size == 3
+    s.p_emp = big_p[:, 0]
+    s.p_turn = np.exp(0.7 * np.log(big_p[:, 0]) + np.sqrt(1 - .49) * np.log(big_p[:, 1]))
+    s.log_a_base = np.where(large, np.log(a_lo) + np.log(1.2 + big_p[:, 2]), log_a_base)
+    s.big_p = big_p
+
+
+def _fill_boxes(s: _State, q_emp: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Per firm: base employees (quantile ``q_emp`` of the class pmf; large: the box floor),
+    turnover and assets box (lo, hi), and the large-turnover floor factor (1.2, or 0.25 where
+    turnover does not bind for large firms)."""
+    n, size, country, sector = s.n, s.size, s.country, s.sector
+    emp_base, t_lo, t_hi, a_lo, a_hi = (np.zeros(n) for _ in range(5))
+    t_floor = np.full(n, 1.2)   # large turnover = t_lo * (t_floor + k * P)
     for ci, c in enumerate(COUNTRIES):
         in_c = country == ci
         gidx = _group_index(c, sector[in_c])
@@ -692,53 +757,51 @@ def generate(n_firms: int = 20_000, years: Iterable[int] = range(2015, 2025), se
                 if k < 3:
                     x, p = _emp_pmf(b[k, 0], b[k, 1], _EMP_POWER[k])
                     cdf = np.cumsum(p)
-                    emp_base[s2] = x[np.minimum(np.searchsorted(cdf, base_q[s2, 0]), len(x) - 1)]
+                    emp_base[s2] = x[np.minimum(np.searchsorted(cdf, q_emp[s2]), len(x) - 1)]
                 else:
-                    emp_base[s2] = b[3, 0]                       # scaled below
+                    emp_base[s2] = b[3, 0]                       # scaled by calibration
                 t_lo[s2], t_hi[s2], a_lo[s2], a_hi[s2] = b[k, 2], b[k, 3], b[k, 4], b[k, 5]
-    skew = np.where(size == 0, 1.6, 1.0)
-    margin_lo, margin_hi = 0.15, 0.85
-    qt = margin_lo + (margin_hi - margin_lo) * base_q[:, 1] ** skew
-    qa = margin_lo + (margin_hi - margin_lo) * base_q[:, 2] ** skew
-    log_t_base = np.log(t_lo) + qt * (np.log(t_hi) - np.log(t_lo))
-    log_a_base = np.log(a_lo) + qa * (np.log(a_hi) - np.log(a_lo))
-    large = size == 3
-    # large: lo * (1.2 + k * P) with k solved by calibration; base P factors kept here
-    p_emp = big_p[:, 0]
-    p_turn = np.exp(0.7 * np.log(big_p[:, 0]) + np.sqrt(1 - .49) * np.log(big_p[:, 1]))
-    log_a_base = np.where(large, np.log(a_lo) + np.log(1.2 + big_p[:, 2]), log_a_base)
+    return emp_base, t_lo, t_hi, a_lo, a_hi, t_floor
 
-    va_mu = np.array([_VA_RATIO[s] for s in _SECTIONS])[sector]
-    va_ratio = rng.beta(20 * va_mu, 20 * (1 - va_mu))
-    exporter = rng.random(n) < (np.array([.03, .10, .25, .50])[size]
-                                * np.where(sector == _SECTIONS.index("C"), 1.8, 1.0)
-                                * np.array([_EXPORT_MULT[c] for c in COUNTRIES])[country])
-    export_int = rng.beta(2.0, 5.0, n)
-    importer = rng.random(n) < np.array([.05, .15, .30, .50])[size]
-    has_loan = rng.random(n) < np.select(
-        [size == 0, size == 1, size == 2], [np.where(registered, .20, .07), .35, .50], .65)
-    loan_ratio = np.exp(rng.normal(np.log(np.array([.15, .25, .30, .30])[size]), 0.5))
-    online_u = rng.random(n)
-    # every country needs a large exporter and a large borrower for the calibration: in a
-    # small sample without one, the largest large firm is made one (deterministic)
+
+def _draw_firm_traits(s: _State) -> None:
+    """Value-added ratio, exporter/importer status and export intensity, loans, the online
+    adoption draw; every country gets a large exporter and a large borrower (calibration)."""
+    rng, n, size, sector, country = s.rng, s.n, s.size, s.sector, s.country
+    va_mu = np.array([_VA_RATIO[sec] for sec in _SECTIONS])[sector]
+    s.va_ratio = rng.beta(20 * va_mu, 20 * (1 - va_mu))
+    s.exporter = exporter = rng.random(n) < (
+        np.array([.03, .10, .25, .50])[size] * np.where(sector == _SECTIONS.index("C"), 1.8, 1.0)
+        * np.array([_EXPORT_MULT[c] for c in COUNTRIES])[country])
+    s.export_int = rng.beta(2.0, 5.0, n)
+    s.importer = rng.random(n) < np.array([.05, .15, .30, .50])[size]
+    s.has_loan = has_loan = rng.random(n) < np.select(
+        [size == 0, size == 1, size == 2], [np.where(s.registered, .20, .07), .35, .50], .65)
+    s.loan_ratio = np.exp(rng.normal(np.log(np.array([.15, .25, .30, .30])[size]), 0.5))
+    s.online_u = rng.random(n)
+    # in a small sample without one, the largest large firm is made one (deterministic)
     for ci in range(_NC):
         cand = np.flatnonzero((country == ci) & (size == 3))
         if len(cand):
-            top = cand[np.argmax(big_p[cand, 0])]
+            top = cand[np.argmax(s.big_p[cand, 0])]
             if not exporter[cand].any():
                 exporter[top] = True
             if not has_loan[cand].any():
                 has_loan[top] = True
 
-    # ---------------- programmes: selection on observables ---------------------------------
+
+def _select_programmes(s: _State) -> None:
+    """Selection on observables: propensity ``pi_k f_k(x)`` normalised within country x
+    sector cells; a candidate cohort and a mean-one effect heterogeneity ``nu_i`` per firm."""
+    rng, n, size, urban, registered = s.rng, s.n, s.size, s.urban, s.registered
     micro = size == 0
     small_or_med = (size == 1) | (size == 2)
     f = np.zeros((n, 3))
     f[:, 0] = np.exp(0.9 * registered + 0.7 * small_or_med + 0.4 * urban)      # finance
     f[:, 1] = np.exp(0.7 * registered + 0.7 * small_or_med + 0.6 * urban)      # market access
-    f[:, 2] = np.exp(0.9 * female + 0.4 * micro + 0.3 * ~urban + 0.2 * registered)  # capacity
-    f[large] = 0.0
-    cell = country * len(_SECTIONS) + sector
+    f[:, 2] = np.exp(0.9 * s.female + 0.4 * micro + 0.3 * ~urban + 0.2 * registered)  # capacity
+    f[s.large] = 0.0
+    cell = s.country * len(_SECTIONS) + s.sector
     n_cell = np.bincount(cell, minlength=_NC * len(_SECTIONS))
     pk = np.zeros((n, 3))
     for j, t in enumerate(PROGRAMME_TYPES):
@@ -747,184 +810,199 @@ def generate(n_firms: int = 20_000, years: Iterable[int] = range(2015, 2025), se
     tot = pk.sum(1)
     pk *= np.minimum(1.0, 0.95 / np.maximum(tot, 1e-12))[:, None]
     probs = np.column_stack([pk, 1 - pk.sum(1)])
-    ptype = _cat_draw(rng, probs)                               # 3 = none
-    cand_g = cohorts[rng.integers(0, len(cohorts), n)]
-    het_nu = np.exp(rng.normal(-0.045, 0.3, n))
+    s.ptype = _cat_draw(rng, probs)                               # 3 = none
+    s.cand_g = s.cohorts[rng.integers(0, len(s.cohorts), n)]
+    s.het_nu = np.exp(rng.normal(-0.045, 0.3, n))
 
-    # ---------------- survival with common random numbers ----------------------------------
-    U = rng.random((n, T))
+
+def _simulate_survival(s: _State) -> None:
+    """Exit hazards with common random numbers ``U_it`` (alive untreated vs treated), the
+    treated set (selected firms born before their cohort), planted effect sizes ``beta``."""
+    years_arr, y0, T, birth, size = s.years_arr, s.y0, s.T, s.birth, s.size
+    U = s.rng.random((s.n, T))
     yr = years_arr[None, :]
-    base_h = np.array([.07, .045, .03, .02])[size] * np.where(registered, 0.8, 1.0) * np.where(
-        np.isin(sector, [_SECTIONS.index("G"), _SECTIONS.index("I")]), 1.15, 1.0)
+    base_h = np.array([.07, .045, .03, .02])[size] * np.where(s.registered, 0.8, 1.0) * np.where(
+        np.isin(s.sector, [_SECTIONS.index("G"), _SECTIONS.index("I")]), 1.15, 1.0)
     age_prev = yr - 1 - birth[:, None]                           # age at t-1
     age_f = np.where(age_prev <= 2, 1.6, np.where(age_prev <= 5, 1.25, 1.0))
     year_f = np.where(yr == 2020, 1.5, np.where(yr == 2021, 1.2, 1.0))
     h0 = base_h[:, None] * age_f * year_f
     born = birth[:, None] <= yr
     first_step = yr > np.maximum(birth, y0)[:, None]             # hazard applies in these years
-    die0 = first_step & (U < h0) & entry_exit
+    die0 = first_step & (U < h0) & s.entry_exit
     alive0 = born & (np.cumsum(die0, axis=1) == 0)
-    is_cand = ptype < 3
-    treated = is_cand & (birth < cand_g)          # selected at entry/baseline: no survival filter
-    ptype = np.where(treated, ptype, 3)
-    g_arr = np.where(treated, cand_g, 0)
-    tidx = np.flatnonzero(treated)
-    pt_t = ptype[tidx]
+    treated = (s.ptype < 3) & (birth < s.cand_g)    # selected at entry/baseline: no survival filter
+    s.ptype = np.where(treated, s.ptype, 3)
+    s.g_arr = g_arr = np.where(treated, s.cand_g, 0)
+    s.tidx = tidx = np.flatnonzero(treated)
+    s.pt_t = pt_t = s.ptype[tidx]
     female_mult = np.array([FEMALE_MULT[t] for t in PROGRAMME_TYPES])[pt_t]
     rural_mult = np.array([RURAL_MULT[t] for t in PROGRAMME_TYPES])[pt_t]
-    m_t = np.where(female[tidx], female_mult, 1.0) * np.where(urban[tidx], 1.0, rural_mult) \
-        * het_nu[tidx]
-    beta = {o: np.array([EFFECTS[t][o] for t in PROGRAMME_TYPES])[pt_t] * m_t
-            for o in ("log_turnover", "employees", "survival")}
-    ev = years_arr[None, :] - g_arr[tidx][:, None]               # event time, treated rows
-    r_now = _ramp(ev)
+    m_t = np.where(s.female[tidx], female_mult, 1.0) * np.where(s.urban[tidx], 1.0, rural_mult) \
+        * s.het_nu[tidx]
+    s.beta = beta = {o: np.array([EFFECTS[t][o] for t in PROGRAMME_TYPES])[pt_t] * m_t
+                     for o in ("log_turnover", "employees", "survival")}
+    s.ev = ev = years_arr[None, :] - g_arr[tidx][:, None]        # event time, treated rows
+    s.r_now = _ramp(ev)
     r_prev = _ramp(ev - 1)
     delta = np.minimum(0.9, beta["survival"])
     h1_t = h0[tidx] * (1 - delta[:, None] * r_prev)
-    die1_t = first_step[tidx] & (U[tidx] < h1_t) & entry_exit
-    alive1_t = born[tidx] & (np.cumsum(die1_t, axis=1) == 0)
-    alive = alive0.copy()
-    alive[tidx] = alive1_t
-    alive0_t = alive0[tidx]
+    die1_t = first_step[tidx] & (U[tidx] < h1_t) & s.entry_exit
+    s.alive1_t = alive1_t = born[tidx] & (np.cumsum(die1_t, axis=1) == 0)
+    s.alive = alive0.copy()
+    s.alive[tidx] = alive1_t
+    s.alive0_t = alive0[tidx]
     # survival cells: alive in the base year g-1 for t >= g-1, else present in t
     base_alive = alive0[tidx, np.clip(g_arr[tidx] - y0 - 1, 0, T - 1)]
-    present_s = np.where(years_arr[None, :] >= g_arr[tidx][:, None] - 1, base_alive[:, None],
-                         alive0[tidx])
-    del die0, h0, age_f, age_prev, U, born, first_step, alive0, h1_t, die1_t
+    s.present_s = np.where(years_arr[None, :] >= g_arr[tidx][:, None] - 1, base_alive[:, None],
+                           alive0[tidx])
 
-    # ---------------- weights ---------------------------------------------------------------
-    strat_year = (strat[:, None] * T + np.arange(T)[None, :]).ravel()
-    f_psu = np.broadcast_to(psu_nr[psu_global][:, None], (n, T)).ravel()
+
+def _compute_weights(s: _State) -> None:
+    """``w_it = 1 + (N_h - n_ht) f_psu / sum_{alive j in h,t} f_psu(j)`` (0 where not alive)."""
+    n, T, alive = s.n, s.T, s.alive
+    strat_year = (s.strat[:, None] * T + np.arange(T)[None, :]).ravel()
+    f_psu = np.broadcast_to(s.psu_nr[s.psu_global][:, None], (n, T)).ravel()
     a_flat = alive.ravel()
     sum_f = np.bincount(strat_year[a_flat], weights=f_psu[a_flat], minlength=_NC * 4 * T)
     cnt = np.bincount(strat_year[a_flat], minlength=_NC * 4 * T).astype(float)
     weight = np.zeros(n * T)
     sy = strat_year[a_flat]
-    weight[a_flat] = 1.0 + (N.ravel()[sy // T] - cnt[sy]) * f_psu[a_flat] / sum_f[sy]
-    weight = weight.reshape(n, T)
-    del strat_year, f_psu, sy, a_flat
-    if np.any(weight[alive] < 1.0 - 1e-9):
+    weight[a_flat] = 1.0 + (s.N.ravel()[sy // T] - cnt[sy]) * f_psu[a_flat] / sum_f[sy]
+    s.weight = weight.reshape(n, T)
+    if np.any(s.weight[alive] < 1.0 - 1e-9):
         raise RuntimeError("internal: stratum sample exceeds population (weights < 1)")
 
-    # ---------------- untreated potential outcomes -----------------------------------------
+
+def _draw_untreated_outcomes(s: _State) -> None:
+    """Year shocks and trends, AR(1) noise, assets, value-added factor and the planted
+    effects tau on log turnover and log employment (treated firm-years)."""
+    rng, n, T, years_arr = s.rng, s.n, s.T, s.years_arr
     t_mid = (years_arr[0] + years_arr[-1]) / 2
     lam = 0.02 * (years_arr - t_mid) + rng.normal(0, 0.01, T)
-    lam = lam + np.where(years_arr == 2020, -0.08, 0) + np.where(years_arr == 2021, -0.03, 0)
+    s.lam = lam + np.where(years_arr == 2020, -0.08, 0) + np.where(years_arr == 2021, -0.03, 0)
     gam_c = rng.uniform(-0.01, 0.015, _NC)
     gam_s = rng.normal(0, 0.006, len(_SECTIONS))
-    common = lam[None, :] + (gam_c[country] + gam_s[sector])[:, None] * (years_arr - t_mid)[None, :]
+    common = s.lam[None, :] + (gam_c[s.country] + gam_s[s.sector])[:, None] * (
+        years_arr - t_mid)[None, :]
     eps = _ar1(rng, n, T, rho=0.5, sd=0.08)
     eta = _ar1(rng, n, T, rho=0.6, sd=0.03)
     zeta = rng.normal(0, 0.03, (n, T))
-    # large-firm base levels depend on calibration scale factors (solved below)
-    log_t0_rest = common + eps                                    # + log_t_base
+    s.log_t0_rest = common + eps                                  # + log_t_base
     del eps
     # untreated employment is stationary (no trend): parallel trends hold in LEVELS too
-    emp_mult = np.exp(eta)                                        # E0* = emp_base * emp_mult
+    s.emp_mult = np.exp(eta)                                      # E0* = emp_base * emp_mult
     del eta
-    assets = np.exp(log_a_base[:, None] + 0.5 * common + zeta)
+    s.assets = np.exp(s.log_a_base[:, None] + 0.5 * common + zeta)
     del zeta, common
-
     va_noise = np.exp(rng.normal(0, 0.05, (n, T)))
-    va_factor = np.minimum(0.95, va_ratio[:, None] * va_noise)
+    va_factor = np.minimum(0.95, s.va_ratio[:, None] * va_noise)
     neg = rng.random((n, T)) < 0.003
-    va_factor = np.where(neg, -rng.uniform(0, 0.1, (n, T)), va_factor)
+    s.va_factor = np.where(neg, -rng.uniform(0, 0.1, (n, T)), va_factor)
     del va_noise, neg
+    s.tau_t = np.zeros((n, T))
+    s.tau_e = np.zeros((n, T))
+    s.tau_t[s.tidx] = s.beta["log_turnover"][:, None] * s.r_now
+    s.tau_e[s.tidx] = s.beta["employees"][:, None] * s.r_now
 
-    tau_t = np.zeros((n, T))
-    tau_e = np.zeros((n, T))
-    tau_t[tidx] = beta["log_turnover"][:, None] * r_now
-    tau_e[tidx] = beta["employees"][:, None] * r_now
 
-    # ---------------- calibration of large firms -------------------------------------------
-    calib_rows = []
-    k_emp = np.zeros(_NC)
-    k_turn = np.zeros(_NC)
-    k_loan = np.ones(_NC)
-    k_exp = np.ones(_NC)
-    k_exp_msme = np.ones(_NC)
-    msme = ~large
-    obs_w = weight  # zero where not alive
+def _calibrate_employment_and_va(s: _State) -> None:
+    """Per country, the large firms' employment and turnover scale factors that give the
+    published MSME employment share and MSME value added / GDP in the calibration year."""
+    s.k_emp, s.k_turn = np.zeros(_NC), np.zeros(_NC)
+    s.msme = ~s.large
+    w, y0 = s.weight, s.y0  # zero where not alive
     for ci, c in enumerate(COUNTRIES):
-        rows = cal[cal.country == c].set_index("indicator")
-        in_c = country == ci
-        L = np.flatnonzero(in_c & large)
-        M = np.flatnonzero(in_c & msme)
+        rows = s.cal[s.cal.country == c].set_index("indicator")
+        in_c = s.country == ci
+        L = np.flatnonzero(in_c & s.large)
+        M = np.flatnonzero(in_c & s.msme)
 
-        def target(ind: str) -> tuple[float, int]:
-            return float(rows.loc[ind, "value"]) / 100, _cal_year(rows.loc[ind, "year"], years_arr)
+        def target(ind: str, rows: pd.DataFrame = rows) -> tuple[float, int]:
+            return (float(rows.loc[ind, "value"]) / 100,
+                    _cal_year(rows.loc[ind, "year"], s.years_arr) - y0)
 
         # employment: E_large = lo * (1.1 + k * P) * emp_mult (before rounding)
-        s, yc = target("msme_share_employment")
-        ti = yc - y0
-        e_m = (obs_w[M, ti] * _emp_obs(emp_base[M], emp_mult[M, ti], tau_e[M, ti])).sum()
-        need = e_m * (1 - s) / s
-        a_ = (obs_w[L, ti] * emp_base[L] * 1.1 * emp_mult[L, ti]).sum()
-        b_ = (obs_w[L, ti] * emp_base[L] * p_emp[L] * emp_mult[L, ti]).sum()
-        k_emp[ci] = max(0.0, (need - a_) / b_) if b_ > 0 else 0.0
+        sh, ti = target("msme_share_employment")
+        e_m = (w[M, ti] * _emp_obs(s.emp_base[M], s.emp_mult[M, ti], s.tau_e[M, ti])).sum()
+        need = e_m * (1 - sh) / sh
+        a_ = (w[L, ti] * s.emp_base[L] * 1.1 * s.emp_mult[L, ti]).sum()
+        b_ = (w[L, ti] * s.emp_base[L] * s.p_emp[L] * s.emp_mult[L, ti]).sum()
+        s.k_emp[ci] = max(0.0, (need - a_) / b_) if b_ > 0 else 0.0
         # value added: VA_large = (theta - s)/s * VA_msme at the GDP calibration year
-        s, yc = target("msme_share_gdp")
-        ti = yc - y0
-        va_m = (obs_w[M, ti] * va_factor[M, ti] * np.exp(log_t_base[M] + log_t0_rest[M, ti]
-                                                          + tau_t[M, ti])).sum()
-        need = (ENTERPRISE_VA_SHARE_OF_GDP - s) / s * va_m
-        unit = obs_w[L, ti] * va_factor[L, ti] * t_lo[L] * np.exp(log_t0_rest[L, ti])
-        a_ = (unit * t_floor[L]).sum()
-        b_ = (unit * p_turn[L]).sum()
-        k_turn[ci] = max(0.0, (need - a_) / b_) if b_ > 0 else 0.0
+        sh, ti = target("msme_share_gdp")
+        va_m = (w[M, ti] * s.va_factor[M, ti] * np.exp(s.log_t_base[M] + s.log_t0_rest[M, ti]
+                                                        + s.tau_t[M, ti])).sum()
+        need = (ENTERPRISE_VA_SHARE_OF_GDP - sh) / sh * va_m
+        unit = w[L, ti] * s.va_factor[L, ti] * s.t_lo[L] * np.exp(s.log_t0_rest[L, ti])
+        a_ = (unit * s.t_floor[L]).sum()
+        b_ = (unit * s.p_turn[L]).sum()
+        s.k_turn[ci] = max(0.0, (need - a_) / b_) if b_ > 0 else 0.0
+    large, country = s.large, s.country
+    s.emp_base = np.where(large, s.emp_base * (1.1 + s.k_emp[country] * s.p_emp), s.emp_base)
+    s.log_t_base = np.where(large, np.log(s.t_lo) + np.log(s.t_floor + s.k_turn[country]
+                                                          * s.p_turn), s.log_t_base)
 
-    emp_base = np.where(large, emp_base * (1.1 + k_emp[country] * p_emp), emp_base)
-    log_t_base = np.where(large, np.log(t_lo) + np.log(t_floor + k_turn[country] * p_turn),
-                          log_t_base)
 
-    # ---------------- observed outcomes ----------------------------------------------------
-    e0_star = emp_base[:, None] * emp_mult
-    del emp_mult
-    # observed employees = E1 (= E0 for untreated firm-years)
-    employees = np.maximum(1, np.rint(e0_star * np.exp(tau_e))).astype(np.int64)
-    emp0_t = np.maximum(1, np.rint(e0_star[tidx])).astype(np.int64)
+def _observed_outcomes(s: _State) -> None:
+    """Observed employees E1 (= E0 untreated) and turnover; the unit effects of the treated."""
+    e0_star = s.emp_base[:, None] * s.pop("emp_mult")
+    tau_e = s.pop("tau_e")
+    s.employees = np.maximum(1, np.rint(e0_star * np.exp(tau_e))).astype(np.int64)
+    s.emp0_t = np.maximum(1, np.rint(e0_star[s.tidx])).astype(np.int64)
     del e0_star, tau_e
-    turnover = np.exp(log_t_base[:, None] + log_t0_rest + tau_t)  # tau = 0 for untreated
-    eff_t = tau_t[tidx]
-    del log_t0_rest, tau_t
+    log_t0_rest, tau_t = s.pop("log_t0_rest", "tau_t")
+    s.turnover = np.exp(s.log_t_base[:, None] + log_t0_rest + tau_t)  # tau = 0 for untreated
+    s.eff_t = tau_t[s.tidx]
 
-    # support amounts (LCU) relative to the firm's pre-treatment turnover level
-    support = np.zeros((n, T))
+
+def _support_and_loans(s: _State) -> None:
+    """Support amounts (LCU, relative to the pre-treatment turnover level) and loans (finance
+    support amortised over three years)."""
+    n, T, tidx, pt_t, rng = s.n, s.T, s.tidx, s.pt_t, s.rng
+    s.support = support = np.zeros((n, T))
     if len(tidx):
-        base_level = np.exp(log_t_base[tidx] + lam[np.clip(g_arr[tidx] - y0 - 1, 0, T - 1)])
+        base_level = np.exp(s.log_t_base[tidx] + s.lam[np.clip(s.g_arr[tidx] - s.y0 - 1, 0,
+                                                                T - 1)])
         frac = np.select([pt_t == 0, pt_t == 1], [rng.uniform(.10, .40, len(tidx)),
                                                   rng.uniform(.03, .08, len(tidx))],
                          rng.uniform(.01, .03, len(tidx)))
         amount = np.round(base_level * frac, 0)
-        ev_t = ev
+        ev_t = s.ev
         in_support = (ev_t == 0) | ((ev_t == 1) & (pt_t == 2)[:, None])
         support[tidx] = np.where(in_support, amount[:, None], 0.0)
     else:
         amount = np.zeros(0)
         ev_t = np.zeros((0, T))
-
-    loans = np.where(has_loan[:, None], loan_ratio[:, None] * turnover, 0.0)
+    s.ev_t = ev_t
+    s.loans = np.where(s.has_loan[:, None], s.loan_ratio[:, None] * s.turnover, 0.0)
     if len(tidx):
         fin = pt_t == 0
         amort = np.where(ev_t >= 0, np.maximum(0.0, 1 - ev_t / 3.0), 0.0)
-        loans[tidx] += np.where(fin[:, None], amount[:, None] * amort, 0.0)
+        s.loans[tidx] += np.where(fin[:, None], amount[:, None] * amort, 0.0)
 
-    # loans and exports: large-firm scale factors
+
+def _calibrate_loans_and_exports(s: _State) -> None:
+    """Large firms' loan scale and export-intensity scale (bisection, capped at 0.95) that give
+    the published MSME shares; MSME intensity is scaled down if capped large firms fall short."""
+    w, y0 = s.weight, s.y0
+    s.k_loan, s.k_exp, s.k_exp_msme = np.ones(_NC), np.ones(_NC), np.ones(_NC)
+    exporter, export_int, turnover, loans = s.exporter, s.export_int, s.turnover, s.loans
     for ci, c in enumerate(COUNTRIES):
-        rows = cal[cal.country == c].set_index("indicator")
-        in_c = country == ci
-        L = np.flatnonzero(in_c & large)
-        M = np.flatnonzero(in_c & msme)
-        s = float(rows.loc["msme_share_business_loans", "value"]) / 100
-        ti = _cal_year(rows.loc["msme_share_business_loans", "year"], years_arr) - y0
-        lm = (obs_w[M, ti] * loans[M, ti]).sum()
-        ll = (obs_w[L, ti] * loans[L, ti]).sum()
-        k_loan[ci] = lm * (1 - s) / s / ll if ll > 0 else 1.0
-        s = float(rows.loc["msme_share_exports", "value"]) / 100
-        ti = _cal_year(rows.loc["msme_share_exports", "year"], years_arr) - y0
-        xm = (obs_w[M, ti] * exporter[M] * export_int[M] * turnover[M, ti]).sum()
-        need = xm * (1 - s) / s
-        wl = obs_w[L, ti] * exporter[L] * turnover[L, ti]
+        rows = s.cal[s.cal.country == c].set_index("indicator")
+        in_c = s.country == ci
+        L = np.flatnonzero(in_c & s.large)
+        M = np.flatnonzero(in_c & s.msme)
+        sh = float(rows.loc["msme_share_business_loans", "value"]) / 100
+        ti = _cal_year(rows.loc["msme_share_business_loans", "year"], s.years_arr) - y0
+        lm = (w[M, ti] * loans[M, ti]).sum()
+        ll = (w[L, ti] * loans[L, ti]).sum()
+        s.k_loan[ci] = lm * (1 - sh) / sh / ll if ll > 0 else 1.0
+        sh = float(rows.loc["msme_share_exports", "value"]) / 100
+        ti = _cal_year(rows.loc["msme_share_exports", "year"], s.years_arr) - y0
+        xm = (w[M, ti] * exporter[M] * export_int[M] * turnover[M, ti]).sum()
+        need = xm * (1 - sh) / sh
+        wl = w[L, ti] * exporter[L] * turnover[L, ti]
         lo_k, hi_k = 0.0, 1.0
         while (wl * np.minimum(0.95, hi_k * export_int[L])).sum() < need and hi_k < 1e6:
             hi_k *= 2
@@ -934,180 +1012,191 @@ def generate(n_firms: int = 20_000, years: Iterable[int] = range(2015, 2025), se
                 lo_k = mid
             else:
                 hi_k = mid
-        k_exp[ci] = 0.5 * (lo_k + hi_k)
+        s.k_exp[ci] = 0.5 * (lo_k + hi_k)
         # large exporters at the 0.95 cap cannot export enough: scale MSME intensity down
-        xl = (wl * np.minimum(0.95, k_exp[ci] * export_int[L])).sum()
+        xl = (wl * np.minimum(0.95, s.k_exp[ci] * export_int[L])).sum()
         if xm > 0 and xl < need * (1 - 1e-6):
-            k_exp_msme[ci] = xl * s / (1 - s) / xm
-    loans = np.where(large[:, None], loans * k_loan[country][:, None], loans)
-    x_int = np.where(large, np.minimum(0.95, k_exp[country] * export_int),
-                     export_int * k_exp_msme[country])
-    exports = np.where(exporter[:, None], x_int[:, None] * turnover, 0.0)
+            s.k_exp_msme[ci] = xl * sh / (1 - sh) / xm
+    country, large = s.country, s.large
+    s.loans = np.where(large[:, None], loans * s.k_loan[country][:, None], loans)
+    x_int = np.where(large, np.minimum(0.95, s.k_exp[country] * export_int),
+                     export_int * s.k_exp_msme[country])
+    s.exports = np.where(exporter[:, None], x_int[:, None] * turnover, 0.0)
+    s.value_added = s.pop("va_factor") * turnover
 
-    value_added = va_factor * turnover
-    del va_factor
 
-    # sells_online: persistent adoption, rising over time; market access raises it
-    firm_logit = (0.6 * urban + 0.5 * (size >= 1) + 0.4 * (country == COUNTRIES.index("SGP"))
+def _sells_online(s: _State) -> None:
+    """Persistent online adoption rising over time; market access support raises it."""
+    n, T, country, years_arr = s.n, s.T, s.country, s.years_arr
+    firm_logit = (0.6 * s.urban + 0.5 * (s.size >= 1) + 0.4 * (country == COUNTRIES.index("SGP"))
                   + 0.3 * (country == COUNTRIES.index("MYS")))
     logit = (-2.4 + 0.35 * (years_arr - 2015))[None, :] + firm_logit[:, None]
-    if len(tidx):
+    if len(s.tidx):
         boost = np.zeros((n, T))
-        boost[tidx] = np.where((pt_t == 1)[:, None] & (ev_t >= 0), 0.8, 0.0)
+        boost[s.tidx] = np.where((s.pt_t == 1)[:, None] & (s.ev_t >= 0), 0.8, 0.0)
         logit = logit + boost
-    online = online_u[:, None] < 1 / (1 + np.exp(-logit))
-    del logit
-    imports_or_gvc = exporter | importer
+    s.online = s.online_u[:, None] < 1 / (1 + np.exp(-logit))
+    s.imports_or_gvc = s.exporter | s.importer
 
-    # ---------------- achieved calibration table --------------------------------------------
-    shares_by = {
-        "msme_share_enterprises": (np.ones((n, T)),),
-        "msme_share_employment": (employees.astype(float),),
-        "msme_share_business_loans": (loans,),
-        "msme_share_exports": (exports,),
-    }
-    gdp = np.zeros((_NC, T))
+
+def _achieved_calibration(s: _State) -> None:
+    """GDP (enterprise value added / 0.85) and the achieved vs published shares table."""
+    w_all, country, msme, y0, T = s.weight, s.country, s.msme, s.y0, s.T
+    shares_by = {"msme_share_enterprises": np.ones((s.n, T)),
+                 "msme_share_employment": s.employees.astype(float),
+                 "msme_share_business_loans": s.loans, "msme_share_exports": s.exports}
+    s.gdp = gdp = np.zeros((_NC, T))
     for ci in range(_NC):
         sel = country == ci
-        gdp[ci] = (obs_w[sel] * value_added[sel]).sum(0) / ENTERPRISE_VA_SHARE_OF_GDP
+        gdp[ci] = (w_all[sel] * s.value_added[sel]).sum(0) / ENTERPRISE_VA_SHARE_OF_GDP
+    calib_rows = []
     for ci, c in enumerate(COUNTRIES):
-        rows = cal[cal.country == c].set_index("indicator")
+        rows = s.cal[s.cal.country == c].set_index("indicator")
         sel = country == ci
         for ind in _SHARES:
-            yc = _cal_year(rows.loc[ind, "year"], years_arr)
+            yc = _cal_year(rows.loc[ind, "year"], s.years_arr)
             ti = yc - y0
-            w = obs_w[sel, ti]
+            w = w_all[sel, ti]
             ms = msme[sel]
             if ind == "msme_share_gdp":
-                ach = (w[ms] * value_added[sel][ms, ti]).sum() / gdp[ci, ti]
+                ach = (w[ms] * s.value_added[sel][ms, ti]).sum() / gdp[ci, ti]
             else:
-                v = shares_by[ind][0][sel, ti]
+                v = shares_by[ind][sel, ti]
                 ach = (w[ms] * v[ms]).sum() / (w * v).sum()
             calib_rows.append(dict(
                 country=c, indicator=ind, year=yc, target=float(rows.loc[ind, "value"]),
                 achieved=100 * ach, data_year=rows.loc[ind, "year"],
                 fallback=str(rows.loc[ind, "fallback"]), confidence=rows.loc[ind, "confidence"],
                 source=rows.loc[ind, "source"]))
-    calibration = pd.DataFrame(calib_rows)
-    calibration["data_year"] = calibration["data_year"].astype("Int64")
+    s.calibration = pd.DataFrame(calib_rows)
+    s.calibration["data_year"] = s.calibration["data_year"].astype("Int64")
 
-    # ---------------- truth ----------------------------------------------------------------
-    young = (g_arr[tidx] - birth[tidx]) <= 5
-    eff_e = (employees[tidx] - emp0_t).astype(float)
-    eff_s = alive1_t.astype(float) - alive0_t.astype(float)
-    obs_t = alive1_t
-    truth, truth_gt = _truth(
-        g=g_arr[tidx], ptype=pt_t, years=years_arr,
-        effects={"log_turnover": (eff_t, obs_t), "employees": (eff_e, obs_t),
-                 "survival": (eff_s, present_s)},
-        subgroups={"owner_female=True": female[tidx], "owner_female=False": ~female[tidx],
-                   "urban=False": ~urban[tidx], "size_class=micro": size[tidx] == 0,
+
+def _planted_truth(s: _State) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The planted effects of the treated firms, aggregated by :func:`_truth`."""
+    tidx = s.tidx
+    young = (s.g_arr[tidx] - s.birth[tidx]) <= 5
+    eff_e = (s.employees[tidx] - s.emp0_t).astype(float)
+    eff_s = s.alive1_t.astype(float) - s.alive0_t.astype(float)
+    obs_t = s.alive1_t
+    female, urban = s.female[tidx], s.urban[tidx]
+    return _truth(
+        g=s.g_arr[tidx], ptype=s.pt_t, years=s.years_arr,
+        effects={"log_turnover": (s.eff_t, obs_t), "employees": (eff_e, obs_t),
+                 "survival": (eff_s, s.present_s)},
+        subgroups={"owner_female=True": female, "owner_female=False": ~female,
+                   "urban=False": ~urban, "size_class=micro": s.size[tidx] == 0,
                    "young=True": young})
 
-    # ---------------- macro ----------------------------------------------------------------
+
+def _macro(s: _State) -> pd.DataFrame:
+    """Country-year denominators: weighted totals over all enterprises, GDP, fixed rates."""
     macro_rows = []
     for ci, c in enumerate(COUNTRIES):
-        sel = country == ci
-        w = obs_w[sel]
+        sel = s.country == ci
+        w = s.weight[sel]
         macro_rows.append(pd.DataFrame({
-            "country": c, "year": years_arr, "gdp": gdp[ci],
-            "exports_total": (w * exports[sel]).sum(0),
-            "business_loans_total": (w * loans[sel]).sum(0),
-            "employment_total": (w * employees[sel]).sum(0),
+            "country": c, "year": s.years_arr, "gdp": s.gdp[ci],
+            "exports_total": (w * s.exports[sel]).sum(0),
+            "business_loans_total": (w * s.loans[sel]).sum(0),
+            "employment_total": (w * s.employees[sel]).sum(0),
             "usd_per_lcu": 1.0 / LCU_PER_USD[c],
         }))
     macro = pd.concat(macro_rows, ignore_index=True)
     macro["country"] = macro["country"].astype("str")
+    return macro
 
-    # ---------------- targets --------------------------------------------------------------
-    targets = _targets(years_arr, country, size, birth, alive, obs_w, employees, value_added,
-                       loans, exports, online, imports_or_gvc, registered, gdp)
 
-    # ---------------- panel assembly (column by column, freeing firm x year arrays) ----------
-    rows_f, rows_t = np.nonzero(alive)                            # firm-major order
-    del alive
-    flat = rows_f * T + rows_t
-    del rows_t
+def _design_labels(s: _State) -> tuple[list[str], list[str], list[str], np.ndarray]:
+    """Labels of regions, PSUs ("IDN-micro-JAW-001") and strata, and each firm's region code."""
     region_labels = [r for c in COUNTRIES for r in _REGIONS[c][0]]
     region_code = np.array([0] + list(np.cumsum([len(_REGIONS[c][0]) for c in COUNTRIES])[:-1]))
-    region_global = region_code[country] + region
     reg_short = {c: [r.replace(" ", "")[:3].upper() for r in _REGIONS[c][0]] for c in COUNTRIES}
     psu_labels = [
-        f"{COUNTRIES[psu_country[pj]]}-{SIZE_CLASSES[psu_size[pj]]}-"
-        f"{reg_short[COUNTRIES[psu_country[pj]]][psu_region[pj]]}-"
-        f"{pj - psu_offset[psu_stratum[pj]] + 1:03d}" for pj in range(n_psu)]
+        f"{COUNTRIES[s.psu_country[pj]]}-{SIZE_CLASSES[s.psu_size[pj]]}-"
+        f"{reg_short[COUNTRIES[s.psu_country[pj]]][s.psu_region[pj]]}-"
+        f"{pj - s.psu_offset[s.psu_stratum[pj]] + 1:03d}" for pj in range(s.n_psu)]
     strata_labels = [f"{c}-{k}" for c in COUNTRIES for k in SIZE_CLASSES]
-    ptype_rows = ptype[rows_f]
-    ptype_code = np.where(ptype_rows < 3, ptype_rows, -1)
+    return region_labels, psu_labels, strata_labels, region_code[s.country] + s.region
 
-    def boolcol(a: np.ndarray) -> pd.arrays.BooleanArray:
-        return pd.arrays.BooleanArray(a.astype(bool), np.zeros(len(a), dtype=bool))
+
+def _boolcol(a: np.ndarray) -> pd.arrays.BooleanArray:
+    return pd.arrays.BooleanArray(a.astype(bool), np.zeros(len(a), dtype=bool))
+
+
+def _assemble_panel(s: _State) -> pd.DataFrame:
+    """The firm-year panel (firm-major order), built column by column from the firm x year
+    arrays, each dropped once taken; then item non-response if ``missing > 0``."""
+    T = s.T
+    rows_f, rows_t = np.nonzero(s.pop("alive"))                   # firm-major order
+    flat = rows_f * T + rows_t
+    del rows_t
+    region_labels, psu_labels, strata_labels, region_global = _design_labels(s)
+    ptype_rows = s.ptype[rows_f]
+    ptype_code = np.where(ptype_rows < 3, ptype_rows, -1)
 
     def take(name: str) -> np.ndarray:
         """Values of the firm x year array ``name`` at the panel rows; frees the array."""
-        arr = arrays.pop(name)
-        return arr.ravel()[flat]
+        return s.pop(name).ravel()[flat]
 
-    arrays = {"employees": employees, "turnover": turnover, "value_added": value_added,
-              "assets": assets, "exports": exports, "loans_outstanding": loans,
-              "sells_online": online, "weight": weight, "support_amount": support}
-    del employees, turnover, value_added, assets, exports, loans, online, weight, support, obs_w
-    first_treated = pd.array(g_arr[rows_f], dtype="Int64")
+    first_treated = pd.array(s.g_arr[rows_f], dtype="Int64")
     first_treated[ptype_rows == 3] = pd.NA
     cols: dict[str, Any] = {
-        "firm_id": _firm_ids(country, rows_f).array,
-        "country": _take_str(COUNTRIES, country[rows_f]).array,
-        "year": years_arr[flat % T],
-        "sector": _take_str(_SECTIONS, sector[rows_f]).array,
+        "firm_id": _firm_ids(s.country, rows_f).array,
+        "country": _take_str(COUNTRIES, s.country[rows_f]).array,
+        "year": s.years_arr[flat % T],
+        "sector": _take_str(_SECTIONS, s.sector[rows_f]).array,
     }
-    for name in ("employees", "turnover", "value_added", "assets", "exports",
-                 "loans_outstanding"):
+    for name in ("employees", "turnover", "value_added", "assets", "exports"):
         cols[name] = take(name)
+    cols["loans_outstanding"] = take("loans")
     cols.update({
-        "size_class": pd.Categorical.from_codes(size[rows_f], categories=list(SIZE_CLASSES),
+        "size_class": pd.Categorical.from_codes(s.size[rows_f], categories=list(SIZE_CLASSES),
                                                 ordered=True),
-        "owner_female": boolcol(female[rows_f]),
-        "urban": boolcol(urban[rows_f]),
-        "registered": boolcol(registered[rows_f]),
-        "sells_online": boolcol(take("sells_online")),
-        "imports_or_gvc": boolcol(imports_or_gvc[rows_f]),
-        "birth_year": pd.array(birth[rows_f], dtype="Int64"),
+        "owner_female": _boolcol(s.female[rows_f]),
+        "urban": _boolcol(s.urban[rows_f]),
+        "registered": _boolcol(s.registered[rows_f]),
+        "sells_online": _boolcol(take("online")),
+        "imports_or_gvc": _boolcol(s.imports_or_gvc[rows_f]),
+        "birth_year": pd.array(s.birth[rows_f], dtype="Int64"),
         "weight": take("weight"),
-        "strata": _take_str(strata_labels, strat[rows_f]).array,
-        "psu": _take_str(psu_labels, psu_global[rows_f]).array,
+        "strata": _take_str(strata_labels, s.strat[rows_f]).array,
+        "psu": _take_str(psu_labels, s.psu_global[rows_f]).array,
         "region": _take_str(region_labels, region_global[rows_f]).array,
         "programme": _take_str(list(PROGRAMMES.values()), ptype_code).array,
         "programme_type": _take_str(PROGRAMME_TYPES, ptype_code).array,
         "first_treated": first_treated,
-        "support_amount": take("support_amount"),
+        "support_amount": take("support"),
     })
     panel = pd.DataFrame(cols, copy=False)
     del cols
-    if missing > 0:
-        mrng = np.random.default_rng([seed, 7])
+    if s.missing > 0:
+        mrng = np.random.default_rng([s.seed, 7])
         for col in ("turnover", "value_added", "assets", "exports", "loans_outstanding",
                     "sells_online", "imports_or_gvc"):
-            m = mrng.random(len(panel)) < missing
+            m = mrng.random(len(panel)) < s.missing
             panel[col] = panel[col].mask(m)
+    return panel
 
-    params = dict(
-        n_firms=n_firms, years=[int(y) for y in years_arr], seed=seed, missing=missing,
-        entry_exit=entry_exit,
-        cohorts=[int(g) for g in cohorts], effects=EFFECTS, female_mult=FEMALE_MULT,
+
+def _params(s: _State) -> dict[str, Any]:
+    """Every generation parameter and the solved calibration factors."""
+    return dict(
+        n_firms=s.n_firms, years=[int(y) for y in s.years_arr], seed=s.seed, missing=s.missing,
+        entry_exit=s.entry_exit,
+        cohorts=[int(g) for g in s.cohorts], effects=EFFECTS, female_mult=FEMALE_MULT,
         rural_mult=RURAL_MULT, programme_share=PROGRAMME_SHARE, programmes=PROGRAMMES,
         lcu_per_usd=LCU_PER_USD, enterprise_va_share_of_gdp=ENTERPRISE_VA_SHARE_OF_GDP,
-        population=pd.DataFrame(N, index=list(COUNTRIES), columns=list(SIZE_CLASSES)),
-        sample_allocation=pd.DataFrame(n_h, index=list(COUNTRIES), columns=list(SIZE_CLASSES)),
-        population_notes=pop_notes,
-        scale_factors=pd.DataFrame({"employees": k_emp, "turnover": k_turn, "loans": k_loan,
-                                    "exports": k_exp, "exports_msme": k_exp_msme},
-                                   index=list(COUNTRIES)),
+        population=pd.DataFrame(s.N, index=list(COUNTRIES), columns=list(SIZE_CLASSES)),
+        sample_allocation=pd.DataFrame(s.n_h, index=list(COUNTRIES), columns=list(SIZE_CLASSES)),
+        population_notes=s.pop_notes,
+        scale_factors=pd.DataFrame({"employees": s.k_emp, "turnover": s.k_turn,
+                                    "loans": s.k_loan, "exports": s.k_exp,
+                                    "exports_msme": s.k_exp_msme}, index=list(COUNTRIES)),
         parallel_trends="unconditional (see module docstring)",
         exit_model="hazard(size, age, registered, sector G/I, year 2020-21) x treatment; "
                    "independent of outcome shocks; common random numbers",
     )
-    return SyntheticData(panel=panel, macro=macro, targets=targets, truth=truth,
-                         truth_gt=truth_gt, calibration=calibration, params=params)
 
 
 def _emp_obs(base: np.ndarray, mult: np.ndarray, tau: np.ndarray) -> np.ndarray:
@@ -1192,7 +1281,6 @@ def _aggregate(att: np.ndarray, cnt: np.ndarray, pg: np.ndarray, cohorts: np.nda
 def _truth(g: np.ndarray, ptype: np.ndarray, years: np.ndarray,
            effects: dict[str, tuple[np.ndarray, np.ndarray]],
            subgroups: dict[str, np.ndarray]) -> tuple[pd.DataFrame, pd.DataFrame]:
-    cohorts = np.unique(g)
     rows, gt_rows = [], []
     groups = [("all", np.ones(len(g), dtype=bool))] + [
         (t, ptype == j) for j, t in enumerate(PROGRAMME_TYPES)]
@@ -1250,11 +1338,12 @@ def _targets(years, country, size, birth, alive, w, employees, value_added, loan
         ms = msme[sel]
         lg = ~ms
 
-        def share(v: np.ndarray, num_mask: np.ndarray, den_mask: np.ndarray) -> float:
+        def share(v: np.ndarray, num_mask: np.ndarray, den_mask: np.ndarray,
+                  ww: np.ndarray = ww) -> float:
             """100 x weighted total of v over num_mask / weighted total of v over den_mask."""
             return 100 * (ww[num_mask] * v[num_mask]).sum() / (ww[den_mask] * v[den_mask]).sum()
 
-        def prop(flag: np.ndarray) -> float:
+        def prop(flag: np.ndarray, ww: np.ndarray = ww, ms: np.ndarray = ms) -> float:
             """100 x weighted share of MSMEs with flag."""
             return 100 * (ww[ms] * flag[ms]).sum() / ww[ms].sum()
 
@@ -1400,11 +1489,7 @@ def write_partitioned(out_dir: str | os.PathLike, n_firms: int, *, chunk_firms: 
     ``progress(done_firms, n_firms)`` after each chunk. The dataset is written into a
     temporary folder next to ``out_dir/panel`` and renamed into place at the end.
     """
-    import json
     import shutil
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
 
     plan = chunk_plan(n_firms, chunk_firms, seed)
     years = list(years)
@@ -1412,9 +1497,7 @@ def write_partitioned(out_dir: str | os.PathLike, n_firms: int, *, chunk_firms: 
     out.mkdir(parents=True, exist_ok=True)
     final = out / "panel"
     tmp = Path(tempfile.mkdtemp(prefix=".panel.", suffix=".tmp", dir=out))
-    writers: dict[tuple[str, int], Any] = {}
-    rows: dict[str, int] = {}
-    schema = None
+    sink = _PartitionSink(tmp)
     first: SyntheticData | None = None
     done = 0
     try:
@@ -1425,42 +1508,15 @@ def write_partitioned(out_dir: str | os.PathLike, n_firms: int, *, chunk_firms: 
             if first is None:
                 first = data
             data = None  # free the chunk's other tables
-            country = panel["country"].astype("str").to_numpy()
-            year = panel["year"].to_numpy(dtype=np.int64)
-            body = panel.drop(columns=["country", "year"])
-            # the pandas metadata kept in the schema restores Int64/boolean/category on read
-            table = pa.Table.from_pandas(body, schema=schema, preserve_index=False)
-            schema = table.schema if schema is None else schema
-            del panel, body
-            key = pd.MultiIndex.from_arrays([country, year])
-            codes, uniq = pd.factorize(key, sort=True)
-            order = np.argsort(codes, kind="stable")
-            bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
-            for g, (c, y) in enumerate(uniq):
-                part = table.take(pa.array(order[bounds[g]:bounds[g + 1]]))
-                if (c, int(y)) not in writers:
-                    folder = tmp / f"country={c}" / f"year={int(y)}"
-                    folder.mkdir(parents=True, exist_ok=True)
-                    writers[(c, int(y))] = pq.ParquetWriter(folder / "part-0.parquet", schema)
-                writers[(c, int(y))].write_table(part)
-                rows[f"{c}/{int(y)}"] = rows.get(f"{c}/{int(y)}", 0) + part.num_rows
-            del table, part
+            sink.write(panel)
+            del panel
             done += int(row.n_firms)
             if progress is not None:
                 progress(done, int(n_firms))
-        for w in writers.values():
-            w.close()
-        writers.clear()
-        if final.exists():
-            old = Path(tempfile.mkdtemp(prefix=".panel.old.", dir=out))
-            os.replace(final, old / "panel")
-            os.replace(tmp, final)
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, final)
+        sink.close()
+        _replace_folder(tmp, final)
     except BaseException:
-        for w in writers.values():
-            w.close()
+        sink.close()
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     assert first is not None
@@ -1475,10 +1531,63 @@ def write_partitioned(out_dir: str | os.PathLike, n_firms: int, *, chunk_firms: 
         "years": [int(y) for y in years], "missing": missing, "entry_exit": entry_exit,
         "chunks": [{"chunk": int(r.chunk), "n_firms": int(r.n_firms), "seed": int(r.seed),
                     "share": float(r.share)} for r in plan.itertuples(index=False)],
-        "partitioning": ["country", "year"], "rows": dict(sorted(rows.items())),
-        "n_rows": int(sum(rows.values())),
+        "partitioning": ["country", "year"], "rows": dict(sorted(sink.rows.items())),
+        "n_rows": int(sum(sink.rows.values())),
         "note": "macro/targets/calibration come from chunk 0; depends on chunk_firms",
     }
     _atomic(paths["manifest"], lambda p: Path(p).write_text(json.dumps(manifest, indent=1)))
     return paths
+
+
+class _PartitionSink:
+    """One open Parquet writer per country-year folder ``country=XXX/year=YYYY`` under
+    ``root``; each :meth:`write` appends one row group per partition; ``rows`` counts rows."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.writers: dict[tuple[str, int], Any] = {}
+        self.rows: dict[str, int] = {}
+        self.schema = None
+
+    def write(self, panel: pd.DataFrame) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        country = panel["country"].astype("str").to_numpy()
+        year = panel["year"].to_numpy(dtype=np.int64)
+        body = panel.drop(columns=["country", "year"])
+        # the pandas metadata kept in the schema restores Int64/boolean/category on read
+        table = pa.Table.from_pandas(body, schema=self.schema, preserve_index=False)
+        self.schema = table.schema if self.schema is None else self.schema
+        del body
+        codes, uniq = pd.factorize(pd.MultiIndex.from_arrays([country, year]), sort=True)
+        order = np.argsort(codes, kind="stable")
+        bounds = np.searchsorted(codes[order], np.arange(len(uniq) + 1))
+        for g, (c, y) in enumerate(uniq):
+            part = table.take(pa.array(order[bounds[g]:bounds[g + 1]]))
+            key = (c, int(y))
+            if key not in self.writers:
+                folder = self.root / f"country={c}" / f"year={int(y)}"
+                folder.mkdir(parents=True, exist_ok=True)
+                self.writers[key] = pq.ParquetWriter(folder / "part-0.parquet", self.schema)
+            self.writers[key].write_table(part)
+            self.rows[f"{c}/{int(y)}"] = self.rows.get(f"{c}/{int(y)}", 0) + part.num_rows
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+        self.writers.clear()
+
+
+def _replace_folder(tmp: Path, final: Path) -> None:
+    """Move the finished folder ``tmp`` to ``final``, replacing an older one."""
+    import shutil
+
+    if final.exists():
+        old = Path(tempfile.mkdtemp(prefix=".panel.old.", dir=final.parent))
+        os.replace(final, old / "panel")
+        os.replace(tmp, final)
+        shutil.rmtree(old)
+    else:
+        os.replace(tmp, final)
 
