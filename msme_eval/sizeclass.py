@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import ast
 import functools
+import math
 import re
 import warnings
 from collections.abc import Mapping
@@ -490,3 +491,85 @@ def definitions(path: str | Path | None = None) -> pd.DataFrame:
     out = pd.DataFrame(rows)
     out["year"] = out["year"].astype("Int64")
     return out
+
+
+@dataclass(frozen=True)
+class ClassBounds:
+    """The legal bounds of each size class under one definition (country x sector group).
+
+    ``bounds[criterion][k] = (lo, hi)`` for class k (micro, small, medium, large); None where
+    the law gives no bound (micro's floor, large's ceiling, or a ceiling not captured).
+    Employees are whole persons: a "< 5" ceiling gives hi = 4 and the next class lo = 5.
+    Money bounds are the ceilings as written, in ``currency``. ``decides_large[c]`` is True
+    when a firm whose criterion c is only medium cannot be large under the rule (c binds);
+    ``complete`` is False when a criterion of the rule lacks a ceiling, so the ASEAN
+    harmonised employee band may settle the class."""
+
+    definition_id: str
+    country: str
+    sections: tuple[str, ...]
+    currency: str | None
+    rule: str | None
+    complete: bool
+    bounds: dict[str, tuple[tuple[float | None, float | None], ...]]
+    decides_large: dict[str, bool]
+
+
+def _criterion_bounds(crit: Criterion) -> tuple[tuple[float | None, float | None], ...]:
+    """(lo, hi) per class from the ceilings (see ClassBounds)."""
+    out: list[tuple[float | None, float | None]] = []
+    lo: float | None = None
+    for ceiling in (*crit.ceilings, None):
+        if ceiling is None:
+            out.append((lo, None))
+            lo = None
+            continue
+        op, value = ceiling
+        if crit.name == "employees":
+            hi = value if op == "<=" else math.ceil(value) - 1
+            out.append((lo, hi))
+            lo = hi + 1
+        else:
+            out.append((lo, value))
+            lo = value
+    return tuple(out)
+
+
+def _binds_large(d: Definition, criterion: str) -> bool:
+    """Would the rule make a firm with `criterion` at medium and every other one large not
+    large? (Evaluated with the rule's own combinator on single-class ranges.)"""
+    if not d.rule or criterion not in d.uses[d.rule]:
+        return False
+    ranges = {c: (np.array([float(_LARGE - (c == criterion))]),) * 2 for c in d.uses[d.rule]}
+    lo, _ = _evaluate(ast.parse(d.rule, mode="eval").body, ranges)
+    return bool(lo[0] < _LARGE)
+
+
+def class_bounds(country: str, *, path: str | Path | None = None) -> tuple[ClassBounds, ...]:
+    """The legal class bounds of `country`, one :class:`ClassBounds` per sector group, read
+    from the definitions file (the synthetic sample draws firms inside them)."""
+    defs, _ = _load(Path(path) if path else DEFINITIONS_FILE)
+    out = []
+    for d in defs:
+        if d.scheme != "legal" or d.country != country:
+            continue
+        used = d.uses.get(d.rule, ()) if d.rule else ()
+        out.append(ClassBounds(
+            definition_id=d.id, country=country, sections=d.sections, currency=d.currency,
+            rule=d.rule, complete=bool(d.rule) and all(
+                None not in d.criteria[c].ceilings for c in used),
+            bounds={c: _criterion_bounds(crit) for c, crit in d.criteria.items()},
+            decides_large={c: _binds_large(d, c) for c in d.criteria}))
+    if not out:
+        raise ValueError(f"sizeclass: no legal definition for country {country!r}; "
+                         f"use one of {list(ASEAN)}")
+    return tuple(out)
+
+
+def harmonised_band(path: str | Path | None = None) -> tuple[tuple[int, int | None], ...]:
+    """The ASEAN harmonised employee band per class as (lo, hi) persons (large: hi None)."""
+    defs, _ = _load(Path(path) if path else DEFINITIONS_FILE)
+    band = next(d for d in defs if d.scheme == "asean_harmonised").criteria["employees"]
+    bounds = _criterion_bounds(band)
+    return tuple((int(lo) if lo is not None else 1, int(hi) if hi is not None else None)
+                 for lo, hi in bounds)

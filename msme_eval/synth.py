@@ -52,12 +52,15 @@ only the synthetic sample (ASEAN aggregates, Cambodia's USD size thresholds) and
 used for real data.
 
 Size classes: ``size_class`` is the firm's latent class (its stratum); employees, turnover and
-assets are drawn inside the class box implied by the country's legal definition
-(domain.md section 3; same sector groups as data/size_definitions.yaml), with margins, so any
-AND/OR/majority rule gives the latent class (exception: large firms' turnover may fall below
-the large threshold where the rule makes them large anyway, see
-``_TURNOVER_NOT_BINDING_FOR_LARGE``); drift and programme effects move a few firm-years
-across thresholds (``sizeclass.classify`` agrees on ~99.5 % of rows). Criteria without a
+assets are drawn inside the class box implied by the country's legal definition for the
+firm's sector group, read from data/size_definitions.yaml through
+``sizeclass.class_bounds`` (no limit is written in this module: edit the YAML), with
+margins, so any AND/OR/majority rule gives the latent class (exception: large firms'
+turnover may fall below the large threshold where the rule makes them large anyway, see
+``_turnover_binds_large``; where a definition is incomplete the employee box also stays
+inside the ASEAN harmonised band that then settles the class); drift and programme effects
+move a few firm-years across thresholds (``sizeclass.classify`` agrees on ~99.5 % of rows).
+Criteria without a
 legal bound use illustrative USD ranges per class (x ``_INCOME_MULT`` for richer AMS).
 
 Dynamics and programmes
@@ -150,7 +153,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
-from .schema import COUNTRIES, PROGRAMME_TYPES, SIZE_CLASSES
+from . import sizeclass
+from .contract import COUNTRIES, PROGRAMME_TYPES, SIZE_CLASSES
 
 __all__ = [
     "SyntheticData", "generate", "write_sample", "write_partitioned", "chunk_plan",
@@ -233,7 +237,7 @@ _REGIONS: dict[str, tuple[tuple[str, ...], tuple[float, ...]]] = {
 # Default (non-legal) plausibility bounds in USD, used where the law gives no bound.
 _T_USD = ((1.5e3, 6e4), (6e4, 1.5e6), (1.5e6, 1.5e7), (1.5e7, 1.5e8))
 _A_USD = ((5e2, 3e4), (3e4, 7.5e5), (7.5e5, 7.5e6), (7.5e6, 7.5e7))
-_E_DEFAULT = ((1, 9), (10, 49), (50, 199), (200, 2000))
+_E_LARGE_HI = 2000  # nominal top of the large employee box where the law gives none
 #: synthetic share of micro firms that are formally registered, and exporter-propensity
 #: multipliers by country (illustrative, not sourced)
 _REGISTERED_MICRO = {"BRN": .70, "KHM": .55, "IDN": .35, "LAO": .45, "MYS": .90, "MMR": .35,
@@ -243,52 +247,6 @@ _EXPORT_MULT = {"BRN": 1.2, "KHM": .8, "IDN": .8, "LAO": .6, "MYS": 1.5, "MMR": 
 #: synthetic income-level multipliers of the default money bounds (richer economies' firms
 #: have higher turnover and assets per worker)
 _INCOME_MULT = {"SGP": 4.0, "BRN": 2.5, "MYS": 1.6, "THA": 1.2}
-
-# Legal boxes per country and sector group (domain.md section 3, grouped as in
-# data/size_definitions.yaml). Tuple per class micro/small/medium/large of (lo, hi); None =
-# no legal bound (default used). Money in LCU except where `usd` is True (Cambodia).
-_B = dict
-_SIZE_BOXES: dict[str, dict[str, dict[str, Any]]] = {
-    "BRN": {"A-U": _B(employees=((1, 9), (10, 29), (30, 99), (100, None)),
-                      turnover=((None, 1e5), (1e5, 1e6), (1e6, 5e6), (5e6, None)),
-                      assets=((None, 6e4), (6e4, 6e5), (6e5, 3e6), (3e6, None)))},
-    "KHM": {"A-U": _B(usd=True, employees=((1, 4), (5, 49), (50, 199), (200, None)),
-                      turnover=((None, 62_500), (62_500, 250_000), (400_000, 1e6), (2e6, None)),
-                      assets=((None, 50_000), (50_000, 250_000), (250_000, 500_000), (1e6, None)))},
-    "IDN": {"A-U": _B(employees=((1, 4), (5, 19), (20, 99), (100, None)),
-                      turnover=((None, 2e9), (2e9, 15e9), (15e9, 50e9), (50e9, None)),
-                      assets=((None, 1e9), (1e9, 5e9), (5e9, 10e9), (10e9, None)))},
-    "LAO": {"A-F": _B(employees=((1, 5), (10, 49), (50, 199), (200, None)),
-                      assets=((None, 1e8), (1e8, None), (None, None), (None, None))),
-            "G-U": _B(employees=((1, 9), (10, 49), (50, 199), (200, None)))},
-    "MYS": {"C": _B(employees=((1, 4), (5, 74), (75, 200), (201, None)),
-                    turnover=((None, 3e5), (3e5, 15e6), (15e6, 50e6), (50e6, None))),
-            "other": _B(employees=((1, 4), (5, 29), (30, 75), (76, None)),
-                        turnover=((None, 3e5), (3e5, 3e6), (3e6, 20e6), (20e6, None)))},
-    "MMR": {"C": _B(employees=((1, 9), (10, 49), (51, 300), (301, None)),
-                    assets=((None, 5e8), (None, 5e8), (5e8, 1e9), (1e9, None))),
-            "other": _B(employees=((1, 9), (10, 30), (50, 199), (200, None)),
-                        turnover=((None, None), (None, None), (1e8, None), (1e8, None)))},
-    "PHL": {"A-U": _B(employees=((1, 9), (10, 99), (100, 199), (200, None)),
-                      assets=((None, 3e6), (3e6, 15e6), (15e6, 1e8), (1e8, None)))},
-    "SGP": {"A-U": _B(employees=((1, 9), (10, 49), (50, 199), (201, None)),
-                      turnover=((None, 1e8), (None, 1e8), (None, 1e8), (1e8, None)))},
-    "THA": {"A-U": _B(employees=((1, 5), (6, 30), (51, 100), (201, None)),
-                      turnover=((None, 1.8e6), (1.8e6, 50e6), (100e6, 300e6), (500e6, None)))},
-    "VNM": {"A-U": _B(employees=((1, 10), (11, 50), (51, 100), (201, None)),
-                      turnover=((None, 3e9), (3e9, 50e9), (100e9, 200e9), (300e9, None)),
-                      assets=((None, 3e9), (3e9, 20e9), (50e9, 100e9), (100e9, None)))},
-}
-#: countries where a large firm's turnover need not exceed the large turnover ceiling: the
-#: higher class applies (KHM, THA, VNM), 2-of-3 with employees and assets large (BRN), or
-#: turnover is not (or only as "small or larger") part of the rule for large (LAO, MMR, PHL)
-_TURNOVER_NOT_BINDING_FOR_LARGE = frozenset({"BRN", "KHM", "LAO", "MMR", "PHL", "THA", "VNM"})
-_GROUP_OF: dict[str, dict[str, str]] = {
-    "LAO": {s: ("A-F" if s in "ABCDEF" else "G-U") for s in _SECTIONS},
-    "MYS": {s: ("C" if s == "C" else "other") for s in _SECTIONS},
-    "MMR": {s: ("C" if s == "C" else "other") for s in _SECTIONS},
-}
-
 
 # ------------------------------------------------------------------------------------------
 # Result container
@@ -366,35 +324,55 @@ def _cal_year(year: Any, years: np.ndarray) -> int:
 # ------------------------------------------------------------------------------------------
 # Size boxes
 # ------------------------------------------------------------------------------------------
+def _legal(country: str) -> tuple[sizeclass.ClassBounds, ...]:
+    """The country's legal class bounds per sector group, from data/size_definitions.yaml."""
+    return sizeclass.class_bounds(country)
+
+
 def _group_keys(country: str) -> tuple[str, ...]:
-    return tuple(_SIZE_BOXES[country])
+    return tuple(b.definition_id for b in _legal(country))
+
+
+def _group_of(country: str, section: str) -> int:
+    """Index into _group_keys(country) of the sector group covering an ISIC section."""
+    return next(i for i, b in enumerate(_legal(country)) if section in b.sections)
 
 
 def _group_index(country: str, sectors: np.ndarray) -> np.ndarray:
     """Index into _group_keys(country) for each ISIC letter code (int array into _SECTIONS)."""
-    keys = _group_keys(country)
-    if len(keys) == 1:
-        return np.zeros(len(sectors), dtype=np.int64)
-    lut = np.array([keys.index(_GROUP_OF[country][s]) for s in _SECTIONS])
+    lut = np.array([_group_of(country, sec) for sec in _SECTIONS])
     return lut[sectors]
 
 
-def _box(country: str, group: str) -> np.ndarray:
+def _employee_box(spec: sizeclass.ClassBounds, k: int) -> tuple[float, float]:
+    """Employees (lo, hi) of class k: the legal bounds, the ASEAN harmonised band where the
+    law gives none; inside the band too when the definition is incomplete (the band may then
+    settle the class in ``sizeclass.classify``)."""
+    band_lo, band_hi = sizeclass.harmonised_band()[k]
+    e = spec.bounds.get("employees", ((None, None),) * 4)[k]
+    elo = e[0] if e[0] is not None else band_lo
+    ehi = e[1] if e[1] is not None else max(band_hi or _E_LARGE_HI, 10 * elo)
+    if not spec.complete:
+        lo, hi = max(elo, band_lo), min(ehi, band_hi if band_hi is not None else np.inf)
+        if lo <= hi:
+            elo, ehi = lo, hi
+    return float(elo), float(ehi)
+
+
+def _box(country: str, group: int) -> np.ndarray:
     """(4 classes, 6): employees lo/hi, turnover lo/hi, assets lo/hi in LCU (hi of large is a
-    nominal scale; large draws are lo * (1.2 + k * P))."""
-    spec = _SIZE_BOXES[country][group]
+    nominal scale; large draws are lo * (1.2 + k * P)) for sector group ``group`` (an index
+    into _group_keys(country))."""
+    spec = _legal(country)[group]
     rate = LCU_PER_USD[country]
-    money_rate = rate if spec.get("usd") else 1.0
+    money_rate = rate if spec.currency == "USD" else 1.0
     rate = rate * _INCOME_MULT.get(country, 1.0)    # for the default (non-legal) bounds only
     out = np.zeros((4, 6))
     for k in range(4):
-        e = spec.get("employees", _E_DEFAULT)[k]
-        elo = e[0] if e[0] is not None else _E_DEFAULT[k][0]
-        ehi = e[1] if e[1] is not None else max(_E_DEFAULT[k][1], 10 * elo)
-        out[k, 0:2] = elo, ehi
+        out[k, 0:2] = _employee_box(spec, k)
         for j, (name, dflt) in enumerate((("turnover", _T_USD), ("assets", _A_USD))):
             lo_d, hi_d = dflt[k][0] * rate, dflt[k][1] * rate
-            b = spec.get(name, ((None, None),) * 4)[k]
+            b = spec.bounds.get(name, ((None, None),) * 4)[k]
             lo = b[0] * money_rate if b[0] is not None else None
             hi = b[1] * money_rate if b[1] is not None else None
             if lo is None and hi is None:
@@ -412,6 +390,13 @@ def _box(country: str, group: str) -> np.ndarray:
     out[3, 2] = max(out[3, 2], out[2, 3])
     out[3, 4] = max(out[3, 4], out[2, 5])
     return out
+
+
+def _turnover_binds_large(spec: sizeclass.ClassBounds) -> bool:
+    """A large firm needs turnover above the legal large floor: the floor is known and the
+    rule does not make the firm large anyway (max/majority/other criteria)."""
+    return spec.bounds.get("turnover", ((None, None),) * 4)[3][0] is not None and \
+        spec.decides_large.get("turnover", False)
 
 
 def _emp_pmf(lo: int, hi: int, a: float) -> tuple[np.ndarray, np.ndarray]:
@@ -476,13 +461,11 @@ def _population(cal: pd.DataFrame) -> tuple[np.ndarray, pd.DataFrame]:
 def _class_emp_means(country: str) -> np.ndarray:
     """Expected employees per class (sector-mix weighted over groups; large = lower bound)."""
     out = np.zeros(4)
-    keys = _group_keys(country)
     for k, cls in enumerate(SIZE_CLASSES):
         mix = _SECTOR_MIX[cls]
         tot = 0.0
-        for s, w in mix.items():
-            g = keys[0] if len(keys) == 1 else _GROUP_OF[country][s]
-            b = _box(country, g)
+        for sec, w in mix.items():
+            b = _box(country, _group_of(country, sec))
             if k < 3:
                 x, p = _emp_pmf(b[k, 0], b[k, 1], _EMP_POWER[k])
                 tot += w * float((x * p).sum())
@@ -742,13 +725,12 @@ def _fill_boxes(s: _State, q_emp: np.ndarray) -> tuple[np.ndarray, ...]:
         in_c = country == ci
         gidx = _group_index(c, sector[in_c])
         idx_c = np.flatnonzero(in_c)
-        for gi, g in enumerate(_group_keys(c)):
-            b = _box(c, g)
+        for gi, spec in enumerate(_legal(c)):
+            b = _box(c, gi)
             sel = idx_c[gidx == gi]
-            legal_t = _SIZE_BOXES[c][g].get("turnover", ((None, None),) * 4)[3][0] is not None
-            if not legal_t or c in _TURNOVER_NOT_BINDING_FOR_LARGE:
-                # large whatever its turnover (see _TURNOVER_NOT_BINDING_FOR_LARGE): turnover
-                # may go below the large box's lower end
+            if not _turnover_binds_large(spec):
+                # large whatever its turnover (see _turnover_binds_large): turnover may go
+                # below the large box's lower end
                 t_floor[sel] = 0.25
             for k in range(4):
                 s2 = sel[size[sel] == k]

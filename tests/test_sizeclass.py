@@ -539,5 +539,26 @@ def test_reference_agrees_on_rules_table():
 
 def test_yaml_ceilings_parse_like_python_numbers():
     text = sc.DEFINITIONS_FILE.read_text(encoding="utf-8")
-    for op, num in re.findall(r'"(<=|<) ([0-9_]+)"', text):
+    for _op, num in re.findall(r'"(<=|<) ([0-9_]+)"', text):
         assert float(num) == int(num.replace("_", ""))
+
+
+# ----------------------------------------------------------------------- class bounds
+def test_class_bounds_read_from_the_definitions_file():
+    """Bounds are the YAML ceilings: "< 5" persons -> micro 1-4, small from 5; money bounds are
+    the ceilings as written; 'decides_large' follows the rule's combinator."""
+    khm = {b.definition_id: b for b in sc.class_bounds("KHM")}
+    agri = khm["KHM-agriculture"]
+    assert agri.bounds["employees"] == ((None, 4), (5, 49), (50, 199), (200, None))
+    assert agri.bounds["turnover"][1] == (62_500, 250_000) and agri.currency == "USD"
+    assert agri.complete and not any(agri.decides_large.values())      # max(): higher applies
+    assert not khm["KHM-industry"].complete                             # medium assets missing
+    mys = sc.class_bounds("MYS")[0]
+    assert mys.decides_large == {"turnover": True, "employees": True}   # min(): OR, smaller
+    brn = sc.class_bounds("BRN")[0]
+    assert not any(brn.decides_large.values())                          # majority of three
+    phl = sc.class_bounds("PHL")[0]
+    assert phl.decides_large == {"assets": True, "employees": False}    # employees: fallback
+    assert sc.harmonised_band() == ((1, 9), (10, 49), (50, 199), (200, None))
+    with pytest.raises(ValueError, match="no legal definition"):
+        sc.class_bounds("FRA")
