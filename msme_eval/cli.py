@@ -6,11 +6,22 @@ Exit codes: 0 success; 1 a notebook failed, data are invalid or a step failed; 2
 from __future__ import annotations
 
 import argparse
+import shutil
 import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+import pandas as pd
+
+# pandera imports pyspark.pandas when pyspark is installed (the `spark` extra), which warns about
+# pandas 3 on every command: nothing a user can act on
+warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas", category=FutureWarning)
+
+from msme_eval import cycle, indicators, ingest, io, synth  # noqa: E402
+from msme_eval.contract import AREAS  # noqa: E402
+from msme_eval.schema import DataValidationError  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -29,7 +40,8 @@ def _parser() -> argparse.ArgumentParser:
                        description="Validate the parameters and data, execute the report "
                        "notebooks (region + countries) with papermill, render HTML and publish "
                        "reports/<cycle>/ atomically. Flags override the YAML file.")
-    r.add_argument("--cycle", help="cycle id (letters, digits, _ and -), e.g. 2024")
+    r.add_argument("--cycle", help="cycle id (letters, digits, _ and -), e.g. 2024; reads "
+                   "cycles/<id>.yaml when it exists and no --file is given")
     r.add_argument("-f", "--file", help="YAML file of cycle parameters (e.g. cycles/2024.yaml)")
     r.add_argument("--panel", help="firm-year panel file")
     r.add_argument("--macro", help="macro table (country-year)")
@@ -48,13 +60,20 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, help="wall-clock limit per notebook, seconds")
     r.add_argument("--kernel", help="Jupyter kernel name (default msme-eval)")
     r.add_argument("--output-root", help="folder of published cycles (default reports)")
-    r.add_argument("--templates-dir", help="folder of notebook templates")
+    r.add_argument("--templates-dir", help="folder of notebook templates (default: the ones "
+                   "shipped with msme-eval; `msme-eval templates DIR` copies them to edit)")
     r.add_argument("--no-install-kernel", action="store_true",
                    help="fail instead of registering the msme-eval kernel when it is missing")
     r.add_argument("--engine", choices=("pandas", "duckdb", "spark"),
                    help="where the indicator table is computed (default pandas, in memory); "
                         "duckdb and spark read the Parquet panel; Spark's master and settings "
                         "come from MSME_EVAL_SPARK_MASTER / MSME_EVAL_SPARK_CONF / SPARK_REMOTE")
+
+    t = sub.add_parser("templates", help="copy the report templates to a folder to edit them",
+                       description="Copy the shipped notebook templates into DIR (refuses to "
+                       "overwrite). Edit them in JupyterLab, add your own section (a notebook "
+                       "with a 'parameters' cell), then run with --templates-dir DIR.")
+    t.add_argument("dir")
 
     v = sub.add_parser("validate", help="validate a data file and store the typed version",
                        description="Check every rule of the data contract; print the report; "
@@ -90,9 +109,15 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _cmd_run(a: argparse.Namespace) -> int:
-    from msme_eval import cycle
+def _cycle_file(a: argparse.Namespace) -> str | None:
+    """The YAML of the cycle: --file, else cycles/<--cycle>.yaml when that file exists."""
+    if a.file or not a.cycle:
+        return a.file
+    path = Path("cycles") / f"{a.cycle}.yaml"
+    return str(path) if path.is_file() else None
 
+
+def _cmd_run(a: argparse.Namespace) -> int:
     overrides: dict[str, Any] = {
         "cycle": a.cycle, "panel": a.panel, "macro": a.macro, "targets": a.targets,
         "countries": a.countries, "sections": a.sections, "baseline_year": a.baseline_year,
@@ -101,11 +126,11 @@ def _cmd_run(a: argparse.Namespace) -> int:
         "kernel": a.kernel, "output_root": a.output_root, "templates_dir": a.templates_dir,
         "engine": a.engine,
     }
-    params = cycle.load_params(a.file, **overrides)
-    if a.no_macro or a.no_targets:
-        params = cycle.CycleParams.model_validate(
-            {**params.model_dump(), **({"macro": None} if a.no_macro else {}),
-             **({"targets": None} if a.no_targets else {})})
+    declined = tuple(k for k, flag in (("macro", a.no_macro), ("targets", a.no_targets)) if flag)
+    file = _cycle_file(a)
+    if file and file != a.file:
+        print(f"cycle parameters: {file}")
+    params = cycle.load_params(file, declined=declined, **overrides)
     result = cycle.run(params, install_missing_kernel=not a.no_install_kernel)
     if not result.ok:
         _err(f"{len(result.failed)} notebook(s) failed; see the summary above and "
@@ -113,13 +138,21 @@ def _cmd_run(a: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _cmd_templates(a: argparse.Namespace) -> int:
+    dest = Path(a.dir)
+    if dest.exists() and any(dest.iterdir()):
+        _err(f"{dest} exists and is not empty; choose a new folder")
+        return EXIT_USAGE
+    src = cycle.default_templates()
+    shutil.copytree(src, dest, ignore=shutil.ignore_patterns(".*", "__pycache__", "tutorial"),
+                    dirs_exist_ok=True)
+    print(f"copied {len(list(dest.glob('*.ipynb')))} templates from {src} to {dest}; "
+          f"run with: msme-eval run --templates-dir {dest}")
+    return EXIT_OK
+
+
 def _cmd_validate(a: argparse.Namespace) -> int:
-    from msme_eval.report.context import library
-
     if a.out_dataset:  # chunked, bounded memory: msme_eval.ingest
-        from msme_eval import ingest
-        from msme_eval.schema import DataValidationError
-
         if a.table != "panel" or a.sheet is not None or a.chunk_rows < 1:
             _err("--out-dataset takes a panel (no --table macro/targets, no --sheet) and "
                  "--chunk-rows >= 1")
@@ -148,13 +181,9 @@ def _cmd_validate(a: argparse.Namespace) -> int:
               f"{n_warn} warning(s).")
         print(f"wrote {res.out_dir}\nwrote {res.manifest_path}")
         return EXIT_OK
-    validate_file = library("io.validate_file")
-    if validate_file is None:
-        _err("validation (msme_eval.io.validate_file) is not available in this version")
-        return EXIT_FAILED
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # warnings are part of the printed report
-        res = validate_file(a.file, out_dir=a.out_dir, table=a.table, sheet=a.sheet,
+        res = io.validate_file(a.file, out_dir=a.out_dir, table=a.table, sheet=a.sheet,
                             raise_on_error=False)
     report = res.report
     n_err = int((report["severity"] == "error").sum()) if len(report) else 0
@@ -172,25 +201,14 @@ def _cmd_validate(a: argparse.Namespace) -> int:
 
 
 def _cmd_indicators(a: argparse.Namespace) -> int:
-    import pandas as pd
-
-    from msme_eval.report.context import library
-
-    compute = library("indicators.compute")
-    read = library("io.read_panel")
-    if compute is None or read is None:
-        _err("indicators are not available in this version")
-        return EXIT_FAILED
-    panel = read(a.panel)
-    macro = library("io.read_macro")(a.macro) if a.macro else None  # type: ignore[misc]
+    panel = io.read_panel(a.panel)
+    macro = io.read_macro(a.macro) if a.macro else None
     if a.countries:
-        from msme_eval.schema import COUNTRIES
-
-        bad = [c for c in a.countries if c not in (*COUNTRIES, "ASEAN")]
+        bad = [c for c in a.countries if c not in AREAS]
         if bad:
             _err(f"unknown country code(s) {bad}")
             return EXIT_USAGE
-    table = compute(panel, macro, breakdowns=tuple(a.breakdowns), indicators=a.indicators)
+    table = indicators.compute(panel, macro, breakdowns=tuple(a.breakdowns), indicators=a.indicators)
     if a.countries:
         table = table[table["ref_area"].isin(a.countries)]
     if a.year is not None:
@@ -204,8 +222,7 @@ def _cmd_indicators(a: argparse.Namespace) -> int:
         if out.suffix not in writers:
             _err(f"--out must end in .csv, .xlsx or .parquet, not {out.suffix!r}")
             return EXIT_USAGE
-        atomic = library("io.atomic_write")
-        atomic(out, writers[out.suffix]) if atomic else writers[out.suffix](out)
+        io.atomic_write(out, writers[out.suffix])
         print(f"wrote {len(table):,} rows to {out}")
     else:
         cols = [c for c in ("indicator", "ref_area", "time_period", "breakdown", "group",
@@ -216,23 +233,16 @@ def _cmd_indicators(a: argparse.Namespace) -> int:
 
 
 def _cmd_sample(a: argparse.Namespace) -> int:
-    from msme_eval.report.context import library
-
-    generate, write = library("synth.generate"), library("synth.write_sample")
-    if generate is None or write is None:
-        _err("the synthetic sample (msme_eval.synth) is not available in this version")
-        return EXIT_FAILED
     if a.firms <= 0 or a.last_year < a.first_year:
         _err("--firms must be positive and --last-year >= --first-year")
         return EXIT_USAGE
     years = range(a.first_year, a.last_year + 1)
     if a.firms > a.chunk_firms:
-        from msme_eval import synth
         paths = synth.write_partitioned(a.out, a.firms, chunk_firms=a.chunk_firms, seed=a.seed,
                                         years=years,
                                         progress=lambda done, n: print(f"  {done:,} / {n:,} firms"))
     else:
-        paths = write(a.out, generate(n_firms=a.firms, years=years, seed=a.seed))
+        paths = synth.write_sample(a.out, synth.generate(n_firms=a.firms, years=years, seed=a.seed))
     for name, path in paths.items():
         print(f"wrote {name}: {path}")
     return EXIT_OK
@@ -240,20 +250,15 @@ def _cmd_sample(a: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``msme-eval`` console script; returns the exit code."""
-    from msme_eval.cycle import CycleError
-
     # this process only reads notebooks: skip jsonschema's slow optional IRI checker (see
     # msme_eval.cycle._PAPERMILL_MAIN)
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
-    # pandera imports pyspark.pandas when pyspark is installed, which warns about pandas 3
-    warnings.filterwarnings("ignore", message="PySpark does not yet fully support pandas",
-                            category=FutureWarning)
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "indicators": _cmd_indicators,
-                "sample": _cmd_sample}
+                "sample": _cmd_sample, "templates": _cmd_templates}
     try:
         return handlers[args.command](args)
-    except CycleError as exc:
+    except cycle.CycleError as exc:
         _err(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
@@ -261,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except Exception as exc:  # noqa: BLE001 - a clear one-line message, then non-zero
         name = type(exc).__name__
-        if name in ("DataValidationError", "DataFileNotFoundError"):
+        if isinstance(exc, DataValidationError) or name == "DataFileNotFoundError":
             _err(str(exc))
             return EXIT_FAILED
         if name in ("ValueError", "TypeError", "ImpactInputError", "RegistryError"):

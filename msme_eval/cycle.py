@@ -26,336 +26,52 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import shutil
 import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
-from pydantic import (
-    BaseModel,
-    ConfigDict,
-    Field,
-    ValidationError,
-    field_validator,
-    model_validator,
-)
+import nbformat
+from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 
+from msme_eval import provenance, spark
+from msme_eval.contract import AREAS, REGION, area_name
+from msme_eval.report import render, site
+from msme_eval.report.context import build_cache, notebook_context
 from msme_eval.report.execute import Status, execute_notebook
+from msme_eval.report.params import (
+    DEFAULT_KERNEL,
+    SAFE_NAME,
+    CycleError,
+    CycleParams,
+    NotebookParams,
+    check_engine,
+    default_templates,
+    format_validation_error,
+    is_parquet,
+    load_params,
+)
 from msme_eval.report.publish import CycleLock, publish
+from msme_eval.report.records import clean, dump_json
 from msme_eval.report.redact import redact_firm_ids
-from msme_eval.schema import COUNTRIES, PROGRAMME_TYPES
 
-REGION = "ASEAN"
-AREAS: tuple[str, ...] = (*COUNTRIES, REGION)
-DEFAULT_KERNEL = "msme-eval"
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_TEMPLATES = PROJECT_ROOT / "notebooks"
-SAFE_NAME = re.compile(r"^[A-Za-z0-9_-]+$")
-_SECRET_WORDS = re.compile(r"pass(word|wd)?|secret|token|credential|api_?key|auth|private_?key",
-                           re.IGNORECASE)
+__all__ = ["run", "CycleParams", "NotebookParams", "CycleResult", "NotebookRun", "CycleError",
+           "load_params", "notebook_context", "discover_templates", "plan", "check_kernel",
+           "format_validation_error", "check_engine", "is_parquet", "default_templates", "dump_json",
+           "AREAS", "REGION"]
+
 KERNEL_FIX = (
     "{python} -m ipykernel install --sys-prefix --name {name} "
     "--display-name 'Python (msme-eval)'"
 )
-
-
-class CycleError(RuntimeError):
-    """A cycle cannot start (bad parameters, missing input, missing kernel); exit code 2."""
-
-    exit_code = 2
-
-
-class NotAvailable(RuntimeError):
-    """A library function a notebook section needs is not part of this version."""
-
-
-# --------------------------------------------------------------------------------------------
-# Parameters
-# --------------------------------------------------------------------------------------------
-PathParam = Annotated[Path, Field(strict=False)]
-
-
-def _check_input_file(value: Path | None, name: str) -> Path | None:
-    """Resolve an input path (relative to the working directory, then the project root)."""
-    if value is None:
-        return None
-    path = Path(value).expanduser()
-    candidates = [path] if path.is_absolute() else [Path.cwd() / path, PROJECT_ROOT / path]
-    for cand in candidates:
-        if cand.is_file() or (name == "panel" and cand.is_dir()):  # parquet dataset folder
-            return cand.resolve()
-    tried = ", ".join(str(c) for c in dict.fromkeys(candidates))
-    hint = (" Create the embedded sample with `msme-eval sample` (or `make data`)."
-            if "sample" in str(path) else "")
-    raise ValueError(f"{name} file not found: {value} (looked in: {tried}).{hint}")
-
-
-def is_parquet(path: Path) -> bool:
-    """A Parquet file (.parquet/.pq) or a folder holding Parquet files (a partitioned dataset)."""
-    if path.is_dir():
-        return next(path.rglob("*.parquet"), None) is not None
-    return path.suffix.lower() in (".parquet", ".pq")
-
-
-def check_engine(engine: str) -> None:
-    """Raise `CycleError` (before any notebook starts) when ``engine`` cannot run here."""
-    if engine == "duckdb":
-        import importlib.util
-
-        if importlib.util.find_spec("duckdb") is None:
-            raise CycleError("engine 'duckdb' needs the duckdb package. Fix: pip install "
-                             "'msme-eval[scale]'")
-    elif engine == "spark":
-        from msme_eval import spark
-
-        reason = spark.available()
-        if reason is not None:
-            raise CycleError(f"engine 'spark' cannot run here: {reason}")
-
-
-class _DataParams(BaseModel):
-    """Parameters shared by the runner and every notebook (strict, unknown keys refused)."""
-
-    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, validate_default=True)
-
-    cycle: str = Field("2024", min_length=1, max_length=64,
-                       description="cycle id; a safe name [A-Za-z0-9_-]+ (used as folder name)")
-    panel: PathParam = Field(Path("data/raw/sample/panel.parquet"),
-                             description="firm-year panel (csv, xlsx, dta, sav, parquet)")
-    macro: PathParam | None = Field(Path("data/raw/sample/macro.csv"),
-                                    description="country-year macro table, or None")
-    targets: PathParam | None = Field(Path("data/raw/sample/targets.csv"),
-                                      description="indicator targets table, or None")
-    baseline_year: int = Field(2018, ge=2000, le=2100)
-    target_year: int = Field(2025, ge=2000, le=2100)
-    report_year: int | None = Field(None, ge=2000, le=2100,
-                                    description="latest year reported; None = last year in data")
-    programme_types: list[str] = Field(default_factory=lambda: list(PROGRAMME_TYPES))
-    min_contributors: int = Field(3, ge=1, description="disclosure: minimum firms per cell")
-    dominance_n: int = Field(2, ge=1, description="disclosure: n of the (n, k) dominance rule")
-    dominance_k: float = Field(0.85, gt=0, le=1, description="disclosure: k of the (n, k) rule")
-    engine: Literal["pandas", "duckdb", "spark"] = Field(
-        "pandas", description="where the indicator table is computed: pandas (in memory), "
-        "duckdb (out of core, from the Parquet panel) or spark (the Parquet panel read by "
-        "Spark; master and settings from MSME_EVAL_SPARK_* environment variables)")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _no_secrets(cls, data: Any) -> Any:
-        if isinstance(data, Mapping):
-            bad = sorted(k for k in data if isinstance(k, str) and k not in cls.model_fields
-                         and _SECRET_WORDS.search(k))
-            if bad:
-                raise ValueError(
-                    f"{', '.join(bad)}: secrets are never parameters (they would be written into "
-                    "the executed notebooks). Set credentials as environment variables "
-                    "(e.g. MSME_EVAL_DB_PASSWORD) and read them with os.environ in the library.")
-        return data
-
-    @field_validator("cycle")
-    @classmethod
-    def _safe_cycle(cls, v: str) -> str:
-        if not SAFE_NAME.match(v):
-            raise ValueError(f"cycle id {v!r} is not a safe name: use only letters, digits, "
-                             "'_' and '-' (it becomes a folder name under reports/)")
-        return v
-
-    @field_validator("panel")
-    @classmethod
-    def _panel_exists(cls, v: Path) -> Path:
-        return _check_input_file(v, "panel")  # type: ignore[return-value]
-
-    @field_validator("macro")
-    @classmethod
-    def _macro_exists(cls, v: Path | None) -> Path | None:
-        return _check_input_file(v, "macro")
-
-    @field_validator("targets")
-    @classmethod
-    def _targets_exists(cls, v: Path | None) -> Path | None:
-        return _check_input_file(v, "targets")
-
-    @field_validator("programme_types")
-    @classmethod
-    def _known_types(cls, v: list[str]) -> list[str]:
-        unknown = [t for t in v if t not in PROGRAMME_TYPES]
-        if unknown:
-            raise ValueError(f"unknown programme type(s) {unknown}; choose from "
-                             f"{list(PROGRAMME_TYPES)}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"programme types repeated: {v}")
-        return v
-
-    @model_validator(mode="after")
-    def _years_ordered(self) -> _DataParams:
-        if self.baseline_year >= self.target_year:
-            raise ValueError(f"baseline_year ({self.baseline_year}) must be before "
-                             f"target_year ({self.target_year})")
-        return self
-
-    @model_validator(mode="after")
-    def _engine_reads_parquet(self) -> _DataParams:
-        if self.engine != "pandas" and not is_parquet(self.panel):
-            raise ValueError(
-                f"engine {self.engine!r} reads the panel file itself and needs Parquet (a "
-                f".parquet file or a folder of them), not {self.panel.suffix or 'a folder'!r} "
-                f"({self.panel.name}). Fix: convert it with `msme-eval validate "
-                f"{self.panel.name}` (writes data/processed/{self.panel.stem}.parquet) and "
-                "point panel at that file, or use engine: pandas")
-        return self
-
-
-class CycleParams(_DataParams):
-    """One monitoring cycle: data, areas, years, disclosure thresholds and how to run it."""
-
-    countries: list[str] = Field(default_factory=lambda: list(AREAS),
-                                 description="ISO3 codes of member states and/or 'ASEAN'")
-    sections: list[str] | None = Field(None, description="template names to run; None = all")
-    templates_dir: PathParam = Field(DEFAULT_TEMPLATES, description="folder of .ipynb templates")
-    workers: int = Field(2, ge=1, le=64)
-    timeout: float = Field(600.0, gt=0, description="wall-clock limit per notebook, seconds")
-    kernel: str = Field(DEFAULT_KERNEL, description="Jupyter kernel name (installed kernelspec)")
-    output_root: PathParam = Field(Path("reports"), description="where cycles are published")
-    previous_cycle: str | None = Field(None, description="cycle to compare with; None = the "
-                                                         "latest earlier cycle in output_root")
-
-    @field_validator("countries")
-    @classmethod
-    def _known_areas(cls, v: list[str]) -> list[str]:
-        if not v:
-            raise ValueError("countries is empty; give at least one of " + " ".join(AREAS))
-        unknown = [c for c in v if c not in AREAS]
-        if unknown:
-            raise ValueError(f"unknown country code(s) {unknown}; use ISO 3166 alpha-3 codes of "
-                             f"ASEAN members ({' '.join(COUNTRIES)}) or {REGION!r}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"countries repeated: {v}")
-        return v
-
-    @field_validator("kernel", "previous_cycle")
-    @classmethod
-    def _safe_names(cls, v: str | None) -> str | None:
-        if v is not None and not SAFE_NAME.match(v):
-            raise ValueError(f"{v!r} is not a safe name ([A-Za-z0-9_-]+)")
-        return v
-
-    @field_validator("templates_dir")
-    @classmethod
-    def _templates_exist(cls, v: Path) -> Path:
-        path = v if v.is_absolute() else Path.cwd() / v
-        if not path.is_dir():
-            raise ValueError(f"templates folder not found: {path}")
-        return path.resolve()
-
-    @field_validator("output_root")
-    @classmethod
-    def _absolute_root(cls, v: Path) -> Path:
-        return (v if v.is_absolute() else Path.cwd() / v).resolve()
-
-    def notebook_params(self, country: str, *, output_dir: str = "",
-                        cache_dir: str = "") -> dict[str, Any]:
-        """The parameters injected into one notebook (JSON-safe; checked by NotebookParams)."""
-        data = self.model_dump(mode="json", include=set(_DataParams.model_fields))
-        data.update(country=country, output_dir=output_dir, cache_dir=cache_dir)
-        return data
-
-
-class NotebookParams(_DataParams):
-    """What a template receives: the data parameters plus its area and output folders."""
-
-    country: str = Field(REGION, description="ISO3 member code or 'ASEAN' for the region")
-    output_dir: str = Field("", description="where the runner collects results and tables; "
-                                            "'' = do not write (interactive use)")
-    cache_dir: str = Field("", description="runner cache with the validated panel; '' = none")
-
-    @field_validator("country")
-    @classmethod
-    def _known_area(cls, v: str) -> str:
-        if v not in AREAS:
-            raise ValueError(f"unknown country {v!r}; use one of {' '.join(AREAS)}")
-        return v
-
-
-def format_validation_error(err: ValidationError, source: str = "parameters") -> str:
-    """One line per problem: `field: message (got value)`, plus hints for common slips."""
-    lines = [f"Invalid cycle {source}:"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(all)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown parameter (not part of CycleParams; check spelling)"
-        got = e.get("input")
-        shown = "" if e["type"] in ("extra_forbidden",) or isinstance(got, Mapping) \
-            else f" (got {got!r}: {type(got).__name__})"
-        hint = ""
-        if loc == "cycle" and isinstance(got, int):
-            hint = ' -- quote it in YAML: cycle: "2024"'
-        lines.append(f"  {loc}: {msg}{shown}{hint}")
-    return "\n".join(lines)
-
-
-def load_params(file: str | os.PathLike[str] | None = None, **overrides: Any) -> CycleParams:
-    """Build `CycleParams` from a YAML file and/or keyword overrides (None values are ignored).
-
-    Raises `CycleError` with a readable message for every problem at once.
-    """
-    import yaml
-
-    data: dict[str, Any] = {}
-    source = "parameters"
-    if file is not None:
-        source = f"file {file}"
-        try:
-            text = Path(file).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise CycleError(f"cannot read cycle file {file}: {exc.strerror}") from exc
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            raise CycleError(f"cycle file {file} is not valid YAML: {exc}") from exc
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise CycleError(f"cycle file {file} must be a mapping of parameter: value")
-        data.update(loaded)
-    data.update({k: v for k, v in overrides.items() if v is not None})
-    try:
-        return CycleParams.model_validate(data)
-    except ValidationError as exc:
-        raise CycleError(format_validation_error(exc, source)) from None
-
-
-# --------------------------------------------------------------------------------------------
-# Notebook side: re-check the parameters in the first cell
-# --------------------------------------------------------------------------------------------
-def notebook_context(namespace: Mapping[str, Any], before: Iterable[str] = ()) -> Any:
-    """Check a notebook's parameters and return its `NotebookContext`.
-
-    Call it in the cell after the parameters cell as
-    ``ctx = me.cycle.notebook_context(globals(), _before)`` where ``_before`` is
-    ``set(globals())`` taken just before the parameters cell: every name defined since then
-    (the defaults and papermill's injected parameters) must be a `NotebookParams` field, so an
-    unknown or ill-typed parameter stops the notebook here with a clear message.
-    """
-    from msme_eval.report.context import NotebookContext
-
-    skip = set(before)
-    values = {k: v for k, v in namespace.items()
-              if k not in skip and not k.startswith("_")
-              and not callable(v) and type(v).__name__ != "module"}
-    try:
-        params = NotebookParams.model_validate(values)
-    except ValidationError as exc:
-        raise CycleError(format_validation_error(exc, "notebook parameters")) from None
-    return NotebookContext(params)
+_clean = clean  # the name tests and notebooks of earlier versions used
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,8 +91,6 @@ class Template:
 
 def discover_templates(folder: Path, sections: Iterable[str] | None = None) -> list[Template]:
     """Read the templates in ``folder`` (sorted by name; files starting with '_' are skipped)."""
-    import nbformat
-
     found: list[Template] = []
     for path in sorted(folder.glob("*.ipynb")):
         if path.name.startswith(("_", ".")):
@@ -454,8 +168,6 @@ def check_kernel(name: str, *, install: bool = False) -> dict[str, Any]:
 
     Raises `CycleError` naming the exact command that fixes a missing or broken kernel.
     """
-    from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
-
     def find() -> Any:
         try:
             return KernelSpecManager().get_kernel_spec(name)
@@ -552,15 +264,11 @@ def _prepare_cache(params: CycleParams, cache: Path, log: Callable[[str], None])
     A library function that is missing or fails here is *not* fatal: notebooks then compute
     it themselves and report the problem in their own page.
     """
-    from msme_eval.report.context import build_cache
-
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     if params.engine != "pandas":
         where = "DuckDB, out of core"
         if params.engine == "spark":
-            from msme_eval import spark
-
             where = spark.describe()  # never the full URL: it may carry a token
         log(f"indicators: engine {params.engine} ({where}) on {params.panel.name}")
     notes = build_cache(params, cache)
@@ -572,11 +280,9 @@ def _prepare_cache(params: CycleParams, cache: Path, log: Callable[[str], None])
 def _previous_cycle(params: CycleParams) -> str | None:
     if params.previous_cycle:
         return params.previous_cycle
-    from msme_eval.report.site import list_cycles, natural_key
-
-    earlier = [c["cycle"] for c in list_cycles(params.output_root)
-               if natural_key(c["cycle"]) < natural_key(params.cycle)]
-    return max(earlier, key=natural_key) if earlier else None
+    earlier = [c["cycle"] for c in site.list_cycles(params.output_root)
+               if site.natural_key(c["cycle"]) < site.natural_key(params.cycle)]
+    return max(earlier, key=site.natural_key) if earlier else None
 
 
 def run(params: CycleParams, *, log: Callable[[str], None] | None = None,
@@ -586,9 +292,6 @@ def run(params: CycleParams, *, log: Callable[[str], None] | None = None,
     Failed or timed-out notebooks are kept, rendered with their error and marked failed
     (`CycleResult.ok` is False); the other notebooks still run and the cycle is published.
     """
-    from msme_eval import provenance
-    from msme_eval.report import render, site
-
     say = log or (lambda s: print(s, flush=True))
     started = time.time()
     t0 = time.perf_counter()
@@ -620,7 +323,7 @@ def run(params: CycleParams, *, log: Callable[[str], None] | None = None,
             t_render = time.perf_counter()
             for r, job in zip(runs, jobs):
                 render.render_pair(work / "executed" / f"{job.key}.ipynb", build / r.page,
-                                   title=f"{job.template.title} — {_area_name(job.country)}",
+                                   title=f"{job.template.title} — {area_name(job.country)}",
                                    cycle=params.cycle, status=r.status, depth=r.page.count("/"),
                                    error=r.error, failing_cell=r.failing_cell)
             results = _merge_results(params, jobs, runs, work)
@@ -649,12 +352,6 @@ def run(params: CycleParams, *, log: Callable[[str], None] | None = None,
     say(result.summary())
     say(f"report: {result.path / 'index.html'}  ({result.duration:.1f}s)")
     return result
-
-
-def _area_name(code: str) -> str:
-    from msme_eval.schema import ASEAN
-
-    return "ASEAN (region)" if code == REGION else ASEAN[code][1]
 
 
 def _keep_logs(work: Path, build: Path) -> None:
@@ -727,8 +424,6 @@ def _merge_results(params: CycleParams, jobs: list[Job], runs: list[NotebookRun]
 
     Contains no paths, timestamps or durations, so identical inputs give identical bytes.
     """
-    from msme_eval import provenance
-
     notebooks: dict[str, Any] = {}
     for job, r in zip(jobs, runs):
         frag = work / "results" / job.template.name / job.country / "results.json"
@@ -750,37 +445,3 @@ def _merge_results(params: CycleParams, jobs: list[Job], runs: list[NotebookRun]
     }
 
 
-def _clean(value: Any) -> Any:
-    """JSON-safe, deterministic values: floats to 10 significant digits, NaN/inf -> None."""
-    import math
-
-    if isinstance(value, bool) or value is None or isinstance(value, str):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_clean(v) for v in value]
-    try:
-        import numpy as np
-
-        if isinstance(value, np.generic):
-            value = value.item()
-    except ImportError:  # pragma: no cover
-        pass
-    if isinstance(value, int):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            return None
-        return float(f"{value:.10g}")
-    if hasattr(value, "isoformat"):
-        return value.isoformat()
-    if value is getattr(__import__("pandas"), "NA", object()):
-        return None
-    return str(value)
-
-
-def dump_json(data: Any) -> str:
-    """Canonical JSON (sorted keys, cleaned numbers, trailing newline)."""
-    return json.dumps(_clean(data), indent=2, sort_keys=True, ensure_ascii=False,
-                      allow_nan=False) + "\n"

@@ -14,6 +14,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from msme_eval.io import sha256_file
+
 PACKAGES: tuple[str, ...] = (
     "msme-eval", "pandas", "numpy", "scipy", "statsmodels", "matplotlib", "seaborn", "pyarrow",
     "pandera", "pydantic", "papermill", "nbconvert", "nbformat", "nbclient", "ipykernel",
@@ -24,15 +26,11 @@ PACKAGES: tuple[str, ...] = (
 
 def sha256(path: str | Path, chunk: int = 1 << 20) -> str:
     """Hex SHA-256 of a file (or of a Parquet folder): the rule of :func:`msme_eval.io.sha256_file`."""
-    from .io import sha256_file  # imported here: io pulls in pandera, which a plain run may not need
-
     return sha256_file(path, chunk=chunk)
 
 
 def input_files(params: Any) -> dict[str, dict[str, Any]]:
     """{role: {path, sha256, bytes}} for the data files and templates a cycle reads."""
-    from msme_eval.cycle import discover_templates
-
     files: dict[str, Path] = {}
     for role in ("panel", "macro", "targets"):
         p = getattr(params, role, None)
@@ -43,8 +41,10 @@ def input_files(params: Any) -> dict[str, dict[str, Any]]:
         files["published_statistics"] = stats
     templates_dir = getattr(params, "templates_dir", None)
     if templates_dir is not None:
-        for t in discover_templates(Path(templates_dir), getattr(params, "sections", None)):
-            files[f"template:{t.name}"] = t.path
+        wanted = getattr(params, "sections", None)
+        for path in sorted(Path(templates_dir).glob("*.ipynb")):
+            if not path.name.startswith(("_", ".")) and (wanted is None or path.stem in wanted):
+                files[f"template:{path.stem}"] = path
     return {role: {"path": str(p), "sha256": sha256(p),
                    "bytes": sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
                    if p.is_dir() else p.stat().st_size}

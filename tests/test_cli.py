@@ -5,12 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pandas as pd
 import pytest
-from nbformat.v4 import new_code_cell
+from conftest import template_from
 
 import msme_eval as me
+from msme_eval import cycle
 from msme_eval.cli import main
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,16 +71,7 @@ def test_run_bad_flag_type_is_argparse_error(capsys) -> None:
 
 
 def test_run_failing_notebook_exits_1(sample, tmp_path: Path, capsys) -> None:
-    sys.path.insert(0, str(ROOT / "notebooks"))
-    try:
-        import _build
-    finally:
-        sys.path.pop(0)
-    nb = _build.notebook("boom", ["region"], [new_code_cell("1 / 0")])
-    for i, c in enumerate(nb.cells):
-        c["id"] = f"c{i}"
-    (tmp_path / "tpl").mkdir()
-    nbformat.write(nb, tmp_path / "tpl" / "boom.ipynb")
+    template_from(tmp_path / "tpl", "boom", "1 / 0")
     code = main(["run", "--cycle", "cli", *_data_args(sample), "--countries", "ASEAN",
                  "--templates-dir", str(tmp_path / "tpl"), "--output-root", str(tmp_path / "r"),
                  "--timeout", "120"])
@@ -127,3 +118,59 @@ def test_sample(tmp_path: Path, capsys) -> None:
     assert sorted(panel["year"].unique()) == [2018, 2019, 2020]
     assert (tmp_path / "s" / "targets.csv").is_file()
     assert main(["sample", "--firms", "0", "--out", str(tmp_path / "t")]) == 2
+
+
+# ------------------------------------------------------------------------------- explicit inputs
+def test_own_panel_never_takes_the_sample_tables(sample, tmp_path: Path, capsys) -> None:
+    """A real-data run names its macro and targets tables or declines them: the sample's
+    illustrative tables are never used for someone else's panel."""
+    own = tmp_path / "my_survey.parquet"
+    own.write_bytes(Path(sample["panel"]).read_bytes())
+    code = main(["run", "--cycle", "own", "--panel", str(own), "--output-root", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert "my_survey.parquet" in err and "--macro FILE" in err and "--no-targets" in err
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(cycle.CycleError, match="targets"):
+        cycle.load_params(panel=str(own), macro=str(sample["macro"]))
+    p = cycle.load_params(panel=str(own), macro=str(sample["macro"]), declined=("targets",))
+    assert p.targets is None and p.macro == Path(sample["macro"]).resolve()
+
+
+def test_cycle_id_reads_its_yaml(sample, tmp_path: Path, monkeypatch, capsys) -> None:
+    """`--cycle ID` uses cycles/ID.yaml when it exists (flags still override it)."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cycles").mkdir()
+    (tmp_path / "cycles" / "f25.yaml").write_text(
+        f"cycle: f25\npanel: {sample['panel']}\nmacro: {sample['macro']}\n"
+        f"targets: {sample['targets']}\nbaseline_year: 2017\ntarget_year: 2030\nworkers: 3\n"
+        "countries: [IDN]\n", encoding="utf-8")
+    captured = {}
+    monkeypatch.setattr(cycle, "run", lambda params, **kw: (captured.update(p=params),
+                                                            cycle.CycleResult("f25", tmp_path))[1])
+    assert main(["run", "--cycle", "f25", "--workers", "1"]) == 0
+    p = captured["p"]
+    assert (p.baseline_year, p.target_year, p.countries, p.workers) == (2017, 2030, ["IDN"], 1)
+    assert "cycles/f25.yaml" in capsys.readouterr().out
+
+
+def test_templates_command_copies_and_own_section_runs(sample, tmp_path: Path, capsys) -> None:
+    """A user copies the shipped templates, adds a section of their own and runs the cycle with
+    --templates-dir: the new section is rendered beside the shipped ones."""
+    dest = tmp_path / "my_templates"
+    assert main(["templates", str(dest)]) == 0
+    assert sorted(p.stem for p in dest.glob("*.ipynb")) == [
+        "00_summary", "10_data_quality", "20_indicators", "30_impact"]
+    assert main(["templates", str(dest)]) == 2  # never overwrites
+    for p in dest.glob("*.ipynb"):
+        if p.stem != "10_data_quality":
+            p.unlink()
+    template_from(dest, "40_own", 'display(md("Our own **{x}** section", x="ministry"))',
+                  title="Ministry section")
+    code = main(["run", "--cycle", "own", *_data_args(sample), "--countries", "ASEAN",
+                 "--templates-dir", str(dest), "--output-root", str(tmp_path / "r"), "--timeout", "300"])
+    assert code == 0, capsys.readouterr().out
+    page = (tmp_path / "r" / "own" / "40_own.html").read_text(encoding="utf-8")
+    assert "Our own <strong>ministry</strong> section" in page
+    index = (tmp_path / "r" / "own" / "index.html").read_text(encoding="utf-8")
+    assert "Ministry section" in index

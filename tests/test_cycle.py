@@ -14,7 +14,7 @@ from pathlib import Path
 import nbformat
 import pandas as pd
 import pytest
-from nbformat.v4 import new_code_cell
+from conftest import template_from
 
 import msme_eval as me
 from msme_eval import cycle
@@ -25,11 +25,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 # ------------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="session")
-def sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """A small synthetic sample (600 firms, 6 years) written as a ministry would deliver it."""
-    out = tmp_path_factory.mktemp("sample")
-    data = me.synth.generate(n_firms=1000, years=range(2016, 2022), seed=3)
-    return me.synth.write_sample(out, data)
+def sample(small_sample: dict[str, Path]) -> dict[str, Path]:
+    """The shared small synthetic sample (tests/conftest.py), written as a ministry would deliver it."""
+    return small_sample
 
 
 def _params(sample: dict[str, Path], tmp: Path, **kw: object) -> CycleParams:
@@ -41,18 +39,7 @@ def _params(sample: dict[str, Path], tmp: Path, **kw: object) -> CycleParams:
 
 def _template(folder: Path, name: str, body: str, scope: tuple[str, ...] = ("region",)) -> Path:
     """A minimal template with the standard preamble (parameters + notebook_context)."""
-    sys.path.insert(0, str(ROOT / "notebooks"))
-    try:
-        import _build
-    finally:
-        sys.path.pop(0)
-    nb = _build.notebook(name, list(scope), [new_code_cell(body)])
-    for i, c in enumerate(nb.cells):
-        c["id"] = f"{name}-{i}"
-    folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{name}.ipynb"
-    nbformat.write(nb, path)
-    return path
+    return template_from(folder, name, body, scope)
 
 
 # ------------------------------------------------------------------------------- parameters

@@ -39,10 +39,8 @@ def sample(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def small(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    out = tmp_path_factory.mktemp("small")
-    data = me.synth.generate(n_firms=1000, years=range(2016, 2022), seed=3)
-    return me.synth.write_sample(out, data)
+def small(small_sample: dict[str, Path]) -> dict[str, Path]:
+    return small_sample
 
 
 @pytest.fixture

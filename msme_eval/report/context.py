@@ -7,67 +7,32 @@ loads the shared tables, and writes the notebook's headline numbers (`record`) a
 cycle's ``engine``: from the validated panel (pandas) or from the Parquet panel file through
 DuckDB or Spark (`compute_indicators`), with the same arguments and the same numbers.
 
-Sections call library functions through `library("module.function")`; a function that is not
-part of this version gives ``None`` and the notebook says so plainly instead of inventing
-content. A function that exists but fails raises, so the notebook is marked failed.
+Templates import the library directly (``import msme_eval as me``): a renamed or failing
+function fails the notebook, which the runner marks failed; nothing degrades silently.
 """
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import os
 import re
 import tempfile
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+from pydantic import ValidationError
 
+from msme_eval import indicators, io, progress, spark
+from msme_eval.contract import COUNTRIES, REGION, area_name
 from msme_eval.report import display
+from msme_eval.report.params import CycleError, NotebookParams, format_validation_error
+from msme_eval.report.records import clean, dump_json
 
-REGION = "ASEAN"
 _SAFE = re.compile(r"^[A-Za-z0-9_.-]+$")
 # breakdown / group labels meaning "no breakdown" in a tidy indicator table
 TOTAL_LABELS = {"", "total", "_t", "_z", "all", "none", "nan", "<na>"}
-
-
-def library(dotted: str) -> Callable[..., Any] | None:
-    """``library("indicators.compute")`` -> the function, or None if this version lacks it.
-
-    Only a *missing* msme_eval module or attribute counts as unavailable; any other import
-    error is a bug and is raised.
-    """
-    module, _, attr = dotted.rpartition(".")
-    try:
-        mod = importlib.import_module(f"msme_eval.{module}")
-    except ModuleNotFoundError as exc:
-        if exc.name and (exc.name == f"msme_eval.{module}" or
-                         f"msme_eval.{module}".startswith(exc.name + ".")):
-            return None
-        raise
-    fn = getattr(mod, attr, None)
-    return fn if callable(fn) else None
-
-
-def call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> tuple[Any, list[str]]:
-    """Call ``fn`` with the keyword arguments its signature accepts.
-
-    Returns (result, names of the keyword arguments it does not accept) so callers can say
-    which settings fell back to the library's defaults — nothing is dropped silently.
-    """
-    try:
-        sig = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return fn(*args, **kwargs), []
-    params = sig.parameters.values()
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params):
-        return fn(*args, **kwargs), []
-    names = {p.name for p in params}
-    used = {k: v for k, v in kwargs.items() if k in names}
-    return fn(*args, **used), sorted(set(kwargs) - set(used))
 
 
 def is_total(value: Any) -> bool:
@@ -76,10 +41,9 @@ def is_total(value: Any) -> bool:
 
 
 def disclosure_kwargs(params: Any) -> dict[str, Any]:
-    """The disclosure thresholds under the names the library functions may use."""
+    """The cycle's disclosure thresholds as `indicators.compute` takes them."""
     return {"min_contributors": params.min_contributors, "dom_n": params.dominance_n,
-            "dom_k": params.dominance_k, "dominance_n": params.dominance_n,
-            "dominance_k": params.dominance_k}
+            "dom_k": params.dominance_k}
 
 
 def _write_pickle(obj: Any, path: Path) -> None:
@@ -105,29 +69,21 @@ def _write_text(text: str, path: Path) -> None:
 # Shared computations (used by the runner's cache and by notebooks without a cache)
 # --------------------------------------------------------------------------------------------
 def load_panel(params: Any) -> pd.DataFrame:
-    read = library("io.read_panel")
-    if read is None:
-        raise LookupError("io.read_panel")
-    return read(params.panel)
+    return io.read_panel(params.panel)
 
 
 def validate_panel(params: Any, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(typed panel, validation report with warnings) via `io.validate_file`."""
-    fn = library("io.validate_file")
-    if fn is None:
-        raise LookupError("io.validate_file")
-    res = fn(params.panel, out_dir=out_dir)
+    res = io.validate_file(params.panel, out_dir=out_dir)
     return res.panel, res.report
 
 
 def load_table(params: Any, kind: str) -> pd.DataFrame | None:
+    """The macro or targets table of the cycle, None when the cycle declined it."""
     path = getattr(params, kind)
     if path is None:
         return None
-    read = library(f"io.read_{kind}")
-    if read is None:
-        raise LookupError(f"io.read_{kind}")
-    return read(path)
+    return io.read_macro(path) if kind == "macro" else io.read_targets(path)
 
 
 INDICATOR_BREAKDOWNS = ("size_class", "owner_female")
@@ -142,7 +98,7 @@ def engine_of(params: Any) -> str:
 
 def compute_indicators(params: Any, panel: pd.DataFrame | None,
                        macro: pd.DataFrame | None, *, spark_session: Any = None
-                       ) -> tuple[pd.DataFrame, list[str]]:
+                       ) -> pd.DataFrame:
     """All indicators by country-year, with the report's breakdowns and ASEAN aggregate,
     disclosure control always on.
 
@@ -152,105 +108,98 @@ def compute_indicators(params: Any, panel: pd.DataFrame | None,
     ``spark_session`` (default: `msme_eval.spark.session()`, from the environment). ``panel``
     is not used (and may be None) for duckdb and spark.
     """
-    fn = library("indicators.compute")
-    if fn is None:
-        raise LookupError("indicators.compute")
     engine = engine_of(params)
     source: Any
     if engine == "pandas":
-        if panel is None:
-            raise LookupError("io.read_panel")
         source = panel
     elif engine == "duckdb":
         source = str(params.panel)
     elif engine == "spark":
-        from msme_eval import spark
-
         session = spark.session() if spark_session is None else spark_session
         source = spark.read_parquet(session, params.panel)
     else:
         raise ValueError(f"unknown engine {engine!r}; use pandas, duckdb or spark")
-    return call(fn, source, macro, by=("country", "year"), breakdowns=INDICATOR_BREAKDOWNS,
-                aggregate=True, disclosure=True, **disclosure_kwargs(params))
+    return indicators.compute(source, macro, by=("country", "year"), breakdowns=INDICATOR_BREAKDOWNS,
+                              aggregate=True, disclosure=True, **disclosure_kwargs(params))
 
 
 def _compute_shared_indicators(params: Any, panel: pd.DataFrame | None,
-                               macro: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
+                               macro: pd.DataFrame | None) -> pd.DataFrame:
     """`compute_indicators` for the runner's cache: a Spark session started here is stopped
     afterwards (the notebooks then only read the cached table, no JVM each)."""
     if engine_of(params) != "spark":
         return compute_indicators(params, panel, macro)
-    from msme_eval import spark
-
     with spark.scoped_session() as session:
         return compute_indicators(params, panel, macro, spark_session=session)
 
 
-def compute_progress(params: Any, indicators: pd.DataFrame,
-                     targets: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
+def compute_progress(params: Any, table: pd.DataFrame, targets: pd.DataFrame | None
+                     ) -> pd.DataFrame | None:
     """Progress to the targets whose target year is the cycle's ``target_year`` (a targets
-    file may hold several horizons)."""
-    fn = library("progress.assess")
-    if fn is None:
-        raise LookupError("progress.assess")
+    file may hold several horizons); None when the cycle has no targets for that year."""
     if targets is None:
-        raise LookupError("targets table (no targets file in this cycle)")
+        return None
     if "target_year" in targets.columns:
         targets = targets[targets["target_year"] == params.target_year]
-        if targets.empty:
-            raise LookupError(f"targets for target year {params.target_year} (the targets "
-                              "file has none)")
-    return call(fn, indicators, targets)
+    if targets.empty:
+        return None
+    return progress.assess(table, targets)
 
 
 def build_cache(params: Any, cache: Path) -> list[str]:
     """Validate the inputs once and store the shared tables for every notebook of a cycle.
 
     Data errors (`DataValidationError`) propagate: no notebook should run on invalid data.
-    Returns notes on what could not be prepared (the notebooks then report it themselves).
+    Returns notes for the run log.
     """
     notes: list[str] = []
     cache.mkdir(parents=True, exist_ok=True)
-    try:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            panel, report = validate_panel(params, cache / "validated")
-        quality = [w for w in caught if "DataQuality" in w.category.__name__]
-        if quality:
-            notes.append(f"validation: {len(quality)} data-quality warning message(s); "
-                         "they are listed on the data quality page")
-        for w in caught:
-            if w not in quality:
-                warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
-        _write_pickle(report, cache / "validation_report.pkl")
-    except LookupError:
-        try:
-            panel = load_panel(params)
-        except LookupError as exc:
-            return [f"{exc.args[0]} is not available in this version; notebooks will say so"]
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        panel, report = validate_panel(params, cache / "validated")
+    quality = [w for w in caught if "DataQuality" in w.category.__name__]
+    if quality:
+        notes.append(f"validation: {len(quality)} data-quality warning message(s); "
+                     "they are listed on the data quality page")
+    for w in caught:
+        if w not in quality:
+            warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    _write_pickle(report, cache / "validation_report.pkl")
     _write_pickle(panel, cache / "panel.pkl")
-    tables: dict[str, pd.DataFrame | None] = {}
-    for kind in ("macro", "targets"):
-        try:
-            tables[kind] = load_table(params, kind)
-            _write_pickle(tables[kind], cache / f"{kind}.pkl")
-        except LookupError as exc:
-            tables[kind] = None
-            notes.append(f"{exc.args[0]} not available")
+    tables = {kind: load_table(params, kind) for kind in ("macro", "targets")}
+    for kind, table in tables.items():
+        _write_pickle(table, cache / f"{kind}.pkl")
+        if table is None:
+            notes.append(f"no {kind} table in this cycle (declined)")
     try:
-        ind, ignored = _compute_shared_indicators(params, panel, tables["macro"])
-        _write_pickle((ind, ignored), cache / "indicators.pkl")
-        try:
-            prog, ignored_p = compute_progress(params, ind, tables["targets"])
-            _write_pickle((prog, ignored_p), cache / "progress.pkl")
-        except LookupError as exc:
-            notes.append(f"{exc.args[0]} not available")
-    except LookupError as exc:
-        notes.append(f"{exc.args[0]} not available")
-    except Exception as exc:  # noqa: BLE001 - the indicator notebooks will show the error
+        ind = _compute_shared_indicators(params, panel, tables["macro"])
+    except Exception as exc:  # noqa: BLE001 - each indicator notebook retries and shows the error
         notes.append(f"indicators failed in the shared step ({type(exc).__name__}: {exc}); "
                      "each notebook retries and reports it")
+        return notes
+    _write_pickle(ind, cache / "indicators.pkl")
+    _write_pickle(compute_progress(params, ind, tables["targets"]), cache / "progress.pkl")
     return notes
+
+
+def notebook_context(namespace: Mapping[str, Any], before: Iterable[str] = ()) -> NotebookContext:
+    """Check a notebook's parameters and return its `NotebookContext`.
+
+    Call it in the cell after the parameters cell as
+    ``ctx = me.cycle.notebook_context(globals(), _before)`` where ``_before`` is
+    ``set(globals())`` taken just before the parameters cell: every name defined since then
+    (the defaults and papermill's injected parameters) must be a `NotebookParams` field, so an
+    unknown or ill-typed parameter stops the notebook here with a clear message.
+    """
+    skip = set(before)
+    values = {k: v for k, v in namespace.items()
+              if k not in skip and not k.startswith("_")
+              and not callable(v) and type(v).__name__ != "module"}
+    try:
+        params = NotebookParams.model_validate(values)
+    except ValidationError as exc:
+        raise CycleError(format_validation_error(exc, "notebook parameters")) from None
+    return NotebookContext(params)
 
 
 # --------------------------------------------------------------------------------------------
@@ -271,19 +220,17 @@ class NotebookContext:
     # ---- labels -------------------------------------------------------------------------
     @property
     def area_name(self) -> str:
-        from msme_eval.schema import ASEAN
-
-        return "ASEAN (all member states)" if self.is_region else ASEAN[self.country][1]
+        """The area this page covers, named as the data allow: "ASEAN" only when all ten member
+        states are in the panel, else "ASEAN member states in the data: Thailand, Viet Nam"."""
+        if not self.is_region:
+            return area_name(self.country)
+        present = [c for c in COUNTRIES if c in set(self.panel(area=False)["country"].unique())]
+        if len(present) == len(COUNTRIES):
+            return "ASEAN (all member states)"
+        return "ASEAN member states in the data: " + ", ".join(area_name(c) for c in present)
 
     def __repr__(self) -> str:
         return f"NotebookContext(cycle={self.params.cycle!r}, country={self.country!r})"
-
-    # ---- availability ---------------------------------------------------------------------
-    def unavailable(self, what: str) -> display._HTML:
-        """The plain statement shown where a section's library function is missing."""
-        return display.notice(f"This section is not available in this version of msme-eval "
-                              f"({what} is not implemented yet). No figures are shown "
-                              "rather than placeholders.", "unavailable")
 
     def _cached(self, name: str, compute: Callable[[], Any]) -> Any:
         if name in self._memo:
@@ -309,93 +256,50 @@ class NotebookContext:
         return value
 
     # ---- data -----------------------------------------------------------------------------
-    def panel(self, *, area: bool = True) -> pd.DataFrame | None:
-        """The validated panel (this country's rows when ``area`` and not the region);
-        None (after showing a notice) when reading is not available in this version."""
-        try:
-            full = self._cached("panel", lambda: load_panel(self.params))
-        except LookupError as exc:
-            _show(self.unavailable(exc.args[0]))
-            return None
+    def panel(self, *, area: bool = True) -> pd.DataFrame:
+        """The validated panel (this country's rows when ``area`` and not the region)."""
+        full = self._cached("panel", lambda: load_panel(self.params))
         if area and not self.is_region:
             return full[full["country"] == self.country]
         return full
 
-    def validation_report(self) -> pd.DataFrame | None:
-        """Errors and warnings found when validating the panel (None + notice if n/a)."""
+    def validation_report(self) -> pd.DataFrame:
+        """Errors and warnings found when validating the panel."""
         def compute() -> Any:
             with tempfile.TemporaryDirectory() as tmp:
                 return validate_panel(self.params, Path(tmp))[1]
-        try:
-            return self._cached("validation_report", compute)
-        except LookupError as exc:
-            _show(self.unavailable(exc.args[0]))
-            return None
+        return self._cached("validation_report", compute)
 
     def macro(self) -> pd.DataFrame | None:
-        try:
-            return self._cached("macro", lambda: load_table(self.params, "macro"))
-        except LookupError:
-            return None
+        """The macro table, None when the cycle declined it."""
+        return self._cached("macro", lambda: load_table(self.params, "macro"))
 
     def targets(self) -> pd.DataFrame | None:
-        try:
-            return self._cached("targets", lambda: load_table(self.params, "targets"))
-        except LookupError:
-            return None
+        """The targets table, None when the cycle declined it."""
+        return self._cached("targets", lambda: load_table(self.params, "targets"))
 
-    def indicators(self) -> pd.DataFrame | None:
-        """Tidy indicator table for every area (disclosure applied), or None + notice."""
+    def indicators(self) -> pd.DataFrame:
+        """Tidy indicator table for every area (disclosure applied)."""
         def compute() -> Any:
-            if engine_of(self.params) != "pandas":  # the engine reads the Parquet file
-                return compute_indicators(self.params, None, self.macro())
-            panel = self.panel(area=False)
-            if panel is None:
-                raise LookupError("io.read_panel")
+            panel = None if engine_of(self.params) != "pandas" else self.panel(area=False)
             return compute_indicators(self.params, panel, self.macro())
-        try:
-            table, ignored = self._cached("indicators", compute)
-        except LookupError as exc:
-            _show(self.unavailable(exc.args[0]))
-            return None
-        self._note_ignored("indicators.compute", ignored)
-        return table
+        return self._cached("indicators", compute)
 
     def progress(self) -> pd.DataFrame | None:
-        """Progress-to-target assessment, or None + notice."""
-        ind = self._memo.get("indicators")
-        def compute() -> Any:
-            table = self.indicators() if ind is None else ind[0]
-            if table is None:
-                raise LookupError("indicators.compute")
-            return compute_progress(self.params, table, self.targets())
-        try:
-            table, ignored = self._cached("progress", compute)
-        except LookupError as exc:
-            _show(self.unavailable(exc.args[0]))
-            return None
-        self._note_ignored("progress.assess", ignored)
+        """Progress-to-target assessment; None (after saying why) when there are no targets."""
+        table = self._cached("progress", lambda: compute_progress(self.params, self.indicators(),
+                                                                  self.targets()))
+        if table is None and "progress-notice" not in self._memo:
+            self._memo["progress-notice"] = True
+            why = ("this cycle has no targets table (declined)" if self.params.targets is None
+                   else f"the targets table has no target for {self.params.target_year}")
+            _show(display.notice(f"Progress to target is not assessed: {why}.", "warning"))
         return table
-
-    def _note_ignored(self, fn: str, ignored: list[str]) -> None:
-        """Say (once) which requested settings the library function does not take."""
-        missing = set(ignored)
-        for pair in (("dom_n", "dominance_n"), ("dom_k", "dominance_k")):
-            if not set(pair) <= missing:  # one spelling was accepted
-                missing -= set(pair)
-        key = f"ignored:{fn}"
-        if missing and key not in self._memo:
-            self._memo[key] = True
-            _show(display.notice(f"{fn} in this version does not take the setting(s) "
-                                 f"{', '.join(sorted(missing))}; its defaults were used.",
-                                 "warning"))
 
     # ---- outputs --------------------------------------------------------------------------
     def record(self, key: str, value: Any) -> None:
         """Store a headline number (or a dict/list of them) for results.json."""
-        from msme_eval.cycle import _clean, dump_json
-
-        self.results[key] = _clean(value)
+        self.results[key] = clean(value)
         if self.output is not None:
             _write_text(dump_json(self.results), self.output / "results.json")
 

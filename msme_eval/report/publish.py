@@ -13,6 +13,8 @@ import shutil
 import sys
 from pathlib import Path
 
+from msme_eval.report.params import CycleError
+
 
 def _renameat2_exchange(a: Path, b: Path) -> bool:
     """Atomically swap two directories (Linux renameat2 RENAME_EXCHANGE); False if unsupported."""
@@ -66,8 +68,6 @@ class CycleLock:
 
     def __enter__(self) -> CycleLock:
         import fcntl
-
-        from msme_eval.cycle import CycleError
 
         self.fd = os.open(self.path, os.O_CREAT | os.O_RDWR, 0o644)
         try:

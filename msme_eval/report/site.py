@@ -12,10 +12,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from msme_eval.contract import ASEAN, REGION
 from msme_eval.report.display import fmt, status_class
 from msme_eval.report.render import environment, stylesheet, write_atomic
-
-REGION = "ASEAN"
 
 
 def natural_key(name: str) -> tuple[Any, ...]:
@@ -161,7 +160,6 @@ def write_cycle_index(build: Path, *, params: Any, jobs: list[Any], runs: list[A
                     for j in jobs if j.country == REGION]
     country_templates = [t for t in templates if "country" in t.scope]
     countries = []
-    from msme_eval.schema import ASEAN
     for c in params.countries:
         if c == REGION:
             continue

@@ -15,7 +15,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from msme_eval.impact.evaluate import OUTCOMES
 from msme_eval.report.context import is_total
+from msme_eval.report.display import bullet_list
 
 KPI_IDS: tuple[str, ...] = tuple(f"K{i:02d}" for i in range(1, 11))
 # published-statistics names (msme_eval/data/asean_msme_statistics.csv) -> indicator id
@@ -454,8 +456,6 @@ def collected_impacts(res: dict[str, Any]) -> pd.DataFrame | None:
 
 def bullets(items: Iterable[Any]) -> Any:
     """Escaped HTML bullet list."""
-    from msme_eval.report.display import bullet_list
-
     return bullet_list([str(i) for i in items])
 
 
@@ -467,23 +467,15 @@ def figure_of(obj: Any, title: str | None = None) -> Any:
             fig.suptitle(title, fontsize=10)
         except AttributeError:
             pass
-    try:
-        import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt
 
-        plt.close(fig)
-    except ImportError:  # pragma: no cover
-        pass
+    plt.close(fig)
     return fig
 
 
 def impact_outcomes() -> dict[str, tuple[str, str]]:
-    """`impact.evaluate`'s outcome -> (dimension, label) map ({} when not available)."""
-    import importlib
-
-    try:
-        return dict(importlib.import_module("msme_eval.impact.evaluate").OUTCOMES)
-    except (ImportError, AttributeError):
-        return {}
+    """`impact.evaluate`'s outcome -> (dimension, label) map."""
+    return dict(OUTCOMES)
 
 
 def progress_view(progress: pd.DataFrame, area: str, ids: Iterable[str] = KPI_IDS
