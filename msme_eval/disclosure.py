@@ -51,6 +51,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import engines
+
 __all__ = ["cell_stats", "top2_by_code", "primary", "protect", "CONF_STATUS"]
 
 CONF_STATUS: dict[str, str] = {
@@ -75,16 +77,26 @@ def _as_list(cols: str | Sequence[str] | None) -> list[str]:
 # --------------------------------------------------------------------------------------------
 # cell statistics from microdata
 # --------------------------------------------------------------------------------------------
-def cell_stats(data: pd.DataFrame, value: str | None, by: str | Sequence[str] | None, *,
-               contributor: str | None = "firm_id", top: int = 2) -> pd.DataFrame:
-    """Unweighted contributor statistics per cell of ``by``.
+def cell_stats(data: Any, value: str | None, by: str | Sequence[str] | None, *,
+               contributor: str | None = "firm_id", top: int = 2, engine: str | None = None,
+               **engine_options: Any) -> pd.DataFrame:
+    """Unweighted contributor statistics per cell of ``by``, on any engine.
 
     Returns the ``by`` columns, ``n_contrib`` (distinct contributors with a non-zero
     contribution), ``top1`` ... ``top{top}`` (largest absolute contributions, 0 when absent) and
     ``total`` (sum of absolute contributions). ``value=None``: count table, each firm counts 1.
     ``contributor=None``: each row is its own contributor. Every cell present in ``data``
     appears, including cells whose contributions are all zero or missing (``n_contrib = 0``).
+    ``data``: a pandas DataFrame (in memory) or any input of :mod:`msme_eval.engines` (a
+    Parquet path, DuckDB relation, polars or Spark frame: the same statistics in SQL,
+    :func:`msme_eval.engines.sql_cell_stats`); ``engine`` forces the choice.
     """
+    engine = engines.engine_of(data) if engine is None else engine
+    if engine != "pandas":
+        return engines.sql_cell_stats(data, value, by, contributor=contributor, top=top,
+                                      engine=engine, **engine_options)
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError("engine='pandas' needs a pandas DataFrame")
     by_cols = _as_list(by)
     need = [*by_cols, *( [value] if value is not None else []),
             *([contributor] if contributor is not None else [])]

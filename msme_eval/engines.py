@@ -61,14 +61,363 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from . import disclosure, survey
-from .survey import _EXCLUDED, _PSU, _STRATUM, SurveyDesignError, _as_list, _needed_products, _sum_name
+from .contract import SIZE_CLASS_DTYPE
 
 __all__ = ["ENGINES", "engine_of", "connect", "scan_parquet", "columns_of", "to_pandas",
-           "grouped_sums", "totals", "ratio", "total", "cell_stats"]
+           "grouped_sums", "pandas_grouped_sums", "sql_cell_stats", "SurveyDesignError",
+           "STRATUM", "PSU", "EXCLUDED", "product_key", "sum_name", "needed_products",
+           "check_domain_names", "as_list", "factorize"]
 
 ENGINES = ("pandas", "duckdb", "spark")
 _MAX_ROWS_SHOWN = 10
+
+
+# --------------------------------------------------------------------------------------------
+# the sums table: names shared by every engine and by stage (b)
+# --------------------------------------------------------------------------------------------
+STRATUM = "__stratum__"
+PSU = "__psu__"
+EXCLUDED = "__excluded__"
+_MAX_ROWS_NAMED = 10
+
+ProductKey = tuple[int, tuple[int, ...]]
+
+
+class SurveyDesignError(ValueError):
+    """Invalid survey input (weights, design variables, missing values, singleton strata)."""
+
+
+def as_list(by: str | Sequence[str] | None) -> list[str]:
+    """``None`` -> ``[]``, ``"a"`` -> ``["a"]``, a sequence -> a list (domain/cell columns)."""
+    if by is None:
+        return []
+    if isinstance(by, str):
+        return [by]
+    return list(by)
+
+
+def product_key(wpow: int, vars_: Sequence[int | None]) -> ProductKey:
+    """The key of the product ``w^wpow * y_j * y_l ...`` (``None`` = the constant 1, dropped)."""
+    return wpow, tuple(sorted(v for v in vars_ if v is not None))
+
+
+def sum_name(key: ProductKey, names: Sequence[str]) -> str:
+    """Column name of a product in the sums table: ``w*turnover``, ``w2*y*x`` (w2 = w^2)."""
+    wpow, vars_ = key
+    parts = ["w" if wpow == 1 else "w2"] + [names[v] for v in vars_]
+    return "*".join(parts)
+
+
+def needed_products(k_vars: int, ones: Sequence[bool], *, rows_are_psus: bool, deff: bool,
+                    calibrated: bool = False) -> list[ProductKey]:
+    """Product columns stage (a) must sum, deduplicated (a constant-1 variable drops out).
+
+    Always ``w*y_j``; for the design effect ``w`` and ``w*y_j*y_l``; when rows are the PSUs
+    ``w2*y_j*y_l`` (their squares); for a calibrated variance ``w`` and, when rows are the PSUs,
+    ``w2*y_j`` and ``w2`` (cross-products with the calibration variable, the weight).
+    """
+    var = [None if ones[j] else j for j in range(k_vars)]
+    keys: list[ProductKey] = []
+
+    def add(key: ProductKey) -> None:
+        if key not in keys:
+            keys.append(key)
+
+    for j in range(k_vars):
+        add(product_key(1, [var[j]]))
+    if deff or calibrated:
+        add(product_key(1, []))
+    for j in range(k_vars):
+        for m in range(j, k_vars):
+            if deff:
+                add(product_key(1, [var[j], var[m]]))
+            if rows_are_psus:
+                add(product_key(2, [var[j], var[m]]))
+    if calibrated and rows_are_psus:
+        for j in range(k_vars):
+            add(product_key(2, [var[j]]))
+        add(product_key(2, []))
+    return keys
+
+
+def check_domain_names(by_cols: Sequence[str], extra_prefixes: tuple[str, ...] = ()) -> None:
+    """Refuse domain column names that clash with the sums table's own columns."""
+    reserved = [c for c in by_cols if c in ("n", "w", STRATUM, PSU, EXCLUDED)
+                or c.startswith(("w*", "w2*", *extra_prefixes))]
+    if reserved:
+        raise ValueError(f"domain column name(s) {reserved} clash with the names of the sums "
+                         "table; rename them before estimation")
+
+
+def _set_table_attrs(table: pd.DataFrame, *, names: list[str], ones: list[bool],
+                     by_cols: list[str], weight: str | None, strata: str | None,
+                     psu: str | None, deff: bool, calibrated: bool) -> pd.DataFrame:
+    table.attrs.update(variables=names, ones=ones, by=by_cols, rows_are_psus=psu is None,
+                       deff=deff, calibrated=calibrated, strata=strata, psu=psu, weight=weight)
+    return table
+
+
+# --------------------------------------------------------------------------------------------
+# stage (a) in memory (pandas + numpy)
+# --------------------------------------------------------------------------------------------
+def _name_rows(index: pd.Index, mask: np.ndarray) -> str:
+    labels = index[mask]
+    shown = ", ".join(map(str, labels[:_MAX_ROWS_NAMED].tolist()))
+    more = len(labels) - _MAX_ROWS_NAMED
+    return f"{len(labels)} row(s) (index {shown}{f' and {more} more' if more > 0 else ''})"
+
+
+def _numeric(series: pd.Series, name: str) -> np.ndarray:
+    """Float64 view of a numeric/boolean column with NaN for missing; refuse text columns."""
+    dtype = series.dtype
+    if isinstance(dtype, pd.CategoricalDtype) or not (
+        pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
+    ):
+        raise TypeError(
+            f"column {name!r} has dtype {dtype}; survey estimators need a numeric or boolean "
+            f"column. Fix: convert it (e.g. `data[{name!r}] = data[{name!r}].astype(float)` or "
+            "a 0/1 indicator)."
+        )
+    return series.to_numpy(dtype="float64", na_value=np.nan)
+
+
+def factorize(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Sorted integer codes (int64, -1 for missing) and the distinct labels of a column."""
+    codes, uniques = pd.factorize(series, sort=True, use_na_sentinel=True)
+    return codes.astype(np.int64, copy=False), pd.Index(uniques)
+
+
+def _group_ids(codes: list[np.ndarray], sizes: list[int],
+               n_rows: int) -> tuple[np.ndarray, list[np.ndarray]]:
+    """Group id per row for the combination of several integer code arrays.
+
+    Codes are combined right to left (PSU with stratum first: nested, so few pairs), and the
+    running key is compressed to the observed combinations after every step -- with a
+    bincount/lookup table when the key space is small, else a hash factorisation -- so keys
+    never overflow. Returns the group ids and, per input, the code of each group.
+    """
+    dense_limit = max(4 * n_rows, 1 << 20)
+    gid = codes[-1].astype(np.int64, copy=False)
+    n_groups = sizes[-1]
+    comps = [np.arange(n_groups, dtype=np.int64)]
+    for c, size in zip(reversed(codes[:-1]), reversed(sizes[:-1])):
+        if size == 1:
+            comps.insert(0, np.zeros(len(comps[0]), dtype=np.int64))
+            continue
+        space = n_groups * size
+        key = c * n_groups + gid  # c major, previous groups minor
+        if space <= dense_limit:
+            seen = np.bincount(key, minlength=space)
+            uniq = np.flatnonzero(seen)
+            lut = np.zeros(space, dtype=np.int64)
+            lut[uniq] = np.arange(len(uniq))
+            gid = lut[key]
+        else:
+            gid, uniq = pd.factorize(key, sort=False)
+            gid = gid.astype(np.int64, copy=False)
+            uniq = np.asarray(uniq, dtype=np.int64)
+        prev = uniq % n_groups
+        comps = [uniq // n_groups] + [comp[prev] for comp in comps]
+        n_groups = len(uniq)
+    return gid, comps
+
+
+def _check_frame(data: Any, spec: Mapping[str, Any], weight: str | None, strata: str | None,
+                 psu: str | None, by_cols: list[str]) -> None:
+    if not isinstance(data, pd.DataFrame):
+        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
+    if not spec:
+        raise ValueError("no columns to estimate: pass at least one column name")
+    wanted = [c for c in (weight, strata, psu, *by_cols) if c is not None]
+    wanted += [v for v in spec.values() if isinstance(v, str)]
+    missing = [c for c in dict.fromkeys(wanted) if c not in data.columns]
+    if missing:
+        raise KeyError(
+            f"column(s) {missing} not found in data (columns: {list(data.columns)}). Fix: pass "
+            "existing column names to survey.ratio/total/totals."
+        )
+    if len(data) == 0:
+        raise SurveyDesignError("data has no rows")
+
+
+def _variables(data: pd.DataFrame, spec: Mapping[str, Any]) -> list[np.ndarray | None]:
+    """Each variable as float64 (``None`` = constant 1); infinite values are an error."""
+    index, n_rows = data.index, len(data)
+    values: list[np.ndarray | None] = []
+    for name, src in spec.items():
+        if src is None:
+            values.append(None)
+            continue
+        if isinstance(src, str):
+            arr = _numeric(data[src], src)
+        else:
+            s = src if isinstance(src, pd.Series) else pd.Series(np.asarray(src), index=index)
+            if len(s) != n_rows:
+                raise ValueError(f"array for {name!r} has {len(s)} values, data has {n_rows} rows")
+            arr = _numeric(s, name)
+        if np.isinf(arr).any():
+            raise SurveyDesignError(
+                f"column {name!r} has infinite values in {_name_rows(index, np.isinf(arr))}. "
+                "Fix: correct or remove them before estimation."
+            )
+        values.append(arr)
+    return values
+
+
+def _weights(data: pd.DataFrame, weight: str | None) -> np.ndarray:
+    """The weights (1 without a weight column); missing, infinite or <= 0 is an error."""
+    if weight is None:
+        return np.ones(len(data))
+    w = _numeric(data[weight], weight)
+    bad = ~np.isfinite(w)
+    if bad.any():
+        raise SurveyDesignError(
+            f"weight column {weight!r} is missing or infinite in {_name_rows(data.index, bad)}. "
+            "Fix: every sampled unit needs a finite weight > 0."
+        )
+    bad = w <= 0
+    if bad.any():
+        raise SurveyDesignError(
+            f"weight column {weight!r} is <= 0 in {_name_rows(data.index, bad)}. Fix: weights "
+            "must be > 0 (drop out-of-scope units before estimation, or use a domain)."
+        )
+    return w
+
+
+def _missing_values(data: pd.DataFrame, spec: Mapping[str, Any],
+                    values: list[np.ndarray | None], na_rm: bool) -> np.ndarray:
+    """Rows left out of every domain (``na_rm``); without ``na_rm`` a missing value raises."""
+    excluded = np.zeros(len(data), dtype=bool)
+    for name, arr in zip(spec, values):
+        if arr is None:
+            continue
+        nan = np.isnan(arr)
+        if nan.any():
+            if not na_rm:
+                raise SurveyDesignError(
+                    f"column {spec[name] if isinstance(spec[name], str) else name!r} is missing "
+                    f"in {_name_rows(data.index, nan)}. Fix: impute or remove them, or pass "
+                    "na_rm=True to leave those rows out of the domains (they stay in the design)."
+                )
+            excluded |= nan
+    return excluded
+
+
+def _domain_codes(data: pd.DataFrame, by_cols: list[str], na_rm: bool,
+                  excluded: np.ndarray) -> tuple[list[np.ndarray], list[pd.Index]]:
+    """Codes of the ``by`` columns; a missing label raises, or (``na_rm``) excludes the row."""
+    by_codes: list[np.ndarray] = []
+    by_uniques: list[pd.Index] = []
+    for col in by_cols:
+        codes, uniques = factorize(data[col])
+        nan = codes < 0
+        if nan.any():
+            if not na_rm:
+                raise SurveyDesignError(
+                    f"domain column {col!r} is missing in {_name_rows(data.index, nan)}. Fix: "
+                    "fill it with an explicit label (e.g. 'unknown') or pass na_rm=True to leave "
+                    "those rows out of every domain."
+                )
+            if nan.all():
+                raise SurveyDesignError(f"domain column {col!r} is missing in every row")
+            excluded |= nan
+            codes = np.where(nan, 0, codes)
+        by_codes.append(codes)
+        by_uniques.append(uniques)
+    return by_codes, by_uniques
+
+
+def _design_code(data: pd.DataFrame, role: str, col: str | None) -> tuple[np.ndarray, pd.Index]:
+    """Codes of the strata (or PSU) column; a single code 0 without one; missing raises."""
+    if col is None:
+        return np.zeros(len(data), dtype=np.int64), pd.Index([0])
+    codes, uniques = factorize(data[col])
+    nan = codes < 0
+    if nan.any():
+        raise SurveyDesignError(
+            f"{role} column {col!r} is missing in {_name_rows(data.index, nan)}. Fix: every row "
+            f"needs its {role} label."
+        )
+    return codes, uniques
+
+
+def _bincount_products(gid: np.ndarray, n_groups: int, w: np.ndarray,
+                       values: list[np.ndarray | None], products: list[ProductKey],
+                       names: list[str]) -> dict[str, np.ndarray]:
+    """``SUM(w^p * y_j * y_l ...)`` per group, reusing shared prefixes of the products."""
+    cache: dict[ProductKey, np.ndarray] = {(1, ()): w}
+    if any(wpow == 2 for wpow, _ in products):
+        cache[(2, ())] = w * w
+
+    def product(key: ProductKey) -> np.ndarray:
+        if key not in cache:  # reuse the product of all but the last factor
+            wpow, vars_ = key
+            cache[key] = product((wpow, vars_[:-1])) * values[vars_[-1]]
+        return cache[key]
+
+    prefixes = {(wpow, vars_[:-1]) for wpow, vars_ in products if vars_}
+    sums: dict[str, np.ndarray] = {}
+    for key in sorted(products, key=lambda kv: (kv[0], len(kv[1]), kv[1])):
+        sums[sum_name(key, names)] = np.bincount(gid, weights=product(key), minlength=n_groups)
+        if key not in prefixes and key[1]:
+            del cache[key]  # keep only what later products reuse (peak memory)
+    return {sum_name(k, names): sums[sum_name(k, names)] for k in products}
+
+
+def pandas_grouped_sums(data: pd.DataFrame, columns: Mapping[str, Any] | Sequence[str], *,
+                        weight: str | None = None, strata: str | None = None,
+                        psu: str | None = None, by: str | Sequence[str] | None = None,
+                        na_rm: bool = False, deff: bool = True,
+                        calibrated: bool = False) -> pd.DataFrame:
+    """Stage (a) in memory: the small table of weighted sums per (domain, stratum[, PSU]).
+
+    Columns: the ``by`` columns, ``__stratum__``, ``__psu__`` (absent when rows are the PSUs),
+    ``__excluded__`` (True for the rows left out of every domain by ``na_rm``), ``n`` (row count)
+    and one column per product (:func:`needed_products`), named like ``w*turnover``,
+    ``w*turnover*employees``, ``w2*turnover*turnover`` (``w2`` = squared weight). ``columns``
+    maps estimate names to column names (or arrays aligned with ``data``); a value of ``None``
+    means the constant 1. The table's attrs carry ``variables`` (names, in order),
+    ``rows_are_psus`` and the design column names.
+    """
+    by_cols = as_list(by)
+    spec: dict[str, Any] = (dict(columns) if isinstance(columns, Mapping)
+                            else {c: c for c in columns})
+    _check_frame(data, spec, weight, strata, psu, by_cols)
+    names = list(spec)
+    values = _variables(data, spec)
+    w = _weights(data, weight)
+    excluded = _missing_values(data, spec, values, na_rm)
+    by_codes, by_uniques = _domain_codes(data, by_cols, na_rm, excluded)
+    stratum_codes, stratum_uniques = _design_code(data, "strata", strata)
+    if psu is not None:
+        psu_codes, psu_uniques = _design_code(data, "psu", psu)
+    check_domain_names(by_cols)
+    ones = [v is None for v in values]
+    products = needed_products(len(names), ones, rows_are_psus=psu is None, deff=deff,
+                               calibrated=calibrated)
+
+    # one grouped pass: combine the key codes into one group id (excluded flag, domains,
+    # stratum, PSU; combined right to left: PSU within stratum), then bincount
+    all_codes = [excluded.astype(np.int64), *by_codes, stratum_codes]
+    sizes = [2, *[max(len(u), 1) for u in by_uniques], len(stratum_uniques)]
+    if psu is not None:
+        all_codes.append(psu_codes)
+        sizes.append(len(psu_uniques))
+    gid, comps = _group_ids(all_codes, sizes, len(data))
+    n_groups = len(comps[0])
+    out: dict[str, Any] = {col: by_uniques[i].take(comps[1 + i]) for i, col in enumerate(by_cols)}
+    out[STRATUM] = stratum_uniques.take(comps[1 + len(by_cols)])
+    if psu is not None:
+        out[PSU] = psu_uniques.take(comps[-1])
+    out[EXCLUDED] = comps[0].astype(bool)
+    out["n"] = np.bincount(gid, minlength=n_groups).astype(np.int64)
+    clean = [None if v is None else (np.where(excluded, 0.0, v) if excluded.any() else v)
+             for v in values]
+    out.update(_bincount_products(gid, n_groups, w, clean, products, names))
+    # Index objects keep the dtype of the domain columns (category, boolean, str, int)
+    table = pd.DataFrame({k: (v.array if isinstance(v, pd.Index) else v) for k, v in out.items()})
+    return _set_table_attrs(table, names=names, ones=ones, by_cols=by_cols, weight=weight,
+                            strata=strata, psu=psu, deff=deff, calibrated=calibrated)
 
 
 # --------------------------------------------------------------------------------------------
@@ -390,8 +739,6 @@ def to_pandas(data: Any, columns: Sequence[str] | None = None) -> pd.DataFrame:
     """
     import pyarrow as pa
 
-    from .schema import SIZE_CLASS_DTYPE
-
     if isinstance(data, pd.DataFrame):
         return data if columns is None else data[list(columns)]
     if _is_spark(data):
@@ -437,109 +784,142 @@ def _spec(columns: Mapping[str, Any] | Sequence[str]) -> dict[str, str | None]:
 def grouped_sums(data: Any, columns: Mapping[str, Any] | Sequence[str], *,
                  weight: str | None = None, strata: str | None = None, psu: str | None = None,
                  by: str | Sequence[str] | None = None, na_rm: bool = False, deff: bool = True,
-                 engine: str | None = None, con: Any = None, memory_limit: str | None = None,
-                 threads: int | None = None,
+                 calibrated: bool = False, engine: str | None = None, con: Any = None,
+                 memory_limit: str | None = None, threads: int | None = None,
                  temp_directory: str | os.PathLike | None = None,
                  sort: bool = False) -> pd.DataFrame:
-    """Stage (a) on the engine of ``data``: the :func:`survey.grouped_sums` table.
+    """Stage (a) on the engine of ``data``: the table of weighted sums per (domain, stratum, PSU).
 
-    Same arguments and output as :func:`survey.grouped_sums` (``columns``: names or
-    ``{name: column | None}``, ``None`` = constant 1), plus ``engine`` (default from the input
-    type), and for DuckDB ``con`` / ``memory_limit`` / ``threads`` / ``temp_directory``.
-    Rows come in the engine's order (stage (b) does not depend on it); ``sort=True`` sorts
-    them by ``__excluded__``, the ``by`` columns, ``__stratum__``, ``__psu__`` (seconds on
-    millions of groups, hence off by default).
+    ``columns``: names or ``{name: column | None}`` (``None`` = constant 1; arrays only in
+    memory); ``engine`` (default from the input type, see the module docstring); for DuckDB
+    ``con`` / ``memory_limit`` / ``threads`` / ``temp_directory``. The output is the
+    :func:`pandas_grouped_sums` table whatever the engine. Rows come in the engine's order
+    (stage (b) does not depend on it); ``sort=True`` sorts them by ``__excluded__``, the ``by``
+    columns, ``__stratum__``, ``__psu__`` (seconds on millions of groups, hence off by default).
     """
     engine = engine_of(data) if engine is None else engine
     if engine == "pandas":
         if not isinstance(data, pd.DataFrame):
             raise TypeError("engine='pandas' needs a pandas DataFrame")
-        table = survey.grouped_sums(data, columns, weight=weight, strata=strata, psu=psu, by=by,
-                                    na_rm=na_rm, deff=deff)
+        if any(v is not None for v in (con, memory_limit, threads, temp_directory)):
+            raise ValueError("con/memory_limit/threads/temp_directory apply to DuckDB only")
+        table = pandas_grouped_sums(data, columns, weight=weight, strata=strata, psu=psu, by=by,
+                                    na_rm=na_rm, deff=deff, calibrated=calibrated)
         return _sorted(table) if sort else table
     run = _runner(data, engine, con=con, memory_limit=memory_limit, threads=threads,
                   temp_directory=temp_directory)
-    table = _sql_grouped_sums(run, _spec(columns), weight=weight, strata=strata, psu=psu,
-                              by_cols=_as_list(by), na_rm=na_rm, deff=deff)
+    design = _SqlDesign(_spec(columns), weight, strata, psu, as_list(by), na_rm, deff, calibrated)
+    table = _sql_grouped_sums(run, design)
     return _sorted(table) if sort else table
 
 
 def _sorted(table: pd.DataFrame) -> pd.DataFrame:
-    keys = [*table.attrs["by"], _STRATUM] + ([_PSU] if _PSU in table.columns else [])
+    keys = [*table.attrs["by"], STRATUM] + ([PSU] if PSU in table.columns else [])
     attrs = dict(table.attrs)
-    out = table.sort_values([_EXCLUDED, *keys], kind="stable", na_position="last")
+    out = table.sort_values([EXCLUDED, *keys], kind="stable", na_position="last")
     out = out.reset_index(drop=True)
     out.attrs.update(attrs)
     return out
 
 
-def _sql_grouped_sums(run: _Runner, spec: dict[str, str | None], *, weight: str | None,
-                      strata: str | None, psu: str | None, by_cols: list[str], na_rm: bool,
-                      deff: bool) -> pd.DataFrame:
-    d = run.dialect
+@dataclass
+class _SqlDesign:
+    """The arguments of one SQL stage (a) and what follows from them."""
+
+    spec: dict[str, str | None]
+    weight: str | None
+    strata: str | None
+    psu: str | None
+    by_cols: list[str]
+    na_rm: bool
+    deff: bool
+    calibrated: bool
+
+    @property
+    def names(self) -> list[str]:
+        return list(self.spec)
+
+    @property
+    def ones(self) -> list[bool]:
+        return [v is None for v in self.spec.values()]
+
+    @property
+    def var_cols(self) -> dict[int, str]:
+        return {j: c for j, c in enumerate(self.spec.values()) if c is not None}
+
+    @property
+    def products(self) -> list[ProductKey]:
+        return needed_products(len(self.spec), self.ones, rows_are_psus=self.psu is None,
+                               deff=self.deff, calibrated=self.calibrated)
+
+    @property
+    def keys(self) -> list[str]:
+        return [*self.by_cols, STRATUM] + ([PSU] if self.psu else []) + [EXCLUDED]
+
+
+def _sql_check_columns(run: _Runner, s: _SqlDesign) -> None:
     schema = run.schema()
-    wanted = [c for c in (weight, strata, psu, *by_cols) if c is not None]
-    wanted += [v for v in spec.values() if v is not None]
+    wanted = [c for c in (s.weight, s.strata, s.psu, *s.by_cols) if c is not None]
+    wanted += list(s.var_cols.values())
     missing = [c for c in dict.fromkeys(wanted) if c not in schema]
     if missing:
         raise KeyError(f"column(s) {missing} not found in {run.describe} (columns: "
                        f"{list(schema)}). Fix: pass existing column names.")
-    for col in [v for v in spec.values() if v is not None] + ([weight] if weight else []):
+    for col in list(s.var_cols.values()) + ([s.weight] if s.weight else []):
         if not schema[col]:
             raise TypeError(
                 f"column {col!r} of {run.describe} is not numeric or boolean; survey estimators "
                 "need a numeric or boolean column. Fix: cast it (e.g. a 0/1 indicator).")
-    reserved = [c for c in by_cols if c in ("n", "w", _STRATUM, _PSU, _EXCLUDED)
-                or c.startswith(("w*", "w2*")) or c.startswith("__v")]
-    if reserved:
-        raise ValueError(f"domain column name(s) {reserved} clash with the names of the sums "
-                         "table; rename them before estimation")
+    check_domain_names(s.by_cols, ("__v",))
 
-    names = list(spec)
-    ones = [v is None for v in spec.values()]
-    rows_are_psus = psu is None
-    products = _needed_products(len(names), ones, rows_are_psus=rows_are_psus, deff=deff)
-    var_cols = {j: spec[n] for j, n in enumerate(names) if spec[n] is not None}
 
+def _sql_query(d: _Dialect, s: _SqlDesign) -> str:
+    """One grouped pass: the sums, plus three cheap check aggregates (see below)."""
     # row-level projection: keys, weight, variables (NaN -> NULL), exclusion flag
-    sel = [d.ident(c) for c in by_cols]
-    sel.append(f"{d.ident(strata)} AS {_STRATUM}" if strata else f"0 AS {_STRATUM}")
-    if psu:
-        sel.append(f"{d.ident(psu)} AS {_PSU}")
-    sel.append(f"{d.num(weight)} AS __w" if weight else "1.0 AS __w")
-    for j, col in var_cols.items():
-        sel.append(f"{d.num(col)} AS __v{j}")
-    miss_terms = [f"__v{j} IS NULL" for j in var_cols] + (
-        [f"{d.ident(c)} IS NULL" for c in by_cols])
-    excl = f"({' OR '.join(miss_terms)})" if (na_rm and miss_terms) else "FALSE"
-    sel.append(f"{excl} AS {_EXCLUDED}")
+    sel = [d.ident(c) for c in s.by_cols]
+    sel.append(f"{d.ident(s.strata)} AS {STRATUM}" if s.strata else f"0 AS {STRATUM}")
+    if s.psu:
+        sel.append(f"{d.ident(s.psu)} AS {PSU}")
+    sel.append(f"{d.num(s.weight)} AS __w" if s.weight else "1.0 AS __w")
+    sel += [f"{d.num(col)} AS __v{j}" for j, col in s.var_cols.items()]
+    miss_terms = [f"__v{j} IS NULL" for j in s.var_cols] + (
+        [f"{d.ident(c)} IS NULL" for c in s.by_cols])
+    excl = f"({' OR '.join(miss_terms)})" if (s.na_rm and miss_terms) else "FALSE"
+    sel.append(f"{excl} AS {EXCLUDED}")
 
     def factor(j: int) -> str:
-        return f"(CASE WHEN {_EXCLUDED} THEN 0.0 ELSE __v{j} END)" if na_rm else f"__v{j}"
+        return f"(CASE WHEN {EXCLUDED} THEN 0.0 ELSE __v{j} END)" if s.na_rm else f"__v{j}"
 
     aggs = ["COUNT(*) AS n"]
-    for key in products:
+    for key in s.products:
         wpow, vars_ = key
         expr = " * ".join(["__w"] * wpow + [factor(j) for j in vars_])
-        aggs.append(f"SUM({expr}) AS {d.ident(_sum_name(key, names))}")
+        aggs.append(f"SUM({expr}) AS {d.ident(sum_name(key, s.names))}")
     # checks folded into the same pass as THREE cheap aggregates (each aggregate state costs
     # hash-table memory per group): largest |value| over the variables and the weight (inf?),
     # smallest weight (<= 0?) and the count of missing values that are errors. Only when one
     # fires are the detailed per-column queries run, to name the column and rows.
-    big = [f"abs(__v{j})" for j in var_cols] + (["abs(__w)"] if weight else [])
+    big = [f"abs(__v{j})" for j in s.var_cols] + (["abs(__w)"] if s.weight else [])
     checks = [f"MAX({big[0] if len(big) == 1 else 'GREATEST(' + ', '.join(big) + ')'}) AS __big"]
-    if weight:
+    if s.weight:
         checks.append("MIN(__w) AS __wmin")
-    miss = ([] if na_rm else [f"__v{j}" for j in var_cols]) + (["__w"] if weight else [])
+    miss = _sql_error_missing(s)
     if miss:
         flags = " + ".join(f"CAST(({m} IS NULL) AS INT)" for m in miss)
         checks.append(f"CAST(SUM({flags}) AS BIGINT) AS __miss")
-    keys = [*[d.ident(c) for c in by_cols], _STRATUM] + ([_PSU] if psu else []) + [_EXCLUDED]
-    sql = (f"SELECT {', '.join(keys)}, {', '.join(aggs + checks)} FROM "
-           f"(SELECT {', '.join(sel)} FROM __src__) AS r GROUP BY {', '.join(keys)}")
-    table = run.query(sql)
+    keys = [*[d.ident(c) for c in s.by_cols], *s.keys[len(s.by_cols):]]
+    return (f"SELECT {', '.join(keys)}, {', '.join(aggs + checks)} FROM "
+            f"(SELECT {', '.join(sel)} FROM __src__) AS r GROUP BY {', '.join(keys)}")
 
-    # -- validation, with the same rules, order and fixes as the pandas path -------------------
+
+def _sql_error_missing(s: _SqlDesign) -> list[str]:
+    """Row-level columns whose missing values are an error (not an exclusion)."""
+    return ([] if s.na_rm else [f"__v{j}" for j in s.var_cols]) + (["__w"] if s.weight else [])
+
+
+def _sql_validate(run: _Runner, s: _SqlDesign, table: pd.DataFrame) -> None:
+    """The pandas path's rules, order and fixes; detailed queries only when a check fired."""
+    d = run.dialect
     if len(table) == 0 or int(table["n"].sum()) == 0:
         raise SurveyDesignError(f"{run.describe} has no rows")
 
@@ -550,64 +930,70 @@ def _sql_grouped_sums(run: _Runner, spec: dict[str, str | None], *, weight: str 
 
     big_max = float(np.nanmax(table["__big"].to_numpy(dtype="float64", na_value=np.nan),
                               initial=-np.inf))
-    fired = (np.isinf(big_max) or (weight is not None and float(table["__wmin"].min()) <= 0)
-             or (bool(miss) and int(table["__miss"].sum()) > 0))
+    fired = (np.isinf(big_max) or (s.weight is not None and float(table["__wmin"].min()) <= 0)
+             or (bool(_sql_error_missing(s)) and int(table["__miss"].sum()) > 0))
     if fired:
-        for col in var_cols.values():
+        for col in s.var_cols.values():
             check(d.isinf(d.num(col)), f"column {col!r} has infinite values",
                   "correct or remove them before estimation.")
-        if weight:
-            check(f"({d.num(weight)} IS NULL OR {d.isinf(d.num(weight))})",
-                  f"weight column {weight!r} is missing or infinite",
+        if s.weight:
+            check(f"({d.num(s.weight)} IS NULL OR {d.isinf(d.num(s.weight))})",
+                  f"weight column {s.weight!r} is missing or infinite",
                   "every sampled unit needs a finite weight > 0.")
-            check(f"{d.num(weight)} <= 0", f"weight column {weight!r} is <= 0",
+            check(f"{d.num(s.weight)} <= 0", f"weight column {s.weight!r} is <= 0",
                   "weights must be > 0 (drop out-of-scope units before estimation, or use a "
                   "domain).")
-        if not na_rm:
-            for col in var_cols.values():
+        if not s.na_rm:
+            for col in s.var_cols.values():
                 check(f"{d.num(col)} IS NULL", f"column {col!r} is missing",
                       "impute or remove them, or pass na_rm=True to leave those rows out of the "
                       "domains (they stay in the design).")
-    if not na_rm:
-        for col in by_cols:
+    if not s.na_rm:
+        for col in s.by_cols:
             if table[col].isna().any():
                 check(f"{d.ident(col)} IS NULL", f"domain column {col!r} is missing",
                       "fill it with an explicit label (e.g. 'unknown') or pass na_rm=True to "
                       "leave those rows out of every domain.")
-    for role, col in (("strata", strata), ("psu", psu)):
-        if col is not None and table[_STRATUM if role == "strata" else _PSU].isna().any():
+    for role, col, key in (("strata", s.strata, STRATUM), ("psu", s.psu, PSU)):
+        if col is not None and table[key].isna().any():
             check(f"{d.ident(col)} IS NULL", f"{role} column {col!r} is missing",
                   f"every row needs its {role} label.")
+
+
+def _file_missing_labels(table: pd.DataFrame, s: _SqlDesign) -> pd.DataFrame:
+    """Excluded rows with a missing domain label: filed under the smallest label (as pandas)."""
+    if not (s.na_rm and s.by_cols):
+        return table
+    for col in s.by_cols:
+        if table[col].isna().all():
+            raise SurveyDesignError(f"domain column {col!r} is missing in every row")
+    if not table[s.by_cols].isna().any(axis=1).any():
+        return table
+    for col in s.by_cols:
+        table.loc[table[col].isna(), col] = table[col].dropna().min()
+    sums = [c for c in table.columns if c not in s.keys]
+    return table.groupby(s.keys, sort=False, dropna=False, observed=True)[sums].sum().reset_index()
+
+
+def _sql_grouped_sums(run: _Runner, s: _SqlDesign) -> pd.DataFrame:
+    """Stage (a) in SQL: one query, validation, then the pandas table's layout and attrs."""
+    _sql_check_columns(run, s)
+    table = run.query(_sql_query(run.dialect, s))
+    _sql_validate(run, s, table)
     table = table.drop(columns=[c for c in ("__big", "__wmin", "__miss") if c in table.columns])
-
-    # -- excluded rows with a missing domain label: file them under the smallest label -------
-    if na_rm and by_cols:
-        for col in by_cols:
-            if table[col].isna().all():
-                raise SurveyDesignError(f"domain column {col!r} is missing in every row")
-        nulls = table[by_cols].isna().any(axis=1).to_numpy()
-        if nulls.any():
-            for col in by_cols:
-                smallest = table[col].dropna().min()
-                table.loc[table[col].isna(), col] = smallest
-            plain_keys = [*by_cols, _STRATUM, *([_PSU] if psu else []), _EXCLUDED]
-            sums = [c for c in table.columns if c not in plain_keys]
-            table = table.groupby(plain_keys, sort=False, dropna=False,
-                                  observed=True)[sums].sum().reset_index()
-
-    # -- the pandas table's layout, dtypes and attrs -------------------------------------------
-    order = [*by_cols, _STRATUM] + ([_PSU] if psu else []) + [_EXCLUDED, "n"]
-    order += [_sum_name(k, names) for k in products]
+    table = _file_missing_labels(table, s)
+    order = [*s.keys[:-1], EXCLUDED, "n", *[sum_name(k, s.names) for k in s.products]]
     table = table[order]
-    table[_EXCLUDED] = table[_EXCLUDED].astype(bool)
+    table[EXCLUDED] = table[EXCLUDED].astype(bool)
     table["n"] = table["n"].astype(np.int64)
-    for k in products:
-        table[_sum_name(k, names)] = table[_sum_name(k, names)].astype("float64")
-    if strata is None:
-        table[_STRATUM] = table[_STRATUM].astype(np.int64)
-    table.attrs.update(variables=names, ones=ones, by=by_cols, rows_are_psus=rows_are_psus,
-                       deff=deff, strata=strata, psu=psu, weight=weight)
-    return table
+    for k in s.products:
+        table[sum_name(k, s.names)] = table[sum_name(k, s.names)].astype("float64")
+    if s.strata is None:
+        table[STRATUM] = table[STRATUM].astype(np.int64)
+    return _set_table_attrs(table, names=s.names, ones=s.ones, by_cols=s.by_cols,
+                            weight=s.weight, strata=s.strata, psu=s.psu, deff=s.deff,
+                            calibrated=s.calibrated)
+
 
 
 def _show_rows(run: _Runner, cond: str) -> str:
@@ -624,78 +1010,28 @@ def _show_rows(run: _Runner, cond: str) -> str:
     return f"{n} row(s), e.g.\n{ex.to_string(max_cols=12)}"
 
 
-# --------------------------------------------------------------------------------------------
-# stage (a) + (b): estimators on any engine
-# --------------------------------------------------------------------------------------------
-def totals(data: Any, columns: Mapping[str, Any] | Sequence[str], *, weight: str | None = None,
-           strata: str | None = None, psu: str | None = None,
-           by: str | Sequence[str] | None = None, singleton: str = "fail", level: float = 0.95,
-           na_rm: bool = False, deff: bool = True, engine: str | None = None,
-           **engine_options: Any) -> survey.Totals:
-    """:func:`survey.totals` on any engine: stage (a) there, stage (b) in numpy."""
-    table = grouped_sums(data, columns, weight=weight, strata=strata, psu=psu, by=by,
-                         na_rm=na_rm, deff=deff, engine=engine, **engine_options)
-    return survey.totals_from_sums(table, singleton=singleton, level=level)
-
-
-def ratio(data: Any, numerator: str, denominator: str | None = None, *,
-          weight: str | None = None, strata: str | None = None, psu: str | None = None,
-          by: str | Sequence[str] | None = None, singleton: str = "fail", level: float = 0.95,
-          na_rm: bool = False, deff: bool = True, engine: str | None = None,
-          **engine_options: Any) -> pd.DataFrame:
-    """:func:`survey.ratio` (``R_d = sum_d w y / sum_d w x``, Woodruff SE) on any engine."""
-    cols: dict[str, str | None] = {numerator: numerator,
-                                   (denominator if denominator is not None else "__one__"):
-                                   denominator}
-    if denominator == numerator:
-        cols = {numerator: numerator, "__denominator__": denominator}
-    t = totals(data, cols, weight=weight, strata=strata, psu=psu, by=by, singleton=singleton,
-               level=level, na_rm=na_rm, deff=deff, engine=engine, **engine_options)
-    return survey.delta(t, _ratio_f, _ratio_g)
-
-
-def _ratio_f(tt: np.ndarray) -> np.ndarray:
-    return tt[:, 0] / tt[:, 1]
-
-
-def _ratio_g(tt: np.ndarray) -> np.ndarray:
-    return np.column_stack([1.0 / tt[:, 1], -tt[:, 0] / tt[:, 1] ** 2])
-
-
-def total(data: Any, column: str, *, weight: str | None = None, strata: str | None = None,
-          psu: str | None = None, by: str | Sequence[str] | None = None,
-          singleton: str = "fail", level: float = 0.95, na_rm: bool = False,
-          deff: bool = True, engine: str | None = None, **engine_options: Any) -> pd.DataFrame:
-    """:func:`survey.total` (``Y_d = sum_d w y`` with its Taylor SE) on any engine."""
-    t = totals(data, [column], weight=weight, strata=strata, psu=psu, by=by,
-               singleton=singleton, level=level, na_rm=na_rm, deff=deff, engine=engine,
-               **engine_options)
-    return survey.delta(t, lambda tt: tt[:, 0], lambda tt: np.ones_like(tt))
-
 
 # --------------------------------------------------------------------------------------------
 # disclosure magnitudes
 # --------------------------------------------------------------------------------------------
-def cell_stats(data: Any, value: str | None, by: str | Sequence[str] | None, *,
-               contributor: str | None = "firm_id", top: int = 2, engine: str | None = None,
-               **engine_options: Any) -> pd.DataFrame:
-    """:func:`disclosure.cell_stats` on any engine: per cell of ``by`` the distinct contributors
-    with a non-zero contribution ``n_contrib``, ``top1..top{top}`` (largest absolute
-    per-contributor sums, 0 when absent) and ``total`` (sum of their absolute values).
+def sql_cell_stats(data: Any, value: str | None, by: str | Sequence[str] | None, *,
+                   contributor: str | None = "firm_id", top: int = 2, engine: str | None = None,
+                   **engine_options: Any) -> pd.DataFrame:
+    """:func:`msme_eval.disclosure.cell_stats` on DuckDB or Spark (call that function: it picks
+    the engine): per cell of ``by`` the distinct contributors with a non-zero contribution
+    ``n_contrib``, ``top1..top{top}`` (largest absolute per-contributor sums, 0 when absent)
+    and ``total`` (sum of their absolute values).
 
     SQL: per (cell, contributor) ``|SUM(value)|`` (NULL/NaN skipped; all missing -> no
     contribution), then per cell ``COUNT``, ``SUM`` and the ``row_number() OVER (PARTITION BY
     cell ORDER BY contribution DESC)`` ranks 1..top; every cell of the data is kept (left join,
     NULL-safe on the labels).
     """
-    engine = engine_of(data) if engine is None else engine
-    if engine == "pandas":
-        return disclosure.cell_stats(data, value, by, contributor=contributor, top=top)
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
     run = _runner(data, engine, **engine_options)
     d = run.dialect
-    by_cols = _as_list(by)
+    by_cols = as_list(by)
     schema = run.schema()
     need = [*by_cols, *([value] if value else []), *([contributor] if contributor else [])]
     missing = [c for c in need if c not in schema]
@@ -747,3 +1083,4 @@ def cell_stats(data: Any, value: str | None, by: str | Sequence[str] | None, *,
     if by_cols:
         out = out.sort_values(by_cols, kind="stable").reset_index(drop=True)
     return out[cols]
+

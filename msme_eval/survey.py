@@ -15,7 +15,8 @@ without members of the domain contributes ``z_hi = 0``. For ``g(Y)`` the varianc
 ``grad(g)^T V grad(g)`` (equivalent to the linearised variable ``u = sum_j dg/dY_j y_j``;
 for a ratio ``u = (y - R x) / X``, Woodruff 1971).
 
-The computation has two stages so that stage (a) can run wherever the data live:
+The computation has two stages so that stage (a) can run wherever the data live (``engine=``:
+pandas in memory, DuckDB over Parquet, Spark; see :mod:`msme_eval.engines`):
 
 (a) :func:`grouped_sums` -- one vectorised pass, "GROUP BY domain, stratum, psu; SUM(...)" of a
     few product columns (``w*y_j``, and for the design effect ``w*y_j*y_l``; without PSUs, where
@@ -24,7 +25,11 @@ The computation has two stages so that stage (a) can run wherever the data live:
         SELECT <by...>, strata, psu, COUNT(*) AS n, SUM(w) AS w, SUM(w*y) AS "w*y", ...
         FROM data GROUP BY <by...>, strata, psu
 
-(b) :func:`totals_from_sums` -- small variance algebra in numpy on that table.
+(b) :func:`totals_from_sums` -- small variance algebra in numpy on that table. The algebra's
+    building blocks (:func:`psu_centre`, :func:`stratum_variance`, :func:`satterthwaite_df`,
+    :func:`t_interval`) are public: the indicator table (:mod:`msme_eval.indicators`) computes
+    its PSU totals in its own grouped pass and then uses these same functions, so the variance
+    and degrees-of-freedom rules exist once.
 
 Conventions (and why):
 
@@ -33,9 +38,25 @@ Conventions (and why):
 * **No design information** (no ``strata``/``psu``): simple random sampling with replacement of
   rows (each row its own PSU, one stratum); ``strata`` only: each row is its own PSU within
   its stratum.
-* **Degrees of freedom** ``df = #PSUs - #strata`` of the full design (R ``degf()``, samplics,
-  Stata); confidence intervals ``estimate +- t_{df, (1+level)/2} * se``. ``df <= 0`` gives NaN
-  intervals.
+* **Degrees of freedom** (``df=``): by default (``"satterthwaite"``) the effective df of each
+  estimate, ``df_eff = (sum_h v_h)^2 / sum_h (v_h^2 / (n_h - 1))`` with ``v_h`` stratum h's
+  contribution to the estimate's variance and ``n_h`` its PSUs (Satterthwaite 1946; Korn &
+  Graubard 1999, *Analysis of Health Surveys*, sec. 5.2; Valliant, Dever & Kreuter 2018,
+  *Practical Tools for Designing and Weighting Survey Samples*, sec. 15.4): it matches the
+  information an estimate rests on (a domain in few strata, or a variance dominated by a
+  stratum with 2 PSUs, gets few df) and is never above the nominal df. ``df="nominal"`` gives
+  ``#PSUs - #strata`` of the full design (R ``degf()``, samplics, Stata) for parity. Both are
+  in the output (``df``, ``df_nominal``, ``df_rule``) with ``n_psu``, the PSUs holding members
+  of the domain. Intervals ``estimate +- t_{df, 1-alpha/2} * se``; ``df <= 0`` gives NaN
+  intervals; an estimate with zero variance keeps the nominal df.
+* **Calibrated weights** (``calibrated_to="strata"``): weights post-stratified to known stratum
+  counts ``N_h`` (``sum_{i in h} w_i = N_h``). The variance is that of the calibration
+  residuals (GREG form; Deville & Sarndal 1992; Sarndal, Swensson & Wretman 1992, sec. 7.6; R
+  ``survey::postStratify``/``calibrate``): every PSU total ``z_hi`` of a domain's variable is
+  replaced by ``z_hi - B_h w_hi`` with ``w_hi`` the PSU's weight total and ``B_h = Z_h / N_h``
+  the stratum's mean per unit of weight, so a calibrated count has variance 0 and a
+  post-stratified mean gets ``sum_h n_h/(n_h-1) sum_i (z_hi - B_h w_hi - mean)^2``. Singleton
+  strata then contribute 0 (their single residual is 0).
 * **Singleton strata** (one PSU): ``singleton="fail"`` raises naming them; ``"certainty"``
   treats them as self-representing (zero contribution; R ``survey.lonely.psu="certainty"``,
   samplics ``SinglePSUEst.skip``); ``"centre"`` deviates the lone PSU total from the grand mean
@@ -56,7 +77,8 @@ Conventions (and why):
   Weights, strata and PSUs may never be missing; weights must be finite and > 0.
 
 References: Woodruff (1971) JASA 66:411-414; Wolter (2007) *Introduction to Variance
-Estimation*, ch. 6; Lumley (2010) *Complex Surveys*; R ``survey`` ``svyrecvar``.
+Estimation*, ch. 6; Lumley (2010) *Complex Surveys*; R ``survey`` ``svyrecvar``; Korn &
+Graubard (1999); Deville & Sarndal (1992) JASA 87:376-382.
 """
 from __future__ import annotations
 
@@ -68,308 +90,96 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from . import engines
+from .engines import EXCLUDED, PSU, STRATUM, SurveyDesignError, product_key, sum_name
+from .results import ResultFrame, check_alpha
+
 __all__ = [
-    "SurveyDesignError", "Totals", "ratio", "total", "totals", "delta",
-    "grouped_sums", "totals_from_sums",
+    "SurveyDesignError", "Totals", "ratio", "total", "mean", "totals", "delta",
+    "grouped_sums", "totals_from_sums", "psu_centre", "stratum_variance", "satterthwaite_df",
+    "t_interval", "SINGLETON_OPTIONS", "DF_RULES", "CALIBRATION_OPTIONS",
 ]
 
 SINGLETON_OPTIONS = ("fail", "certainty", "centre")
-_STRATUM = "__stratum__"
-_PSU = "__psu__"
-_EXCLUDED = "__excluded__"
-_MAX_ROWS_NAMED = 10
-
-
-class SurveyDesignError(ValueError):
-    """Invalid survey input (weights, design variables, missing values, singleton strata)."""
+DF_RULES = ("satterthwaite", "nominal")
+CALIBRATION_OPTIONS = (None, "strata")
+VARIANCE_METHOD = "Taylor linearisation, with-replacement PSUs (ultimate cluster)"
 
 
 # --------------------------------------------------------------------------------------------
-# small helpers
+# the variance algebra, shared with the indicator table
 # --------------------------------------------------------------------------------------------
-def _name_rows(index: pd.Index, mask: np.ndarray) -> str:
-    labels = index[mask]
-    shown = ", ".join(map(str, labels[:_MAX_ROWS_NAMED].tolist()))
-    more = len(labels) - _MAX_ROWS_NAMED
-    return f"{len(labels)} row(s) (index {shown}{f' and {more} more' if more > 0 else ''})"
+def psu_centre(stratum_total: np.ndarray, n_h: np.ndarray, grand: np.ndarray,
+               single: np.ndarray, singleton: str) -> np.ndarray:
+    """Centre ``c_h`` of the PSU totals of stratum h: ``Z_h / n_h``; for a singleton stratum
+    under ``singleton="centre"`` the grand mean of the PSU totals ``Z / #PSUs`` (R "adjust").
 
-
-def _as_list(by: str | Sequence[str] | None) -> list[str]:
-    if by is None:
-        return []
-    if isinstance(by, str):
-        return [by]
-    return list(by)
-
-
-def _numeric(series: pd.Series, name: str) -> np.ndarray:
-    """Float64 view of a numeric/boolean column with NaN for missing; refuse text columns."""
-    dtype = series.dtype
-    if isinstance(dtype, pd.CategoricalDtype) or not (
-        pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype)
-    ):
-        raise TypeError(
-            f"column {name!r} has dtype {dtype}; survey estimators need a numeric or boolean "
-            f"column. Fix: convert it (e.g. `data[{name!r}] = data[{name!r}].astype(float)` or "
-            "a 0/1 indicator)."
-        )
-    return series.to_numpy(dtype="float64", na_value=np.nan)
-
-
-def _factorize(series: pd.Series) -> tuple[np.ndarray, pd.Index]:
-    codes, uniques = pd.factorize(series, sort=True, use_na_sentinel=True)
-    return codes.astype(np.int64, copy=False), pd.Index(uniques)
-
-
-# --------------------------------------------------------------------------------------------
-# stage (a): one grouped pass of weighted sums
-# --------------------------------------------------------------------------------------------
-def _product_key(wpow: int, vars_: Sequence[int | None]) -> tuple[int, tuple[int, ...]]:
-    return wpow, tuple(sorted(v for v in vars_ if v is not None))
-
-
-def _sum_name(key: tuple[int, tuple[int, ...]], names: Sequence[str]) -> str:
-    wpow, vars_ = key
-    parts = ["w" if wpow == 1 else "w2"] + [names[v] for v in vars_]
-    return "*".join(parts)
-
-
-def _needed_products(k_vars: int, ones: Sequence[bool], *, rows_are_psus: bool,
-                     deff: bool) -> list[tuple[int, tuple[int, ...]]]:
-    """Product columns stage (a) must sum, deduplicated (a constant-1 variable drops out)."""
-    var = [None if ones[j] else j for j in range(k_vars)]
-    keys: list[tuple[int, tuple[int, ...]]] = []
-
-    def add(key: tuple[int, tuple[int, ...]]) -> None:
-        if key not in keys:
-            keys.append(key)
-
-    for j in range(k_vars):
-        add(_product_key(1, [var[j]]))
-    if deff:
-        add(_product_key(1, []))
-    for j in range(k_vars):
-        for m in range(j, k_vars):
-            if deff:
-                add(_product_key(1, [var[j], var[m]]))
-            if rows_are_psus:
-                add(_product_key(2, [var[j], var[m]]))
-    return keys
-
-
-def _group_ids(codes: list[np.ndarray], sizes: list[int],
-               n_rows: int) -> tuple[np.ndarray, list[np.ndarray]]:
-    """Group id per row for the combination of several integer code arrays.
-
-    Codes are combined right to left (PSU with stratum first: nested, so few pairs), and the
-    running key is compressed to the observed combinations after every step -- with a
-    bincount/lookup table when the key space is small, else a hash factorisation -- so keys
-    never overflow. Returns the group ids and, per input, the code of each group.
+    Arrays broadcast: ``stratum_total`` and ``grand`` (cells, ...), ``n_h`` and ``single``
+    shaped to broadcast against them.
     """
-    dense_limit = max(4 * n_rows, 1 << 20)
-    gid = codes[-1].astype(np.int64, copy=False)
-    n_groups = sizes[-1]
-    comps = [np.arange(n_groups, dtype=np.int64)]
-    for c, size in zip(reversed(codes[:-1]), reversed(sizes[:-1])):
-        if size == 1:
-            comps.insert(0, np.zeros(len(comps[0]), dtype=np.int64))
-            continue
-        space = n_groups * size
-        key = c * n_groups + gid  # c major, previous groups minor
-        if space <= dense_limit:
-            seen = np.bincount(key, minlength=space)
-            uniq = np.flatnonzero(seen)
-            lut = np.zeros(space, dtype=np.int64)
-            lut[uniq] = np.arange(len(uniq))
-            gid = lut[key]
-        else:
-            gid, uniq = pd.factorize(key, sort=False)
-            gid = gid.astype(np.int64, copy=False)
-            uniq = np.asarray(uniq, dtype=np.int64)
-        prev = uniq % n_groups
-        comps = [uniq // n_groups] + [comp[prev] for comp in comps]
-        n_groups = len(uniq)
-    return gid, comps
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = stratum_total / n_h
+    return np.where(single & (singleton == "centre"), grand, c)
 
 
-def grouped_sums(data: pd.DataFrame, columns: Mapping[str, Any] | Sequence[str], *,
-                 weight: str | None = None, strata: str | None = None,
-                 psu: str | None = None, by: str | Sequence[str] | None = None,
-                 na_rm: bool = False, deff: bool = True) -> pd.DataFrame:
-    """Stage (a): the small table of weighted sums per (domain, stratum[, PSU]).
+def stratum_variance(ss: np.ndarray, n_h: np.ndarray, single: np.ndarray,
+                     singleton: str, *, calibrated: bool = False) -> np.ndarray:
+    """Stratum h's contribution to the with-replacement variance: ``v_h = n_h/(n_h-1) SS_h``.
 
-    Columns: the ``by`` columns, ``__stratum__``, ``__psu__`` (absent when rows are the PSUs),
-    ``__excluded__`` (True for the rows left out of every domain by ``na_rm``), ``n`` (row count)
-    and one column per product, named like ``w*turnover``, ``w*turnover*employees``,
-    ``w2*turnover*turnover`` (``w2`` = squared weight). ``columns`` maps estimate names to
-    column names (or arrays aligned with ``data``); a value of ``None`` means the constant 1.
-    The table's attrs carry ``variables`` (names, in order) and ``rows_are_psus``.
+    ``SS_h = sum_i (z_hi - c_h)(z_hi - c_h)^T`` over *all* ``n_h`` PSUs of the stratum (those
+    without members of the domain at ``z = 0``), ``c_h`` from :func:`psu_centre`. Singleton
+    strata: ``"certainty"`` 0; ``"centre"`` ``SS_h`` itself (deviation from the grand mean, no
+    ``n/(n-1)``); calibrated (residual) totals 0, as the lone residual is 0.
     """
-    by_cols = _as_list(by)
-    if not isinstance(data, pd.DataFrame):
-        raise TypeError(f"data must be a pandas DataFrame, got {type(data).__name__}")
-    spec: dict[str, Any] = (dict(columns) if isinstance(columns, Mapping)
-                            else {c: c for c in columns})
-    if not spec:
-        raise ValueError("no columns to estimate: pass at least one column name")
-    wanted = [c for c in (weight, strata, psu, *by_cols) if c is not None]
-    wanted += [v for v in spec.values() if isinstance(v, str)]
-    missing = [c for c in dict.fromkeys(wanted) if c not in data.columns]
-    if missing:
-        raise KeyError(
-            f"column(s) {missing} not found in data (columns: {list(data.columns)}). Fix: pass "
-            "existing column names to survey.ratio/total/totals."
-        )
-    n_rows = len(data)
-    if n_rows == 0:
-        raise SurveyDesignError("data has no rows")
-    index = data.index
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scaled = n_h / np.maximum(n_h - 1, 1) * ss
+    lone = ss if (singleton == "centre" and not calibrated) else np.zeros_like(ss)
+    return np.where(single, lone, scaled)
 
-    # -- variables ---------------------------------------------------------------------
-    names = list(spec)
-    values: list[np.ndarray | None] = []
-    for name, src in spec.items():
-        if src is None:
-            values.append(None)
-            continue
-        if isinstance(src, str):
-            arr = _numeric(data[src], src)
-        else:
-            s = src if isinstance(src, pd.Series) else pd.Series(np.asarray(src), index=index)
-            if len(s) != n_rows:
-                raise ValueError(f"array for {name!r} has {len(s)} values, data has {n_rows} rows")
-            arr = _numeric(s, name)
-        if np.isinf(arr).any():
-            raise SurveyDesignError(
-                f"column {name!r} has infinite values in {_name_rows(index, np.isinf(arr))}. "
-                "Fix: correct or remove them before estimation."
-            )
-        values.append(arr)
 
-    # -- weights -------------------------------------------------------------------------
-    if weight is None:
-        w = np.ones(n_rows)
-    else:
-        w = _numeric(data[weight], weight)
-        bad = ~np.isfinite(w)
-        if bad.any():
-            raise SurveyDesignError(
-                f"weight column {weight!r} is missing or infinite in {_name_rows(index, bad)}. "
-                "Fix: every sampled unit needs a finite weight > 0."
-            )
-        bad = w <= 0
-        if bad.any():
-            raise SurveyDesignError(
-                f"weight column {weight!r} is <= 0 in {_name_rows(index, bad)}. Fix: weights must "
-                "be > 0 (drop out-of-scope units before estimation, or use a domain)."
-            )
+def satterthwaite_df(v_sum: np.ndarray, v2_sum: np.ndarray, nominal: Any) -> np.ndarray:
+    """Effective degrees of freedom ``(sum_h v_h)^2 / sum_h v_h^2 / (n_h - 1)``.
 
-    # -- missing values in variables and domains -------------------------------------------
-    excluded = np.zeros(n_rows, dtype=bool)
-    for name, arr in zip(names, values):
-        if arr is None:
-            continue
-        nan = np.isnan(arr)
-        if nan.any():
-            if not na_rm:
-                raise SurveyDesignError(
-                    f"column {spec[name] if isinstance(spec[name], str) else name!r} is missing "
-                    f"in {_name_rows(index, nan)}. Fix: impute or remove them, or pass "
-                    "na_rm=True to leave those rows out of the domains (they stay in the design)."
-                )
-            excluded |= nan
+    ``v_sum`` = the variance ``sum_h v_h``, ``v2_sum`` = ``sum_h v_h^2 / max(n_h - 1, 1)``
+    (a singleton stratum kept by ``singleton="centre"`` counts as one df). Where the variance
+    is 0 (nothing to estimate) the nominal df is returned. Korn & Graubard (1999) sec. 5.2.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = v_sum * v_sum / v2_sum
+    ok = (v_sum > 0) & (v2_sum > 0) & np.isfinite(df)
+    return np.where(ok, df, np.asarray(nominal, dtype=float))
 
-    by_codes: list[np.ndarray] = []
-    by_uniques: list[pd.Index] = []
-    for col in by_cols:
-        codes, uniques = _factorize(data[col])
-        nan = codes < 0
-        if nan.any():
-            if not na_rm:
-                raise SurveyDesignError(
-                    f"domain column {col!r} is missing in {_name_rows(index, nan)}. Fix: fill it "
-                    "with an explicit label (e.g. 'unknown') or pass na_rm=True to leave those "
-                    "rows out of every domain."
-                )
-            if nan.all():
-                raise SurveyDesignError(f"domain column {col!r} is missing in every row")
-            excluded |= nan
-            codes = np.where(nan, 0, codes)
-        by_codes.append(codes)
-        by_uniques.append(uniques)
 
-    design_codes: list[np.ndarray] = []
-    design_uniques: list[pd.Index] = []
-    for role, col in (("strata", strata), ("psu", psu)):
-        if col is None:
-            continue
-        codes, uniques = _factorize(data[col])
-        nan = codes < 0
-        if nan.any():
-            raise SurveyDesignError(
-                f"{role} column {col!r} is missing in {_name_rows(index, nan)}. Fix: every row "
-                f"needs its {role} label."
-            )
-        design_codes.append(codes)
-        design_uniques.append(uniques)
+def t_interval(estimate: np.ndarray, se: np.ndarray, df: np.ndarray,
+               alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """``estimate -/+ t_{df, 1 - alpha/2} se``; NaN where ``df <= 0``."""
+    d = np.asarray(df, dtype=float)
+    with np.errstate(invalid="ignore"):
+        tq = np.where(d > 0, stats.t.ppf(1 - alpha / 2, np.where(d > 0, d, 1.0)), np.nan)
+    return estimate - tq * se, estimate + tq * se
 
-    reserved = [c for c in by_cols if c in ("n", "w", _STRATUM, _PSU, _EXCLUDED)
-                or c.startswith(("w*", "w2*"))]
-    if reserved:
-        raise ValueError(f"domain column name(s) {reserved} clash with the names of the sums "
-                         "table; rename them before estimation")
-    rows_are_psus = psu is None
-    ones = [v is None for v in values]
-    products = _needed_products(len(names), ones, rows_are_psus=rows_are_psus, deff=deff)
 
-    # -- one grouped pass: combine the key codes into one group id, then bincount ----------
-    # order: excluded flag, domains, stratum, PSU (combined right to left: PSU within stratum)
-    stratum_codes = design_codes[0] if strata is not None else np.zeros(n_rows, dtype=np.int64)
-    stratum_uniques = design_uniques[0] if strata is not None else pd.Index([0])
-    all_codes = [excluded.astype(np.int64), *by_codes, stratum_codes]
-    sizes = [2, *[max(len(u), 1) for u in by_uniques], len(stratum_uniques)]
-    if psu is not None:
-        all_codes.append(design_codes[-1])
-        sizes.append(len(design_uniques[-1]))
-    gid, comps = _group_ids(all_codes, sizes, n_rows)
-    n_groups = len(comps[0])
-    counts = np.bincount(gid, minlength=n_groups)
+def _check_options(singleton: str, df: str, calibrated_to: Any) -> None:
+    if singleton not in SINGLETON_OPTIONS:
+        raise ValueError(f"singleton must be one of {SINGLETON_OPTIONS}, got {singleton!r}")
+    if df not in DF_RULES:
+        raise ValueError(f"df must be one of {DF_RULES}, got {df!r}")
+    if calibrated_to not in CALIBRATION_OPTIONS:
+        raise ValueError(
+            f"calibrated_to must be None or 'strata' (weights post-stratified to the stratum "
+            f"counts), got {calibrated_to!r}. Fix: for post-strata other than the design "
+            "strata, calibrate and estimate with them as the strata column.")
 
-    out: dict[str, Any] = {}
-    for i, col in enumerate(by_cols):
-        out[col] = by_uniques[i].take(comps[1 + i])
-    out[_STRATUM] = stratum_uniques.take(comps[1 + len(by_cols)])
-    if psu is not None:
-        out[_PSU] = design_uniques[-1].take(comps[-1])
-    out[_EXCLUDED] = comps[0].astype(bool)
-    out["n"] = counts.astype(np.int64)
-    any_excluded = bool(excluded.any())
-    clean = [None if v is None else (np.where(excluded, 0.0, v) if any_excluded else v)
-             for v in values]
-    cache: dict[tuple[int, tuple[int, ...]], np.ndarray] = {(1, ()): w}
-    if any(wpow == 2 for wpow, _ in products):
-        cache[(2, ())] = w * w
 
-    def product(key: tuple[int, tuple[int, ...]]) -> np.ndarray:
-        if key not in cache:  # reuse the product of all but the last factor
-            wpow, vars_ = key
-            cache[key] = product((wpow, vars_[:-1])) * clean[vars_[-1]]
-        return cache[key]
-
-    prefixes = {(wpow, vars_[:-1]) for wpow, vars_ in products if vars_}
-    sums: dict[str, np.ndarray] = {}
-    for key in sorted(products, key=lambda kv: (kv[0], len(kv[1]), kv[1])):
-        sums[_sum_name(key, names)] = np.bincount(gid, weights=product(key), minlength=n_groups)
-        if key not in prefixes and key[1]:
-            del cache[key]  # keep only what later products reuse (peak memory)
-    del cache
-    out.update({_sum_name(k, names): sums[_sum_name(k, names)] for k in products})
-    # Index objects keep the dtype of the domain columns (category, boolean, str, int)
-    table = pd.DataFrame({k: (v.array if isinstance(v, pd.Index) else v)
-                          for k, v in out.items()})
-    table.attrs.update(variables=names, ones=ones, by=by_cols, rows_are_psus=rows_are_psus,
-                       deff=deff, strata=strata, psu=psu, weight=weight)
-    return table
+def grouped_sums(data: Any, columns: Mapping[str, Any] | Sequence[str], *,
+                 weight: str | None = None, strata: str | None = None, psu: str | None = None,
+                 by: str | Sequence[str] | None = None, na_rm: bool = False, deff: bool = True,
+                 calibrated: bool = False, engine: str | None = None,
+                 **engine_options: Any) -> pd.DataFrame:
+    """Stage (a) on any engine: :func:`msme_eval.engines.grouped_sums` (see there)."""
+    return engines.grouped_sums(data, columns, weight=weight, strata=strata, psu=psu, by=by,
+                                na_rm=na_rm, deff=deff, calibrated=calibrated, engine=engine,
+                                **engine_options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -381,10 +191,14 @@ class Totals:
 
     ``keys`` (DataFrame, one row per domain, the ``by`` columns), ``columns`` (the k variable
     names), ``estimate`` (DataFrame n_domains x k), ``cov`` (ndarray n_domains x k x k, Taylor
-    linearised), ``n`` (ndarray of unweighted rows per domain), ``df`` (design degrees of
-    freedom), ``design`` (dict: n_psu, n_strata, df, singleton option and strata, variance
-    method). ``moments`` keeps what the design effect needs (sum of weights ``N_d`` and
-    ``M_d[j, l] = sum_d w y_j y_l``).
+    linearised), ``n`` (ndarray of unweighted rows per domain), ``df`` (nominal design degrees
+    of freedom), ``design`` (dict: n_psu, n_strata, df, singleton option and strata, variance
+    method, calibration). ``strata_cov`` / ``strata_domain`` / ``strata_df`` hold each
+    (domain, stratum) cell's contribution ``v_h``, its domain and ``max(n_h - 1, 1)`` (for
+    the Satterthwaite df); ``absent_single`` counts, per domain, the singleton strata without
+    members that ``singleton="centre"`` charges ``grand grand^T`` (``grand``). ``n_psu``: PSUs
+    with members of each domain. ``moments`` keeps what the design effect needs (sum of
+    weights ``N_d`` and ``M_d[j, l] = sum_d w y_j y_l``).
     """
 
     keys: pd.DataFrame
@@ -393,9 +207,16 @@ class Totals:
     cov: np.ndarray
     n: np.ndarray
     df: int
-    level: float = 0.95
+    alpha: float = 0.05
+    df_rule: str = "satterthwaite"
     design: dict[str, Any] = field(default_factory=dict)
     moments: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    n_psu: np.ndarray | None = field(default=None, repr=False)
+    strata_cov: np.ndarray | None = field(default=None, repr=False)
+    strata_domain: np.ndarray | None = field(default=None, repr=False)
+    strata_df: np.ndarray | None = field(default=None, repr=False)
+    absent_single: np.ndarray | None = field(default=None, repr=False)
+    grand: np.ndarray | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return (f"Totals({len(self.keys)} domains x {len(self.columns)} columns "
@@ -407,192 +228,341 @@ class Totals:
         for j, col in enumerate(self.columns):
             grad = np.zeros((len(self.keys), len(self.columns)))
             grad[:, j] = 1.0
-            res = delta(self, lambda t, j=j: t[:, j], lambda t, g=grad: g)
+            res = pd.DataFrame(delta(self, lambda t, j=j: t[:, j], lambda t, g=grad: g))
             res.insert(len(self.keys.columns), "variable", col)
             frames.append(res)
         return pd.concat(frames, ignore_index=True)
 
 
-def _outer_sum(idx: np.ndarray, a: np.ndarray, b: np.ndarray, size: int,
-               scale: np.ndarray | None = None) -> np.ndarray:
-    """sum over rows r with idx[r] = d of scale[r] * a[r] b[r]^T -> (size, k, k)."""
+def _outer_sum(idx: np.ndarray, a: np.ndarray, b: np.ndarray, size: int) -> np.ndarray:
+    """sum over rows r with idx[r] = d of a[r] b[r]^T -> (size, k, k) (a, b: (rows, k))."""
     k = a.shape[1]
     out = np.zeros((size, k, k))
     for j in range(k):
-        for m in range(j, k):
-            prod = a[:, j] * b[:, m] if scale is None else scale * a[:, j] * b[:, m]
-            out[:, j, m] = np.bincount(idx, weights=prod, minlength=size)
-            out[:, m, j] = out[:, j, m]
+        for m in range(k):
+            out[:, j, m] = np.bincount(idx, weights=a[:, j] * b[:, m], minlength=size)
     return out
 
 
-def totals_from_sums(table: pd.DataFrame, *, singleton: str = "fail",
-                     level: float = 0.95) -> Totals:
-    """Stage (b): domain totals and their Taylor covariance from :func:`grouped_sums` output.
+def _sym_outer(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``a b^T + b a^T`` per cell (a, b: (cells, k))."""
+    return a[:, :, None] * b[:, None, :] + b[:, :, None] * a[:, None, :]
 
-    Only the small table is touched. Per domain d and stratum h with ``n_h`` PSUs (all PSUs of
-    the full sample), ``C_dh = sum_i (z_hi - c)(z_hi - c)^T`` over all ``n_h`` PSUs (absent PSUs
-    have ``z = 0``) with ``c = zbar_h``; ``V_d = sum_h n_h/(n_h-1) C_dh``. Singleton strata per
-    ``singleton``: "fail" raises, "certainty" adds 0, "centre" adds ``(z - Z_d/P)(z - Z_d/P)^T``
-    with ``P`` the number of PSUs in the design.
-    """
-    if singleton not in SINGLETON_OPTIONS:
-        raise ValueError(f"singleton must be one of {SINGLETON_OPTIONS}, got {singleton!r}")
-    if not 0 < level < 1:
-        raise ValueError(f"level must be in (0, 1), got {level!r}")
-    attrs = table.attrs
-    names: list[str] = list(attrs["variables"])
-    ones: list[bool] = list(attrs["ones"])
-    by_cols: list[str] = list(attrs["by"])
-    rows_are_psus: bool = bool(attrs["rows_are_psus"])
-    k = len(names)
 
-    def col(wpow: int, vars_: Sequence[int]) -> np.ndarray:
-        key = _product_key(wpow, [None if ones[v] else v for v in vars_])
-        return table[_sum_name(key, names)].to_numpy(dtype="float64")
+@dataclass
+class _Layout:
+    """Strata, PSUs and domains of a sums table (stage b's view of the design)."""
 
-    # strata and PSUs of the full design (every row of the data is in some group of the table)
-    h_codes, h_uniques = _factorize(table[_STRATUM])
-    n_strata = len(h_uniques)
+    h_codes: np.ndarray       # stratum code per table row
+    h_uniques: pd.Index
+    n_h: np.ndarray           # PSUs (rows when rows are PSUs) per stratum, full sample
+    psu_id: np.ndarray | None  # PSU code per table row (None when rows are the PSUs)
+    keys: pd.DataFrame        # the domains
+    d_codes: np.ndarray       # domain per table row; excluded rows -> n_dom
+    excluded: np.ndarray
+
+    @property
+    def n_strata(self) -> int:
+        return len(self.h_uniques)
+
+    @property
+    def n_dom(self) -> int:
+        return len(self.keys)
+
+    @property
+    def single(self) -> np.ndarray:
+        return self.n_h == 1
+
+
+def _layout(table: pd.DataFrame) -> _Layout:
+    h_codes, h_uniques = engines.factorize(table[STRATUM])
     cnt = table["n"].to_numpy()
-    if rows_are_psus:
-        n_h = np.bincount(h_codes, weights=cnt, minlength=n_strata)
+    if table.attrs["rows_are_psus"]:
+        n_h = np.bincount(h_codes, weights=cnt, minlength=len(h_uniques))
+        psu_id = None
     else:
-        p_codes, _ = _factorize(table[_PSU])
-        pairs = np.unique(h_codes * (int(p_codes.max()) + 1) + p_codes)
-        n_h = np.bincount(pairs // (int(p_codes.max()) + 1), minlength=n_strata).astype(float)
-    n_psu = int(n_h.sum())
-    df = n_psu - n_strata
-    single = n_h == 1
-    singleton_strata = h_uniques[single].tolist() if attrs.get("strata") is not None else (
+        p_codes, _ = engines.factorize(table[PSU])
+        pair = h_codes * (int(p_codes.max()) + 1) + p_codes
+        psu_id, first = pd.factorize(pair)
+        psu_id = psu_id.astype(np.int64)
+        n_h = np.bincount(np.asarray(first) // (int(p_codes.max()) + 1),
+                          minlength=len(h_uniques)).astype(float)
+    excluded = table[EXCLUDED].to_numpy(dtype=bool)
+    keys, d_codes = _domains(table, list(table.attrs["by"]), excluded)
+    return _Layout(h_codes, h_uniques, n_h, psu_id, keys, d_codes, excluded)
+
+
+def _domains(table: pd.DataFrame, by_cols: list[str],
+             excluded: np.ndarray) -> tuple[pd.DataFrame, np.ndarray]:
+    """The domains (sorted ``by`` combinations of included rows) and each table row's domain;
+    excluded rows are kept for the design only, in an extra slot ``n_dom``."""
+    incl = ~excluded
+    if by_cols:
+        dom_frame = table.loc[incl, by_cols]
+        d_incl = dom_frame.groupby(by_cols, sort=True, observed=True, dropna=False).ngroup()
+        d_incl = d_incl.to_numpy()
+        keys = (dom_frame.assign(_d=d_incl).drop_duplicates("_d").sort_values("_d")
+                .drop(columns="_d").reset_index(drop=True))
+    else:
+        d_incl = np.zeros(int(incl.sum()), dtype=np.int64)
+        keys = pd.DataFrame(index=range(1 if incl.any() else 0))
+    d_codes = np.full(len(table), len(keys), dtype=np.int64)
+    d_codes[incl] = d_incl
+    return keys, d_codes
+
+
+def _singleton_strata(lay: _Layout, table: pd.DataFrame, singleton: str) -> list[Any]:
+    single = lay.single
+    names = lay.h_uniques[single].tolist() if table.attrs.get("strata") is not None else (
         ["(the only stratum)"] if single.any() else [])
     if single.any() and singleton == "fail":
         raise SurveyDesignError(
-            f"{int(single.sum())} stratum/strata have a single PSU: {singleton_strata[:20]}"
+            f"{int(single.sum())} stratum/strata have a single PSU: {names[:20]}"
             f"{' ...' if single.sum() > 20 else ''}. Fix: collapse them with a neighbouring "
             "stratum, or pass singleton='certainty' (self-representing: no variance "
             "contribution) or singleton='centre' (deviation from the grand mean, R's "
             "survey.lonely.psu='adjust')."
         )
+    return names
 
-    # domains (excluded rows are kept for the design only)
-    excluded = table[_EXCLUDED].to_numpy(dtype=bool)
-    incl = ~excluded
-    if by_cols:
-        dom_frame = table.loc[incl, by_cols]
-        d_codes_incl = dom_frame.groupby(by_cols, sort=True, observed=True, dropna=False).ngroup()
-        d_codes_incl = d_codes_incl.to_numpy()
-        keys = (dom_frame.assign(_d=d_codes_incl).drop_duplicates("_d").sort_values("_d")
-                .drop(columns="_d").reset_index(drop=True))
-        n_dom = len(keys)
-    else:
-        d_codes_incl = np.zeros(int(incl.sum()), dtype=np.int64)
-        n_dom = 1 if incl.any() else 0
-        keys = pd.DataFrame(index=range(n_dom))
-    d_codes = np.full(len(table), n_dom, dtype=np.int64)  # excluded -> extra slot n_dom
-    d_codes[incl] = d_codes_incl
-    n_slots = n_dom + 1
 
-    z = np.column_stack([col(1, [j]) for j in range(k)])  # group totals of w*y_j
-    z[excluded] = 0.0
-    est = np.zeros((n_slots, k))
-    for j in range(k):
-        est[:, j] = np.bincount(d_codes, weights=z[:, j], minlength=n_slots)
-    n_dom_rows = np.bincount(d_codes, weights=np.where(excluded, 0, cnt),
-                             minlength=n_slots).astype(np.int64)
+class _Sums:
+    """Column access to a sums table by product key (variables by position)."""
 
-    # per (domain, stratum) cells
-    dh = d_codes * n_strata + h_codes
-    dh_u, dh_inv = np.unique(dh, return_inverse=True)
-    cell_d, cell_h = dh_u // n_strata, dh_u % n_strata
+    def __init__(self, table: pd.DataFrame) -> None:
+        self.table = table
+        self.names: list[str] = list(table.attrs["variables"])
+        self.ones: list[bool] = list(table.attrs["ones"])
+        self.k = len(self.names)
+
+    def col(self, wpow: int, vars_: Sequence[int]) -> np.ndarray:
+        key = product_key(wpow, [None if self.ones[v] else v for v in vars_])
+        return self.table[sum_name(key, self.names)].to_numpy(dtype="float64")
+
+    def stack(self, wpow: int, vars_: Sequence[int] = ()) -> np.ndarray:
+        """(rows, k): column ``w^wpow * y_j * vars_`` for every variable j."""
+        return np.column_stack([self.col(wpow, [*vars_, j]) for j in range(self.k)])
+
+
+@dataclass
+class _Cells:
+    """Per (domain, stratum) cell: its domain, stratum, the table rows' cell and ``Z_dh``."""
+
+    d: np.ndarray
+    h: np.ndarray
+    inv: np.ndarray     # table row -> cell
+    s1: np.ndarray      # (cells, k) domain totals within the stratum
+    m: np.ndarray       # PSUs (rows) of the cell present in the table
+
+
+def _cells(lay: _Layout, z: np.ndarray) -> _Cells:
+    dh = lay.d_codes * lay.n_strata + lay.h_codes
+    dh_u, inv = np.unique(dh, return_inverse=True)
     n_cells = len(dh_u)
-    s1 = np.zeros((n_cells, k))
-    for j in range(k):
-        s1[:, j] = np.bincount(dh_inv, weights=z[:, j], minlength=n_cells)
-    nh_cell = n_h[cell_h]
-    grand = est / max(n_psu, 1)  # grand mean of PSU totals per domain (for "centre")
-    centre_cell = single[cell_h] & (singleton == "centre")
-    c = np.where(centre_cell[:, None], grand[cell_d], s1 / nh_cell[:, None])
-    scale = np.where(single[cell_h], 1.0 if singleton == "centre" else 0.0,
-                     nh_cell / np.maximum(nh_cell - 1, 1))
+    s1 = np.column_stack([np.bincount(inv, weights=z[:, j], minlength=n_cells)
+                          for j in range(z.shape[1])])
+    return _Cells(dh_u // lay.n_strata, dh_u % lay.n_strata, inv, s1,
+                  np.bincount(inv, minlength=n_cells).astype(float))
 
-    if rows_are_psus:
-        # rows are the PSUs: C = Q - c S1^T - S1 c^T + n_h c c^T with Q = sum (w y)(w y)^T
-        q = np.zeros((n_cells, k, k))
-        for j in range(k):
-            for m in range(j, k):
-                vals = col(2, [j, m])
-                vals = np.where(excluded, 0.0, vals)
-                q[:, j, m] = np.bincount(dh_inv, weights=vals, minlength=n_cells)
+
+def _full_ss(lay: _Layout, sums: _Sums, z: np.ndarray, cells: _Cells, c: np.ndarray,
+             cnt: np.ndarray) -> np.ndarray:
+    """``SS_h`` of every cell over all ``n_h`` PSUs (absent ones at z = 0)."""
+    n_cells = len(cells.d)
+    nh = lay.n_h[cells.h]
+    if lay.psu_id is None:
+        # rows are the PSUs: SS = Q - c S1^T - S1 c^T + n_h c c^T with Q = sum (w y)(w y)^T
+        q = np.zeros((n_cells, sums.k, sums.k))
+        for j in range(sums.k):
+            for m in range(j, sums.k):
+                vals = np.where(lay.excluded, 0.0, sums.col(2, [j, m]))
+                q[:, j, m] = np.bincount(cells.inv, weights=vals, minlength=n_cells)
                 q[:, m, j] = q[:, j, m]
-        cell_cov = (q - c[:, :, None] * s1[:, None, :] - s1[:, :, None] * c[:, None, :]
-                    + nh_cell[:, None, None] * c[:, :, None] * c[:, None, :])
+        return q - _sym_outer(c, cells.s1) + nh[:, None, None] * c[:, :, None] * c[:, None, :]
+    # exact centring on the PSU totals present, plus (n_h - m) absent PSUs at z = 0
+    dev = z - c[cells.inv]
+    ss = _outer_sum(cells.inv, dev, dev, n_cells)
+    return ss + (nh - cells.m)[:, None, None] * c[:, :, None] * c[:, None, :]
+
+
+def _calibrated_ss(lay: _Layout, sums: _Sums, z: np.ndarray, cells: _Cells, c: np.ndarray,
+                   ss: np.ndarray) -> np.ndarray:
+    """``SS_h`` of the calibration residuals ``r_hi = z_hi - B_h w_hi``, ``B_h = Z_dh / N_h``:
+
+    ``SS_r = SS_zz - B S_zw^T - S_zw B^T + S_ww B B^T`` with ``S_zw = sum_i (z_hi - zbar_h)
+    (w_hi - wbar_h)`` and ``S_ww = sum_i (w_hi - wbar_h)^2`` over all PSUs of the stratum.
+    """
+    n_cells = len(cells.d)
+    wcol = sums.col(1, [])
+    big_n = np.bincount(lay.h_codes, weights=wcol, minlength=lay.n_strata)  # N_h, all rows
+    wbar = big_n / lay.n_h
+    if lay.psu_id is None:
+        w2 = np.bincount(lay.h_codes, weights=sums.col(2, []), minlength=lay.n_strata)
+        s_ww = w2 - big_n * wbar
+        p = np.where(lay.excluded[:, None], 0.0, sums.stack(2))  # sum w^2 y per row group
+        pz = np.column_stack([np.bincount(cells.inv, weights=p[:, j], minlength=n_cells)
+                              for j in range(sums.k)])
+        s_zw = pz - cells.s1 * wbar[cells.h][:, None]
     else:
-        # exact centring on the PSU totals present, plus (n_h - m) absent PSUs at z = 0
-        dev = z - c[dh_inv]
-        cell_cov = _outer_sum(dh_inv, dev, dev, n_cells)
-        m_present = np.bincount(dh_inv, minlength=n_cells)
-        cell_cov += (nh_cell - m_present)[:, None, None] * c[:, :, None] * c[:, None, :]
-    cov = np.zeros((n_slots, k, k))
-    np.add.at(cov, cell_d, scale[:, None, None] * cell_cov)
-    if singleton == "centre" and single.any():
+        zw = np.bincount(lay.psu_id, weights=wcol)  # weight total of each PSU, all rows
+        psu_h = np.zeros(len(zw), dtype=np.int64)
+        psu_h[lay.psu_id] = lay.h_codes
+        s_ww = np.bincount(psu_h, weights=(zw - wbar[psu_h]) ** 2, minlength=lay.n_strata)
+        wdev = zw[lay.psu_id] - wbar[lay.h_codes]
+        wdev_sum = np.bincount(cells.inv, weights=wdev, minlength=n_cells)
+        s_zw = np.column_stack([
+            np.bincount(cells.inv, weights=(z[:, j] - c[cells.inv, j]) * wdev, minlength=n_cells)
+            for j in range(sums.k)]) + c * wdev_sum[:, None]
+    b = cells.s1 / big_n[cells.h][:, None]
+    return (ss - _sym_outer(b, s_zw)
+            + s_ww[cells.h][:, None, None] * b[:, :, None] * b[:, None, :])
+
+
+def _moments(sums: _Sums, lay: _Layout, n_slots: int) -> dict[str, np.ndarray]:
+    """Sum of weights and ``sum w y_j y_l`` per domain (for the design effect)."""
+    sw = np.bincount(lay.d_codes, weights=np.where(lay.excluded, 0.0, sums.col(1, [])),
+                     minlength=n_slots)
+    mm = np.zeros((n_slots, sums.k, sums.k))
+    for j in range(sums.k):
+        for m in range(j, sums.k):
+            vals = np.where(lay.excluded, 0.0, sums.col(1, [j, m]))
+            mm[:, j, m] = np.bincount(lay.d_codes, weights=vals, minlength=n_slots)
+            mm[:, m, j] = mm[:, j, m]
+    return {"sum_w": sw[:lay.n_dom], "m": mm[:lay.n_dom]}
+
+
+def totals_from_sums(table: pd.DataFrame, *, singleton: str = "fail", alpha: float = 0.05,
+                     df: str = "satterthwaite", calibrated_to: str | None = None) -> Totals:
+    """Stage (b): domain totals and their Taylor covariance from :func:`grouped_sums` output.
+
+    Only the small table is touched. Per domain d and stratum h with ``n_h`` PSUs (all PSUs of
+    the full sample), ``C_dh = sum_i (z_hi - c)(z_hi - c)^T`` over all ``n_h`` PSUs (absent PSUs
+    have ``z = 0``) with ``c`` from :func:`psu_centre`; ``V_d = sum_h`` :func:`stratum_variance`.
+    Singleton strata per ``singleton``: "fail" raises, "certainty" adds 0, "centre" adds
+    ``(z - Z_d/P)(z - Z_d/P)^T`` with ``P`` the number of PSUs in the design (also for the
+    singleton strata without members of the domain). ``calibrated_to="strata"``: residuals
+    of the post-stratification (module docstring; the table needs ``calibrated=True``).
+    """
+    _check_options(singleton, df, calibrated_to)
+    alpha = check_alpha(alpha)
+    calibrated = calibrated_to is not None
+    if calibrated and not table.attrs.get("calibrated", False):
+        raise ValueError("calibrated_to needs the weight sums: build the table with "
+                         "grouped_sums(..., calibrated=True)")
+    lay = _layout(table)
+    singleton_strata = _singleton_strata(lay, table, singleton)
+    sums = _Sums(table)
+    n_slots = lay.n_dom + 1
+    z = np.where(lay.excluded[:, None], 0.0, sums.stack(1))  # group totals of w*y_j
+    est = np.column_stack([np.bincount(lay.d_codes, weights=z[:, j], minlength=n_slots)
+                           for j in range(sums.k)])
+    n_psu_total = int(lay.n_h.sum())
+    grand = est / max(n_psu_total, 1)  # grand mean of PSU totals per domain (for "centre")
+    cells = _cells(lay, z)
+    single = lay.single[cells.h]
+    c = psu_centre(cells.s1, lay.n_h[cells.h][:, None], grand[cells.d], single[:, None],
+                   singleton)
+    ss = _full_ss(lay, sums, z, cells, c, table["n"].to_numpy())
+    if calibrated:
+        ss = _calibrated_ss(lay, sums, z, cells, c, ss)
+    v = stratum_variance(ss, lay.n_h[cells.h][:, None, None], single[:, None, None], singleton,
+                         calibrated=calibrated)
+    cov = np.zeros((n_slots, sums.k, sums.k))
+    np.add.at(cov, cells.d, v)
+    absent = np.zeros(n_slots)
+    if singleton == "centre" and lay.single.any() and not calibrated:
         # singleton strata holding no member of the domain: their PSU total is 0 -> grand^2
-        present = np.bincount(cell_d, weights=single[cell_h].astype(float), minlength=n_slots)
-        absent = single.sum() - present
+        absent = lay.single.sum() - np.bincount(cells.d, weights=single.astype(float),
+                                                minlength=n_slots)
         cov += absent[:, None, None] * grand[:, :, None] * grand[:, None, :]
-
-    moments: dict[str, np.ndarray] = {}
-    if attrs.get("deff", False):
-        sw = np.bincount(d_codes, weights=np.where(excluded, 0.0, col(1, [])),
-                         minlength=n_slots)
-        mm = np.zeros((n_slots, k, k))
-        for j in range(k):
-            for m in range(j, k):
-                vals = np.where(excluded, 0.0, col(1, [j, m]))
-                mm[:, j, m] = np.bincount(d_codes, weights=vals, minlength=n_slots)
-                mm[:, m, j] = mm[:, j, m]
-        moments = {"sum_w": sw[:n_dom], "m": mm[:n_dom]}
-
+    cnt = table["n"].to_numpy()
+    incl = ~lay.excluded
+    n_dom_rows = np.bincount(lay.d_codes, weights=np.where(incl, cnt, 0), minlength=n_slots)
+    n_psu = (n_dom_rows if lay.psu_id is None
+             else np.bincount(lay.d_codes[incl], minlength=n_slots).astype(float))
+    df_nominal = n_psu_total - lay.n_strata
+    keep = cells.d < lay.n_dom
     design = {
-        "variance": "Taylor linearisation, with-replacement PSUs (ultimate cluster)",
-        "n_psu": n_psu, "n_strata": n_strata, "df": df,
-        "psu": "rows" if rows_are_psus else attrs.get("psu"),
-        "strata": attrs.get("strata"), "weight": attrs.get("weight"),
+        "variance": VARIANCE_METHOD, "n_psu": n_psu_total, "n_strata": lay.n_strata,
+        "df": df_nominal, "df_rule": df,
+        "psu": "rows" if lay.psu_id is None else table.attrs.get("psu"),
+        "strata": table.attrs.get("strata"), "weight": table.attrs.get("weight"),
         "singleton": singleton, "singleton_strata": singleton_strata,
-        "excluded_rows": int(cnt[excluded].sum()),
+        "calibrated_to": calibrated_to, "excluded_rows": int(cnt[lay.excluded].sum()),
     }
     return Totals(
-        keys=keys, columns=names,
-        estimate=pd.DataFrame(est[:n_dom], columns=names),
-        cov=cov[:n_dom], n=n_dom_rows[:n_dom], df=df, level=level, design=design,
-        moments=moments,
+        keys=lay.keys, columns=sums.names,
+        estimate=pd.DataFrame(est[:lay.n_dom], columns=sums.names),
+        cov=cov[:lay.n_dom], n=n_dom_rows[:lay.n_dom].astype(np.int64), df=df_nominal,
+        alpha=alpha, df_rule=df, design=design,
+        moments=_moments(sums, lay, n_slots) if table.attrs.get("deff", False) else {},
+        n_psu=n_psu[:lay.n_dom].astype(np.int64), strata_cov=v[keep],
+        strata_domain=cells.d[keep], strata_df=np.maximum(lay.n_h[cells.h[keep]] - 1, 1),
+        absent_single=absent[:lay.n_dom], grand=grand[:lay.n_dom],
     )
 
 
-def totals(data: pd.DataFrame, columns: Mapping[str, Any] | Sequence[str], *,
+def totals(data: Any, columns: Mapping[str, Any] | Sequence[str], *,
            weight: str | None = None, strata: str | None = None, psu: str | None = None,
            by: str | Sequence[str] | None = None, singleton: str = "fail",
-           level: float = 0.95, na_rm: bool = False, deff: bool = True) -> Totals:
+           alpha: float = 0.05, df: str = "satterthwaite",
+           calibrated_to: str | None = None, na_rm: bool = False, deff: bool = True,
+           engine: str | None = None,
+           **engine_options: Any) -> Totals:
     """Weighted totals of several columns per domain with their joint covariance.
 
     ``columns``: list of column names, or a mapping ``{name: column name | array | None}``
-    (``None`` = the constant 1, i.e. the estimated population size). Feed the result to
-    :func:`delta` for any smooth function of the totals, e.g. K04
-    ``(A/B)/(C/D)``. One grouped pass over the data, then small numpy algebra.
+    (``None`` = the constant 1, i.e. the estimated population size; arrays in memory only).
+    Feed the result to :func:`delta` for any smooth function of the totals, e.g. K04
+    ``(A/B)/(C/D)``. One grouped pass over the data on its ``engine`` (pandas, DuckDB, Spark;
+    ``engine_options`` such as ``con``/``memory_limit`` go to DuckDB), then small numpy algebra.
     """
+    alpha = check_alpha(alpha)
+    _check_options(singleton, df, calibrated_to)
+    engine = engines.engine_of(data) if engine is None else engine
     table = grouped_sums(data, columns, weight=weight, strata=strata, psu=psu, by=by,
-                         na_rm=na_rm, deff=deff)
-    return totals_from_sums(table, singleton=singleton, level=level)
+                         na_rm=na_rm, deff=deff, calibrated=calibrated_to is not None,
+                         engine=engine, **engine_options)
+    t = totals_from_sums(table, singleton=singleton, alpha=alpha, df=df,
+                         calibrated_to=calibrated_to)
+    t.design.update(engine=engine, na_rm=na_rm)
+    return t
+
+
+def _df(totals: Totals, gr: np.ndarray, var: np.ndarray, rule: str) -> np.ndarray:
+    """Degrees of freedom per domain: nominal, or Satterthwaite from the strata's ``v_h``."""
+    nominal = np.full(len(var), float(totals.df))
+    if rule == "nominal" or totals.strata_cov is None:
+        return nominal
+    gd = gr[totals.strata_domain]
+    v_h = np.maximum(np.einsum("cj,cjm,cm->c", gd, totals.strata_cov, gd), 0.0)
+    v2 = np.bincount(totals.strata_domain, weights=v_h * v_h / totals.strata_df,
+                     minlength=len(var))
+    if totals.absent_single is not None and totals.absent_single.any():
+        g0 = np.einsum("dj,dj->d", gr, totals.grand) ** 2
+        v2 = v2 + totals.absent_single * g0 * g0
+    return satterthwaite_df(var, v2, nominal)
+
+
+def _choices(totals: Totals, alpha: float, rule: str, estimator: str) -> dict[str, Any]:
+    d = totals.design
+    return {"estimator": estimator, "variance": d.get("variance", VARIANCE_METHOD),
+            "weight": d.get("weight"), "strata": d.get("strata"), "psu": d.get("psu"),
+            "singleton": d.get("singleton"), "df": rule, "calibrated_to": d.get("calibrated_to"),
+            "na_rm": d.get("na_rm", False), "alpha": alpha, "engine": d.get("engine", "pandas")}
 
 
 def delta(totals: Totals, func: Callable[[np.ndarray], np.ndarray],
-          grad: Callable[[np.ndarray], np.ndarray], *, level: float | None = None) -> pd.DataFrame:
+          grad: Callable[[np.ndarray], np.ndarray], *, alpha: float | None = None,
+          df: str | None = None, title: str = "Smooth function of survey totals",
+          estimator: str = "delta method g(Y)") -> ResultFrame:
     """Estimate ``g(Y_1..Y_k)`` per domain with the delta-method (linearised) variance.
 
     ``func(T)`` and ``grad(T)`` take ``T = totals.estimate.to_numpy()`` (n_domains x k, columns
     in ``totals.columns`` order) and return ``g`` (n_domains,) and ``dg/dY`` (n_domains x k).
-    ``var = grad^T cov grad``. Returns the ``by`` columns, estimate, se, ci_low, ci_high, n, df,
-    deff (see the module docstring for the design-effect definition).
+    ``var = grad^T cov grad``. Returns a :class:`~msme_eval.results.ResultFrame`: the ``by``
+    columns, estimate, se, ci_low, ci_high, n, df, deff (see the module docstring for the
+    design effect), n_psu, df_nominal, df_rule. ``alpha``/``df`` default to the ``totals``'.
 
     Example (K04, relative productivity ``(A/B)/(C/D)``)::
 
@@ -602,7 +572,10 @@ def delta(totals: Totals, func: Callable[[np.ndarray], np.ndarray],
             [1 / T[:, 0], -1 / T[:, 1], -1 / T[:, 2], 1 / T[:, 3]])
         survey.delta(t, f, g)
     """
-    level = totals.level if level is None else level
+    alpha = check_alpha(totals.alpha if alpha is None else alpha)
+    rule = totals.df_rule if df is None else df
+    if rule not in DF_RULES:
+        raise ValueError(f"df must be one of {DF_RULES}, got {rule!r}")
     tt = totals.estimate.to_numpy(dtype="float64")
     with np.errstate(divide="ignore", invalid="ignore"):
         g = np.asarray(func(tt), dtype="float64").reshape(-1)
@@ -615,18 +588,21 @@ def delta(totals: Totals, func: Callable[[np.ndarray], np.ndarray],
     # a quadratic form in a positive semi-definite matrix: clip rounding noise below 0
     var = np.maximum(np.einsum("dj,djm,dm->d", gr, totals.cov, gr), 0.0)
     se = np.sqrt(var)
-    df = totals.df
-    tq = stats.t.ppf((1 + level) / 2, df) if df > 0 else np.nan
+    dfs = _df(totals, np.where(np.isfinite(gr), gr, 0.0), var, rule)
     out = totals.keys.copy()
     out["estimate"] = g
     out["se"] = se
-    out["ci_low"] = g - tq * se
-    out["ci_high"] = g + tq * se
+    out["ci_low"], out["ci_high"] = t_interval(g, se, dfs, alpha)
     out["n"] = totals.n.astype(np.int64)
-    out["df"] = np.full(n_dom, df, dtype=np.int64)
+    out["df"] = dfs.astype(np.int64) if rule == "nominal" else dfs
     out["deff"] = _deff(totals, gr, var)
+    out["n_psu"] = (totals.n_psu if totals.n_psu is not None
+                    else np.full(n_dom, -1)).astype(np.int64)
+    out["df_nominal"] = np.full(n_dom, totals.df, dtype=np.int64)
+    out["df_rule"] = rule
     out.attrs["design"] = dict(totals.design)
-    return out
+    return ResultFrame.wrap(out, choices=_choices(totals, alpha, rule, estimator), alpha=alpha,
+                            title=title)
 
 
 def _deff(totals: Totals, gr: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -650,39 +626,59 @@ def _deff(totals: Totals, gr: np.ndarray, var: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # user-facing estimators
 # --------------------------------------------------------------------------------------------
-def ratio(data: pd.DataFrame, numerator: str, denominator: str | None = None, *,
+def _ratio_f(tt: np.ndarray) -> np.ndarray:
+    return tt[:, 0] / tt[:, 1]
+
+
+def _ratio_g(tt: np.ndarray) -> np.ndarray:
+    return np.column_stack([1.0 / tt[:, 1], -tt[:, 0] / tt[:, 1] ** 2])
+
+
+def ratio(data: Any, numerator: str, denominator: str | None = None, *,
           weight: str | None = None, strata: str | None = None, psu: str | None = None,
           by: str | Sequence[str] | None = None, singleton: str = "fail",
-          level: float = 0.95, na_rm: bool = False, deff: bool = True) -> pd.DataFrame:
+          alpha: float = 0.05, df: str = "satterthwaite",
+          calibrated_to: str | None = None, na_rm: bool = False, deff: bool = True,
+          engine: str | None = None,
+          **engine_options: Any) -> ResultFrame:
     """Ratio of weighted totals ``R_d = sum_d w y / sum_d w x`` per domain, linearised SE.
 
     ``denominator=None`` gives the mean (proportion for a 0/1 or boolean column),
     ``x = 1``. Variance of the linearised variable ``u = (y - R_d x) / X_d`` over the full
-    design (Woodruff 1971). Returns one row per domain: ``by`` columns, estimate, se, ci_low,
-    ci_high (t with df = #PSUs - #strata), n (unweighted rows), df, deff. A domain with
-    ``X_d = 0`` has estimate NaN. ``result.attrs["design"]`` describes the design used.
+    design (Woodruff 1971). Returns a :class:`~msme_eval.results.ResultFrame`, one row per
+    domain: ``by`` columns, estimate, se, ci_low, ci_high (t, ``1 - alpha``), n (unweighted
+    rows), df (``df=`` rule), deff, n_psu, df_nominal, df_rule; ``.choices`` lists every
+    choice. A domain with ``X_d = 0`` has estimate NaN. ``data`` may be any input of
+    :mod:`msme_eval.engines` (``engine=`` forces one).
     """
     cols = {numerator: numerator, (denominator if denominator is not None else "__one__"):
             denominator}
     if denominator == numerator:
         cols = {numerator: numerator, "__denominator__": denominator}
     t = totals(data, cols, weight=weight, strata=strata, psu=psu, by=by, singleton=singleton,
-               level=level, na_rm=na_rm, deff=deff)
-
-    def f(tt: np.ndarray) -> np.ndarray:
-        return tt[:, 0] / tt[:, 1]
-
-    def g(tt: np.ndarray) -> np.ndarray:
-        return np.column_stack([1.0 / tt[:, 1], -tt[:, 0] / tt[:, 1] ** 2])
-
-    return delta(t, f, g)
+               alpha=alpha, df=df, calibrated_to=calibrated_to, na_rm=na_rm, deff=deff,
+               engine=engine, **engine_options)
+    what = f"{numerator} / {denominator}" if denominator is not None else f"mean of {numerator}"
+    return delta(t, _ratio_f, _ratio_g, title=f"Survey ratio: {what}",
+                 estimator="ratio of weighted totals" if denominator is not None
+                 else "weighted mean (ratio with x = 1)")
 
 
-def total(data: pd.DataFrame, column: str, *, weight: str | None = None,
+def mean(data: Any, column: str, **kwargs: Any) -> ResultFrame:
+    """Weighted mean (a proportion for a 0/1 or boolean column): ``ratio(data, column)``."""
+    return ratio(data, column, None, **kwargs)
+
+
+def total(data: Any, column: str, *, weight: str | None = None,
           strata: str | None = None, psu: str | None = None,
           by: str | Sequence[str] | None = None, singleton: str = "fail",
-          level: float = 0.95, na_rm: bool = False, deff: bool = True) -> pd.DataFrame:
+          alpha: float = 0.05, df: str = "satterthwaite",
+          calibrated_to: str | None = None, na_rm: bool = False, deff: bool = True,
+          engine: str | None = None,
+          **engine_options: Any) -> ResultFrame:
     """Weighted total ``Y_d = sum_d w y`` per domain with its Taylor SE (columns as ratio())."""
     t = totals(data, [column], weight=weight, strata=strata, psu=psu, by=by,
-               singleton=singleton, level=level, na_rm=na_rm, deff=deff)
-    return delta(t, lambda tt: tt[:, 0], lambda tt: np.ones_like(tt))
+               singleton=singleton, alpha=alpha, df=df, calibrated_to=calibrated_to,
+               na_rm=na_rm, deff=deff, engine=engine, **engine_options)
+    return delta(t, lambda tt: tt[:, 0], lambda tt: np.ones_like(tt),
+                 title=f"Survey total: {column}", estimator="weighted total (Horvitz-Thompson)")

@@ -40,7 +40,9 @@ def hand_table() -> pd.DataFrame:
     })
 
 
-DESIGN = dict(weight="w", strata="stratum", psu="psu")
+SUMS_DESIGN = dict(weight="w", strata="stratum", psu="psu")
+# parity with samplics / R / hand computations: the nominal df (#PSUs - #strata)
+DESIGN = dict(SUMS_DESIGN, df="nominal")
 
 
 def test_total_by_domain_hand():
@@ -55,7 +57,9 @@ def test_total_by_domain_hand():
     assert a["ci_low"] == pytest.approx(12 - T975_DF3 * np.sqrt(40), rel=1e-12)
     assert a["ci_high"] == pytest.approx(12 + T975_DF3 * np.sqrt(40), rel=1e-12)
     assert a["n"] == 3
-    assert list(res.columns) == ["dom", "estimate", "se", "ci_low", "ci_high", "n", "df", "deff"]
+    assert list(res.columns) == ["dom", "estimate", "se", "ci_low", "ci_high", "n", "df", "deff",
+                                 "n_psu", "df_nominal", "df_rule"]
+    assert a["n_psu"] == 3 and a["df_nominal"] == 3 and a["df_rule"] == "nominal"
 
 
 def test_ratio_by_domain_hand():
@@ -93,7 +97,7 @@ def test_mean_by_domain_and_deff_hand():
 def test_srs_without_design_hand():
     # no weights, no design: SRS with replacement of rows; se = sd / sqrt(n)
     data = pd.DataFrame({"y": [1.0, 2.0, 3.0, 6.0]})
-    res = survey.ratio(data, "y")
+    res = survey.ratio(data, "y", df="nominal")
     assert res["estimate"].item() == pytest.approx(3.0)
     assert res["se"].item() == pytest.approx(np.sqrt(14 / 3 / 4), rel=1e-12)
     assert res["df"].item() == 3
@@ -218,7 +222,7 @@ def test_oracle_stratified_clustered_ratio_by_domain():
 
 def test_oracle_stratified_only_mean():
     d = synthetic(seed=3)
-    ours = survey.ratio(d, "turnover", weight="w", strata="stratum")
+    ours = survey.ratio(d, "turnover", weight="w", strata="stratum", df="nominal")
     ref = oracle(PopParam.mean, d.turnover, samp_weight=d.w, stratum=d.stratum)
     check(ours, ref)
 
@@ -233,14 +237,14 @@ def test_oracle_proportion_by_domain_clustered():
 
 def test_oracle_domain_totals_clustered_no_strata():
     d = synthetic(seed=5)
-    ours = survey.total(d, "turnover", weight="w", psu="psu", by="size")
+    ours = survey.total(d, "turnover", weight="w", psu="psu", by="size", df="nominal")
     ref = oracle(PopParam.total, d.turnover, samp_weight=d.w, psu=d.psu, domain=d["size"])
     check(ours, ref, "size")
 
 
 def test_oracle_srs_weighted_ratio():
     d = synthetic(n=400, seed=2)
-    ours = survey.ratio(d, "turnover", "employees", weight="w", by="size")
+    ours = survey.ratio(d, "turnover", "employees", weight="w", by="size", df="nominal")
     ref = oracle(PopParam.ratio, d.turnover, x=d.employees, samp_weight=d.w, domain=d["size"])
     check(ours, ref, "size")
 
@@ -297,7 +301,7 @@ def test_totals_cov_and_delta_against_oracle():
 # --------------------------------------------------------------------------------------------
 def test_stage_b_accepts_a_plain_groupby_table():
     d = synthetic(n=600, seed=4)
-    ref_table = survey.grouped_sums(d, ["turnover", "employees"], by="size", **DESIGN)
+    ref_table = survey.grouped_sums(d, ["turnover", "employees"], by="size", **SUMS_DESIGN)
     # what "SELECT size, stratum, psu, COUNT(*), SUM(w*...) GROUP BY ..." on any engine returns
     e = d.assign(**{
         "w*turnover": d.w * d.turnover, "w*employees": d.w * d.employees,
@@ -380,10 +384,10 @@ def test_domain_dtypes_and_order_kept():
     assert res["n"].sum() == len(d)
 
 
-def test_level_changes_interval_only():
+def test_alpha_changes_interval_only():
     d = synthetic(n=300, seed=1)
     a = survey.ratio(d, "turnover", **DESIGN)
-    b = survey.ratio(d, "turnover", level=0.9, **DESIGN)
+    b = survey.ratio(d, "turnover", alpha=0.1, **DESIGN)
     assert a["se"].item() == b["se"].item()
     assert b["ci_high"].item() < a["ci_high"].item()
 
@@ -415,3 +419,144 @@ def test_totals_to_frame_and_delta_shape_errors():
         survey.delta(t, lambda tt: tt[:, 0], lambda tt: tt[:, :1])
     with pytest.raises(ValueError, match="func must return 2 values"):
         survey.delta(t, lambda tt: tt, lambda tt: tt)
+
+
+# --------------------------------------------------------------------------------------------
+# design degrees of freedom: Satterthwaite effective df (default) vs nominal
+# --------------------------------------------------------------------------------------------
+def test_satterthwaite_df_hand_two_strata():
+    # Domain A total (see test_total_by_domain_hand): stratum contributions v_h1 = 4 (n_h = 2
+    # PSUs), v_h2 = 36 (n_h = 3). df_eff = (4 + 36)^2 / (4^2/1 + 36^2/2) = 1600/664.
+    out = survey.total(hand_table(), "y", by="dom", **SUMS_DESIGN)
+    assert out.choices["df"] == "satterthwaite"
+    a = out.set_index("dom").loc["A"]
+    df_eff = 1600 / 664
+    assert a["df"] == pytest.approx(df_eff, rel=1e-12)
+    assert a["df_rule"] == "satterthwaite" and a["df_nominal"] == 3
+    from scipy import stats
+    q = stats.t.ppf(0.975, df_eff)
+    assert stats.t.ppf(0.975, 3) < q < stats.t.ppf(0.975, 2)  # fewer df than nominal: wider
+    assert a["ci_high"] == pytest.approx(12 + q * np.sqrt(40), rel=1e-12)
+    assert a["se"] == pytest.approx(np.sqrt(40.0), rel=1e-12)  # the SE does not change
+
+
+def test_satterthwaite_df_never_above_nominal_and_one_stratum_equal():
+    d = synthetic(seed=17)
+    res = survey.ratio(d, "turnover", "employees", by="size", **SUMS_DESIGN)
+    assert (res["df"] <= res["df_nominal"] + 1e-9).all()
+    assert (res["df"] > 0).all()
+    # one stratum holding the whole variance: (v)^2 / (v^2/(n-1)) = n - 1 = nominal
+    one = d.assign(stratum="s")
+    r1 = survey.ratio(one, "turnover", weight="w", strata="stratum", psu="psu")
+    assert r1["df"].item() == pytest.approx(r1["df_nominal"].item(), rel=1e-12)
+
+
+def test_nominal_df_reproduces_the_nominal_intervals():
+    d = synthetic(seed=8)
+    nom = survey.ratio(d, "online", by="female", **DESIGN)
+    sat = survey.ratio(d, "online", by="female", **SUMS_DESIGN)
+    np.testing.assert_array_equal(nom["se"], sat["se"])
+    from scipy import stats
+    q = stats.t.ppf(0.975, nom["df"].to_numpy())
+    np.testing.assert_allclose(nom["ci_low"], nom["estimate"] - q * nom["se"], rtol=1e-12)
+    assert (nom["df"] == nom["df_nominal"]).all() and nom["df"].dtype == np.int64
+
+
+# --------------------------------------------------------------------------------------------
+# calibration-aware variance (weights post-stratified to stratum counts)
+# --------------------------------------------------------------------------------------------
+def _post_stratified(seed: int = 4, clustered: bool = True) -> pd.DataFrame:
+    """Size classes are the strata; weights scaled so sum_h w = N_h exactly."""
+    rng = np.random.default_rng(seed)
+    big_n = {"micro": 9000.0, "small": 2500.0, "medium": 400.0, "large": 100.0}
+    rows = []
+    for h, n_h in zip(big_n, (60, 40, 25, 12)):
+        w = rng.uniform(0.5, 1.5, n_h)
+        rows.append(pd.DataFrame({
+            "stratum": h, "w": w * big_n[h] / w.sum(),
+            "psu": [f"{h}-{i // 3 if clustered else i}" for i in range(n_h)],
+            "msme": float(h != "large"), "y": rng.gamma(2.0, 10.0, n_h),
+            "online": rng.random(n_h) < 0.3, "dom": rng.choice(["a", "b"], n_h)}))
+    return pd.concat(rows, ignore_index=True)
+
+
+@pytest.mark.parametrize("clustered", [True, False])
+def test_calibrated_stratum_share_has_zero_se(clustered):
+    # K01 (MSME share of enterprises) with the size classes as calibration strata: every
+    # stratum's count is known, so the share is known exactly -> SE 0. Uncalibrated: SE > 0.
+    d = _post_stratified(clustered=clustered)
+    kw = dict(weight="w", strata="stratum", psu="psu" if clustered else None)
+    cal = survey.ratio(d, "msme", calibrated_to="strata", **kw)
+    plain = survey.ratio(d, "msme", **kw)
+    assert cal["estimate"].item() == pytest.approx(11900 / 12000, rel=1e-12)
+    assert plain["se"].item() > 1e-4
+    # zero up to rounding: the variance is ~1e-16 of the uncalibrated one (machine epsilon)
+    assert cal["se"].item() ** 2 <= 1e-14 * plain["se"].item() ** 2
+    count = survey.total(d, "msme", calibrated_to="strata", **kw)
+    assert count["se"].item() == pytest.approx(0.0, abs=1e-9)
+    assert cal.choices["calibrated_to"] == "strata"
+
+
+def test_post_stratified_mean_se_matches_the_textbook_formula():
+    # rows are the PSUs, equal weights within post-stratum: V = sum_h W_h^2 s_h^2 / n_h
+    # (post-stratified mean, with-replacement, no fpc; Cochran 1977 eq. 5.46 without fpc)
+    d = _post_stratified(seed=2, clustered=False)
+    d["w"] = d.groupby("stratum")["w"].transform("mean")
+    res = survey.ratio(d, "y", weight="w", strata="stratum", calibrated_to="strata")
+    big_n = d.groupby("stratum")["w"].sum()
+    g = d.groupby("stratum")["y"]
+    v = ((big_n / big_n.sum()) ** 2 * g.var(ddof=1) / g.size()).sum()
+    assert res["se"].item() == pytest.approx(np.sqrt(v), rel=1e-10)
+    # a domain mean: residuals of u = 1{d} (y - R_d) / X_d against the stratum weight means
+    dom = survey.ratio(d, "y", by="dom", weight="w", strata="stratum",
+                       calibrated_to="strata").set_index("dom")
+    assert dom.loc["a", "se"] == pytest.approx(_residual_se(d, "a"), rel=1e-10)
+
+
+def _residual_se(d: pd.DataFrame, dom: str, psu: str | None = None) -> float:
+    """Brute force: calibration residuals r_i = w u_i - B_h w_i per PSU, then
+    sum_h n_h/(n_h-1) sum_i (r_hi - rbar_h)^2."""
+    ind = (d["dom"] == dom).to_numpy(float)
+    w, y = d["w"].to_numpy(), d["y"].to_numpy()
+    big_x = (w * ind).sum()
+    r_d = (w * ind * y).sum() / big_x
+    z = w * ind * (y - r_d) / big_x
+    b = pd.Series(z).groupby(d["stratum"]).transform("sum") / d.groupby("stratum")["w"].transform(
+        "sum")
+    r = pd.Series(z - b.to_numpy() * w)
+    keys = [d["stratum"]] + ([d[psu]] if psu else [d.index])
+    per_psu = r.groupby(keys).sum()
+    total = 0.0
+    for _, rh in per_psu.groupby(level=0):
+        n_h = len(rh)
+        total += n_h / (n_h - 1) * ((rh - rh.mean()) ** 2).sum()
+    return float(np.sqrt(total))
+
+
+def test_calibrated_domain_ratio_clustered_matches_brute_force():
+    d = _post_stratified(seed=9, clustered=True)
+    res = survey.ratio(d, "y", by="dom", weight="w", strata="stratum", psu="psu",
+                       calibrated_to="strata").set_index("dom")
+    for dom in ("a", "b"):
+        assert res.loc[dom, "se"] == pytest.approx(_residual_se(d, dom, "psu"), rel=1e-10)
+
+
+def test_calibrated_to_rejects_unknown_values():
+    with pytest.raises(ValueError, match="calibrated_to must be None or 'strata'"):
+        survey.ratio(hand_table(), "y", calibrated_to="size_class", **DESIGN)
+
+
+# --------------------------------------------------------------------------------------------
+# one result interface
+# --------------------------------------------------------------------------------------------
+def test_result_frame_choices_alpha_title():
+    res = survey.ratio(hand_table(), "y", "x", by="dom", alpha=0.1, **DESIGN)
+    assert isinstance(res, pd.DataFrame) and res.alpha == 0.1
+    assert res.choices["weight"] == "w" and res.choices["df"] == "nominal"
+    assert res.choices["engine"] == "pandas" and res.choices["singleton"] == "fail"
+    assert "y / x" in res.title
+    assert "estimate" in res.tidy().columns and "df: nominal" in res.summary()
+    with pytest.raises(ValueError, match="alpha"):
+        survey.ratio(hand_table(), "y", alpha=95, **DESIGN)
+    assert survey.mean(hand_table(), "y", **DESIGN)["estimate"].item() == pytest.approx(
+        survey.ratio(hand_table(), "y", **DESIGN)["estimate"].item())
