@@ -57,6 +57,9 @@ def _assert_same(a: pd.DataFrame, b: pd.DataFrame, keys: list[str]) -> None:
     for c in a.columns:
         if c in keys:
             continue
+        if not pd.api.types.is_numeric_dtype(a[c]):  # e.g. df_rule
+            assert a[c].tolist() == b[c].tolist(), c
+            continue
         x, y = a[c].to_numpy(dtype=float), b[c].to_numpy(dtype=float)
         np.testing.assert_allclose(y, x, rtol=RTOL, atol=0, equal_nan=True, err_msg=c)
 
@@ -122,9 +125,10 @@ def test_duckdb_ratio_matches_pandas_on_every_source(sample: dict, source: str) 
             "relation": engines.scan_parquet(sample["path"])}[source]
     kw = dict(weight="weight", strata="strata", psu="psu", by=["country", "year"], na_rm=True)
     ref = survey.ratio(sample["panel"], "value_added", "employees", **kw)
-    got = engines.ratio(data, "value_added", "employees", **kw)
+    got = survey.ratio(data, "value_added", "employees", **kw)
     _assert_same(ref, got, ["country", "year"])
-    assert got.attrs["design"] == ref.attrs["design"]
+    assert {**got.attrs["design"], "engine": "pandas"} == ref.attrs["design"]
+    assert got.choices["engine"] == "duckdb" and ref.choices["engine"] == "pandas"
 
 
 def test_duckdb_means_totals_and_delta_match_pandas(sample: dict) -> None:
@@ -132,10 +136,10 @@ def test_duckdb_means_totals_and_delta_match_pandas(sample: dict) -> None:
     kw = dict(weight="weight", strata="strata", psu="psu", na_rm=True)
     # proportion of a nullable boolean, by a domain with missing labels (excluded rows)
     ref = survey.ratio(panel, "sells_online", by=["country", "programme_type"], **kw)
-    got = engines.ratio(path, "sells_online", by=["country", "programme_type"], **kw)
+    got = survey.ratio(path, "sells_online", by=["country", "programme_type"], **kw)
     _assert_same(ref, got, ["country", "programme_type"])
     ref = survey.total(panel, "exports", by="year", **kw)
-    got = engines.total(path, "exports", by="year", **kw)
+    got = survey.total(path, "exports", by="year", **kw)
     _assert_same(ref, got, ["year"])
     # K04-like ratio of two ratios through survey.delta
     cols = {"A": "value_added", "B": "employees", "C": "turnover", "D": "assets"}
@@ -148,7 +152,7 @@ def test_duckdb_means_totals_and_delta_match_pandas(sample: dict) -> None:
                                                 1 / t[:, 3]])
 
     ref = survey.delta(survey.totals(panel, cols, by="country", **kw), f, g)
-    got = survey.delta(engines.totals(path, cols, by="country", **kw), f, g)
+    got = survey.delta(survey.totals(path, cols, by="country", **kw), f, g)
     _assert_same(ref, got, ["country"])
 
 
@@ -168,13 +172,13 @@ def test_nan_in_parquet_counts_as_missing(tmp_path) -> None:
     pq.write_table(pa.Table.from_pandas(frame, preserve_index=False).set_column(
         0, "y", pa.array([1.0, float("nan"), 3.0, 4.0], from_pandas=False)), path)
     assert pq.read_table(path).column("y").null_count == 0  # a real NaN on disk
-    got = engines.ratio(path, "y", weight="w", by="g", na_rm=True)
+    got = survey.ratio(path, "y", weight="w", by="g", na_rm=True)
     # hand-computed: a: (1*1)/1 = 1; b: (3*3 + 4*4)/(3 + 4) = 25/7
     np.testing.assert_allclose(got["estimate"], [1.0, 25 / 7], rtol=1e-15)
     assert got["n"].tolist() == [1, 2]
     with pytest.raises(survey.SurveyDesignError, match=r"column 'y' is missing in 1 row\(s\) "
                                                         r"\(nan.parquet row 1"):
-        engines.ratio(path, "y", weight="w", by="g")
+        survey.ratio(path, "y", weight="w", by="g")
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,25 +191,25 @@ def test_duckdb_errors_name_file_rows(tmp_path) -> None:
     frame.to_parquet(path, index=False)
     with pytest.raises(survey.SurveyDesignError, match=r"weight column 'w' is <= 0 in 1 "
                                                         r"row\(s\) \(bad.parquet row 1"):
-        engines.total(path, "y", weight="w")
+        survey.total(path, "y", weight="w")
     inf = tmp_path / "inf.parquet"
     frame.assign(y=[1.0, np.inf, 3.0], w=[1.0, 1.0, np.inf]).to_parquet(inf, index=False)
     with pytest.raises(survey.SurveyDesignError, match=r"column 'y' has infinite values in 1 "
                                                         r"row\(s\) \(inf.parquet row 1"):
-        engines.total(inf, "y", weight="w")
+        survey.total(inf, "y", weight="w")
     with pytest.raises(survey.SurveyDesignError, match=r"weight column 'w' is missing or "
                                                         r"infinite in 1 row\(s\), e.g.\n"):
-        engines.total(frame.assign(w=[1.0, 1.0, np.inf]), "y", weight="w", engine="duckdb")
+        survey.total(frame.assign(w=[1.0, 1.0, np.inf]), "y", weight="w", engine="duckdb")
     with pytest.raises(survey.SurveyDesignError, match="strata column 'h' is missing"):
-        engines.total(path, "y", strata="h")
+        survey.total(path, "y", strata="h")
     with pytest.raises(TypeError, match="not numeric or boolean"):
-        engines.total(path, "s")
+        survey.total(path, "s")
     with pytest.raises(KeyError, match=r"\['nope'\] not found"):
-        engines.total(path, "nope")
+        survey.total(path, "nope")
     with pytest.raises(TypeError, match="SQL engines need column names"):
-        engines.totals(path, {"y": np.ones(3)})
+        survey.totals(path, {"y": np.ones(3)})
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        engines.total(tmp_path / "absent.parquet", "y")
+        survey.total(tmp_path / "absent.parquet", "y")
 
 
 # --------------------------------------------------------------------------------------------
@@ -219,7 +223,7 @@ def test_duckdb_errors_name_file_rows(tmp_path) -> None:
 ])
 def test_duckdb_cell_stats_match_pandas(sample: dict, value, by, contributor) -> None:
     ref = disclosure.cell_stats(sample["panel"], value, by, contributor=contributor)
-    got = engines.cell_stats(sample["path"], value, by, contributor=contributor)
+    got = disclosure.cell_stats(sample["path"], value, by, contributor=contributor)
     keys = list(by or [])
     if keys:
         _assert_same(ref, got, keys)
@@ -233,7 +237,7 @@ def test_cell_stats_hand_computed(tmp_path) -> None:
                           "v": [5.0, -1.0, -7.0, 0.0, np.nan, np.nan, 2.0]})
     path = tmp_path / "cells.parquet"
     frame.to_parquet(path, index=False)
-    got = engines.cell_stats(path, "v", "cell")
+    got = disclosure.cell_stats(path, "v", "cell")
     # a: f1 |5-1| = 4, f2 7, f3 0 (no contribution); b: all missing; NULL cell: 2
     assert got["cell"].isna().tolist() == [False, False, True]
     assert got["n_contrib"].tolist() == [2, 0, 1]
@@ -334,10 +338,10 @@ def test_spark_matches_pandas(spark, sample: dict) -> None:
     assert got.attrs == ref.attrs
     _assert_same(ref, got, _table_keys(ref))
     for num, den in (("turnover", "employees"), ("sells_online", None)):
-        _assert_same(survey.ratio(panel, num, den, **kw), engines.ratio(sdf, num, den, **kw),
+        _assert_same(survey.ratio(panel, num, den, **kw), survey.ratio(sdf, num, den, **kw),
                      ["country", "year"])
     rows = dict(weight="weight", strata="strata", by=["country", "programme_type"], na_rm=True)
-    _assert_same(survey.total(panel, "exports", **rows), engines.total(sdf, "exports", **rows),
+    _assert_same(survey.total(panel, "exports", **rows), survey.total(sdf, "exports", **rows),
                  ["country", "programme_type"])
 
 
@@ -346,18 +350,18 @@ def test_spark_cell_stats_and_errors(spark, sample: dict) -> None:
     for value, by in (("turnover", ["country", "year", "sector"]),
                       ("employees", ["country", "programme_type"])):
         _assert_same(disclosure.cell_stats(sample["panel"], value, by),
-                     engines.cell_stats(sdf, value, by), by)
+                     disclosure.cell_stats(sdf, value, by), by)
     with pytest.raises(survey.SurveyDesignError, match="column 'turnover' is missing in"):
-        engines.total(sdf, "turnover", weight="weight")
+        survey.total(sdf, "turnover", weight="weight")
     with pytest.raises(TypeError, match="not numeric or boolean"):
-        engines.total(sdf, "sector")
+        survey.total(sdf, "sector")
 
 
 def test_spark_nan_counts_as_missing(spark, tmp_path) -> None:
     path = tmp_path / "nan.parquet"
     pq.write_table(pa.table({"y": pa.array([1.0, float("nan"), 3.0, 4.0], from_pandas=False),
                              "g": ["a", "a", "b", "b"], "w": [1.0, 2.0, 3.0, 4.0]}), path)
-    got = engines.ratio(spark.read.parquet(str(path)), "y", weight="w", by="g", na_rm=True)
+    got = survey.ratio(spark.read.parquet(str(path)), "y", weight="w", by="g", na_rm=True)
     np.testing.assert_allclose(got["estimate"], [1.0, 25 / 7], rtol=1e-15)
 
 
@@ -367,7 +371,7 @@ def test_polars_frames_run_on_duckdb(sample: dict) -> None:
     ref = survey.ratio(sample["panel"], "turnover", "employees", **kw)
     for frame in (pl.scan_parquet(sample["path"]), pl.read_parquet(sample["path"])):
         assert engines.engine_of(frame) == "duckdb"
-        _assert_same(ref, engines.ratio(frame, "turnover", "employees", **kw),
+        _assert_same(ref, survey.ratio(frame, "turnover", "employees", **kw),
                      ["country", "year"])
 
 
@@ -453,3 +457,15 @@ def test_indicators_compute_from_parquet_equals_in_memory(tmp_path):
     np.testing.assert_allclose(a["value"].to_numpy(float), b["value"].to_numpy(float),
                                rtol=1e-9, equal_nan=True)
     assert (a["conf_status"].fillna("") == b["conf_status"].fillna("")).all()
+
+
+@pytest.mark.parametrize("psu", ["psu", None])
+def test_duckdb_calibrated_and_satterthwaite_match_pandas(sample: dict, psu) -> None:
+    # the calibration sums (w, and w2*y, w2 when rows are the PSUs) come from the same SQL pass
+    kw = dict(weight="weight", strata="strata", psu=psu, by="country", na_rm=True,
+              calibrated_to="strata")
+    ref = survey.ratio(sample["panel"], "exports", "turnover", **kw)
+    got = survey.ratio(sample["path"], "exports", "turnover", **kw)
+    _assert_same(ref, got, ["country"])
+    assert (ref["df_rule"] == "satterthwaite").all()
+    assert (ref["df"] < ref["df_nominal"]).any()
