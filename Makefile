@@ -7,7 +7,7 @@ CYCLE  ?= 2024
 FIRMS  ?= 20000
 SAMPLE := data/raw/sample
 
-.PHONY: help install data report test test-fast bench lab clean distclean
+.PHONY: help install data report test test-fast lint bench lab clean distclean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
@@ -34,10 +34,13 @@ test: data  ## run the test suite
 test-fast: $(STAMP)  ## the suite without slow simulations and browser checks
 	$(BIN)/python -m pytest -q -m "not slow and not browser"
 
+lint: $(STAMP)  ## ruff (config in pyproject.toml): style, pyflakes, import order, bugbear
+	$(BIN)/ruff check msme_eval tests benchmarks tools
+
 bench: data  ## run the benchmarks (prints ratios against the libraries a user would otherwise pick)
 	@for b in benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
-lab: $(STAMP)  ## open JupyterLab on the notebooks (installs the `lab` extra)
+lab: $(STAMP)  ## open JupyterLab on notebooks/ (report templates + tutorial/); installs the `lab` extra
 	$(BIN)/python -m pip install --quiet -e '.[test,lab]'
 	$(BIN)/jupyter lab notebooks/
 

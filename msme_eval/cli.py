@@ -262,8 +262,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         _err(str(exc))
         return exc.exit_code
     except KeyboardInterrupt:
-        _err("interrupted; nothing was published")
+        _err("interrupted; nothing was published (the previous report, if any, is unchanged)")
         return 130
+    except OSError as exc:  # read-only folder, full disk, missing permission: say which file
+        where = f" ({exc.filename})" if exc.filename else ""
+        _err(f"{exc.strerror or exc}{where}. Nothing was published; the previous report, if any, "
+             "is unchanged. Fix: free disk space, or choose a writable --output-root")
+        return EXIT_FAILED
     except Exception as exc:  # noqa: BLE001 - a clear one-line message, then non-zero
         name = type(exc).__name__
         if isinstance(exc, DataValidationError) or name == "DataFileNotFoundError":

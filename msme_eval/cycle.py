@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -45,7 +46,7 @@ from msme_eval import provenance, spark
 from msme_eval.contract import AREAS, REGION, area_name
 from msme_eval.report import render, site
 from msme_eval.report.context import build_cache, notebook_context
-from msme_eval.report.execute import Status, execute_notebook
+from msme_eval.report.execute import Status, execute_notebook, stop_all
 from msme_eval.report.params import (
     DEFAULT_KERNEL,
     SAFE_NAME,
@@ -58,7 +59,7 @@ from msme_eval.report.params import (
     is_parquet,
     load_params,
 )
-from msme_eval.report.publish import CycleLock, publish
+from msme_eval.report.publish import CycleLock, publish, restore_interrupted_publish
 from msme_eval.report.records import clean, dump_json
 from msme_eval.report.redact import redact_firm_ids
 
@@ -290,68 +291,134 @@ def run(params: CycleParams, *, log: Callable[[str], None] | None = None,
     """Execute, render and publish one cycle; see the module docstring for the steps.
 
     Failed or timed-out notebooks are kept, rendered with their error and marked failed
-    (`CycleResult.ok` is False); the other notebooks still run and the cycle is published.
+    (`CycleResult.ok` is False); the other notebooks still run. A failed run never replaces a
+    published cycle: it is published in ``<root>/_failed/<cycle>/`` instead (the first run of a
+    cycle, with nothing to protect, is published in place, marked failed).
     """
     say = log or (lambda s: print(s, flush=True))
-    started = time.time()
     t0 = time.perf_counter()
+    started = time.time()
+    templates, jobs, kernel = _preflight(params, say, install_missing_kernel)
+    inputs = provenance.input_files(params)  # hashed now: a file replaced mid-run is not ours
+    root = params.output_root
+    root.mkdir(parents=True, exist_ok=True)
+    with CycleLock(root, params.cycle), _terminate_as_interrupt():
+        restore_interrupted_publish(root, params.cycle)
+        for stale in root.glob(f".tmp-{params.cycle}.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        build = Path(tempfile.mkdtemp(prefix=f".tmp-{params.cycle}.", dir=root))
+        try:
+            runs = _build(params, build, templates, jobs, inputs, say,
+                          provenance_extra={"kernel": kernel, "started": started, "t0": t0})
+            target = _target(params, runs)
+            make_readable(build)
+            publish(build, target)
+        except BaseException:
+            shutil.rmtree(build, ignore_errors=True)
+            raise
+        if not site.write_root_index(root):
+            say(f"note: {root / 'index.html'} was not written by msme-eval; left as it is")
+    result = CycleResult(params.cycle, target, runs, time.perf_counter() - t0)
+    say(result.summary())
+    if target != root / params.cycle:
+        say(f"the run failed, so the published cycle {root / params.cycle} was left as it was; "
+            f"this run's report (with the errors) is in {target}")
+    say(f"report: {result.path / 'index.html'}  ({result.duration:.1f}s)")
+    return result
+
+
+def _preflight(params: CycleParams, say: Callable[[str], None], install_kernel: bool
+               ) -> tuple[list[Template], list[Job], dict[str, Any]]:
+    """Everything checked before any notebook starts: engine, templates, the kernel."""
     check_engine(params.engine)
     templates = discover_templates(params.templates_dir, params.sections)
     jobs = plan(params, templates)
-    kernel = check_kernel(params.kernel, install=install_missing_kernel)
+    kernel = check_kernel(params.kernel, install=install_kernel)
     if kernel["argv0"] and os.path.isabs(kernel["argv0"]) and \
             Path(kernel["argv0"]).parent != Path(sys.executable).parent:  # other env
         say(f"note: kernel {params.kernel!r} runs {kernel['argv0']}, not this interpreter "
             f"({sys.executable}); if that is another environment, fix: "
             f"{kernel_fix(params.kernel)}")
-    root = params.output_root
-    root.mkdir(parents=True, exist_ok=True)
+    return templates, jobs, kernel
 
-    with CycleLock(root, params.cycle):
-        for stale in root.glob(f".tmp-{params.cycle}-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        build = Path(tempfile.mkdtemp(prefix=f".tmp-{params.cycle}-", dir=root))
-        try:
-            work = build / "_work"
-            _prepare_cache(params, work / "cache", say)
-            runs = _run_jobs(params, jobs, build, work, say)
-            n_red = redact_firm_ids(work, runs)
-            if n_red:
-                say(f"WARNING: removed {n_red} firm identifier(s) that notebook output quoted "
-                    "(library messages); the published report shows '[firm id removed]'")
-            say("rendering HTML ...")
-            t_render = time.perf_counter()
-            for r, job in zip(runs, jobs):
-                render.render_pair(work / "executed" / f"{job.key}.ipynb", build / r.page,
-                                   title=f"{job.template.title} — {area_name(job.country)}",
-                                   cycle=params.cycle, status=r.status, depth=r.page.count("/"),
-                                   error=r.error, failing_cell=r.failing_cell)
-            results = _merge_results(params, jobs, runs, work)
-            (build / "results.json").write_text(dump_json(results), encoding="utf-8")
-            tables = sorted((work / "tables").glob("*.csv")) if (work / "tables").exists() else []
-            site.export_tables(tables, build / "tables")
-            prov = provenance.collect(params, kernel=kernel, started=started,
-                                      duration=time.perf_counter() - t0,
-                                      runs=[asdict(r) for r in runs])
-            (build / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True),
-                                                   encoding="utf-8")
-            prev = _previous_cycle(params)
-            site.write_cycle_index(build, params=params, jobs=jobs, runs=runs, results=results,
-                                   templates=templates, previous=prev,
-                                   previous_results=site.load_results(root, prev),
-                                   provenance=prov)
-            _keep_logs(work, build)
-            shutil.rmtree(work)
-            say(f"rendered in {time.perf_counter() - t_render:.1f}s")
-            publish(build, root / params.cycle)
-        except BaseException:
-            shutil.rmtree(build, ignore_errors=True)
-            raise
-        site.write_root_index(root)
-    result = CycleResult(params.cycle, root / params.cycle, runs, time.perf_counter() - t0)
-    say(result.summary())
-    say(f"report: {result.path / 'index.html'}  ({result.duration:.1f}s)")
-    return result
+
+def _build(params: CycleParams, build: Path, templates: list[Template], jobs: list[Job],
+           inputs: dict[str, dict[str, Any]], say: Callable[[str], None],
+           provenance_extra: dict[str, Any]) -> list[NotebookRun]:
+    """Run the notebooks and write the whole site into ``build`` (not yet published)."""
+    root = params.output_root
+    work = build / "_work"
+    _prepare_cache(params, work / "cache", say)
+    runs = _run_jobs(params, jobs, build, work, say)
+    n_red = redact_firm_ids(work, runs)
+    if n_red:
+        say(f"WARNING: removed {n_red} firm identifier(s) that notebook output quoted "
+            "(library messages); the published report shows '[firm id removed]'")
+    say("rendering HTML ...")
+    t_render = time.perf_counter()
+    for r, job in zip(runs, jobs):
+        render.render_pair(work / "executed" / f"{job.key}.ipynb", build / r.page,
+                           title=f"{job.template.title} — {area_name(job.country)}",
+                           cycle=params.cycle, status=r.status, depth=r.page.count("/"),
+                           error=r.error, failing_cell=r.failing_cell)
+    results = _merge_results(params, jobs, runs, work, inputs)
+    (build / "results.json").write_text(dump_json(results), encoding="utf-8")
+    tables = sorted((work / "tables").glob("*.csv")) if (work / "tables").exists() else []
+    site.export_tables(tables, build / "tables")
+    prov = provenance.collect(params, inputs=inputs, kernel=provenance_extra["kernel"],
+                              started=provenance_extra["started"],
+                              duration=time.perf_counter() - provenance_extra["t0"],
+                              runs=[asdict(r) for r in runs])
+    (build / "provenance.json").write_text(json.dumps(prov, indent=2, sort_keys=True), encoding="utf-8")
+    prev = _previous_cycle(params)
+    site.write_cycle_index(build, params=params, jobs=jobs, runs=runs, results=results,
+                           templates=templates, previous=prev,
+                           previous_results=site.load_results(root, prev), provenance=prov)
+    _keep_logs(work, build)
+    shutil.rmtree(work)
+    say(f"rendered in {time.perf_counter() - t_render:.1f}s")
+    return runs
+
+
+def _target(params: CycleParams, runs: list[NotebookRun]) -> Path:
+    """Where this run is published: the cycle folder, unless the run failed and a published
+    cycle would be replaced (then ``<root>/_failed/<cycle>``)."""
+    target = params.output_root / params.cycle
+    if all(r.ok for r in runs) or not (target / "results.json").exists():
+        return target
+    failed = params.output_root / "_failed"
+    failed.mkdir(exist_ok=True)
+    return failed / params.cycle
+
+
+def make_readable(folder: Path) -> None:
+    """Published files as any report: readable by all (0644 / 0755 less the umask), not the
+    0600 / 0700 that temporary files and folders are created with."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.rglob("*"):
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+class _terminate_as_interrupt:
+    """Within the block, SIGTERM (and SIGHUP) stop the run as Ctrl-C does: notebooks and
+    kernels are stopped, nothing is published, the previous report stays."""
+
+    def __enter__(self) -> None:
+        self.saved: dict[int, Any] = {}
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            self.saved[sig] = signal.signal(sig, self._raise)
+
+    @staticmethod
+    def _raise(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"stopped by signal {signal.Signals(signum).name}")
+
+    def __exit__(self, *exc: object) -> None:
+        for sig, handler in self.saved.items():
+            signal.signal(sig, handler)
 
 
 def _keep_logs(work: Path, build: Path) -> None:
@@ -400,9 +467,16 @@ def _run_jobs(params: CycleParams, jobs: list[Job], build: Path, work: Path,
     for phase in sorted({j.template.phase for j in jobs}):
         batch = sorted((j for j in jobs if j.template.phase == phase),
                        key=lambda j: -j.template.cost)  # longest first; sort is stable
-        with ThreadPoolExecutor(max_workers=params.workers) as pool:
+        pool = ThreadPoolExecutor(max_workers=params.workers)
+        try:
             for job, r in zip(batch, pool.map(one, batch)):
                 results[job.key] = r
+        except BaseException:  # Ctrl-C / SIGTERM: stop every notebook now, not at its time limit
+            pool.shutdown(wait=False, cancel_futures=True)
+            n = stop_all()
+            say(f"interrupted: stopped {n} running notebook(s); nothing was published")
+            raise
+        pool.shutdown()
         _collect_tables(work, batch)
     return [results[j.key] for j in jobs]
 
@@ -419,7 +493,7 @@ def _collect_tables(work: Path, jobs: list[Job]) -> None:
 
 
 def _merge_results(params: CycleParams, jobs: list[Job], runs: list[NotebookRun],
-                   work: Path) -> dict[str, Any]:
+                   work: Path, inputs: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """results.json: inputs' SHA-256, parameters that shape numbers, each notebook's fragment.
 
     Contains no paths, timestamps or durations, so identical inputs give identical bytes.
@@ -439,7 +513,7 @@ def _merge_results(params: CycleParams, jobs: list[Job], runs: list[NotebookRun]
         "schema": "msme-eval/results/1",
         "cycle": params.cycle,
         "parameters": shaped,
-        "inputs": {k: v["sha256"] for k, v in provenance.input_files(params).items()},
+        "inputs": {k: v["sha256"] for k, v in inputs.items()},
         "status": "ok" if all(r.ok for r in runs) else "failed",
         "notebooks": notebooks,
     }

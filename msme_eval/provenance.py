@@ -79,7 +79,8 @@ def git_state(root: Path | None = None) -> dict[str, Any]:
     return {"commit": commit, "dirty": None if dirty is None else bool(dirty)}
 
 
-def collect(params: Any, *, kernel: dict[str, Any] | None = None, started: float | None = None,
+def collect(params: Any, *, inputs: dict[str, dict[str, Any]] | None = None,
+            kernel: dict[str, Any] | None = None, started: float | None = None,
             duration: float | None = None, runs: list[dict[str, Any]] | None = None
             ) -> dict[str, Any]:
     """The provenance record of one cycle run (JSON-safe)."""
@@ -87,7 +88,7 @@ def collect(params: Any, *, kernel: dict[str, Any] | None = None, started: float
     return {
         "schema": "msme-eval/provenance/1",
         "parameters": params.model_dump(mode="json"),
-        "inputs": input_files(params),
+        "inputs": input_files(params) if inputs is None else inputs,
         "git": git_state(),
         "packages": package_versions(),
         "python": {"version": platform.python_version(), "executable": sys.executable,

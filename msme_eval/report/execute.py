@@ -8,21 +8,24 @@ failing cell back for the run summary.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
 import subprocess
 import sys
+import threading
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+
+import nbformat
+import yaml
 
 Status = Literal["ok", "failed", "timeout"]
 
 
 def _first_error(nb_path: Path) -> tuple[int | None, str]:
     """(execution count or cell index, 'ename: evalue') of the first error in an output nb."""
-    import nbformat
-
     try:
         nb = nbformat.read(nb_path, as_version=4)
     except Exception:  # noqa: BLE001 - a killed papermill may leave no readable notebook
@@ -41,8 +44,6 @@ def _first_error(nb_path: Path) -> tuple[int | None, str]:
 
 def _running_cell(nb_path: Path) -> int | None:
     """The code cell papermill was executing when the notebook was stopped (1-based)."""
-    import nbformat
-
     try:
         nb = nbformat.read(nb_path, as_version=4)
     except Exception:  # noqa: BLE001
@@ -60,8 +61,6 @@ def _running_cell(nb_path: Path) -> int | None:
 
 def _mark_stopped(nb_src: Path, nb_out: Path, message: str) -> None:
     """Make sure the output notebook exists and starts with a visible failure banner."""
-    import nbformat
-
     try:
         nb = nbformat.read(nb_out, as_version=4)
     except Exception:  # noqa: BLE001 - unreadable or missing: fall back to the template
@@ -108,15 +107,75 @@ def _kill_group(proc: subprocess.Popen[Any]) -> None:
     proc.wait()
 
 
-# papermill's CLI, minus a 1.5-3 s import: nbformat -> jsonschema imports the optional
-# `rfc3987_syntax`, which compiles a grammar at import time and is only used to check the
-# "iri"/"uri" string formats, which notebook validation never uses. Blocking it changes nothing
-# else (jsonschema treats it as not installed).
+# Notebook processes still running, so an interrupted cycle can stop them all at once.
+_LIVE: set[subprocess.Popen[Any]] = set()
+_LIVE_LOCK = threading.Lock()
+
+
+def stop_all() -> int:
+    """Stop every papermill process this runner started (and their kernels); returns how many."""
+    with _LIVE_LOCK:
+        procs = list(_LIVE)
+    for proc in procs:
+        if proc.poll() is None:
+            _kill_group(proc)
+    return len(procs)
+
+
+def _die_with_parent() -> None:
+    """In the papermill child, before exec: SIGTERM when the runner dies, even by SIGKILL
+    (Linux prctl PR_SET_PDEATHSIG; a no-op elsewhere)."""
+    if sys.platform.startswith("linux"):
+        try:
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)  # 1 = PR_SET_PDEATHSIG
+        except (OSError, AttributeError):
+            pass
+
+
+def papermill_child() -> None:
+    """Entry point of the papermill process: on SIGTERM (the runner stopped, or died) stop the
+    kernel (in a session of its own, so it would survive) before exiting; then papermill's CLI.
+
+    nbformat -> jsonschema imports the optional `rfc3987_syntax`, which compiles a grammar at
+    import time (1.5-3 s) for "iri"/"uri" formats notebook validation never uses: `_PAPERMILL_MAIN`
+    blocks it before anything imports jsonschema.
+    """
+    def stop(signum: int, frame: Any) -> None:
+        for pid in _descendants(os.getpid()):
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
+    from papermill.cli import papermill  # imported here: only the child process needs it
+
+    papermill(prog_name="papermill")
+
+
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                "NUMEXPR_NUM_THREADS", "NUMBA_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                "RAYON_NUM_THREADS", "POLARS_MAX_THREADS")
 _PAPERMILL_MAIN = ("import sys; sys.modules.setdefault('rfc3987_syntax', None); "
-                   "from papermill.cli import papermill; papermill(prog_name='papermill')")
+                   "from msme_eval.report.execute import papermill_child; papermill_child()")
+# Figures reach the page through the inline backend; a server's MPLBACKEND=Agg would make every
+# figure silently disappear from the report.
+INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
+
+
+def _environment(threads: int | None) -> dict[str, str]:
+    """The papermill/kernel environment: unbuffered, inline figures, quiet, capped threads."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", PYDEVD_DISABLE_FILE_VALIDATION="1",
+               MPLBACKEND=INLINE_BACKEND)
+    # pandera imports pyspark.pandas whenever pyspark is installed, which warns about the
+    # pandas version on every import: noise on every report page, unrelated to the results
+    quiet = "ignore:PySpark does not yet fully support pandas:FutureWarning"
+    env["PYTHONWARNINGS"] = ",".join(x for x in (env.get("PYTHONWARNINGS"), quiet) if x)
+    if threads is not None:  # N notebooks x all-core BLAS/numba pools would oversubscribe
+        for var in THREAD_VARS:
+            env.setdefault(var, str(threads))
+    return env
 
 
 def execute_notebook(src: Path, out: Path, parameters: Mapping[str, Any], *, kernel: str,
@@ -129,8 +188,6 @@ def execute_notebook(src: Path, out: Path, parameters: Mapping[str, Any], *, ker
     ``threads`` caps the kernel's BLAS/OpenMP/numba thread pools (unless the environment
     already sets them), so parallel notebooks do not oversubscribe the CPUs.
     """
-    import yaml
-
     out.parent.mkdir(parents=True, exist_ok=True)
     params_file = out.with_suffix(".params.yaml")
     params_file.write_text(yaml.safe_dump(dict(parameters), sort_keys=True), encoding="utf-8")
@@ -139,17 +196,12 @@ def execute_notebook(src: Path, out: Path, parameters: Mapping[str, Any], *, ker
            "--no-progress-bar", "--log-output", "--request-save-on-cell-execute"]
     if cwd is not None:
         cmd += ["--cwd", str(cwd)]
-    env = dict(os.environ, PYTHONUNBUFFERED="1", PYDEVD_DISABLE_FILE_VALIDATION="1")
-    # pandera imports pyspark.pandas whenever pyspark is installed, which warns about the
-    # pandas version on every import: noise on every report page, unrelated to the results
-    quiet = "ignore:PySpark does not yet fully support pandas:FutureWarning"
-    env["PYTHONWARNINGS"] = ",".join(x for x in (env.get("PYTHONWARNINGS"), quiet) if x)
-    if threads is not None:  # N notebooks x all-core BLAS/numba pools would oversubscribe
-        for var in THREAD_VARS:
-            env.setdefault(var, str(threads))
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT,
-                                stdin=subprocess.DEVNULL, start_new_session=True, env=env)
+                                stdin=subprocess.DEVNULL, start_new_session=True,
+                                env=_environment(threads), preexec_fn=_die_with_parent)
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
         try:
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -164,6 +216,8 @@ def execute_notebook(src: Path, out: Path, parameters: Mapping[str, Any], *, ker
         finally:
             if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): never orphan
                 _kill_group(proc)
+            with _LIVE_LOCK:
+                _LIVE.discard(proc)
     params_file.unlink(missing_ok=True)
     if rc == 0:
         return "ok", None, ""

@@ -196,24 +196,22 @@ class CycleParams(_DataParams):
     previous_cycle: str | None = Field(None, description="cycle to compare with; None = the "
                                                          "latest earlier cycle in output_root")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _explicit_inputs(cls, data: Any) -> Any:
+    @model_validator(mode="after")
+    def _explicit_inputs(self) -> CycleParams:
         """Own panel -> macro and targets given or declined, never the sample's by default."""
-        if not isinstance(data, Mapping) or "panel" not in data:
-            return data
-        if Path(str(data["panel"])).as_posix().endswith(SAMPLE_INPUTS["panel"].as_posix()):
-            return data
-        missing = [k for k in ("macro", "targets") if k not in data]
+        given = self.model_fields_set
+        if "panel" not in given or self.panel.as_posix().endswith(SAMPLE_INPUTS["panel"].as_posix()):
+            return self
+        missing = [k for k in ("macro", "targets") if k not in given]
         if missing:
             raise ValueError(
-                f"the panel is your own file ({Path(str(data['panel'])).name}), so the synthetic "
+                f"the panel is your own file ({self.panel.name}), so the synthetic "
                 f"sample's {' and '.join(missing)} table(s) are not used for it. Fix: give "
                 + " and ".join(f"--{k} FILE (cycle file: `{k}: path`)" for k in missing)
                 + ", or decline with " + " ".join(f"--no-{k}" for k in missing)
                 + " (cycle file: " + ", ".join(f"`{k}: null`" for k in missing) + "); the report "
                 "then says which indicators or assessments that leaves out")
-        return data
+        return self
 
     @field_validator("countries")
     @classmethod

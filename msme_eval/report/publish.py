@@ -1,8 +1,14 @@
 """Atomic publishing of a cycle folder and the per-cycle lock.
 
-A cycle is built in ``<root>/.tmp-<cycle>-<random>/`` and `publish` moves it to
+A cycle is built in ``<root>/.tmp-<cycle>.<random>/`` and `publish` moves it to
 ``<root>/<cycle>`` in one step, so a crash never leaves a half report that looks complete, and
-no other folder under the root is touched.
+no other folder under the root is touched (cycle ids cannot hold a '.', so the build folders of
+cycles ``F`` and ``F-x`` never match each other's pattern).
+
+Where the file system cannot exchange two folders atomically (vfat USB sticks, some network
+drives), the previous cycle is first renamed to ``.old-<cycle>.<random>``; if the run dies before
+the new folder is in place, `restore_interrupted_publish` (called at the next run's start, under
+the lock) puts the previous cycle back.
 """
 from __future__ import annotations
 
@@ -49,7 +55,7 @@ def publish(build: Path, target: Path) -> None:
     if _renameat2_exchange(build, target):
         shutil.rmtree(build)  # now holds the previous version
         return
-    old = target.with_name(f".old-{target.name}-{os.urandom(4).hex()}")
+    old = target.with_name(f".old-{target.name}.{os.urandom(4).hex()}")
     os.rename(target, old)
     try:
         os.rename(build, target)
@@ -57,6 +63,17 @@ def publish(build: Path, target: Path) -> None:
         os.rename(old, target)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def restore_interrupted_publish(root: Path, cycle: str) -> None:
+    """Put back the previous cycle folder that an interrupted non-atomic publish moved aside."""
+    olds = sorted(root.glob(f".old-{cycle}.*"), key=lambda p: p.stat().st_mtime)
+    target = root / cycle
+    if olds and not target.exists():
+        os.rename(olds[-1], target)
+        olds = olds[:-1]
+    for old in olds:
+        shutil.rmtree(old, ignore_errors=True)
 
 
 class CycleLock:

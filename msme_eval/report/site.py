@@ -59,11 +59,19 @@ def list_cycles(root: Path) -> list[dict[str, Any]]:
     return out
 
 
-def write_root_index(root: Path) -> None:
-    """``<root>/index.html`` listing every published cycle (written atomically)."""
+GENERATOR = '<meta name="generator" content="msme-eval">'
+
+
+def write_root_index(root: Path) -> bool:
+    """``<root>/index.html`` listing every published cycle (written atomically). An existing
+    index.html that msme-eval did not write is left alone (returns False)."""
+    index = root / "index.html"
+    if index.exists() and GENERATOR not in index.read_text(encoding="utf-8", errors="replace")[:4000]:
+        return False
     text = environment().get_template("cycles.html.j2").render(
         cycles=list_cycles(root), css=stylesheet())
-    write_atomic(root / "index.html", text)
+    write_atomic(index, text)
+    return True
 
 
 def export_tables(csv_files: list[Path], dest: Path) -> list[str]:
