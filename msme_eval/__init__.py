@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 _SUBMODULES = {
     "schema", "io", "sizeclass", "synth", "survey", "indicators", "progress",
     "disclosure", "impact", "cycle", "plots", "cli", "provenance", "engines", "ingest", "spark",
+    "contract", "results", "plausibility",
 }
 _ATTRS = {
     "read_panel": ("io", "read_panel"),

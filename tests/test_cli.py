@@ -174,3 +174,15 @@ def test_templates_command_copies_and_own_section_runs(sample, tmp_path: Path, c
     assert "Our own <strong>ministry</strong> section" in page
     index = (tmp_path / "r" / "own" / "index.html").read_text(encoding="utf-8")
     assert "Ministry section" in index
+
+
+def test_macro_in_billions_stops_the_run_before_any_notebook(sample, tmp_path: Path, capsys) -> None:
+    macro = pd.read_csv(sample["macro"])
+    macro["gdp"] /= 1e9
+    bad = tmp_path / "macro_billions.csv"
+    macro.to_csv(bad, index=False)
+    code = main(["run", "--cycle", "b", "--panel", str(sample["panel"]), "--macro", str(bad),
+                 "--targets", str(sample["targets"]), "--output-root", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 1 and "macro_billions.csv" in err and "thousands, millions or billions" in err
+    assert not (tmp_path / "r" / "b").exists()

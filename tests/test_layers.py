@@ -19,7 +19,7 @@ LAYERS: dict[str, int] = {
     "contract": 0, "results": 0,
     "schema": 1, "sizeclass": 1, "survey": 1, "disclosure": 1, "engines": 1, "spark": 1,
     "io": 1, "ingest": 1,
-    "indicators": 2, "impact": 2, "progress": 2, "plots": 2, "synth": 2,
+    "indicators": 2, "impact": 2, "progress": 2, "plots": 2, "synth": 2, "plausibility": 2,
     "report": 3, "provenance": 3,
     "cycle": 4,
     "cli": 5,

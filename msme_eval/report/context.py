@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
-from msme_eval import indicators, io, progress, spark
+from msme_eval import indicators, io, plausibility, progress, spark
 from msme_eval.contract import COUNTRIES, REGION, area_name
 from msme_eval.report import display
 from msme_eval.report.params import CycleError, NotebookParams, format_validation_error
@@ -146,6 +146,16 @@ def compute_progress(params: Any, table: pd.DataFrame, targets: pd.DataFrame | N
     return progress.assess(table, targets)
 
 
+def check_plausibility(params: Any, panel: pd.DataFrame, tables: Mapping[str, pd.DataFrame | None]
+                       ) -> pd.DataFrame:
+    """Cross-table checks (`plausibility.check_inputs`): errors stop the cycle before any
+    notebook runs (`DataValidationError`); warnings join the validation report."""
+    files = {k: Path(getattr(params, k)).name for k in ("macro", "targets") if getattr(params, k)}
+    checked = plausibility.check_inputs(panel, tables["macro"], tables["targets"], files=files)
+    checked.raise_for_errors()
+    return checked.table
+
+
 def build_cache(params: Any, cache: Path) -> list[str]:
     """Validate the inputs once and store the shared tables for every notebook of a cycle.
 
@@ -164,9 +174,10 @@ def build_cache(params: Any, cache: Path) -> list[str]:
     for w in caught:
         if w not in quality:
             warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    tables = {kind: load_table(params, kind) for kind in ("macro", "targets")}
+    report = pd.concat([report, check_plausibility(params, panel, tables)], ignore_index=True)
     _write_pickle(report, cache / "validation_report.pkl")
     _write_pickle(panel, cache / "panel.pkl")
-    tables = {kind: load_table(params, kind) for kind in ("macro", "targets")}
     for kind, table in tables.items():
         _write_pickle(table, cache / f"{kind}.pkl")
         if table is None:
