@@ -16,7 +16,7 @@ business-statistics SDC practice):
    A     primary confidentiality due to small counts (fewer than ``min_contributors`` firms)
    O     primary confidentiality due to dominance by one unit (largest firm > k% of total)
    T     primary confidentiality due to dominance by two units (two largest > k%)
-   M     primary confidentiality due to other concentration measures (``dom_n`` > 2, p% rule)
+   M     primary confidentiality due to other concentration measures (``dominance_n`` > 2, p% rule)
    D     secondary confidentiality set by the sender, not for publication
    ===== =================================================================================
 
@@ -68,12 +68,6 @@ PRIMARY_CODES = ("A", "O", "T", "M")
 DEFAULT_VALUE_COLS = ("value", "estimate", "se", "ci_low", "ci_high")
 
 
-def _as_list(cols: str | Sequence[str] | None) -> list[str]:
-    if cols is None:
-        return []
-    return [cols] if isinstance(cols, str) else list(cols)
-
-
 # --------------------------------------------------------------------------------------------
 # cell statistics from microdata
 # --------------------------------------------------------------------------------------------
@@ -97,7 +91,7 @@ def cell_stats(data: Any, value: str | None, by: str | Sequence[str] | None, *,
                                       engine=engine, **engine_options)
     if not isinstance(data, pd.DataFrame):
         raise TypeError("engine='pandas' needs a pandas DataFrame")
-    by_cols = _as_list(by)
+    by_cols = engines.as_list(by)
     need = [*by_cols, *( [value] if value is not None else []),
             *([contributor] if contributor is not None else [])]
     missing = [c for c in need if c not in data.columns]
@@ -188,16 +182,16 @@ def top2_by_code(cell: np.ndarray, mag: np.ndarray, n_cells: int) -> dict[str, n
 # primary rules
 # --------------------------------------------------------------------------------------------
 def _rule_codes(n: np.ndarray, tops: np.ndarray, total: np.ndarray, *, min_contributors: int,
-                dom_n: int, dom_k: float, p_percent: float | None) -> np.ndarray:
+                dominance_n: int, dominance_k: float, p_percent: float | None) -> np.ndarray:
     """Primary status per cell: "A", "O", "T", "M" or "F" (frequency rule first)."""
     codes = np.full(len(n), "F", dtype=object)
     with np.errstate(invalid="ignore"):
-        if dom_n and dom_n > 0:
-            cum = np.cumsum(tops[:, :dom_n], axis=1)
-            limit = dom_k * total
+        if dominance_n and dominance_n > 0:
+            cum = np.cumsum(tops[:, :dominance_n], axis=1)
+            limit = dominance_k * total
             dominated = (total > 0) & (cum[:, -1] > limit)
             codes[dominated] = "M"
-            if dom_n >= 2:
+            if dominance_n >= 2:
                 codes[dominated & (cum[:, 1] > limit)] = "T"
             codes[dominated & (cum[:, 0] > limit)] = "O"
         if p_percent is not None:
@@ -210,15 +204,15 @@ def _rule_codes(n: np.ndarray, tops: np.ndarray, total: np.ndarray, *, min_contr
     return codes
 
 
-def _stat_arrays(table: pd.DataFrame, *, n_col: str, dom_n: int,
+def _stat_arrays(table: pd.DataFrame, *, n_col: str, dominance_n: int,
                  p_percent: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    n_top = max(dom_n or 0, 2 if p_percent is not None else 0)
+    n_top = max(dominance_n or 0, 2 if p_percent is not None else 0)
     needed = [n_col] + ([f"top{i + 1}" for i in range(n_top)] + ["total"] if n_top else [])
     missing = [c for c in needed if c not in table.columns]
     if missing:
         raise KeyError(
             f"table lacks column(s) {missing} needed by the disclosure rules. Fix: merge "
-            "disclosure.cell_stats(microdata, value, by, top=dom_n) into the table on the cell "
+            "disclosure.cell_stats(microdata, value, by, top=dominance_n) into the table on the cell "
             "columns before calling protect().")
     n = table[n_col].to_numpy(dtype="float64", na_value=np.nan)
     if np.isnan(n).any():
@@ -234,13 +228,13 @@ def _stat_arrays(table: pd.DataFrame, *, n_col: str, dom_n: int,
     return n, tops, total
 
 
-def primary(table: pd.DataFrame, *, min_contributors: int = 3, dom_n: int = 2,
-            dom_k: float = 0.85, p_percent: float | None = None,
+def primary(table: pd.DataFrame, *, min_contributors: int = 3, dominance_n: int = 2,
+            dominance_k: float = 0.85, p_percent: float | None = None,
             n_col: str = "n_contrib") -> pd.Series:
     """Primary confidentiality status per row of a table carrying :func:`cell_stats` columns."""
-    n, tops, total = _stat_arrays(table, n_col=n_col, dom_n=dom_n, p_percent=p_percent)
-    return pd.Series(_rule_codes(n, tops, total, min_contributors=min_contributors, dom_n=dom_n,
-                                 dom_k=dom_k, p_percent=p_percent),
+    n, tops, total = _stat_arrays(table, n_col=n_col, dominance_n=dominance_n, p_percent=p_percent)
+    return pd.Series(_rule_codes(n, tops, total, min_contributors=min_contributors, dominance_n=dominance_n,
+                                 dominance_k=dominance_k, p_percent=p_percent),
                      index=table.index, name="conf_status", dtype="str")
 
 
@@ -327,14 +321,14 @@ def _unsafe_relations(mem: pd.DataFrame, supp: np.ndarray, n: np.ndarray, tops: 
 
 def protect(table: pd.DataFrame, *, keys: Sequence[str], group_col: str | Sequence[str],
             margin: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None = None,
-            min_contributors: int = 3, dom_n: int = 2, dom_k: float = 0.85,
+            min_contributors: int = 3, dominance_n: int = 2, dominance_k: float = 0.85,
             p_percent: float | None = None, n_col: str = "n_contrib",
             value_cols: Sequence[str] | None = None, drop_stats: bool = True,
             max_iter: int = 1000) -> pd.DataFrame:
     """Apply primary and secondary suppression to a published table.
 
     ``table``: one row per published cell, with the :func:`cell_stats` columns (``n_contrib``,
-    ``top1..top{dom_n}``, ``total``) merged in. ``keys``: the columns identifying a cell (unique
+    ``top1..top{dominance_n}``, ``total``) merged in. ``keys``: the columns identifying a cell (unique
     per row), e.g. ``["indicator", "ref_area", "time_period", "breakdown", "group"]``.
     ``group_col``: the column along which cells add up to a total (e.g. ``"group"``: the
     categories of one breakdown), or a list of such columns (several relations, e.g. the rows
@@ -368,7 +362,7 @@ def protect(table: pd.DataFrame, *, keys: Sequence[str], group_col: str | Sequen
     total (K02, K03, K06, K07); ``value=None`` (firm counts) for proportions of firms.
     """
     keys = list(keys)
-    group_cols = _as_list(group_col)
+    group_cols = engines.as_list(group_col)
     missing = [c for c in [*keys, *group_cols] if c not in table.columns]
     if missing:
         raise KeyError(f"column(s) {missing} not in the table (columns: {list(table.columns)})")
@@ -381,6 +375,25 @@ def protect(table: pd.DataFrame, *, keys: Sequence[str], group_col: str | Sequen
             f"{int(dup.sum())} rows share the same cell keys {keys} (first: "
             f"{table.loc[dup, keys].head(3).to_dict('records')}). Fix: pass all the columns "
             "that identify a published cell as keys.")
+    margins = _margins(margin, group_cols, keys)
+    if not 0 < dominance_k <= 1:
+        raise ValueError(f"dominance_k is a share in (0, 1], got {dominance_k}")
+
+    rule_kw = dict(min_contributors=min_contributors, dominance_n=dominance_n, dominance_k=dominance_k,
+                   p_percent=p_percent)
+    n, tops, total = _stat_arrays(table, n_col=n_col, dominance_n=dominance_n, p_percent=p_percent)
+    status = _rule_codes(n, tops, total, **rule_kw)
+    mem = _relations(table, keys, group_cols, margins)
+
+    unprotectable = _secondary(status, mem, n, tops, total, rule_kw, max_iter)
+
+    return _publish(table, status, value_cols, drop_stats, unprotectable,
+                    {**rule_kw, "min_contributors": min_contributors})
+
+
+def _margins(margin: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None,
+             group_cols: list[str], keys: list[str]) -> list[dict[str, Any] | None]:
+    """One margin spec (total row labels) per group column, checked against the keys."""
     if margin is None or isinstance(margin, Mapping):
         margins: list[dict[str, Any] | None] = (
             [dict(margin) if margin is not None else None] if len(group_cols) == 1
@@ -400,16 +413,12 @@ def protect(table: pd.DataFrame, *, keys: Sequence[str], group_col: str | Sequen
             bad = [c for c in spec if c not in keys]
             if bad:
                 raise ValueError(f"margin columns {bad} are not cell keys {keys}")
-    if not 0 < dom_k <= 1:
-        raise ValueError(f"dom_k is a share in (0, 1], got {dom_k}")
+    return margins
 
-    rule_kw = dict(min_contributors=min_contributors, dom_n=dom_n, dom_k=dom_k,
-                   p_percent=p_percent)
-    n, tops, total = _stat_arrays(table, n_col=n_col, dom_n=dom_n, p_percent=p_percent)
-    status = _rule_codes(n, tops, total, **rule_kw)
-    mem = _relations(table, keys, group_cols, margins)
 
-    # secondary suppression: repeat until every relation is safe or nothing more can be done
+def _secondary(status: np.ndarray, mem: pd.DataFrame, n: np.ndarray, tops: np.ndarray,
+               total: np.ndarray, rule_kw: dict[str, Any], max_iter: int) -> list[int]:
+    """Secondary suppression in place on ``status`` (``D``); returns unprotectable rows."""
     order_key = mem.assign(n=n[mem["row"]], t=total[mem["row"]])
     unprotectable: list[int] = []
     for _ in range(max_iter):
@@ -428,6 +437,12 @@ def protect(table: pd.DataFrame, *, keys: Sequence[str], group_col: str | Sequen
     else:  # pragma: no cover - each round suppresses at least one more cell
         raise RuntimeError("secondary suppression did not converge")
 
+    return unprotectable
+
+
+def _publish(table: pd.DataFrame, status: np.ndarray, value_cols: Sequence[str] | None,
+             drop_stats: bool, unprotectable: list[int], params: dict[str, Any]) -> pd.DataFrame:
+    """The table with ``conf_status``, suppressed values NaN, magnitudes dropped, attrs."""
     out = table.copy()
     out["conf_status"] = pd.array(status.astype(str), dtype="str")
     cols = [c for c in (value_cols if value_cols is not None else DEFAULT_VALUE_COLS)
@@ -441,8 +456,7 @@ def protect(table: pd.DataFrame, *, keys: Sequence[str], group_col: str | Sequen
                                 if c == "total" or (c.startswith("top") and c[3:].isdigit())])
     counts = pd.Series(status).value_counts().to_dict()
     out.attrs["disclosure"] = {
-        "min_contributors": min_contributors, "dom_n": dom_n, "dom_k": dom_k,
-        "p_percent": p_percent, "counts": {k: int(v) for k, v in counts.items()},
+        **params, "counts": {k: int(v) for k, v in counts.items()},
         "unprotectable": unprotectable,
     }
     return out

@@ -706,7 +706,8 @@ def _arrow_to_pandas(tab: Any) -> pd.DataFrame:
     return tab.to_pandas()
 
 
-def _runner(data: Any, engine: str | None, **kw: Any) -> _Runner:
+def runner(data: Any, engine: str | None, **kw: Any) -> _Runner:
+    """The SQL runner (schema, query, temporary tables) for a DuckDB or Spark input."""
     engine = engine_of(data) if engine is None else engine
     if engine == "duckdb":
         return _DuckRunner(data, **kw)
@@ -725,7 +726,7 @@ def columns_of(data: Any) -> list[str]:
     """Column names of any supported input (a Parquet dataset includes its hive partitions)."""
     if isinstance(data, pd.DataFrame):
         return list(data.columns)
-    return list(_runner(data, None).schema())
+    return list(runner(data, None).schema())
 
 
 def to_pandas(data: Any, columns: Sequence[str] | None = None) -> pd.DataFrame:
@@ -806,7 +807,7 @@ def grouped_sums(data: Any, columns: Mapping[str, Any] | Sequence[str], *,
         table = pandas_grouped_sums(data, columns, weight=weight, strata=strata, psu=psu, by=by,
                                     na_rm=na_rm, deff=deff, calibrated=calibrated)
         return _sorted(table) if sort else table
-    run = _runner(data, engine, con=con, memory_limit=memory_limit, threads=threads,
+    run = runner(data, engine, con=con, memory_limit=memory_limit, threads=threads,
                   temp_directory=temp_directory)
     design = _SqlDesign(_spec(columns), weight, strata, psu, as_list(by), na_rm, deff, calibrated)
     table = _sql_grouped_sums(run, design)
@@ -1029,7 +1030,7 @@ def sql_cell_stats(data: Any, value: str | None, by: str | Sequence[str] | None,
     """
     if top < 1:
         raise ValueError(f"top must be >= 1, got {top}")
-    run = _runner(data, engine, **engine_options)
+    run = runner(data, engine, **engine_options)
     d = run.dialect
     by_cols = as_list(by)
     schema = run.schema()

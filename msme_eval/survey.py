@@ -97,7 +97,7 @@ from .results import ResultFrame, check_alpha
 __all__ = [
     "SurveyDesignError", "Totals", "ratio", "total", "mean", "totals", "delta",
     "grouped_sums", "totals_from_sums", "psu_centre", "stratum_variance", "satterthwaite_df",
-    "t_interval", "SINGLETON_OPTIONS", "DF_RULES", "CALIBRATION_OPTIONS",
+    "t_interval", "check_options", "SINGLETON_OPTIONS", "DF_RULES", "CALIBRATION_OPTIONS",
 ]
 
 SINGLETON_OPTIONS = ("fail", "certainty", "centre")
@@ -159,7 +159,9 @@ def t_interval(estimate: np.ndarray, se: np.ndarray, df: np.ndarray,
     return estimate - tq * se, estimate + tq * se
 
 
-def _check_options(singleton: str, df: str, calibrated_to: Any) -> None:
+def check_options(singleton: str, df: str, calibrated_to: Any) -> None:
+    """Validate the ``singleton``, ``df`` and ``calibrated_to`` options (shared with the
+    indicator table)."""
     if singleton not in SINGLETON_OPTIONS:
         raise ValueError(f"singleton must be one of {SINGLETON_OPTIONS}, got {singleton!r}")
     if df not in DF_RULES:
@@ -443,7 +445,7 @@ def totals_from_sums(table: pd.DataFrame, *, singleton: str = "fail", alpha: flo
     singleton strata without members of the domain). ``calibrated_to="strata"``: residuals
     of the post-stratification (module docstring; the table needs ``calibrated=True``).
     """
-    _check_options(singleton, df, calibrated_to)
+    check_options(singleton, df, calibrated_to)
     alpha = check_alpha(alpha)
     calibrated = calibrated_to is not None
     if calibrated and not table.attrs.get("calibrated", False):
@@ -518,7 +520,7 @@ def totals(data: Any, columns: Mapping[str, Any] | Sequence[str], *,
     ``engine_options`` such as ``con``/``memory_limit`` go to DuckDB), then small numpy algebra.
     """
     alpha = check_alpha(alpha)
-    _check_options(singleton, df, calibrated_to)
+    check_options(singleton, df, calibrated_to)
     engine = engines.engine_of(data) if engine is None else engine
     table = grouped_sums(data, columns, weight=weight, strata=strata, psu=psu, by=by,
                          na_rm=na_rm, deff=deff, calibrated=calibrated_to is not None,

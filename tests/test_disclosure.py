@@ -59,7 +59,7 @@ def test_primary_codes_by_hand():
     ])
     assert dc.primary(t).tolist() == ["A", "O", "T", "F", "F"]
     # (3, 0.9) dominance: 50+35+10 = 95% > 90% with top1+top2 = 85% -> M
-    assert dc.primary(t, dom_n=3, dom_k=0.9).tolist()[3] == "M"
+    assert dc.primary(t, dominance_n=3, dominance_k=0.9).tolist()[3] == "M"
     # p% rule p=10: rest = 100 - 50 - 35 = 15 >= 5 -> safe; p=40: 15 < 20 -> M
     assert dc.primary(t, p_percent=10).tolist()[3] == "F"
     assert dc.primary(t, p_percent=40).tolist()[3] == "M"
@@ -160,12 +160,12 @@ def test_protect_input_errors():
 # --------------------------------------------------------------------------------------------
 # property-based: no published row violates the rules; nothing is recoverable
 # --------------------------------------------------------------------------------------------
-def passes_rules(values: np.ndarray, min_contributors=3, dom_n=2, dom_k=0.85) -> bool:
+def passes_rules(values: np.ndarray, min_contributors=3, dominance_n=2, dominance_k=0.85) -> bool:
     """Independent re-implementation on the firms' contributions (one value per firm)."""
     v = np.sort(np.abs(values[values != 0]))[::-1]
     if len(v) < min_contributors:
         return False
-    return not (v.sum() > 0 and v[:dom_n].sum() > dom_k * v.sum())
+    return not (v.sum() > 0 and v[:dominance_n].sum() > dominance_k * v.sum())
 
 
 firm = st.tuples(st.integers(0, 3), st.integers(0, 2),
@@ -231,15 +231,15 @@ def test_property_two_way_table_with_margins(firms):
 
 @settings(max_examples=60, deadline=None)
 @given(st.lists(firm, min_size=1, max_size=30), st.integers(1, 5), st.floats(0.5, 0.95))
-def test_property_one_way_implicit_total(firms, min_contributors, dom_k):
+def test_property_one_way_implicit_total(firms, min_contributors, dominance_k):
     micro = pd.DataFrame(firms, columns=["cat", "region", "v"]).astype({"cat": "str"})
     micro["firm_id"] = np.arange(len(micro))
     table = dc.cell_stats(micro, "v", "cat")
     out = dc.protect(table, keys=["cat"], group_col="cat", min_contributors=min_contributors,
-                     dom_k=dom_k, drop_stats=False)
+                     dominance_k=dominance_k, drop_stats=False)
     hidden = out["conf_status"] != "F"
     for cat, s in zip(out["cat"], out["conf_status"]):
         v = micro.loc[micro["cat"] == cat, "v"].to_numpy()
         if s == "F":
-            assert passes_rules(v, min_contributors, 2, dom_k)
+            assert passes_rules(v, min_contributors, 2, dominance_k)
     assert hidden.sum() != 1 or out.attrs["disclosure"]["unprotectable"]

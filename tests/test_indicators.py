@@ -90,6 +90,18 @@ def design_var(p: pd.DataFrame, u: np.ndarray) -> float:
     return v
 
 
+def design_df(p: pd.DataFrame, u: np.ndarray) -> float:
+    """Satterthwaite effective df by hand: (sum_h v_h)^2 / sum_h v_h^2/(n_h - 1)."""
+    z = pd.DataFrame({"c": p["country"], "h": p["strata"], "i": p["psu"], "u": u})
+    z = z.groupby(["c", "h", "i"])["u"].sum()
+    v, v2 = 0.0, 0.0
+    for _, zh in z.groupby(level=[0, 1]):
+        n = len(zh)
+        vh = n / (n - 1) * float(((zh - zh.mean()) ** 2).sum())
+        v, v2 = v + vh, v2 + vh * vh / (n - 1)
+    return v * v / v2
+
+
 def ref_ratio(p, y, x, dom, macro_den=None, scale=100.0):
     w = p["weight"].to_numpy()
     d = np.asarray(dom, dtype=float)
@@ -127,6 +139,12 @@ def cell(out, ind, area, year, breakdown="total", group="total"):
 @pytest.fixture(scope="module")
 def out() -> pd.DataFrame:
     return compute(PANEL, MACRO, breakdowns=["owner_female", "size_class"], disclosure=False)
+
+
+@pytest.fixture(scope="module")
+def out_nominal() -> pd.DataFrame:
+    return compute(PANEL, MACRO, breakdowns=["owner_female", "size_class"], disclosure=False,
+                   df="nominal")
 
 
 def at(area, year):
@@ -236,17 +254,42 @@ EXPECTED_AVAILABLE = {
 
 @pytest.mark.parametrize("area,year,ind", [(a, y, i) for (a, y), ids in EXPECTED_AVAILABLE.items()
                                            for i in ids])
-def test_every_indicator_matches_hand_computation(out, area, year, ind):
-    row = cell(out, ind, area, year)
-    value, se = _reference(ind, area, year)
-    assert row["obs_status"] in ("A",)
-    assert row["value"] == pytest.approx(value, rel=1e-9)
-    assert row["se"] == pytest.approx(se, rel=1e-9, abs=1e-12)
-    # CI: t with the country's design df (4 PSUs - 2 strata = 2)
+def test_every_indicator_matches_hand_computation(out, out_nominal, area, year, ind):
     from scipy import stats
+    value, se = _reference(ind, area, year)
+    for table in (out, out_nominal):
+        row = cell(table, ind, area, year)
+        assert row["obs_status"] in ("A",)
+        assert row["value"] == pytest.approx(value, rel=1e-9)
+        assert row["se"] == pytest.approx(se, rel=1e-9, abs=1e-12)
+        assert row["df_nominal"] == 2  # the country's design: 4 PSUs - 2 strata
+    # df="nominal": CI t with the country's design df, as before
+    row = cell(out_nominal, ind, area, year)
+    assert row["df"] == 2 and row["df_rule"] == "nominal"
     half = stats.t.ppf(0.975, 2) * se
     assert row["ci_low"] == pytest.approx(value - half, rel=1e-9, abs=1e-12)
     assert row["ci_high"] == pytest.approx(value + half, rel=1e-9, abs=1e-12)
+    # default: Satterthwaite df in [1, 2] (2 strata of 2 PSUs), CI t with it
+    row = cell(out, ind, area, year)
+    assert row["df_rule"] == "satterthwaite"
+    if se > 0:
+        assert 1.0 - 1e-9 <= row["df"] <= 2.0 + 1e-9
+        half = stats.t.ppf(0.975, row["df"]) * se
+        assert row["ci_low"] == pytest.approx(value - half, rel=1e-9, abs=1e-12)
+
+
+@pytest.mark.parametrize("ind,num,den", [("K05", "sells_online", None), ("K02", None, None)])
+def test_satterthwaite_df_by_hand(out, ind, num, den):
+    d = at("IDN", 2020)
+    w = PANEL["weight"].to_numpy() * d
+    emp = f("employees")
+    y, x = (f(num) * MSME, MSME) if ind == "K05" else (emp * MSME, emp)
+    y, x = np.nan_to_num(y), np.nan_to_num(x)
+    r = (w * y).sum() / (w * x).sum()
+    u = w * (y - r * x) / (w * x).sum()
+    row = cell(out, ind, "IDN", 2020)
+    assert row["df"] == pytest.approx(design_df(PANEL, u), rel=1e-9)
+    assert row["n_psu"] == 4
 
 
 def test_literal_hand_values(out):
@@ -266,6 +309,8 @@ def test_literal_hand_values(out):
 
 def test_output_columns_and_types(out):
     assert list(out.columns) == list(indicators.OUTPUT_COLUMNS)
+    assert out.choices["df"] == "satterthwaite" and out.alpha == 0.05
+    assert out.tidy()["estimate"].equals(out["value"]) and out.title == "MSME indicators"
     assert set(out["obs_status"]) <= {"A", "E", "M"}
     assert out["time_period"].dtype == np.int64
 
@@ -344,8 +389,15 @@ def test_asean_pooled_ratio_with_countries_as_strata(out):
     assert r["value"] == pytest.approx(value, rel=1e-9)
     assert r["se"] == pytest.approx(se, rel=1e-9)
     assert r["n"] == cell(out, "K09", "IDN", 2021)["n"] + cell(out, "K09", "VNM", 2021)["n"]
-    from scipy import stats  # df = (4 - 2) + (2 - 1)
-    assert r["ci_high"] - r["value"] == pytest.approx(stats.t.ppf(0.975, 3) * se, rel=1e-9)
+    from scipy import stats  # nominal df = (4 - 2) + (2 - 1)
+    assert r["df_nominal"] == 3
+    assert r["ci_high"] - r["value"] == pytest.approx(stats.t.ppf(0.975, r["df"]) * se, rel=1e-9)
+    y, x = np.nan_to_num(f("registered") * MSME), MSME
+    w = PANEL["weight"].to_numpy() * d
+    ratio = (w * y).sum() / (w * x).sum()
+    # Satterthwaite over the strata of both countries (countries are strata of the region)
+    assert r["df"] == pytest.approx(design_df(PANEL, w * (y - ratio * x) / (w * x).sum()),
+                                    rel=1e-9)
 
 
 def test_asean_money_in_usd_and_macro_mix(out):

@@ -158,7 +158,7 @@ def test_singleton_centre_ratio_is_zero_centred():
     r = y / x
     u = ((d.w * (d.y - r * d.x)) / x).groupby([d.stratum, d.psu]).sum()
     v = 0.0
-    for h, uh in u.groupby(level=0):
+    for _h, uh in u.groupby(level=0):
         v += uh.pow(2).sum() if len(uh) == 1 else len(uh) / (len(uh) - 1) * ((uh - uh.mean()) ** 2).sum()
     assert res["se"].item() == pytest.approx(np.sqrt(v), rel=1e-12)
 

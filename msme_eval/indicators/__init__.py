@@ -6,8 +6,8 @@
 """
 from __future__ import annotations
 
-from .compute import BREAKDOWNS, OBS_STATUS, OUTPUT_COLUMNS, availability, compute, rules
 from .registry import DEFAULT_PATH, RegistryError, registry
+from .table import BREAKDOWNS, OBS_STATUS, OUTPUT_COLUMNS, availability, compute, rules
 
 __all__ = ["compute", "registry", "availability", "rules", "RegistryError", "OUTPUT_COLUMNS", "OBS_STATUS",
            "BREAKDOWNS", "DEFAULT_PATH"]

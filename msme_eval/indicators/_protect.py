@@ -1,4 +1,4 @@
-"""Disclosure control glue for :func:`msme_eval.indicators.compute`.
+"""Disclosure control glue for :func:`msme_eval.indicators.compute` (the indicator table).
 
 Contributor statistics per published cell, then :func:`msme_eval.disclosure.protect`:
 
@@ -24,6 +24,7 @@ import numpy as np
 import pandas as pd
 
 from .. import disclosure
+from ..contract import REGION
 
 _STAT_COLS = ("n_contrib", "top1", "top2", "total")
 
@@ -34,7 +35,7 @@ def _has_magnitude(ind: dict[str, Any]) -> bool:
     return isinstance(mag, str) and bool(mag)
 
 
-def _fine_stats(est: Any, breakdowns: list[str]) -> None:
+def collect_fine_stats(est: Any, breakdowns: list[str]) -> None:
     """Contributor statistics of every magnitude indicator on the finest cells.
 
     Cells are (country, period, group of every breakdown), computed by the stage-(a) engine
@@ -61,7 +62,7 @@ def _merge_tops(c: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return agg.reset_index()
 
 
-def _cell_stats(est: Any, breakdown: str | None, labels: list[str]) -> pd.DataFrame:
+def breakdown_cell_stats(est: Any, breakdown: str | None, labels: list[str]) -> pd.DataFrame:
     """Magnitude statistics per (indicator, area, period, group) for one breakdown."""
     frames = []
     for iid, fine in (est.fine_stats or {}).items():
@@ -92,21 +93,21 @@ def _asean_stats(est: Any, country: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame()
     areas = pd.Index(est.areas)
     ay = areas.get_indexer(c["ref_area"]) * est.ny + c["_yi"].to_numpy()
-    rate = est._usd(ay).to_numpy()
+    rate = est.usd_rates(ay).to_numpy()
     is_money = c["indicator"].map(money).to_numpy(dtype=bool)
     rate = np.where(is_money, rate, 1.0)
     c = c.assign(top1=c["top1"] * rate, top2=c["top2"] * rate, total=c["total"] * rate)
     out = _merge_tops(c, ["indicator", "time_period", "breakdown", "group"])
-    out["ref_area"] = "ASEAN"
+    out["ref_area"] = REGION
     return out
 
 
-def _protect(est: Any, out: pd.DataFrame, breakdowns: list[str], *, min_contributors: int = 3,
-             dom_n: int = 2, dom_k: float = 0.85) -> pd.DataFrame:
+def protect_table(est: Any, out: pd.DataFrame, *, min_contributors: int = 3,
+                  dominance_n: int = 2, dominance_k: float = 0.85) -> pd.DataFrame:
     """conf_status for every row; suppressed values (value, se, ci) set to NaN."""
     keys = ["indicator", "ref_area", "time_period", "breakdown", "group"]
-    country = (pd.concat([c for c in est.cell_stats if len(c)], ignore_index=True)
-               if any(len(c) for c in est.cell_stats) else pd.DataFrame())
+    country = (pd.concat([c for c in est.cell_tables if len(c)], ignore_index=True)
+               if any(len(c) for c in est.cell_tables) else pd.DataFrame())
     stats = pd.concat([country, _asean_stats(est, country)], ignore_index=True)
     pub = out["obs_status"].to_numpy() != "M"
     table = out[pub].copy()
@@ -128,11 +129,11 @@ def _protect(est: Any, out: pd.DataFrame, breakdowns: list[str], *, min_contribu
                 table.loc[is_mag, c] = 0.0
     groups = ["group"]
     margins: list[dict[str, Any] | None] = [{"breakdown": "total", "group": "total"}]
-    if (table["ref_area"] == "ASEAN").any():
+    if (table["ref_area"] == REGION).any():
         groups.append("ref_area")
-        margins.append({"ref_area": "ASEAN"})
+        margins.append({"ref_area": REGION})
     protected = disclosure.protect(table, keys=keys, group_col=groups, margin=margins,
-                                   min_contributors=min_contributors, dom_n=dom_n, dom_k=dom_k,
+                                   min_contributors=min_contributors, dominance_n=dominance_n, dominance_k=dominance_k,
                                    n_col="n_contrib")
     protected = protected.drop(columns=["n_contrib"])
     rest = out[~pub].copy()

@@ -28,7 +28,8 @@ import numpy as np
 import pandas as pd
 
 from .. import engines
-from ..schema import MSME_CLASSES
+from ..contract import MSME_CLASSES
+from .parts import BOOL_LABELS, NA_LABELS, TOTAL, moment_names, parts
 
 _BOOL = ("owner_female", "urban")
 
@@ -39,10 +40,7 @@ class SqlStage:
     def __init__(self, run: Any, area_col: str, year_col: str, design: tuple,
                  inds: list[dict[str, Any]], missing_cols: dict[str, list[str]],
                  breakdowns: list[str] = ()) -> None:
-        import sys
-
-        C = sys.modules[__package__ + ".compute"]  # the module (the package exports a function)
-        self.C, self.run, self.d = C, run, run.dialect
+        self.run, self.d = run, run.dialect
         self.schema = run.schema()
         self.area_col, self.year_col = area_col, year_col
         wcol, scol, pcol = (list(design) + [None, None, None])[:3]
@@ -121,7 +119,7 @@ class SqlStage:
 
     # -- row features ---------------------------------------------------------------------------
     def _needs_next(self) -> bool:
-        feats = {f for i in self.live for p in self.C._parts(i) for f in (p.value, p.population)}
+        feats = {f for i in self.live for p in parts(i) for f in (p.value, p.population)}
         return bool(feats & {"survived_next", "jobs_change_next"})
 
     def _base(self, groups: dict[str, str], extra: dict[str, str] | None = None
@@ -199,15 +197,14 @@ class SqlStage:
 
     def _group_expr(self, b: str | None) -> tuple[str, list[str]]:
         """SQL group code of a breakdown and its labels (same labels as compute._group_codes)."""
-        C = self.C
         if b is None:
-            return "0", [C.TOTAL]
+            return "0", [TOTAL]
         q = self.d.ident
-        na = C._NA_LABEL.get(b, "not stated")
-        if b in C._BOOL_LABELS:
+        na = NA_LABELS.get(b, "not stated")
+        if b in BOOL_LABELS:
             v = f"CAST(s.{q(b)} AS DOUBLE)"
             return (f"(CASE WHEN {v} IS NULL THEN 2 WHEN {v} = 1 THEN 1 ELSE 0 END)",
-                    [*C._BOOL_LABELS[b], na])
+                    [*BOOL_LABELS[b], na])
         vals = self.run.query(f"SELECT DISTINCT {self._str(q(b))} AS v FROM __src__ "
                               f"WHERE {q(b)} IS NOT NULL")["v"].tolist()
         if b == "size_class":
@@ -222,19 +219,18 @@ class SqlStage:
     # -- parts ------------------------------------------------------------------------------
     def _part_columns(self) -> tuple[dict[int, list[str]], list[tuple[str, str, str]]]:
         """Per shift: row-level select expressions; list of (indicator, column, kind)."""
-        C = self.C
         per_shift: dict[int, list[str]] = {}
         cols: list[tuple[str, str, str]] = []
         for ind in self.live:
             iid = ind["id"]
-            parts = C._parts(ind)
+            ps = parts(ind)
 
             def ok(p: Any) -> str:
                 v, pop = self._value(p.value), self._value(p.population)
                 return f"({pop} IS NOT NULL AND ({pop} = 0 OR {v} IS NOT NULL))"
 
-            all_ok = " AND ".join(ok(p) for p in parts)
-            for p in parts:
+            all_ok = " AND ".join(ok(p) for p in ps)
+            for p in ps:
                 v, pop = self._value(p.value), self._value(p.population)
                 use = ok(p) if ind["kind"] == "total" else all_ok
                 exprs = [f"(CASE WHEN {use} AND {pop} <> 0 THEN {v} * {pop} ELSE 0.0 END) * w"]
@@ -291,10 +287,9 @@ class SqlStage:
         self._tables.append(self._big)
 
     def moments(self, breakdown: str | None) -> Any:
-        C = self.C
         self._psu_totals()
         if breakdown is None:
-            g, labels = "0", [C.TOTAL]
+            g, labels = "0", [TOTAL]
             cond = " AND ".join(f"{k} = 1" for _, k, _ in self._groups.values()) or "TRUE"
         else:
             g, k, labels = self._groups[breakdown]
@@ -314,20 +309,20 @@ class SqlStage:
         for ind in self.live:
             iid = ind["id"]
 
-            def xv(role: str) -> str:
+            def xv(role: str, ind: dict[str, Any] = ind, iid: str = iid) -> str:
                 if ind["kind"] == "total":
                     return "(" + " + ".join(X[(iid, r)][0] for r in ("num", "num2")
                                             if (iid, r) in X) + ")"
                 return X[(iid, role)][0]
 
             xcol[iid] = {}
-            for name, role in C.moment_names(ind).items():
+            for name, role in moment_names(ind).items():
                 out_cols[name] = f"SUM({xv(role)})"
                 xcol[iid][role] = ([X[(iid, r)][0] for r in ("num", "num2") if (iid, r) in X]
                                    if ind["kind"] == "total" else [X[(iid, role)][0]])
             for kind in ("n", "pop", "miss"):
-                parts = [nm for i2, nm, kd, _, _ in cols if i2 == iid and kd == kind]
-                out_cols[f"{iid}:{kind}"] = "SUM(" + " + ".join(parts) + ")"
+                ps = [nm for i2, nm, kd, _, _ in cols if i2 == iid and kd == kind]
+                out_cols[f"{iid}:{kind}"] = "SUM(" + " + ".join(ps) + ")"
         alias = {f"m{k}": name for k, name in enumerate(out_cols)}
         final = ["a", "h", "yi", "g", "COUNT(*) AS psus", "SUM(r0) AS r0", "SUM(lg) AS lg"]
         final += [f"{expr} AS m{k}" for k, expr in enumerate(out_cols.values())]
@@ -348,14 +343,14 @@ class SqlStage:
         terms, ids = [], list(reqs)
         for k, iid in enumerate(ids):
             r = reqs[iid]
-            parts = []
+            ps = []
             for j, (role, e) in enumerate(r["coef"].items()):
                 coef[f"e{k}_{j}"] = np.nan_to_num(np.asarray(e, dtype=float).ravel())
                 x = (f"d_{_safe(iid)}_{role}" if role in r["domain_roles"] else
                      "(" + " + ".join(f"COALESCE(t.{c}, 0.0)" for c in xcol[iid][role]) + ")")
-                parts.append(f"c.e{k}_{j} * {x}")
+                ps.append(f"c.e{k}_{j} * {x}")
             coef[f"c{k}"] = np.nan_to_num(np.asarray(r["centre"], dtype=float).ravel())
-            terms.append(f"SUM(POWER({' + '.join(parts)} - c.c{k}, 2)) AS ss{k}")
+            terms.append(f"SUM(POWER({' + '.join(ps)} - c.c{k}, 2)) AS ss{k}")
         dom = sorted({(iid, role) for iid in ids for role in reqs[iid]["domain_roles"]})
         dsel = "".join(f", SUM({' + '.join(xcol[i][r])}) AS d_{_safe(i)}_{r}" for i, r in dom)
         cname = f"msme_coef_{uuid.uuid4().hex}"
@@ -406,13 +401,12 @@ class SqlStage:
         if total:
             m["__large__"] = arr("lg")
         m.update({name: arr(a) for a, name in alias.items()})
-        return self.C._Moments(labels, m, psu)
+        return self.Moments(labels, m, psu)
 
     # -- disclosure ---------------------------------------------------------------------------
     def fine_stats(self, inds: list[dict[str, Any]], breakdowns: list[str]
                    ) -> dict[str, pd.DataFrame]:
         """Contributors, top-2 |magnitude| and total per (indicator, fine cell) in SQL."""
-        C = self.C
         if not inds:
             return {}
         gexprs, sizes = {}, []
@@ -426,24 +420,24 @@ class SqlStage:
         gcols = "".join(f", g{j}" for j in range(len(breakdowns)))
         pieces, multi = [], []
         for ind in inds:
-            parts = C._parts(ind)
+            ps = parts(ind)
 
             def ok(p: Any) -> str:
                 v, pop = self._value(p.value), self._value(p.population)
                 return f"({pop} IS NOT NULL AND ({pop} = 0 OR {v} IS NOT NULL))"
 
-            for p in parts:
+            for p in ps:
                 if p.role not in ("num", "num2"):
                     continue
                 v, pop = self._value(p.value), self._value(p.population)
-                use = ok(p) if ind["kind"] == "total" else " AND ".join(ok(x) for x in parts)
+                use = ok(p) if ind["kind"] == "total" else " AND ".join(ok(x) for x in ps)
                 k = len(pieces)
                 sel.append(f"(CASE WHEN {pop} = 1 AND {v} IS NOT NULL AND {use} THEN {v} "
                            f"ELSE NULL END) AS mag{k}")
                 pieces.append(f"SELECT '{ind['id']}' AS ind, a, yi + {p.shift} AS yi{gcols}, "
                               f"fid, mag{k} AS mag FROM rows_ WHERE mag{k} IS NOT NULL "
                               "AND yi IS NOT NULL")
-            if sum(p.role in ("num", "num2") for p in parts) > 1:
+            if sum(p.role in ("num", "num2") for p in ps) > 1:
                 multi.append(ind["id"])
         row_sql = f"SELECT {', '.join(sel)} FROM {frm}"
         keys = f"ind, a, yi{gcols}"
@@ -489,7 +483,7 @@ def stage_for(source: Any, engine: str | None, area_col: str, year_col: str, des
               inds: list[dict[str, Any]], needed: Any, con: Any = None,
               breakdowns: list[str] = ()) -> SqlStage:
     """The SQL stage for a Parquet path/glob/folder, DuckDB relation, polars or Spark frame."""
-    run = engines._runner(source, engine, **({"con": con} if con is not None else {}))
+    run = engines.runner(source, engine, **({"con": con} if con is not None else {}))
     cols = set(run.schema())
     missing = {i["id"]: [c for c in needed(i) if c not in cols] for i in inds}
     return SqlStage(run, area_col, year_col, design, inds, missing, breakdowns)

@@ -46,6 +46,7 @@ Design conventions (documented in ``rules()``):
 """
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,10 +54,13 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
-from .. import disclosure, survey
-from ..schema import MSME_CLASSES
+from .. import disclosure, engines, survey
+from ..contract import MSME_CLASSES, REGION
+from ..results import ResultFrame, check_alpha
+from ._protect import breakdown_cell_stats, collect_fine_stats, protect_table
+from ._sql import stage_for
+from .parts import BOOL_LABELS, NA_LABELS, TOTAL, Moments, is_share, moment_names, parts, roles, share_roles
 from .registry import registry as load_registry
 
 __all__ = ["compute", "availability", "OUTPUT_COLUMNS", "OBS_STATUS", "BREAKDOWNS", "FEATURES",
@@ -64,7 +68,8 @@ __all__ = ["compute", "availability", "OUTPUT_COLUMNS", "OBS_STATUS", "BREAKDOWN
 
 OUTPUT_COLUMNS: tuple[str, ...] = (
     "indicator", "ref_area", "time_period", "breakdown", "group", "value", "se", "ci_low",
-    "ci_high", "n", "obs_status", "conf_status", "unit", "comment",
+    "ci_high", "n", "obs_status", "conf_status", "unit", "comment", "df", "df_nominal",
+    "df_rule", "n_psu",
 )
 OBS_STATUS: dict[str, str] = {
     "A": "normal value",
@@ -74,10 +79,6 @@ OBS_STATUS: dict[str, str] = {
 }
 BREAKDOWNS: tuple[str, ...] = ("size_class", "owner_female", "urban", "sector", "region",
                                "programme_type")
-_BOOL_LABELS = {"owner_female": ("male", "female"), "urban": ("rural", "urban")}
-_NA_LABEL = {"programme_type": "not supported"}
-_ASEAN = "ASEAN"
-TOTAL = "total"
 
 
 def rules() -> dict[str, str]:
@@ -219,31 +220,9 @@ FEATURES: dict[str, tuple[tuple[str, ...], Callable[[_Ctx], np.ndarray]]] = {
 # ------------------------------------------------------------------------------------------
 # indicator parts
 # ------------------------------------------------------------------------------------------
-@dataclass
-class _Part:
-    role: str            # num, den, rnum, rden, num2
-    value: str
-    population: str
-    shift: int
-
-
-def _parts(ind: dict[str, Any]) -> list[_Part]:
-    out = []
-    shift0 = int(ind.get("shift") or 0)
-    for role, key in (("num", "numerator_spec"), ("den", "denominator_spec"),
-                      ("rnum", "reference_numerator_spec"), ("rden", "reference_denominator_spec"),
-                      ("num2", "numerator_2_spec")):
-        spec = ind.get(key)
-        if not isinstance(spec, dict) or "value" not in spec:
-            continue
-        out.append(_Part(role, spec["value"], spec.get("population", "all"),
-                         int(spec.get("shift", shift0))))
-    return out
-
-
 def _needed_columns(ind: dict[str, Any]) -> list[str]:
     cols = list(ind["required_columns"])
-    for part in _parts(ind):
+    for part in parts(ind):
         for feat in (part.value, part.population):
             cols += list(FEATURES[feat][0]) if feat in FEATURES else [feat]
     return list(dict.fromkeys(cols))
@@ -322,11 +301,11 @@ def _group_codes(panel: pd.DataFrame, col: str | None) -> tuple[np.ndarray, list
     if col is None:
         return np.zeros(len(panel), dtype=np.int64), [TOTAL]
     s = panel[col]
-    na_label = _NA_LABEL.get(col, "not stated")
-    if col in _BOOL_LABELS:
+    na_label = NA_LABELS.get(col, "not stated")
+    if col in BOOL_LABELS:
         v = s.to_numpy(dtype="float64", na_value=np.nan)
         lab = np.where(np.isnan(v), 2, v).astype(np.int64)
-        return lab, [*_BOOL_LABELS[col], na_label]
+        return lab, [*BOOL_LABELS[col], na_label]
     codes, uniq = pd.factorize(s, sort=True)
     labels = [str(u) for u in uniq] + [na_label]
     codes = np.where(codes < 0, len(uniq), codes).astype(np.int64)
@@ -336,48 +315,6 @@ def _group_codes(panel: pd.DataFrame, col: str | None) -> tuple[np.ndarray, list
 # ------------------------------------------------------------------------------------------
 # stage (a): per-(stratum, period, group) moments of the PSU totals
 # ------------------------------------------------------------------------------------------
-def _roles(ind: dict[str, Any]) -> list[str]:
-    """The PSU-level variables of an indicator: ``tot`` (num + num2) for totals, else parts."""
-    if ind["kind"] == "total":
-        return ["tot"]
-    return [p.role for p in _parts(ind)]
-
-
-def _share_roles(ind: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(group-level roles, domain-level roles) of a share-of-total indicator in a breakdown."""
-    roles = _roles(ind)
-    gp = ["num", "den"] if ind["kind"] == "relative_ratio" else ["num"]
-    return [r for r in roles if r in gp], [r for r in roles if r not in gp]
-
-
-def _is_share(ind: dict[str, Any], n_groups: int) -> bool:
-    return not (ind["kind"] == "total" or ind["scope"] == "within_group" or n_groups == 1)
-
-
-def moment_names(ind: dict[str, Any]) -> dict[str, str]:
-    """Moment columns of one indicator: ``{id}:{role}`` -> role, the sum over the cell's PSUs
-    of the PSU total ``X_a`` of the weighted part (the second moments come from the centred
-    second pass, :meth:`_PandasStage.centred_ss`)."""
-    return {f"{ind['id']}:{r}": r for r in _roles(ind)}
-
-
-@dataclass
-class _Moments:
-    """Stage-(a) output for one breakdown: dense arrays of shape (n_strata, ny, n_groups).
-
-    ``m`` holds the moment columns of :func:`moment_names` plus counts: ``__rows__`` (records,
-    shift 0), ``__psus__`` (PSU-periods with records), ``__large__`` (large-firm records) and
-    per indicator ``{id}:n``, ``{id}:pop``, ``{id}:miss`` (see ``_Estimator``).
-    """
-    labels: list[str]
-    m: dict[str, np.ndarray]
-    psu: Any = None  # the stage's PSU totals of this table, for the second (centred) pass
-
-    @property
-    def n_groups(self) -> int:
-        return len(self.labels)
-
-
 def _dense_or_factorized(keys: list[np.ndarray], size: int, n_rows: int
                          ) -> tuple[list[np.ndarray], np.ndarray | None, int]:
     """Codes for ``np.bincount``: the keys themselves when the key space is small, else
@@ -416,7 +353,7 @@ class _PandasStage:
         self.live = [i for i in inds if not missing_cols[i["id"]]]
         self.ny = len(des.years) + 1
         self.n_strata = int(des.psu_stratum.max()) + 1
-        self.shifts = sorted({p.shift for i in self.live for p in _parts(i)} | {0})
+        self.shifts = sorted({p.shift for i in self.live for p in parts(i)} | {0})
         n, ny = len(des.weight), self.ny
         base = des.psu.astype(np.int64) * ny + des.yidx
         codes, uniq, self.n_py = _dense_or_factorized([base + s for s in self.shifts],
@@ -439,10 +376,10 @@ class _PandasStage:
 
     def _usable(self, ind: dict[str, Any]) -> dict[str, np.ndarray]:
         ctx = self.ctx
-        parts = _parts(ind)
+        ps = parts(ind)
         ok = {p.role: ~np.isnan(ctx.get(p.population)) & ((ctx.get(p.population) == 0)
                                                           | ~np.isnan(ctx.get(p.value)))
-              for p in parts}
+              for p in ps}
         if ind["kind"] != "total":
             u = np.logical_and.reduce(list(ok.values()))
             ok = {r: u for r in ok}
@@ -462,10 +399,10 @@ class _PandasStage:
         n_cells = self.n_areas_total() * ny * int(np.prod(sizes, dtype=np.int64))
         out: dict[str, pd.DataFrame] = {}
         for ind in inds:
-            parts = [p for p in _parts(ind) if p.role in ("num", "num2")]
+            ps = [p for p in parts(ind) if p.role in ("num", "num2")]
             usable = self._usable(ind)
             cells, mags, rows = [], [], []
-            for p in parts:
+            for p in ps:
                 val, pop = ctx.get(p.value), ctx.get(p.population)
                 idx = np.flatnonzero((pop == 1) & ~np.isnan(val) & usable[p.role])
                 c = base[idx] + p.shift
@@ -475,7 +412,7 @@ class _PandasStage:
                 mags.append(val[idx])
                 rows.append(idx)
             cell, mag = np.concatenate(cells), np.concatenate(mags)
-            if len(parts) > 1:  # a firm may reach one cell through two parts: sum them first
+            if len(ps) > 1:  # a firm may reach one cell through two ps: sum them first
                 firm = pd.factorize(self.panel["firm_id"])[0][np.concatenate(rows)]
                 pair, uniq = pd.factorize(cell * (int(firm.max()) + 1) + firm)
                 mag = np.bincount(pair, weights=mag, minlength=len(uniq))
@@ -488,7 +425,7 @@ class _PandasStage:
     def n_areas_total(self) -> int:
         return len(self.des.areas)
 
-    def moments(self, breakdown: str | None) -> _Moments:
+    def moments(self, breakdown: str | None) -> Moments:
         des, ctx, ny = self.des, self.ctx, self.ny
         gcodes, labels = _group_codes(self.panel, breakdown)
         G = len(labels)
@@ -520,13 +457,14 @@ class _PandasStage:
                 large = (self.panel["size_class"] == "large").fillna(False).to_numpy(float)
             m["__large__"] = to_cells(per_k(0, large))
         w = des.weight
-        psu_x: dict[str, dict[str, np.ndarray]] = {}
+        psu_x: dict[str, Any] = {"__w__": per_k(0, w)}  # PSU-period weight totals
+        m["__w__"] = to_cells(psu_x["__w__"])
         for ind in self.live:
-            iid, parts = ind["id"], _parts(ind)
+            iid, ps = ind["id"], parts(ind)
             usable = self._usable(ind)
             X: dict[str, np.ndarray] = {}
             counts: dict[str, np.ndarray] = {}
-            for p in parts:
+            for p in ps:
                 val, pop = ctx.get(p.value), ctx.get(p.population)
                 # records outside the population contribute 0 even with a missing value
                 x = np.where(usable[p.role] & (pop != 0), val * pop, 0.0) * w
@@ -553,12 +491,12 @@ class _PandasStage:
             for name, a in moment_names(ind).items():
                 m[name] = to_cells(X[a])
             psu_x[iid] = X
-        return _Moments(labels, m, (k_py, k_g, psu_x))
+        return Moments(labels, m, (k_py, k_g, psu_x))
 
-    def release(self, M: _Moments | None = None) -> None:
+    def release(self, M: Moments | None = None) -> None:
         """Nothing to free: the PSU totals live on ``M`` and go with it."""
 
-    def centred_ss(self, M: _Moments, reqs: dict[str, dict[str, Any]]
+    def centred_ss(self, M: Moments, reqs: dict[str, dict[str, Any]]
                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Second pass: ``sum_i (u_i - c)^2`` per (stratum, period, group) over the PSU-periods
         with records, ``u_i = sum_a e_a X_ia`` (+ ``e_b T_ib`` for the domain-level roles of a
@@ -588,7 +526,11 @@ class _PandasStage:
                     d = np.zeros((self.n_py, G))
                     d[k_py, k_g] = X[role]
                     u += e_py * d
-            dev = (u - r["centre"].reshape(-1, G)[hy])[used]
+            dev = u - r["centre"].reshape(-1, G)[hy]
+            if "cal" in r:  # calibration residual u_i - B_h w_i (w_i: PSU-period weights)
+                w_py = np.bincount(k_py, weights=psu_x["__w__"], minlength=self.n_py)
+                dev -= r["cal"].reshape(-1, G)[hy] * w_py[:, None]
+            dev = dev[used]
             out[iid] = np.bincount(cell, weights=(dev * dev).ravel(),
                                    minlength=self.n_strata * self.ny * G
                                    ).reshape(self.n_strata, self.ny, G)
@@ -601,7 +543,6 @@ class _PandasStage:
 def _load_needed(source: Any, reg: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """Read only the columns the indicators need from a Parquet path/glob/folder, a DuckDB
     relation, a polars frame or a Spark DataFrame (see :mod:`msme_eval.engines`)."""
-    from .. import engines
     wanted = {*keys, "firm_id", "size_class"}
     for ind in reg.to_dict("records"):
         wanted |= set(_needed_columns(ind))
@@ -610,15 +551,17 @@ def _load_needed(source: Any, reg: pd.DataFrame, keys: Sequence[str]) -> pd.Data
 
 def _stage(panel: Any, engine: str | None, area_col: str, year_col: str,
            design: tuple, inds: list[dict[str, Any]], breakdowns: list[str],
-           con: Any = None) -> Any:
+           con: Any = None, calibrated: bool = False) -> Any:
     """Stage (a) where the data lives: numpy for a DataFrame, SQL for DuckDB/Spark sources."""
-    from .. import engines
-
     engine = engines.engine_of(panel) if engine is None else engine
     if engine not in engines.ENGINES:
         raise ValueError(f"engine must be one of {engines.ENGINES} or None, got {engine!r}")
+    if calibrated and engine != "pandas":
+        raise ValueError(
+            "calibrated_to is computed by the in-memory stage only (its residual pass needs the "
+            "PSU weight totals). Fix: pass engine='pandas' (reads only the needed columns), or "
+            "calibrated_to=None.")
     if engine != "pandas":
-        from ._sql import stage_for
         return stage_for(panel, engine, area_col, year_col, design, inds, _needed_columns,
                          con=con, breakdowns=breakdowns)
     if not isinstance(panel, pd.DataFrame):
@@ -641,34 +584,96 @@ def compute(panel: pd.DataFrame | str | Path, macro: pd.DataFrame | None = None,
             indicators: Iterable[str] | None = None, aggregate: bool = True,
             disclosure: bool = True, design: Sequence[str] = ("weight", "strata", "psu"),
             registry: str | Path | pd.DataFrame | None = None, singleton: str = "fail",
-            level: float = 0.95, min_contributors: int = 3, dom_n: int = 2,
-            dom_k: float = 0.85, engine: str | None = None, con: Any = None) -> pd.DataFrame:
-    """Compute the registry indicators for every country-year (and ASEAN) as tidy rows.
+            alpha: float = 0.05, df: str = "satterthwaite", calibrated_to: str | None = None,
+            min_contributors: int = 3, dominance_n: int = 2, dominance_k: float = 0.85,
+            engine: str | None = None, con: Any = None, dom_n: int | None = None,
+            dom_k: float | None = None) -> ResultFrame:
+    """Compute the registry indicators for every country-year (and the region) as tidy rows.
 
-    Returns ``OUTPUT_COLUMNS``: indicator, ref_area, time_period, breakdown ("total" or the
-    breakdown column), group, value (percent for shares), se, ci_low, ci_high, n (unweighted
-    records described), obs_status (A/E/M, see ``OBS_STATUS``), conf_status (disclosure),
-    unit, comment (reason for M, macro source, item non-response, ASEAN coverage).
+    Returns a :class:`~msme_eval.results.ResultFrame` (a DataFrame; ``.choices``, ``.alpha``,
+    ``.title``, ``.summary()``; the estimate column is ``value``) with ``OUTPUT_COLUMNS``:
+    indicator, ref_area, time_period, breakdown ("total" or the breakdown column), group,
+    value (percent for shares), se, ci_low, ci_high (t, ``1 - alpha``), n (unweighted records
+    described), obs_status (A/E/M, see ``OBS_STATUS``), conf_status (disclosure), unit,
+    comment (reason for M, macro source, item non-response, regional coverage), df (by the
+    ``df`` rule), df_nominal (#PSUs - #strata of the country), df_rule, n_psu (PSUs holding
+    records of the cell: few PSUs, few df).
 
     ``by``: (area column, period column). ``breakdowns``: any of ``BREAKDOWNS`` (or another
     panel column). ``indicators``: ids (default all of the registry). ``aggregate``: add the
-    ASEAN rows. ``disclosure``: apply :func:`msme_eval.disclosure.protect` (``False`` only for
-    internal exploration). ``design``: (weight, strata, psu) column names. ``macro``: columns
-    ``country, year, gdp, exports_total, business_loans_total, employment_total, usd_per_lcu``.
-    Rules: module docstring / :func:`rules`. ``engine``: where stage (a) runs -- ``None``
-    picks from the source (pandas for a DataFrame, DuckDB for a Parquet path/glob/folder, a
-    DuckDB relation or a polars frame, Spark for a Spark DataFrame); ``"duckdb"``/``"spark"``
-    never bring the firm rows into pandas (:mod:`msme_eval.indicators._sql`); ``"pandas"``
-    on a non-DataFrame source reads the needed columns into memory. Same numbers (to
-    floating-point summation order) whichever engine. ``con``: a DuckDB connection for a
-    Parquet source, e.g. ``engines.connect(memory_limit="3GB", temp_directory=...)`` to cap
-    memory out of core (default: a new connection without a cap).
+    regional (``contract.REGION``) rows. ``disclosure``: apply
+    :func:`msme_eval.disclosure.protect` (``False`` only for internal exploration) with
+    ``min_contributors`` and the (``dominance_n``, ``dominance_k``) rule. ``design``: (weight,
+    strata, psu) column names; ``singleton``, ``df`` ("satterthwaite" effective df per cell,
+    or "nominal") and ``calibrated_to`` ("strata": weights post-stratified to the stratum
+    counts of every period, so the variance uses the calibration residuals; pandas engine) as
+    in :mod:`msme_eval.survey`. ``macro``: columns ``country, year, gdp, exports_total,
+    business_loans_total, employment_total, usd_per_lcu``. Rules: module docstring /
+    :func:`rules`. ``engine``: where stage (a) runs -- ``None`` picks from the source (pandas
+    for a DataFrame, DuckDB for a Parquet path/glob/folder, a DuckDB relation or a polars
+    frame, Spark for a Spark DataFrame); ``"duckdb"``/``"spark"`` never bring the firm rows
+    into pandas (:mod:`msme_eval.indicators._sql`); ``"pandas"`` on a non-DataFrame source
+    reads the needed columns into memory. Same numbers (to floating-point summation order)
+    whichever engine. ``con``: a DuckDB connection for a Parquet source, e.g.
+    ``engines.connect(memory_limit="3GB", temp_directory=...)`` to cap memory out of core.
+    ``dom_n``/``dom_k``: deprecated spellings of ``dominance_n``/``dominance_k``.
     """
+    dominance_n, dominance_k = _dominance(dominance_n, dominance_k, dom_n, dom_k)
+    alpha = check_alpha(alpha)
+    survey.check_options(singleton, df, calibrated_to)
+    area_col, year_col, reg = _arguments(by, breakdowns, indicators, registry)
+    breakdowns = list(breakdowns)
+    stage = _stage(panel, engine, area_col, year_col, tuple(design), reg.to_dict("records"),
+                   breakdowns, con, calibrated=calibrated_to is not None)
+    est = _Estimator(stage, reg, _macro_table(macro, area_col, year_col), area_col, year_col,
+                     singleton, alpha, df, calibrated_to is not None)
+    try:
+        frames = _estimate_all(est, breakdowns, aggregate, disclosure)
+    finally:
+        stage.release()
+    out = pd.concat(frames, ignore_index=True)
+    if disclosure:
+        out = protect_table(est, out, min_contributors=min_contributors,
+                            dominance_n=dominance_n, dominance_k=dominance_k)
+    else:
+        out["conf_status"] = pd.Series(pd.NA, index=out.index, dtype="str")
+    out = _tidy(out, reg, breakdowns, df)
+    out.attrs["rules"] = rules()
+    out.attrs["design_notes"] = stage.notes
+    choices = {
+        "estimator": "ratio of weighted totals, Taylor-linearised SE (survey estimator)",
+        "weight": design[0] if len(design) > 0 else None,
+        "strata": design[1] if len(design) > 1 else None,
+        "psu": design[2] if len(design) > 2 else None, "design_notes": list(stage.notes),
+        "singleton": singleton, "df": df, "calibrated_to": calibrated_to, "alpha": alpha,
+        "engine": engines.engine_of(panel) if engine is None else engine,
+        "aggregate": REGION if aggregate else None,
+        "disclosure": (f">= {min_contributors} firms, ({dominance_n}, {dominance_k:.0%}) "
+                       "dominance, secondary suppression") if disclosure else "off",
+    }
+    return ResultFrame.wrap(out, choices=choices, alpha=alpha, title="MSME indicators",
+                            estimate_column="value")
+
+
+def _dominance(dominance_n: int, dominance_k: float, dom_n: int | None,
+               dom_k: float | None) -> tuple[int, float]:
+    """The (n, k) dominance rule; the old ``dom_n``/``dom_k`` keywords warn and still work."""
+    if dom_n is not None or dom_k is not None:
+        warnings.warn("indicators.compute(dom_n=, dom_k=) is deprecated: use dominance_n= and "
+                      "dominance_k= (the cycle parameters' names)", DeprecationWarning,
+                      stacklevel=3)
+        dominance_n = dominance_n if dom_n is None else dom_n
+        dominance_k = dominance_k if dom_k is None else dom_k
+    return dominance_n, dominance_k
+
+
+def _arguments(by: Sequence[str], breakdowns: Iterable[str], indicators: Iterable[str] | None,
+               registry: str | Path | pd.DataFrame | None) -> tuple[str, str, pd.DataFrame]:
+    """Check ``by``/``breakdowns``/``indicators``; the registry rows to compute, in order."""
     if len(by) != 2:
         raise ValueError(f"by must be (area column, period column), got {tuple(by)!r}")
     area_col, year_col = by
     reg = registry if isinstance(registry, pd.DataFrame) else load_registry(registry)
-    breakdowns = list(breakdowns)
     if indicators is not None:
         wanted = list(indicators)
         unknown = [i for i in wanted if i not in set(reg["id"])]
@@ -678,38 +683,39 @@ def compute(panel: pd.DataFrame | str | Path, macro: pd.DataFrame | None = None,
     bad = [b for b in breakdowns if b in (area_col, year_col)]
     if bad:
         raise ValueError(f"breakdowns {bad} duplicate the `by` columns")
-    stage = _stage(panel, engine, area_col, year_col, tuple(design), reg.to_dict("records"),
-                   breakdowns, con)
-    macro_t = _macro_table(macro, area_col, year_col)
-    try:
-        est = _Estimator(stage, reg, macro_t, area_col, year_col, singleton, level)
-        cols = stage.columns()
-        if disclosure:
-            est.want_stats = True
-            _fine_stats(est, [b for b in breakdowns if b in cols])
-        frames = [est.run(None, aggregate)]
-        for b in breakdowns:
-            if b not in cols:
-                frames.append(est.missing_breakdown(b))
-            else:
-                frames.append(est.run(b, aggregate and b != "region"))
-    finally:
-        stage.release()
-    out = pd.concat(frames, ignore_index=True)
+    return area_col, year_col, reg
+
+
+def _estimate_all(est: _Estimator, breakdowns: list[str], aggregate: bool,
+                  disclosure: bool) -> list[pd.DataFrame]:
+    """The total rows, then every breakdown's (a breakdown absent from the panel: M rows)."""
+    cols = est.stage.columns()
     if disclosure:
-        out = est.protect(out, breakdowns, min_contributors=min_contributors, dom_n=dom_n,
-                          dom_k=dom_k)
-    else:
-        out["conf_status"] = pd.Series(pd.NA, index=out.index, dtype="str")
+        est.want_stats = True
+        collect_fine_stats(est, [b for b in breakdowns if b in cols])
+    frames = [est.run(None, aggregate)]
+    for b in breakdowns:
+        if b not in cols:
+            frames.append(est.missing_breakdown(b))
+        else:
+            frames.append(est.run(b, aggregate and b != "region"))
+    return frames
+
+
+def _tidy(out: pd.DataFrame, reg: pd.DataFrame, breakdowns: list[str],
+          df_rule: str) -> pd.DataFrame:
+    """``OUTPUT_COLUMNS`` in registry / breakdown order; rows without an estimate get
+    ``df`` NaN, ``n_psu`` 0."""
+    out["df_rule"] = out["df_rule"].fillna(df_rule).astype("str") if "df_rule" in out else df_rule
+    for c in ("df_nominal", "n_psu"):
+        out[c] = out[c].fillna(0).astype(np.int64) if c in out else 0
+    out["df"] = out["df"].astype("float64") if "df" in out else np.nan
     out = out[list(OUTPUT_COLUMNS)]
     order = {"indicator": {k: i for i, k in enumerate(reg["id"])},
              "breakdown": {k: i for i, k in enumerate([TOTAL, *breakdowns])}}
-    out = out.sort_values(["indicator", "breakdown", "ref_area", "time_period", "group"],
-                          key=lambda s: s.map(order[s.name]) if s.name in order else s,
-                          kind="stable").reset_index(drop=True)
-    out.attrs["rules"] = rules()
-    out.attrs["design_notes"] = stage.notes
-    return out
+    return out.sort_values(["indicator", "breakdown", "ref_area", "time_period", "group"],
+                           key=lambda s: s.map(order[s.name]) if s.name in order else s,
+                           kind="stable").reset_index(drop=True)
 
 
 def availability(result: pd.DataFrame, year: int | None = None) -> pd.DataFrame:
@@ -757,13 +763,12 @@ class _Estimator:
     """Carries the stage-(a) moments, design and registry through stages 2-3 of one call."""
 
     def __init__(self, stage: Any, reg: pd.DataFrame, macro: pd.DataFrame | None,
-                 area_col: str, year_col: str, singleton: str, level: float) -> None:
-        if singleton not in survey.SINGLETON_OPTIONS:
-            raise ValueError(f"singleton must be one of {survey.SINGLETON_OPTIONS}, "
-                             f"got {singleton!r}")
+                 area_col: str, year_col: str, singleton: str, alpha: float, df_rule: str,
+                 calibrated: bool) -> None:
         self.stage, self.reg, self.macro = stage, reg, macro
         self.area_col, self.year_col = area_col, year_col
-        self.singleton, self.level = singleton, level
+        self.singleton, self.alpha, self.df_rule = singleton, alpha, df_rule
+        self.calibrated = calibrated
         self.areas: pd.Index = stage.areas
         self.years: np.ndarray = stage.years
         self.n_areas = len(self.areas)
@@ -789,12 +794,12 @@ class _Estimator:
         self.missing_cols = {ind["id"]: [c for c in _needed_columns(ind) if c not in cols]
                              for ind in self.inds}
         self.live = [ind for ind in self.inds if not self.missing_cols[ind["id"]]]
-        self.M0: _Moments = stage.moments(None)
+        self.M0: Moments = stage.moments(None)
         rows_ay = self._to_area(self.M0.m["__rows__"])[:, :, 0]
         self.has_year = (rows_ay > 0).ravel()
         self.large_count = self._to_area(self.M0.m["__large__"])[:, :, 0].ravel()
         self._st: dict[str, pd.DataFrame] | None = None
-        self.cell_stats: list[pd.DataFrame] = []
+        self.cell_tables: list[pd.DataFrame] = []
         self.want_stats = False
         self.fine_stats: dict[str, pd.DataFrame] | None = None
         self.fine_groups: list[str | None] = []
@@ -844,7 +849,7 @@ class _Estimator:
         if breakdown == "size_class":
             publish = np.array([lab in MSME_CLASSES for lab in labels])
         if self.want_stats:
-            self.cell_stats.append(_cell_stats(self, breakdown, labels))
+            self.cell_tables.append(breakdown_cell_stats(self, breakdown, labels))
         rows = [self._all_missing(ind, M, breakdown, labels, publish)
                 for ind in self.inds if self.missing_cols[ind["id"]]]
         live = self.live
@@ -891,7 +896,7 @@ class _Estimator:
         ay = area * self.ny + yi
         no_large = self.large_count[ay] == 0
         cols = ", ".join(c for c in ind["required_columns"] if c != "size_class") or "size_class"
-        shift = max([p.shift for p in _parts(ind)] + [0])
+        shift = max([p.shift for p in parts(ind)] + [0])
         den_spec = ind.get("denominator_spec") if isinstance(ind.get("denominator_spec"),
                                                              dict) else {}
         mcol = den_spec.get("macro")
@@ -946,111 +951,130 @@ class _Estimator:
         comment[miss] = np.where(comment[miss] == "", extra, comment[miss] + "; " + extra)
         return status, comment, macro_add, use_macro
 
-    def _estimate(self, live: list[dict[str, Any]], M: _Moments, dom: np.ndarray, n_dom: int, *,
+    def _estimate(self, live: list[dict[str, Any]], M: Moments, dom: np.ndarray, n_dom: int, *,
                   scale: dict[str, np.ndarray], cnt_scale: dict[str, np.ndarray],
                   macro: dict[str, np.ndarray], den_off: dict[str, np.ndarray]
                   ) -> dict[str, pd.DataFrame]:
         """Point estimates and linearised SEs of every indicator in every (domain, period, group).
 
         Inputs are the stage-(a) moments per (stratum h, period, group): ``S_a = sum_i X_ia``
-        over the PSUs i of the stratum (``X_ia``: PSU total of the weighted part a), times ``scale`` (USD rate for ASEAN money, 0 for an excluded
-        country; ``den`` also 0 where the macro denominator replaces it). The estimator's
-        linearised variable is linear in the PSU totals, ``u_i = sum_a c_a X_ia`` (Woodruff
-        1971): ``c = (1/B, -R/B)`` for a ratio ``R = A/B`` (B plus the macro denominator),
-        ``c = R (1/A, -1/B, -1/C, 1/D)`` for K04 ``(A/B)/(C/D)``, ``c = 1`` for a total; in a
-        share-of-total cell the denominator parts are the PSU's totals over all groups of the
-        domain. Per stratum ``sum u = c.S`` from the moments; the with-replacement design
-        variance over the full design (every PSU of the stratum, absent ones with u = 0) is
-        ``V = sum_h n_h/(n_h-1) sum_i (u_i - u_h)^2``, ``u_h = sum u / n_h``, computed by the
-        stage in a second pass over its PSU totals (``stage.centred_ss``): centring before
-        squaring avoids the cancellation of ``sum u^2 - (sum u)^2/n_h`` and makes every
-        engine agree to ~1e-12. Singleton strata: "certainty" adds 0, "centre" adds
-        ``(u - U/P)^2`` with ``U`` the domain total of u and ``P`` the number of PSUs (as
-        :func:`survey.totals_from_sums`).
+        over the PSUs i of the stratum (``X_ia``: PSU total of the weighted part a), times
+        ``scale`` (USD rate for ASEAN money, 0 for an excluded country; ``den`` also 0 where the
+        macro denominator replaces it). The estimator's linearised variable is linear in the
+        PSU totals, ``u_i = sum_a c_a X_ia`` (Woodruff 1971; :meth:`_linearise`); per stratum
+        ``sum u = c.S`` from the moments. The variance is the survey estimator's
+        (:func:`survey.psu_centre`, :func:`survey.stratum_variance`: with-replacement PSUs,
+        every PSU of the stratum, absent ones with u = 0, singleton strata per ``singleton``;
+        calibrated weights: residuals ``u_i - B_h w_i``), its centred sums of squares computed
+        by the stage in a second pass over its PSU totals (``stage.centred_ss``): centring
+        before squaring avoids the cancellation of ``sum u^2 - (sum u)^2/n_h`` and makes every
+        engine agree to ~1e-12. The per-stratum contributions also give the Satterthwaite df.
         """
-        G = M.n_groups
-        m, m0 = M.m, self.M0.m
-        nh = self.n_h[:, None, None]
-        single = nh == 1
-        rows = self._to_area(m["__rows__"], dom, n_dom)
-        out: dict[str, pd.DataFrame] = {}
         reqs: dict[str, dict[str, Any]] = {}
         pending: dict[str, tuple] = {}
         for ind in live:
-            iid = ind["id"]
-            share = _is_share(ind, G)
-            gv, dv = _share_roles(ind) if share else (_roles(ind), [])
-            sc = scale[iid][:, :, None]
-            fden = sc * np.where(den_off[iid], 0.0, 1.0)[:, :, None]
-
-            def f(role: str) -> np.ndarray:
-                return fden if role == "den" else sc
-
-            zero_g = np.zeros((len(dom), self.ny, G))
-            Sg = {r: f(r) * m[f"{iid}:{r}"] if f"{iid}:{r}" in m else zero_g for r in gv}
-            S0 = {r: f(r) * m0[f"{iid}:{r}"] for r in dv}
-            tot = {r: self._to_area(Sg[r], dom, n_dom) for r in gv}
-            tot.update({r: self._to_area(S0[r], dom, n_dom) for r in dv})
-            madd = macro[iid][:, :, None]
-            zero = np.zeros((n_dom, self.ny, G))
-            with np.errstate(divide="ignore", invalid="ignore"):
-                if ind["kind"] == "total":
-                    point = tot["tot"]
-                    coef = {"tot": np.ones_like(point)}
-                elif ind["kind"] == "ratio":
-                    B = tot.get("den", zero) + madd
-                    point = tot["num"] / B
-                    coef = {"num": 1.0 / B + zero, "den": -point / B + zero}
-                else:
-                    A, Bv, C, D = (tot[r] + zero for r in ("num", "den", "rnum", "rden"))
-                    point = (A / Bv) / (C / D)
-                    coef = {r: np.where(point == 0, 0.0, point / x * sgn) for r, x, sgn in
-                            (("num", A, 1), ("den", Bv, -1), ("rnum", C, -1), ("rden", D, 1))}
-            coef = {r: c for r, c in coef.items() if r in gv or r in dv}
-            bad = np.zeros(zero.shape, dtype=bool)
-            for c in coef.values():
-                bad |= ~np.isfinite(c)
-            ch = {r: np.where(bad, 0.0, c)[dom] for r, c in coef.items()}
-            su = sum(ch[r] * Sg[r] for r in gv if r in ch) + sum(ch[r] * S0[r] for r in dv)
-            centre = su / nh
-            if self.singleton == "centre" and single.any():
-                ub = self._to_area(su, dom, n_dom)[dom] / max(self.n_psu, 1)
-                centre = np.where(single, ub, centre)
-            reqs[iid] = {"coef": {r: np.broadcast_to(ch[r] * f(r), ch[r].shape) for r in ch},
-                         "centre": centre, "domain_roles": set(dv)}
-            pending[iid] = (ind, point, bad, share)
+            req, point, bad, share = self._request(ind, M, dom, n_dom, scale[ind["id"]],
+                                                   macro[ind["id"]], den_off[ind["id"]])
+            reqs[ind["id"]] = req
+            pending[ind["id"]] = (ind, point, bad, share)
         if not reqs:
-            return out
+            return {}
         ss, n_present = self.stage.centred_ss(M, reqs)
-        for iid, (ind, point, bad, share) in pending.items():
-            c = reqs[iid]["centre"]
-            # PSUs of the stratum without records in the period have u = 0: (0 - c)^2 each
-            full = ss[iid] + (nh - n_present[:, :, None]) * c * c
+        return {iid: self._rows(ind, M, dom, n_dom, point, bad, share, reqs[iid], ss[iid],
+                                n_present, cnt_scale[iid])
+                for iid, (ind, point, bad, share) in pending.items()}
+
+    @staticmethod
+    def _linearise(ind: dict[str, Any], tot: dict[str, np.ndarray], madd: np.ndarray,
+                   zero: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """Point estimate and coefficients ``c_a`` of the linearised variable per kind:
+        ``c = (1/B, -R/B)`` for a ratio ``R = A/B`` (B plus the macro denominator),
+        ``c = R (1/A, -1/B, -1/C, 1/D)`` for K04 ``(A/B)/(C/D)``, ``c = 1`` for a total."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if ind["kind"] == "total":
+                point = tot["tot"]
+                return point, {"tot": np.ones_like(point)}
+            if ind["kind"] == "ratio":
+                big_b = tot.get("den", zero) + madd
+                point = tot["num"] / big_b
+                return point, {"num": 1.0 / big_b + zero, "den": -point / big_b + zero}
+            a, b, c, d = (tot[r] + zero for r in ("num", "den", "rnum", "rden"))
+            point = (a / b) / (c / d)
+            return point, {r: np.where(point == 0, 0.0, point / x * sgn) for r, x, sgn in
+                           (("num", a, 1), ("den", b, -1), ("rnum", c, -1), ("rden", d, 1))}
+
+    def _request(self, ind: dict[str, Any], M: Moments, dom: np.ndarray, n_dom: int,
+                 sc: np.ndarray, madd: np.ndarray, den_off: np.ndarray
+                 ) -> tuple[dict[str, Any], np.ndarray, np.ndarray, bool]:
+        """Point estimate, and what the stage's second pass needs: the coefficients per role
+        and the centre ``c_h`` of u per (stratum, period, group) (calibrated: ``B_h``)."""
+        iid, G = ind["id"], M.n_groups
+        share = is_share(ind, G)
+        gv, dv = share_roles(ind) if share else (roles(ind), [])
+        sc = sc[:, :, None]
+        fden = sc * np.where(den_off, 0.0, 1.0)[:, :, None]
+
+        def f(role: str) -> np.ndarray:
+            return fden if role == "den" else sc
+
+        zero_g = np.zeros((len(dom), self.ny, G))
+        Sg = {r: f(r) * M.m[f"{iid}:{r}"] if f"{iid}:{r}" in M.m else zero_g for r in gv}
+        S0 = {r: f(r) * self.M0.m[f"{iid}:{r}"] for r in dv}
+        tot = {r: self._to_area(Sg[r], dom, n_dom) for r in gv}
+        tot.update({r: self._to_area(S0[r], dom, n_dom) for r in dv})
+        zero = np.zeros((n_dom, self.ny, G))
+        point, coef = self._linearise(ind, tot, madd[:, :, None], zero)
+        coef = {r: c for r, c in coef.items() if r in gv or r in dv}
+        bad = np.zeros(zero.shape, dtype=bool)
+        for c in coef.values():
+            bad |= ~np.isfinite(c)
+        ch = {r: np.where(bad, 0.0, c)[dom] for r, c in coef.items()}
+        su = sum(ch[r] * Sg[r] for r in gv if r in ch) + sum(ch[r] * S0[r] for r in dv)
+        nh = self.n_h[:, None, None]
+        ub = self._to_area(su, dom, n_dom)[dom] / max(self.n_psu, 1)
+        req = {"coef": {r: np.broadcast_to(ch[r] * f(r), ch[r].shape) for r in ch},
+               "centre": survey.psu_centre(su, nh, ub, nh == 1, self.singleton),
+               "domain_roles": set(dv)}
+        if self.calibrated:
+            # residuals u_i - B_h w_i, B_h = U_h / N_h; they sum to 0 in the stratum
             with np.errstate(divide="ignore", invalid="ignore"):
-                v = np.where(single, 0.0, nh / np.maximum(nh - 1, 1) * full)
-            if self.singleton == "centre" and single.any():
-                present = (m0 if share else m)["__psus__"] > 0
-                v = np.where(single & present, ss[iid], v)
-            var = np.where(bad, np.nan, self._to_area(v, dom, n_dom))
-            cnt = {c: self._to_area(m[f"{iid}:{c}"] * cnt_scale[iid][:, :, None], dom, n_dom)
-                   for c in ("n", "pop", "miss")}
-            d, y, g = np.nonzero((rows > 0) & (np.arange(self.ny) < len(self.years))[:, None])
-            out[iid] = pd.DataFrame({
-                "_area": d, "_yi": y, "_g": g,
-                "_n": cnt["n"][d, y, g], "_pop": cnt["pop"][d, y, g],
-                "_miss": cnt["miss"][d, y, g],
-                "value": point[d, y, g] * ind["scale"],
-                "se": np.sqrt(np.maximum(var[d, y, g], 0.0)) * ind["scale"],
-                "n": cnt["n"][d, y, g].astype(np.int64)})
-            out[iid].loc[np.isnan(var[d, y, g]), "se"] = np.nan
+                n_w = self.M0.m["__w__"].sum(axis=2, keepdims=True)
+                req["cal"] = np.where(n_w > 0, su / n_w, 0.0)
+            req["centre"] = np.zeros_like(su)
+        return req, point, bad, share
+
+    def _rows(self, ind: dict[str, Any], M: Moments, dom: np.ndarray, n_dom: int,
+              point: np.ndarray, bad: np.ndarray, share: bool, req: dict[str, Any],
+              ss: np.ndarray, n_present: np.ndarray, cnt_sc: np.ndarray) -> pd.DataFrame:
+        """Variance (and Satterthwaite terms) per (domain, period, group) -> estimate rows."""
+        iid, m = ind["id"], M.m
+        nh = self.n_h[:, None, None]
+        c = req["centre"]
+        # PSUs of the stratum without records in the period have u = 0: (0 - c)^2 each
+        full = ss + (nh - n_present[:, :, None]) * c * c
+        v = survey.stratum_variance(full, nh, nh == 1, self.singleton, calibrated=self.calibrated)
+        var = np.where(bad, np.nan, self._to_area(v, dom, n_dom))
+        v2 = self._to_area(v * v / np.maximum(nh - 1, 1), dom, n_dom)
+        cnt = {k: self._to_area(m[f"{iid}:{k}"] * cnt_sc[:, :, None], dom, n_dom)
+               for k in ("n", "pop", "miss")}
+        psus = self._to_area(m["__psus__"] * (cnt_sc[:, :, None] > 0), dom, n_dom)
+        rows = self._to_area(m["__rows__"], dom, n_dom)
+        d, y, g = np.nonzero((rows > 0) & (np.arange(self.ny) < len(self.years))[:, None])
+        out = pd.DataFrame({
+            "_area": d, "_yi": y, "_g": g,
+            "_n": cnt["n"][d, y, g], "_pop": cnt["pop"][d, y, g],
+            "_miss": cnt["miss"][d, y, g],
+            "value": point[d, y, g] * ind["scale"],
+            "se": np.sqrt(np.maximum(var[d, y, g], 0.0)) * ind["scale"],
+            "n": cnt["n"][d, y, g].astype(np.int64),
+            "_var": var[d, y, g], "_v2": v2[d, y, g],
+            "n_psu": psus[d, y, g].astype(np.int64)})
+        out.loc[np.isnan(var[d, y, g]), "se"] = np.nan
         return out
 
     def _finish(self, ind: dict[str, Any], est: pd.DataFrame, breakdown: str | None,
                 labels: list[str], publish: np.ndarray) -> pd.DataFrame:
         est = est[publish[est["_g"].to_numpy()]].copy()
-        df = est["df"].to_numpy(dtype=float)
-        with np.errstate(invalid="ignore"):
-            tq = np.where(df > 0, stats.t.ppf((1 + self.level) / 2, np.maximum(df, 1)), np.nan)
         value = est["value"].to_numpy(dtype=float)
         se = est["se"].to_numpy(dtype=float)
         status = est["obs_status"].to_numpy(dtype=object).copy()
@@ -1082,23 +1106,36 @@ class _Estimator:
                                                      len(self.years) - 1)].astype(np.int64),
             "breakdown": breakdown or TOTAL,
             "group": np.asarray(labels, dtype=object)[est["_g"].to_numpy()],
-            "value": value, "se": se,
-            "ci_low": value - tq * se, "ci_high": value + tq * se,
+            "value": value, "se": se, "ci_low": np.nan, "ci_high": np.nan,
             "n": est["n"].to_numpy(dtype=np.int64),
             "obs_status": status, "unit": ind["unit"], "comment": comment,
+            **self._degrees_of_freedom(est),
         })
+        out["ci_low"], out["ci_high"] = survey.t_interval(value, se, out["df"].to_numpy(),
+                                                          self.alpha)
         for c in ("ref_area", "breakdown", "group", "obs_status", "unit", "comment", "indicator"):
             out[c] = out[c].astype("str")
         return out
 
-    def _all_missing(self, ind: dict[str, Any], M: _Moments, breakdown: str | None,
+    def _degrees_of_freedom(self, est: pd.DataFrame) -> dict[str, Any]:
+        """``df`` by the chosen rule, ``df_nominal`` (#PSUs - #strata of the country, summed
+        over the included countries for the region), ``df_rule``, ``n_psu``."""
+        nominal = est["df"].to_numpy(dtype=float)
+        df = nominal
+        if self.df_rule == "satterthwaite":
+            df = survey.satterthwaite_df(est["_var"].to_numpy(dtype=float),
+                                         est["_v2"].to_numpy(dtype=float), nominal)
+        return {"df": df, "df_nominal": nominal.astype(np.int64), "df_rule": self.df_rule,
+                "n_psu": est["n_psu"].to_numpy(dtype=np.int64)}
+
+    def _all_missing(self, ind: dict[str, Any], M: Moments, breakdown: str | None,
                      labels: list[str], publish: np.ndarray, asean: bool = False) -> pd.DataFrame:
         rows = self._to_area(M.m["__rows__"])
         rows[:, len(self.years):, :] = 0
         rows[:, :, ~publish] = 0
         if asean:
             yi, g = np.nonzero(rows.sum(axis=0) > 0)
-            area = np.full(len(yi), _ASEAN, dtype=object)
+            area = np.full(len(yi), REGION, dtype=object)
         else:
             a, yi, g = np.nonzero(rows > 0)
             area = np.asarray(self.areas)[a]
@@ -1136,7 +1173,7 @@ class _Estimator:
                                               "obs_status", "unit", "comment")})
 
     # -- ASEAN ------------------------------------------------------------------------------
-    def _asean(self, live: list[dict[str, Any]], M: _Moments, breakdown: str | None,
+    def _asean(self, live: list[dict[str, Any]], M: Moments, breakdown: str | None,
                labels: list[str], publish: np.ndarray, st_all: dict[str, pd.DataFrame],
                use: dict[str, np.ndarray]) -> list[pd.DataFrame]:
         """Pooled ASEAN rows: country totals summed (money in USD), countries as strata."""
@@ -1148,7 +1185,7 @@ class _Estimator:
             st = st_all[iid].copy()
             keys = st.index.to_numpy()
             st["_a"], st["_yi"] = keys // self.ny, keys % self.ny
-            st["rate"] = self._usd(keys).to_numpy() if ind["money"] else 1.0
+            st["rate"] = self.usd_rates(keys).to_numpy() if ind["money"] else 1.0
             st["incl"] = (st["status"] != "M") & np.isfinite(st["rate"])
             scale[iid] = self._grid(st["rate"].where(st["incl"], 0.0))[self.h_area]
             cnt_scale[iid] = self._grid(st["incl"].astype(float))[self.h_area]
@@ -1197,12 +1234,12 @@ class _Estimator:
                 "not available for any country this year" if k == 0 else
                 f"{rule}; countries: {i}" + (f"; not available: {e}" if e else "")
                 for k, i, e in zip(n_incl, inc, exc)]
-            est["ref_area"] = _ASEAN
+            est["ref_area"] = REGION
             est["df"] = per["df"].reindex(yi).fillna(0).to_numpy()
             out.append(self._finish(ind, est, breakdown, labels, publish))
         return out
 
-    def _usd(self, ay_keys: np.ndarray) -> pd.Series:
+    def usd_rates(self, ay_keys: np.ndarray) -> pd.Series:
         if self.macro is None or "usd_per_lcu" not in self.macro.columns:
             return pd.Series(np.nan, index=ay_keys)
         a = np.asarray(self.areas)[ay_keys // self.ny]
@@ -1212,11 +1249,3 @@ class _Estimator:
         idx = pd.MultiIndex.from_arrays([a, y])
         vals = self.macro["usd_per_lcu"].reindex(idx).to_numpy(dtype=float)
         return pd.Series(vals, index=ay_keys)
-
-    # -- disclosure -------------------------------------------------------------------------
-    def protect(self, out: pd.DataFrame, breakdowns: list[str], **params: Any) -> pd.DataFrame:
-        return _protect(self, out, breakdowns, **params)
-
-
-# disclosure glue lives in its own module (imported last: it uses names defined above)
-from ._protect import _cell_stats, _fine_stats, _protect  # noqa: E402

@@ -1,0 +1,92 @@
+"""What an indicator is made of, shared by the in-memory and the SQL stage (a).
+
+An indicator of the registry is a ratio ``num / den``, a relative ratio ``(num/den) /
+(rnum/rden)`` (K04) or a total ``num (+ num2)``; each *part* sums a feature (``value``) over a
+population (``population``, a 0/1 feature), optionally shifted to a later period (``shift``:
+year-to-year indicators such as survival). Stage (a) -- :class:`msme_eval.indicators.table`'s
+numpy pass or :mod:`msme_eval.indicators._sql` -- returns the PSU totals of the parts as
+:class:`Moments`; group labels of a breakdown follow ``BOOL_LABELS`` / ``NA_LABELS``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+__all__ = ["TOTAL", "BOOL_LABELS", "NA_LABELS", "Part", "parts", "roles", "share_roles",
+           "is_share", "moment_names", "Moments"]
+
+#: labels of a boolean breakdown (False, True); missing -> NA_LABELS or "not stated"
+BOOL_LABELS = {"owner_female": ("male", "female"), "urban": ("rural", "urban")}
+NA_LABELS = {"programme_type": "not supported"}
+TOTAL = "total"
+
+
+@dataclass
+class Part:
+    """One summed part of an indicator: its role (num, den, rnum, rden, num2), the feature
+    summed, the population feature (0/1) and the period shift."""
+
+    role: str            # num, den, rnum, rden, num2
+    value: str
+    population: str
+    shift: int
+
+
+def parts(ind: dict[str, Any]) -> list[Part]:
+    """The parts a registry row specifies (``*_spec`` entries with a ``value``), in role order."""
+    out = []
+    shift0 = int(ind.get("shift") or 0)
+    for role, key in (("num", "numerator_spec"), ("den", "denominator_spec"),
+                      ("rnum", "reference_numerator_spec"), ("rden", "reference_denominator_spec"),
+                      ("num2", "numerator_2_spec")):
+        spec = ind.get(key)
+        if not isinstance(spec, dict) or "value" not in spec:
+            continue
+        out.append(Part(role, spec["value"], spec.get("population", "all"),
+                         int(spec.get("shift", shift0))))
+    return out
+
+
+def roles(ind: dict[str, Any]) -> list[str]:
+    """The PSU-level variables of an indicator: ``tot`` (num + num2) for totals, else parts."""
+    if ind["kind"] == "total":
+        return ["tot"]
+    return [p.role for p in parts(ind)]
+
+
+def share_roles(ind: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(group-level roles, domain-level roles) of a share-of-total indicator in a breakdown."""
+    rs = roles(ind)
+    gp = ["num", "den"] if ind["kind"] == "relative_ratio" else ["num"]
+    return [r for r in rs if r in gp], [r for r in rs if r not in gp]
+
+
+def is_share(ind: dict[str, Any], n_groups: int) -> bool:
+    """True when a breakdown cell gives its share of the domain total (``share_of_total``)."""
+    return not (ind["kind"] == "total" or ind["scope"] == "within_group" or n_groups == 1)
+
+
+def moment_names(ind: dict[str, Any]) -> dict[str, str]:
+    """Moment columns of one indicator: ``{id}:{role}`` -> role, the sum over the cell's PSUs
+    of the PSU total ``X_a`` of the weighted part (the second moments come from the centred
+    second pass, the stage's ``centred_ss``)."""
+    return {f"{ind['id']}:{r}": r for r in roles(ind)}
+
+
+@dataclass
+class Moments:
+    """Stage-(a) output for one breakdown: dense arrays of shape (n_strata, ny, n_groups).
+
+    ``m`` holds the moment columns of :func:`moment_names` plus counts: ``__rows__`` (records,
+    shift 0), ``__psus__`` (PSU-periods with records), ``__large__`` (large-firm records) and
+    per indicator ``{id}:n``, ``{id}:pop``, ``{id}:miss`` (see ``_Estimator``).
+    """
+    labels: list[str]
+    m: dict[str, np.ndarray]
+    psu: Any = None  # the stage's PSU totals of this table, for the second (centred) pass
+
+    @property
+    def n_groups(self) -> int:
+        return len(self.labels)
