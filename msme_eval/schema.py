@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import unicodedata
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
@@ -167,6 +168,63 @@ RULES: dict[str, tuple[str, str, str]] = {
                      "unknown"),
     "target_before_baseline": ("error", "target_year is not after baseline_year",
                                "set target_year later than baseline_year"),
+    # reading: what was guessed or declared (info/warning), and what cannot be read (error)
+    "title_row_skipped": ("info", "{n} row(s) above the header skipped (title: {title!r}); the "
+                          "header is line {line}", "pass header_row={line} to say so, or "
+                          "header_row=1 if the first line is the header"),
+    "header_row": ("info", "header read from line {line} (declared)", "none needed"),
+    "separator_sniffed": ("info", "read as {sep_name}-separated (sniffed from the first lines)",
+                          "pass sep= if this is wrong"),
+    "decimal_comma_sniffed": ("info", "',' read as the decimal mark (the file is ';'-separated "
+                              "and numbers like {example!r} use a decimal comma)",
+                              "pass decimal='.' if this is wrong"),
+    "encoding_guessed": ("warning", "the file is not UTF-8; read as {encoding} ({name}), e.g. "
+                         "{example!r}", "check the accents in the text columns; pass "
+                         "encoding= to choose another, or save the file as 'CSV UTF-8'"),
+    "ambiguous_thousands": ("error", "{column}: '.' is a thousands mark in some values "
+                            "({evidence}), so values like these cannot be read safely",
+                            "pass thousands='.' (and decimal=',') if '.' groups thousands in "
+                            "this file, or correct the values"),
+    "dot_may_be_thousands": ("warning", "every decimal value of {column} has exactly three "
+                             "digits after '.', as if '.' grouped thousands; read as decimals",
+                             "if '.' groups thousands in this file pass thousands='.' and "
+                             "decimal=','"),
+    "missing_code_applied": ("info", "{column} values {codes} read as missing (declared "
+                             "missing-value codes)", "none needed"),
+    "possible_missing_code": ("warning", "{column} holds {value}, a typical missing-value code, "
+                              "far from the column's other values (median {median:,.4g})",
+                              "if {value} means 'missing', declare it: missing_codes="
+                              "{{'{column}': [{value}]}}; otherwise check the values"),
+    "bool_words": ("info", "{column}: yes/no words read as {pairs}", "pass true_words=/"
+                   "false_words= if a word is read wrongly"),
+    "excel_error_cell": ("error", "Excel error value in the cell (formula result {code})",
+                         "correct the formula in the spreadsheet (or type the value) and "
+                         "save again"),
+    "formula_without_value": ("error", "formula cell without a saved result ({formula}); the "
+                              "file was written by a program that does not calculate formulas",
+                              "open the file in Excel or LibreOffice, recalculate and save, or "
+                              "paste the values"),
+    "codebook_applied": ("info", "codebook {name} (sha256 {sha}) applied: {detail}",
+                         "none needed"),
+    "codebook_column_absent": ("warning", "codebook {name} lists column '{column}' which is not "
+                               "in the file", "remove it from the codebook or check the file"),
+    "codebook_unmapped_values": ("warning", "{column} values not in the codebook's recode "
+                                 "list were kept as written", "add them to the codebook's "
+                                 "recode list for {column}"),
+    "id_spelling_variants": ("error", "{column} values that differ only by case, spaces or "
+                             "invisible characters (zero-width space, no-break space, BOM): "
+                             "one firm written two ways, or two firms that cannot be told apart",
+                             "write each identifier one way (remove the invisible characters "
+                             "and spaces; use one case)"),
+    "invisible_characters": ("warning", "{column} contains invisible characters (zero-width "
+                             "space, no-break space, BOM, control characters)",
+                             "remove them from {column}"),
+    "punctuation_only": ("error", "{column} holds only punctuation (no letter or digit)",
+                         "write the real {column} or leave the cell empty if unknown"),
+    "size_class_contradicts_employees": (
+        "warning", "size_class is two or more classes away from what the employee count allows "
+        "under the country's legal definition (whatever the turnover and assets)", "check size_class and employees; "
+        "drop size_class to derive it with sizeclass.classify"),
     # warnings (implausible values; they do not stop the pipeline)
     "employees_implausible": ("warning", "employees above {limit:,}", "check for unit or typing "
                               "errors (e.g. turnover typed into employees)"),
@@ -395,6 +453,136 @@ def _aliases_for(column: str) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
+# Parsing options: number marks, yes/no words, declared missing-value codes
+# ---------------------------------------------------------------------------------------------
+#: yes/no words read by default (compared after Unicode NFC and case folding): English,
+#: Indonesian and Malay (ya/tidak), Vietnamese (có/không, also without accents), Thai
+#: (ใช่/ไม่ใช่), Filipino (oo/hindi). Extend per file with ParseOptions(true_words=...).
+#: Single letters (Y/N) are not accepted by default: add them per file if the codebook says so.
+DEFAULT_TRUE_WORDS: frozenset[str] = frozenset({*BOOL_TRUE, "ya", "có", "co", "ใช่", "oo"})
+DEFAULT_FALSE_WORDS: frozenset[str] = frozenset({*BOOL_FALSE, "tidak", "không", "khong",
+                                                 "ไม่ใช่", "hindi"})
+#: values that survey software and analysts often use for "missing" (checked, never applied
+#: unless declared in ParseOptions.missing_codes)
+TYPICAL_MISSING_CODES: tuple[float, ...] = (
+    -9, -99, -999, -9999, -99999, 99, 999, 9999, 99999, 999999, 9999999, 99999999, 999999999)
+THOUSANDS_MARKS: tuple[str, ...] = (".", ",", " ", "'", "\u00a0", "\u202f")
+
+
+def word_key(value: Any) -> str:
+    """Comparison key of a yes/no word: Unicode NFC, stripped, case-folded."""
+    return unicodedata.normalize("NFC", str(value)).strip().casefold()
+
+
+@dataclass(frozen=True)
+class ParseOptions:
+    """How text cells become numbers and booleans, and which codes mean "missing".
+
+    decimal: "." or ","; thousands: None (no grouping allowed) or one of THOUSANDS_MARKS, e.g.
+    "." for "8.806.000,50"; true_words/false_words: added to the defaults; missing_codes:
+    {column: codes} read as missing in that column ("*" = every numeric column), e.g.
+    {"employees": [999], "*": [-99]}."""
+
+    decimal: str = "."
+    thousands: str | None = None
+    true_words: Iterable[str] = ()
+    false_words: Iterable[str] = ()
+    missing_codes: Mapping[str, Iterable[float]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.decimal not in (".", ","):
+            raise ValueError(f"decimal must be '.' or ',', not {self.decimal!r}")
+        if self.thousands is not None and (self.thousands not in THOUSANDS_MARKS
+                                           or self.thousands == self.decimal):
+            raise ValueError(f"thousands must be None or one of {THOUSANDS_MARKS} other than "
+                             f"the decimal mark {self.decimal!r}, not {self.thousands!r}")
+        true = DEFAULT_TRUE_WORDS | {word_key(w) for w in self.true_words}
+        false = DEFAULT_FALSE_WORDS | {word_key(w) for w in self.false_words}
+        both = (true & false) - (DEFAULT_TRUE_WORDS & DEFAULT_FALSE_WORDS)
+        if both:
+            raise ValueError(f"words given as both true and false: {sorted(both)}")
+        object.__setattr__(self, "true_words", frozenset(true))
+        object.__setattr__(self, "false_words", frozenset(false))
+        codes = {str(k): tuple(float(c) for c in v) for k, v in dict(self.missing_codes).items()}
+        object.__setattr__(self, "missing_codes", codes)
+
+    def codes_for(self, column: str) -> tuple[float, ...]:
+        return (*self.missing_codes.get(column, ()), *self.missing_codes.get("*", ()))
+
+
+DEFAULT_PARSE = ParseOptions()
+_NUM = r"[+-]?\d+(?:[eE][+-]?\d+)?"
+
+
+def _grouped(th: str, dec: str) -> re.Pattern[str]:
+    """A number grouped in thousands by `th`, with an optional decimal part."""
+    return re.compile(rf"[+-]?\d{{1,3}}(?:{re.escape(th)}\d{{3}})+(?:{re.escape(dec)}\d+)?")
+
+
+_DOT_GROUPED = re.compile(r"[+-]?\d{1,3}(?:\.\d{3})+")            # 8.806 or 12.345.678
+_DOT_EVIDENCE = re.compile(r"[+-]?\d{1,3}(?:\.\d{3}){2,}(?:,\d+)?|[+-]?\d{1,3}(?:\.\d{3})+,\d+")
+_THREE_DECIMALS = re.compile(r"[+-]?\d{1,3}\.\d{3}")
+
+
+def _number_text(t: str, opts: ParseOptions) -> str:
+    """Text rewritten with '.' as decimal mark and no grouping, for pd.to_numeric; "\\x00amb"
+    when '.' may group thousands but was not declared, "\\x00bad" when the marks do not fit."""
+    t = t.replace("\u2212", "-")                                   # Unicode minus sign
+    th, dec = opts.thousands, opts.decimal
+    if th is not None and th in t:
+        if not _grouped(th, dec).fullmatch(t):
+            return "\x00bad"
+        t = t.replace(th, "")
+    if dec == ",":
+        if "." in t:
+            return "\x00amb" if _DOT_GROUPED.fullmatch(t) else "\x00bad"
+        t = t.replace(",", ".")
+    return t
+
+
+def _to_number(s: pd.Series, opts: ParseOptions = DEFAULT_PARSE
+               ) -> tuple[pd.Series, pd.Series, pd.Series, pd.Series]:
+    """-> (float64 values with NaN for missing/bad, missing mask, not-a-number mask,
+    ambiguous-thousands mask)."""
+    none = pd.Series(False, index=s.index)
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return (pd.Series(np.nan, index=s.index), s.isna(), s.notna(), none)
+    if pd.api.types.is_numeric_dtype(s.dtype):
+        num = pd.Series(s.to_numpy(dtype="float64", na_value=np.nan), index=s.index)
+        return num, s.isna(), none, none
+    raw = _clean(s)
+    missing = raw.isna()
+    is_bool = _umap(raw, lambda v: isinstance(v, (bool, np.bool_))).astype(bool)
+    text = _umap(raw, lambda v: _number_text(v, opts) if isinstance(v, str) else v)
+    amb = _umap(text, lambda v: v == "\x00amb").astype(bool)
+    if opts.decimal == "." and opts.thousands is None:
+        evidence = _umap(raw, lambda v: isinstance(v, str) and bool(_DOT_EVIDENCE.fullmatch(v)))
+        if evidence.astype(bool).any():
+            amb |= _umap(raw, lambda v: isinstance(v, str)
+                         and bool(_DOT_GROUPED.fullmatch(v))).astype(bool)
+    num = pd.to_numeric(text.where(~is_bool & ~amb, None).map(
+        lambda v: None if isinstance(v, str) and v.startswith("\x00") else v),
+        errors="coerce").astype("float64")
+    bad = (~missing & num.isna() & ~amb) | is_bool
+    return num.where(~bad & ~amb), missing, bad, amb
+
+
+def _three_decimals(raw: pd.Series) -> pd.Series:
+    """Rows whose text is d.ddd, dd.ddd or ddd.ddd, when every decimal value looks like that
+    (>= 3 of them): '.' may group thousands."""
+    texts = _clean(raw)
+    is_text = _umap(texts, lambda v: isinstance(v, str)).astype(bool)
+    if not is_text.any():
+        return pd.Series(False, index=raw.index)
+    three = _umap(texts, lambda v: isinstance(v, str)
+                  and bool(_THREE_DECIMALS.fullmatch(v))).astype(bool)
+    decimal = _umap(texts, lambda v: isinstance(v, str) and "." in v).astype(bool)
+    if three.sum() >= 3 and (three == decimal).all():
+        return three
+    return pd.Series(False, index=raw.index)
+
+
+# ---------------------------------------------------------------------------------------------
 # Parsing raw values into contract types (never silently: every failure is an Issue)
 # ---------------------------------------------------------------------------------------------
 def _umap(s: pd.Series, func: Callable[[Any], Any]) -> pd.Series:
@@ -432,72 +620,107 @@ def _rows(mask: pd.Series) -> np.ndarray:
     return np.flatnonzero(mask.to_numpy(dtype=bool)) + 1
 
 
-def _to_number(s: pd.Series) -> tuple[pd.Series, pd.Series, pd.Series]:
-    """-> (float64 values with NaN for missing/bad, missing mask, not-a-number mask)."""
-    if pd.api.types.is_bool_dtype(s.dtype):
-        return (pd.Series(np.nan, index=s.index), s.isna(), s.notna())
-    if pd.api.types.is_numeric_dtype(s.dtype):
-        num = pd.Series(s.to_numpy(dtype="float64", na_value=np.nan), index=s.index)
-        return num, s.isna(), pd.Series(False, index=s.index)
-    raw = _clean(s)
-    missing = raw.isna()
-    if s.dtype == object:  # e.g. Excel cells: True/False are not numbers
-        is_bool = pd.Series([isinstance(v, (bool, np.bool_)) for v in raw.to_numpy(dtype=object)],
-                            index=raw.index)
-    else:
-        is_bool = pd.Series(False, index=raw.index).astype(bool)
-    num = pd.to_numeric(raw.where(~is_bool, None), errors="coerce").astype("float64")
-    bad = (~missing & num.isna()) | is_bool
-    return num.where(~bad), missing, bad
+class _Reporter:
+    """Collects the Issues of one column (rows are 1-based; values shown from `raw`)."""
 
+    def __init__(self, column: str, file: str):
+        self.column, self.file, self.issues = column, file, []
 
-def _coerce_column(s: pd.Series, kind: str, column: str, file: str
-                   ) -> tuple[pd.Series, list[Issue]]:
-    """Parse one column to its contract dtype. Bad cells become missing in the returned
-    series and are reported; values needing a *rule* check (codes, ranges) are kept."""
-    issues: list[Issue] = []
-
-    def report(rule: str, mask: pd.Series, raw: pd.Series) -> None:
+    def __call__(self, rule: str, mask: pd.Series, raw: pd.Series, **fmt: Any) -> None:
         if mask.any():
             r = _rows(mask)
-            issues.append(make_issue(file, column, rule, r, raw.to_numpy()[r[:N_SHOW] - 1],
-                                     n_rows=len(r)))
+            self.issues.append(make_issue(self.file, self.column, rule, r,
+                                          raw.to_numpy()[r[:N_SHOW] - 1], n_rows=len(r), **fmt))
 
-    if kind in ("int", "Int64", "float"):
-        num, missing, bad = _to_number(s)
-        report("not_a_number", bad, s)
-        inf = num.notna() & ~np.isfinite(num.fillna(0))
-        report("not_finite", inf, s)
-        num = num.where(~inf)
-        if kind == "float":
-            return num.astype("float64"), issues
-        frac = num.notna() & (num != np.round(num))
-        report("not_whole_number", frac, s)
-        num = num.where(~frac)
-        out = num.astype("Float64").astype("Int64")
-        if kind == "int" and not out.isna().any():
-            out = out.astype("int64")
-        return out, issues
-    if kind == "bool":
-        if pd.api.types.is_bool_dtype(s.dtype):
-            return s.astype("boolean"), issues
-        raw = _clean(s) if not pd.api.types.is_numeric_dtype(s.dtype) else s.astype(object)
 
-        def parse(v: Any) -> Any:
-            if v is None or _isna(v):
-                return None
-            if isinstance(v, (bool, np.bool_)):
-                return bool(v)
-            if isinstance(v, (int, float, np.integer, np.floating)):
-                return {1: True, 0: False}.get(v, "bad") if float(v) in (0.0, 1.0) else "bad"
-            t = str(v).strip().lower()
-            return True if t in BOOL_TRUE else False if t in BOOL_FALSE else "bad"
+def _evidence(raw: pd.Series) -> str:
+    """Up to three values showing '.' as a thousands mark, for the ambiguity message."""
+    texts = [v for v in pd.unique(_clean(raw).to_numpy(dtype=object))
+             if isinstance(v, str) and _DOT_EVIDENCE.fullmatch(v)]
+    return ", ".join(repr(v) for v in texts[:3]) or "the file uses a decimal comma"
 
-        parsed = _umap(raw, parse)
-        bad = _umap(parsed, lambda v: isinstance(v, str)).astype(bool)
-        report("not_boolean", bad, s)
-        return pd.array(parsed.where(~bad, None).tolist(), dtype="boolean"), issues
-    # text-like kinds
+
+def _declared_missing(num: pd.Series, codes: tuple[float, ...], report: _Reporter,
+                      raw: pd.Series) -> pd.Series:
+    """Mask of values equal to a declared missing-value code (reported as info)."""
+    hit = num.isin(codes) if codes else pd.Series(False, index=num.index)
+    report("missing_code_applied", hit, raw,
+           codes=", ".join(f"{c:g}" for c in codes))
+    return hit.astype(bool)
+
+
+def _sentinel_suspects(num: pd.Series, report: _Reporter, raw: pd.Series) -> None:
+    """Warn about a typical missing-value code far from the column's other values: >= 10x the
+    median of the other non-zero magnitudes, or <= 1/1000 of it, or a negative code."""
+    is_code = num.isin(TYPICAL_MISSING_CODES)
+    if not is_code.any():
+        return
+    others = num[~is_code & num.notna() & (num != 0)].abs()
+    med = float(others.median()) if len(others) else float("nan")
+    for value in sorted(set(num[is_code].tolist())):
+        far = value < 0 or (med == med and (abs(value) >= 10 * med or abs(value) <= med / 1000))
+        if far:
+            report("possible_missing_code", (num == value).astype(bool), raw,
+                   value=f"{value:g}", median=med if med == med else 0.0)
+
+
+def _coerce_number(s: pd.Series, kind: str, report: _Reporter, opts: ParseOptions
+                   ) -> tuple[pd.Series, pd.Series]:
+    """int / Int64 / float column -> (typed series, declared-missing mask)."""
+    num, _missing, bad, amb = _to_number(s, opts)
+    report("not_a_number", bad, s)
+    report("ambiguous_thousands", amb, s, evidence=_evidence(s))
+    is_text = s.dtype == object or pd.api.types.is_string_dtype(s.dtype)
+    if opts.thousands is None and opts.decimal == "." and is_text and not amb.any():
+        report("dot_may_be_thousands", _three_decimals(s), s)
+    declared = _declared_missing(num, opts.codes_for(report.column), report, s)
+    num = num.where(~declared)
+    _sentinel_suspects(num, report, s)
+    inf = num.notna() & ~np.isfinite(num.fillna(0))
+    report("not_finite", inf, s)
+    num = num.where(~inf)
+    if kind == "float":
+        return num.astype("float64"), declared
+    frac = num.notna() & (num != np.round(num))
+    report("not_whole_number", frac, s)
+    num = num.where(~frac)
+    out = num.astype("Float64").astype("Int64")
+    if kind == "int" and not out.isna().any():
+        out = out.astype("int64")
+    return out, declared
+
+
+def _coerce_bool(s: pd.Series, report: _Reporter, opts: ParseOptions) -> pd.Series:
+    """yes/no column -> boolean; words outside English yes/no/true/false are reported."""
+    if pd.api.types.is_bool_dtype(s.dtype):
+        return s.astype("boolean")
+    raw = _clean(s) if not pd.api.types.is_numeric_dtype(s.dtype) else s.astype(object)
+
+    def parse(v: Any) -> Any:
+        if v is None or _isna(v):
+            return None
+        if isinstance(v, (bool, np.bool_)):
+            return bool(v)
+        if isinstance(v, (int, float, np.integer, np.floating)):
+            return {1: True, 0: False}.get(v, "bad") if float(v) in (0.0, 1.0) else "bad"
+        t = word_key(v)
+        return True if t in opts.true_words else False if t in opts.false_words else "bad"
+
+    parsed = _umap(raw, parse)
+    bad = _umap(parsed, lambda v: isinstance(v, str)).astype(bool)
+    report("not_boolean", bad, s)
+    words = {str(v): p for v, p in zip(raw.to_numpy(dtype=object), parsed.to_numpy(dtype=object))
+             if isinstance(v, str) and isinstance(p, bool)
+             and word_key(v) not in BOOL_TRUE | BOOL_FALSE}
+    if words:
+        used = _umap(raw, lambda v: isinstance(v, str) and v in words).astype(bool)
+        report("bool_words", used, s, pairs=", ".join(
+            f"{w!r} -> {'yes' if p else 'no'}" for w, p in sorted(words.items())))
+    return pd.array(parsed.where(~bad, None).tolist(), dtype="boolean")
+
+
+def _coerce_text(s: pd.Series, kind: str, report: _Reporter) -> pd.Series:
+    """text / country / area / sector / code column -> str; respellings are reported."""
     raw = _clean(s)
 
     def as_text(v: Any) -> Any:
@@ -534,14 +757,31 @@ def _coerce_column(s: pd.Series, kind: str, column: str, file: str
             r = _rows(changed)
             pairs = [f"{a} -> {b}" for a, b in zip(written.to_numpy()[r[:N_SHOW] - 1],
                                                    text.to_numpy()[r[:N_SHOW] - 1])]
-            issues.append(make_issue(file, column, "respelled", r, pairs, n_rows=len(r),
-                                     quote=False))
-    return pd.Series(text.tolist(), index=s.index, dtype="str"), issues
+            report.issues.append(make_issue(report.file, report.column, "respelled", r, pairs,
+                                            n_rows=len(r), quote=False))
+    return pd.Series(text.tolist(), index=s.index, dtype="str")
+
+
+def _coerce_column(s: pd.Series, kind: str, column: str, file: str,
+                   opts: ParseOptions = DEFAULT_PARSE
+                   ) -> tuple[pd.Series, list[Issue], pd.Series | None]:
+    """Parse one column to its contract dtype. Bad cells become missing in the returned
+    series and are reported; values needing a *rule* check (codes, ranges) are kept.
+    Returns (typed, issues, mask of declared missing-value codes or None)."""
+    report = _Reporter(column, file)
+    if kind in ("int", "Int64", "float"):
+        typed, declared = _coerce_number(s, kind, report, opts)
+        return typed, report.issues, declared
+    if kind == "bool":
+        return _coerce_bool(s, report, opts), report.issues, None
+    return _coerce_text(s, kind, report), report.issues, None
 
 
 def coerce_table(df: pd.DataFrame, kinds: Mapping[str, str], not_null: Iterable[str],
-                 file: str) -> tuple[pd.DataFrame, list[Issue]]:
-    """Parse every known column; report unparseable and missing required values."""
+                 file: str, opts: ParseOptions = DEFAULT_PARSE
+                 ) -> tuple[pd.DataFrame, list[Issue]]:
+    """Parse every known column; report unparseable and missing required values (declared
+    missing-value codes count as missing)."""
     out = df.reset_index(drop=True).copy()
     issues: list[Issue] = []
     not_null = set(not_null)
@@ -549,8 +789,10 @@ def coerce_table(df: pd.DataFrame, kinds: Mapping[str, str], not_null: Iterable[
         if col not in kinds:
             continue
         before_missing = _missing_mask(out[col])
-        typed, col_issues = _coerce_column(out[col], kinds[col], col, file)
+        typed, col_issues, declared = _coerce_column(out[col], kinds[col], col, file, opts)
         issues += col_issues
+        if declared is not None:
+            before_missing = before_missing | declared
         if col in not_null and before_missing.any():
             r = _rows(before_missing)
             issues.append(make_issue(file, col, "missing_value", r, [None] * min(len(r), N_SHOW),
@@ -751,6 +993,32 @@ def _outside_panel_ok(df: pd.DataFrame) -> pd.Series:
     return _ok(~((ft < df["year"].min()) | (ft > df["year"].max())))
 
 
+def _has_alnum(s: pd.Series) -> pd.Series:
+    """True where the text holds a letter or digit (any script)."""
+    return s.astype("str").str.contains(r"[^\W_]", regex=True).fillna(True).astype(bool)
+
+
+def _size_class_contradictions(df: pd.DataFrame, file: str) -> list[Issue]:
+    """Rows whose size_class is two classes or more away from every class the legal rule
+    allows for the employee count whatever the other criteria
+    (`sizeclass.employee_class_range`), e.g. micro with 300 employees. One class off is
+    common and not flagged: a survey's size_class is often the sampling-frame stratum, and
+    firms grow across a threshold after sampling."""
+    lo, hi = sizeclass.employee_class_range(df)
+    given = df["size_class"].map({c: k for k, c in enumerate(SIZE_CLASSES)}).to_numpy(
+        dtype="float64", na_value=np.nan)
+    bad = pd.Series((given <= lo - 2) | (given >= hi + 2), index=df.index)
+    if not bad.any():
+        return []
+    r = _rows(bad)
+    vals = [f"employees={_fmt_value(df['employees'].iloc[i - 1])}, size_class="
+            f"{df['size_class'].iloc[i - 1]}, legal: {SIZE_CLASSES[int(lo[i - 1])]}"
+            + (f"-{SIZE_CLASSES[int(hi[i - 1])]}" if hi[i - 1] > lo[i - 1] else "")
+            for i in r[:N_SHOW]]
+    return [make_issue(file, "size_class", "size_class_contradicts_employees", r, vals,
+                       n_rows=len(r), quote=False)]
+
+
 _MONEY_NONNEG = tuple(c for c in (*MONEY_COLUMNS, "support_amount") if c != "value_added")
 
 PANEL_SPEC = TableSpec(
@@ -771,6 +1039,8 @@ PANEL_SPEC = TableSpec(
                    {"limit": MAX_PLAUSIBLE_EMPLOYEES}),
         *(ColumnRule(c, "negative_amount", _ge(0)) for c in _MONEY_NONNEG),
         ColumnRule("size_class", "unknown_size_class", _in(SIZE_CLASSES)),
+        *(ColumnRule(c, "punctuation_only", _has_alnum)
+          for c in ("firm_id", "strata", "psu", "region", "programme")),
         ColumnRule("birth_year", "birth_year_implausible", _ge(MIN_PLAUSIBLE_BIRTH_YEAR),
                    {"limit": MIN_PLAUSIBLE_BIRTH_YEAR}),
         ColumnRule("weight", "weight_not_positive", _gt(0)),
@@ -947,11 +1217,52 @@ def _unknown_column_hint(col: str, spec: TableSpec) -> str:
     return "contract columns: " + ", ".join(spec.columns)
 
 
-def validate_table(data: pd.DataFrame, spec: TableSpec, *, file: str = "<DataFrame>"
-                   ) -> tuple[pd.DataFrame, ValidationReport]:
+_INVISIBLE = re.compile("[\u200b\u200c\u200d\u2060\ufeff\u00ad\u00a0\u202f\u2007"
+                        "\x00-\x08\x0b-\x1f\x7f]")
+ID_COLUMNS: tuple[str, ...] = ("firm_id",)
+
+
+def id_key(value: str) -> str:
+    """Identity of an identifier as a person reads it: Unicode NFKC, invisible characters and
+    all whitespace removed, case-folded ("ab 1", "AB1", "ab\u200b1" -> "ab1")."""
+    t = _INVISIBLE.sub("", unicodedata.normalize("NFKC", value))
+    return re.sub(r"\s+", "", t).casefold()
+
+
+def identifier_issues(raw: pd.Series, column: str, file: str) -> list[Issue]:
+    """Spellings of one identifier that differ only by case, spaces or invisible characters
+    (error, both spellings and their rows named); invisible characters in any other value
+    (warning). Never merges or splits identifiers itself."""
+    values = raw.to_numpy(dtype=object)
+    codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    spell = [u for u in uniques if isinstance(u, str)]
+    keys: dict[str, list[str]] = {}
+    for u in spell:
+        keys.setdefault(id_key(u), []).append(u)
+    twins = {u for group in keys.values() if len(group) > 1 for u in group}
+    issues: list[Issue] = []
+    if twins:
+        mask = pd.Series(np.isin(values, list(twins)), index=raw.index)
+        r = _rows(mask)
+        shown = [" ~ ".join(repr(v) for v in keys[id_key(values[i - 1])]) for i in r[:N_SHOW]]
+        issues.append(make_issue(file, column, "id_spelling_variants", r, shown, n_rows=len(r),
+                                 quote=False))
+    odd = {u for u in spell if _INVISIBLE.search(u)} - twins
+    if odd:
+        mask = pd.Series(np.isin(values, list(odd)), index=raw.index)
+        r = _rows(mask)
+        issues.append(make_issue(file, column, "invisible_characters", r,
+                                 [repr(values[i - 1]) for i in r[:N_SHOW]], n_rows=len(r),
+                                 quote=False))
+    return issues
+
+
+def validate_table(data: pd.DataFrame, spec: TableSpec, *, file: str = "<DataFrame>",
+                   parse: ParseOptions | None = None) -> tuple[pd.DataFrame, ValidationReport]:
     """Rename, parse and check `data` against `spec`. Returns the typed frame (canonical
     columns first, unknown columns after, RangeIndex) and the report; never raises for data
-    problems (see `ValidationReport.raise_for_errors`)."""
+    problems (see `ValidationReport.raise_for_errors`). `parse`: number marks, yes/no words
+    and declared missing-value codes (default: ParseOptions())."""
     if data.shape[0] == 0:
         return data, ValidationReport(file, [make_issue(file, None, "no_data_rows")])
     df, issues = rename_columns(data, file, spec.aliases)
@@ -965,7 +1276,10 @@ def validate_table(data: pd.DataFrame, spec: TableSpec, *, file: str = "<DataFra
             hint = _unknown_column_hint(col, spec)
             issues.append(make_issue(file, col, "unknown_column", hint=hint, severity=(
                 "warning" if hint.startswith("did you mean") else "info")))
-    df, type_issues = coerce_table(df, spec.kinds, spec.not_null, file)
+    for col in ID_COLUMNS:
+        if col in df.columns and spec.kinds.get(col) == "text":
+            issues += identifier_issues(df[col].reset_index(drop=True), col, file)
+    df, type_issues = coerce_table(df, spec.kinds, spec.not_null, file, parse or DEFAULT_PARSE)
     issues += type_issues
     issues += check_rules(df, spec, file)
     order = [c for c in spec.columns if c in df.columns] + [c for c in df.columns
@@ -974,12 +1288,15 @@ def validate_table(data: pd.DataFrame, spec: TableSpec, *, file: str = "<DataFra
 
 
 def validate_panel(data: pd.DataFrame, *, file: str = "<DataFrame>",
-                   size_scheme: str | None = "legal") -> tuple[pd.DataFrame, ValidationReport]:
+                   size_scheme: str | None = "legal", parse: ParseOptions | None = None
+                   ) -> tuple[pd.DataFrame, ValidationReport]:
     """Validate a firm-year panel (DESIGN.md section 3) and return (typed panel, report).
 
     When `size_class` is absent and the data are otherwise valid it is derived with
     `sizeclass.classify(panel, scheme=size_scheme)` (None: not derived)."""
-    df, report = validate_table(data, PANEL_SPEC, file=file)
+    df, report = validate_table(data, PANEL_SPEC, file=file, parse=parse)
+    if report.ok and "size_class" in df.columns and size_scheme == "legal":
+        report.issues += _size_class_contradictions(df, file)
     if report.ok and "size_class" not in df.columns and size_scheme is not None:
         try:
             derived = sizeclass.classify(df, scheme=size_scheme)

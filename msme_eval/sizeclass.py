@@ -573,3 +573,35 @@ def harmonised_band(path: str | Path | None = None) -> tuple[tuple[int, int | No
     bounds = _criterion_bounds(band)
     return tuple((int(lo) if lo is not None else 1, int(hi) if hi is not None else None)
                  for lo, hi in bounds)
+
+
+def employee_class_range(panel: pd.DataFrame, *, path: str | Path | None = None
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """The classes (codes lo..hi, 0 = micro) the legal rule of each row allows given only its
+    employee count, whatever the other criteria: employees' class range combined by the rule
+    with every other criterion free (any class). NaN where employees or the definition is
+    missing; (0, 3) where the rule does not use employees. Needs country, sector, employees."""
+    defs, _ = _load(Path(path) if path else DEFINITIONS_FILE)
+    n = len(panel)
+    lo, hi = np.full(n, np.nan), np.full(n, np.nan)
+    keys = pd.MultiIndex.from_arrays([panel["country"].astype("str"),
+                                      panel["sector"].astype("str")])
+    table = {(d.country, s): i for i, d in enumerate(defs) if d.scheme == "legal"
+             for s in d.sections}
+    which = pd.Index(list(table)).get_indexer(keys)
+    which = np.where(which >= 0, np.asarray(list(table.values()))[np.maximum(which, 0)], -1)
+    employees = _numeric(panel, "employees")
+    for i in np.unique(which[which >= 0]):
+        d, rows = defs[i], which == i
+        emp = employees[rows]
+        if not d.rule or "employees" not in d.uses[d.rule]:
+            r_lo, r_hi = np.zeros(len(emp)), np.full(len(emp), float(_LARGE))
+        else:
+            free = (np.zeros(len(emp)), np.full(len(emp), float(_LARGE)))
+            ranges = {c: free for c in d.uses[d.rule]}
+            ranges["employees"] = _ranges(emp, d.criteria["employees"])
+            r_lo, r_hi = _evaluate(ast.parse(d.rule, mode="eval").body, ranges)
+        known = ~np.isnan(emp)
+        lo[np.flatnonzero(rows)[known]] = r_lo[known]
+        hi[np.flatnonzero(rows)[known]] = r_hi[known]
+    return lo, hi

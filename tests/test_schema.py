@@ -51,9 +51,9 @@ def test_aliases_map_to_contract_columns() -> None:
 def test_every_member_state_by_code_and_name() -> None:
     for iso3, (iso2, name, _cur) in schema.ASEAN.items():
         for spelling in (iso3, iso3.lower(), iso2, name, name.upper()):
-            assert schema.COUNTRY_ALIASES[schema._country_key(spelling)] == iso3
+            assert schema.COUNTRY_ALIASES[schema.country_key(spelling)] == iso3
     assert len(set(schema.COUNTRY_ALIASES.values())) == 10
-    assert schema._country_key("CN") not in schema.COUNTRY_ALIASES
+    assert schema.country_key("CN") not in schema.COUNTRY_ALIASES
 
 
 # ----------------------------------------------------------------------------- parsing
