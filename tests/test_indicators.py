@@ -612,3 +612,61 @@ def test_availability_matrix(out):
     y = indicators.availability(out, year=2020)
     assert y.loc["K02", "VNM"] == "estimated (macro)" and y.loc["K01", "VNM"] == "not available"
     assert y.loc["K02", "IDN"] == "available"
+
+
+# ---------------------------------------------------------------------------------------------
+# calibration-aware variance (weights post-stratified to stratum counts per period)
+# ---------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def one_year_by_size() -> pd.DataFrame:
+    """One survey year whose strata are the size classes (the calibration cells)."""
+    from msme_eval import synth
+    p = synth.generate(n_firms=1500, years=range(2020, 2022), seed=5, missing=0.0).panel
+    p = p[p["year"] == 2020].reset_index(drop=True)
+    return p.assign(strata=p["size_class"].astype(str))
+
+
+def test_calibrated_k01_has_zero_se(one_year_by_size):
+    # K01 (MSME share of enterprises) is a function of the stratum counts only: known exactly
+    # once the weights are calibrated to them
+    p = one_year_by_size
+    kw = dict(indicators=["K01"], disclosure=False, aggregate=False)
+    cal = compute(p, calibrated_to="strata", **kw)
+    plain = compute(p, **kw)
+    ok = cal["obs_status"] == "A"
+    assert ok.sum() >= 5
+    np.testing.assert_allclose(cal.loc[ok, "value"], plain.loc[ok, "value"], rtol=1e-12)
+    assert (plain.loc[ok, "se"] > 1e-4).all()
+    # zero up to rounding (variance ~1e-16 of the uncalibrated one)
+    assert (cal.loc[ok, "se"] <= 1e-7 * plain.loc[ok, "se"]).all()
+    assert cal.choices["calibrated_to"] == "strata"
+
+
+def test_calibrated_share_matches_the_survey_estimator(one_year_by_size):
+    # K05 (MSMEs selling online / MSMEs), post-stratified: the indicator table's residual pass
+    # gives the SE of survey.ratio(..., calibrated_to="strata") on the same design
+    from msme_eval import survey
+    p = one_year_by_size.assign(
+        country_stratum=lambda x: x["country"] + "|" + x["strata"],
+        msme=lambda x: x["size_class"].isin(["micro", "small", "medium"]).astype(float),
+        online_msme=lambda x: x["sells_online"].astype(float) * x["msme"])
+    got = compute(p, indicators=["K05"], calibrated_to="strata", disclosure=False,
+                  aggregate=False, df="nominal")
+    ref = survey.ratio(p, "online_msme", "msme", weight="weight", strata="country_stratum",
+                       psu="psu", by="country", calibrated_to="strata", df="nominal")
+    ref = ref.set_index("country")
+    got = got[got["obs_status"] == "A"].set_index("ref_area")
+    assert len(got) >= 5
+    for area, row in got.iterrows():
+        assert row["value"] == pytest.approx(100 * ref.loc[area, "estimate"], rel=1e-9)
+        assert row["se"] == pytest.approx(100 * ref.loc[area, "se"], rel=1e-8)
+
+
+def test_calibrated_needs_the_pandas_stage(tmp_path, one_year_by_size):
+    path = tmp_path / "p.parquet"
+    one_year_by_size.to_parquet(path, index=False)
+    with pytest.raises(ValueError, match="engine='pandas'"):
+        compute(str(path), indicators=["K01"], calibrated_to="strata", disclosure=False)
+    out = compute(str(path), indicators=["K01"], calibrated_to="strata", disclosure=False,
+                  engine="pandas", aggregate=False)
+    assert (out.loc[out["obs_status"] == "A", "se"] < 1e-6).all()
