@@ -99,15 +99,12 @@ def run_case(case: str, args: argparse.Namespace) -> dict:
         res.update(rows=n, out_rows=tab.num_rows)
     else:
         if case == "pandas":
-            import importlib
-
             from msme_eval.indicators.registry import registry
-
-            C = importlib.import_module("msme_eval.indicators.compute")  # module, not function
+            from msme_eval.indicators.table import load_needed
 
             reg = registry()
             reg = reg[reg["id"].isin(KPIS)]
-            src = C._load_needed(str(panel), reg, ["country", "year", "weight", "strata",
+            src = load_needed(str(panel), reg, ["country", "year", "weight", "strata",
                                                    "psu", *BREAKDOWNS])
             res["read_s"] = time.perf_counter() - t0
             res["read_peak_gb"] = _gb(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)

@@ -146,16 +146,16 @@ def main() -> None:
 
     used = ["turnover", "employees", "weight", "strata", "psu"]
     for by in (["country", "size_class"], ["country", "year", "size_class"]):
-        t_ours, res = best_of(lambda: ours(df, by), args.repeat)
-        t_nodeff, _ = best_of(lambda: ours(df, by, deff=False), args.repeat)
-        t_pd, fl = best_of(lambda: floor_pandas(df, by), args.repeat)
+        t_ours, res = best_of(lambda by=by: ours(df, by), args.repeat)
+        t_nodeff, _ = best_of(lambda by=by: ours(df, by, deff=False), args.repeat)
+        t_pd, fl = best_of(lambda by=by: floor_pandas(df, by), args.repeat)
         line = (f"\nby {by}: {len(res)} domains, {len(fl):,} (domain, stratum, PSU) groups\n"
                 f"  survey.ratio (se, ci, deff)   {t_ours:8.3f} s\n"
                 f"  survey.ratio (deff=False)     {t_nodeff:8.3f} s\n"
                 f"  floor: pandas groupby sum     {t_pd:8.3f} s   "
                 f"ratio ours/floor {t_ours / t_pd:5.2f} (deff=False {t_nodeff / t_pd:5.2f})")
         if con is not None:
-            t_db, _ = best_of(lambda: floor_duckdb(con, by), args.repeat)
+            t_db, _ = best_of(lambda by=by: floor_duckdb(con, by), args.repeat)
             line += (f"\n  floor: DuckDB GROUP BY sum     {t_db:8.3f} s   "
                      f"ratio ours/floor {t_ours / t_db:5.2f} (deff=False {t_nodeff / t_db:5.2f})")
         if 0 < args.rows <= args.samplics_max_rows and len(by) == 2:

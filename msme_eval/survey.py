@@ -367,6 +367,18 @@ def _cells(lay: _Layout, z: np.ndarray) -> _Cells:
                   np.bincount(inv, minlength=n_cells).astype(float))
 
 
+def _cross_sums(sums: _Sums, lay: _Layout, wpow: int, idx: np.ndarray,
+                size: int) -> np.ndarray:
+    """``sum w^wpow y_j y_l`` over the included table rows of each ``idx`` -> (size, k, k)."""
+    out = np.zeros((size, sums.k, sums.k))
+    for j in range(sums.k):
+        for m in range(j, sums.k):
+            vals = np.where(lay.excluded, 0.0, sums.col(wpow, [j, m]))
+            out[:, j, m] = np.bincount(idx, weights=vals, minlength=size)
+            out[:, m, j] = out[:, j, m]
+    return out
+
+
 def _full_ss(lay: _Layout, sums: _Sums, z: np.ndarray, cells: _Cells, c: np.ndarray,
              cnt: np.ndarray) -> np.ndarray:
     """``SS_h`` of every cell over all ``n_h`` PSUs (absent ones at z = 0)."""
@@ -374,12 +386,7 @@ def _full_ss(lay: _Layout, sums: _Sums, z: np.ndarray, cells: _Cells, c: np.ndar
     nh = lay.n_h[cells.h]
     if lay.psu_id is None:
         # rows are the PSUs: SS = Q - c S1^T - S1 c^T + n_h c c^T with Q = sum (w y)(w y)^T
-        q = np.zeros((n_cells, sums.k, sums.k))
-        for j in range(sums.k):
-            for m in range(j, sums.k):
-                vals = np.where(lay.excluded, 0.0, sums.col(2, [j, m]))
-                q[:, j, m] = np.bincount(cells.inv, weights=vals, minlength=n_cells)
-                q[:, m, j] = q[:, j, m]
+        q = _cross_sums(sums, lay, 2, cells.inv, n_cells)
         return q - _sym_outer(c, cells.s1) + nh[:, None, None] * c[:, :, None] * c[:, None, :]
     # exact centring on the PSU totals present, plus (n_h - m) absent PSUs at z = 0
     dev = z - c[cells.inv]
@@ -424,12 +431,7 @@ def _moments(sums: _Sums, lay: _Layout, n_slots: int) -> dict[str, np.ndarray]:
     """Sum of weights and ``sum w y_j y_l`` per domain (for the design effect)."""
     sw = np.bincount(lay.d_codes, weights=np.where(lay.excluded, 0.0, sums.col(1, [])),
                      minlength=n_slots)
-    mm = np.zeros((n_slots, sums.k, sums.k))
-    for j in range(sums.k):
-        for m in range(j, sums.k):
-            vals = np.where(lay.excluded, 0.0, sums.col(1, [j, m]))
-            mm[:, j, m] = np.bincount(lay.d_codes, weights=vals, minlength=n_slots)
-            mm[:, m, j] = mm[:, j, m]
+    mm = _cross_sums(sums, lay, 1, lay.d_codes, n_slots)
     return {"sum_w": sw[:lay.n_dom], "m": mm[:lay.n_dom]}
 
 
@@ -671,16 +673,13 @@ def mean(data: Any, column: str, **kwargs: Any) -> ResultFrame:
     return ratio(data, column, None, **kwargs)
 
 
-def total(data: Any, column: str, *, weight: str | None = None,
-          strata: str | None = None, psu: str | None = None,
-          by: str | Sequence[str] | None = None, singleton: str = "fail",
-          alpha: float = 0.05, df: str = "satterthwaite",
-          calibrated_to: str | None = None, na_rm: bool = False, deff: bool = True,
-          engine: str | None = None,
-          **engine_options: Any) -> ResultFrame:
-    """Weighted total ``Y_d = sum_d w y`` per domain with its Taylor SE (columns as ratio())."""
-    t = totals(data, [column], weight=weight, strata=strata, psu=psu, by=by,
-               singleton=singleton, alpha=alpha, df=df, calibrated_to=calibrated_to,
-               na_rm=na_rm, deff=deff, engine=engine, **engine_options)
+def total(data: Any, column: str, *, by: str | Sequence[str] | None = None,
+          **options: Any) -> ResultFrame:
+    """Weighted total ``Y_d = sum_d w y`` per domain with its Taylor SE (columns as ratio()).
+
+    ``options``: the keyword arguments of :func:`ratio` (weight, strata, psu, singleton, alpha,
+    df, calibrated_to, na_rm, deff, engine and the engine's options).
+    """
+    t = totals(data, [column], by=by, **options)
     return delta(t, lambda tt: tt[:, 0], lambda tt: np.ones_like(tt),
                  title=f"Survey total: {column}", estimator="weighted total (Horvitz-Thompson)")

@@ -244,6 +244,16 @@ class _Design:
     strata_labels: np.ndarray  # "country|stratum" per stratum code
 
 
+def _labels(panel: pd.DataFrame, col: str, role: str) -> tuple[np.ndarray, pd.Index]:
+    """Codes of a design column (strata or PSU labels); a missing label is an error."""
+    codes, uniq = pd.factorize(panel[col])
+    if (codes < 0).any():
+        raise ValueError(f"{role} column {col!r} is missing in rows "
+                         f"{panel.index[codes < 0][:10].tolist()}. Fix: every row needs its "
+                         f"{role} label.")
+    return codes, uniq
+
+
 def _design(panel: pd.DataFrame, area_col: str, year_col: str,
             design: Sequence[str]) -> _Design:
     wcol, scol, pcol = (list(design) + [None, None, None])[:3]
@@ -263,10 +273,7 @@ def _design(panel: pd.DataFrame, area_col: str, year_col: str,
         w = np.ones(n)
         notes.append("no weight column: weight 1 (census)")
     if scol and scol in panel.columns:
-        s_codes, s_uniq = pd.factorize(panel[scol])
-        if (s_codes < 0).any():
-            raise ValueError(f"strata column {scol!r} is missing in rows "
-                             f"{panel.index[s_codes < 0][:10].tolist()}.")
+        s_codes, s_uniq = _labels(panel, scol, "strata")
         # strata nested in countries: (country, stratum label) pairs
         strat, suniq = pd.factorize(area_codes.astype(np.int64) * max(len(s_uniq), 1) + s_codes)
         slabels = np.array([f"{areas[k // max(len(s_uniq), 1)]}|{s_uniq[k % max(len(s_uniq), 1)]}"
@@ -276,10 +283,7 @@ def _design(panel: pd.DataFrame, area_col: str, year_col: str,
         slabels = np.asarray(areas, dtype=object)
         notes.append("no strata column: one stratum per country")
     if pcol and pcol in panel.columns:
-        p_codes, p_uniq = pd.factorize(panel[pcol])
-        if (p_codes < 0).any():
-            raise ValueError(f"psu column {pcol!r} is missing in rows "
-                             f"{panel.index[p_codes < 0][:10].tolist()}.")
+        p_codes, p_uniq = _labels(panel, pcol, "psu")
     else:
         p_codes, p_uniq = pd.factorize(panel["firm_id"])
         notes.append("no psu column: the firm is the PSU")
@@ -540,7 +544,7 @@ class _PandasStage:
 # ------------------------------------------------------------------------------------------
 # the main function
 # ------------------------------------------------------------------------------------------
-def _load_needed(source: Any, reg: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+def load_needed(source: Any, reg: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
     """Read only the columns the indicators need from a Parquet path/glob/folder, a DuckDB
     relation, a polars frame or a Spark DataFrame (see :mod:`msme_eval.engines`)."""
     wanted = {*keys, "firm_id", "size_class"}
@@ -565,7 +569,7 @@ def _stage(panel: Any, engine: str | None, area_col: str, year_col: str,
         return stage_for(panel, engine, area_col, year_col, design, inds, _needed_columns,
                          con=con, breakdowns=breakdowns)
     if not isinstance(panel, pd.DataFrame):
-        panel = _load_needed(panel, pd.DataFrame(inds), [area_col, year_col, *design,
+        panel = load_needed(panel, pd.DataFrame(inds), [area_col, year_col, *design,
                                                          *breakdowns])
     for col in (area_col, year_col):
         if col not in panel.columns:
