@@ -1,20 +1,24 @@
-"""Stage (a) of the design-based estimator on other engines: DuckDB (Parquet, out of core), Spark.
+"""Stage (a) of the design-based estimator on every engine: pandas, DuckDB (Parquet, out of core), Spark.
 
-:mod:`msme_eval.survey` splits estimation into (a) :func:`survey.grouped_sums`, one grouped pass
-of weighted sums per (domain, stratum, PSU), and (b) :func:`survey.totals_from_sums`, small numpy
+:mod:`msme_eval.survey` splits estimation into (a) :func:`grouped_sums`, one grouped pass of
+weighted sums per (domain, stratum, PSU), and (b) :func:`survey.totals_from_sums`, small numpy
 variance algebra on that table. Only (a) touches every row, so only (a) needs to run where the
-data live. This module computes the *same table* (same columns, same ``attrs``; the same rows,
-in the engine's order unless ``sort=True``) with SQL::
+data live; the estimators (``survey.ratio/total/mean/totals(..., engine=...)``) call it here.
+In memory it is :func:`pandas_grouped_sums` (``np.bincount`` over combined key codes); on
+DuckDB and Spark the *same table* (same columns, same ``attrs``; the same rows, in the engine's
+order unless ``sort=True``) comes from SQL::
 
     SELECT <by...>, strata AS __stratum__, psu AS __psu__, <missing-value flag> AS __excluded__,
            COUNT(*) AS n, SUM(w * y) AS "w*y", SUM(w * y * x) AS "w*x*y", ...
     FROM data GROUP BY ALL
 
-and then hands it to stage (b), so every engine gives the same estimates and SEs.
+and stage (b) gives every engine the same estimates and SEs. The table's vocabulary
+(``STRATUM``, ``PSU``, ``EXCLUDED``, :func:`product_key`, :func:`sum_name`,
+:func:`needed_products`) is public: stage (b) reads the table through it.
 
 The engine is chosen from the input (or forced with ``engine=``):
 
-* ``pandas.DataFrame`` -> ``"pandas"`` (:func:`survey.grouped_sums`, in memory);
+* ``pandas.DataFrame`` -> ``"pandas"`` (:func:`pandas_grouped_sums`, in memory);
 * ``str`` / ``os.PathLike`` of a Parquet file, glob or directory (hive partitions such as
   ``country=VNM/year=2020/`` are read as columns) or a ``duckdb.DuckDBPyRelation`` ->
   ``"duckdb"``: streaming, out of core; ``memory_limit`` (e.g. ``"1GB"``) caps DuckDB's memory,
@@ -27,7 +31,7 @@ Semantics (identical to the pandas path, by construction of the SQL):
 * **Missing values**: SQL ``NULL`` *and* floating ``NaN`` are both "missing" (pandas writes NaN
   as Parquet NULL, other tools may write NaN; SQL ``SUM`` skips NULL but propagates NaN and
   DuckDB sorts NaN above every number, so NaN is turned into NULL first). Missing in a used
-  column raises :class:`survey.SurveyDesignError` unless ``na_rm=True``, which sets the
+  column raises :class:`SurveyDesignError` (also ``survey.SurveyDesignError``) unless ``na_rm=True``, which sets the
   ``__excluded__`` flag exactly as pandas does (rows stay in the design).
 * **Excluded rows with a missing domain label**: pandas files them under the smallest label of
   that column; the SQL path does the same (smallest in SQL order) so the tables match. Stage (b)
@@ -41,7 +45,8 @@ Semantics (identical to the pandas path, by construction of the SQL):
 * Error messages cannot name DataFrame index labels; they name the file and the 0-based row
   within it (``file_row_number``) for Parquet input, else show up to 10 offending rows.
 
-Disclosure magnitudes (:func:`cell_stats`) -- per cell: distinct contributors with a non-zero
+Disclosure magnitudes (:func:`sql_cell_stats`, called by :func:`msme_eval.disclosure.cell_stats`
+for a non-pandas input) -- per cell: distinct contributors with a non-zero
 contribution, the two largest absolute contributions and the total -- are computed with a
 window function (``row_number() OVER (PARTITION BY cell ORDER BY contribution DESC)``) and
 match :func:`msme_eval.disclosure.cell_stats`.

@@ -12,9 +12,13 @@ errors (:mod:`msme_eval.survey`). The work has three stages:
    denominator); each estimator's linearised variable (``(a - R b) / B`` for a ratio,
    ``R (a/A - b/B - c/C + d/D)`` for K04, ``a`` for a total) is a linear combination of the
    PSU totals, and a second pass over the PSU totals (not the rows) sums its centred squares
-   per stratum: the with-replacement design variance over the full design, as
-   :func:`msme_eval.survey.totals_from_sums` gives it. The ASEAN aggregate uses the same table with
-   money converted to USD and countries as independent strata.
+   per stratum. The variance algebra is the survey estimator's own (:func:`survey.psu_centre`,
+   :func:`survey.stratum_variance`, :func:`survey.satterthwaite_df`, :func:`survey.t_interval`):
+   with-replacement PSUs over the full design, Satterthwaite effective df per cell (or the
+   nominal df), calibration residuals when the weights are post-stratified. The regional
+   aggregate uses the same table with money converted to USD and countries as independent
+   strata. Only stage (a) is specific to this table (:mod:`msme_eval.indicators.parts` says
+   what it sums; :mod:`msme_eval.indicators._sql` runs it in SQL).
 3. **Flags and disclosure control** (``obs_status``, ``comment``, ``conf_status``).
 
 Design conventions (documented in ``rules()``):
@@ -32,7 +36,7 @@ Design conventions (documented in ``rules()``):
   substitution), or an ASEAN aggregate including such a country; ``M`` missing -- not
   available, with the reason in ``comment``. (K03's GDP denominator is always macro by
   definition and is flagged ``A``.)
-* ASEAN aggregate (``ref_area="ASEAN"``): pooled ratio of the sums of country totals over the
+* Regional aggregate (``ref_area`` = ``contract.REGION``, "ASEAN"): pooled ratio of the sums of country totals over the
   countries where the indicator is available that year (``comment`` lists them); money
   converted with the macro ``usd_per_lcu`` of the country-year; countries are independent
   strata, so the covariance of the pooled totals is the sum of the countries' covariances.
@@ -86,8 +90,10 @@ def rules() -> dict[str, str]:
     return {
         "estimator": "ratio of weighted totals (Horvitz-Thompson), K04 as (A/B)/(C/D), net jobs "
                      "as a weighted total; Taylor-linearised SEs, with-replacement PSUs, strata "
-                     "nested in countries, domains on the full design; CI: t with the country's "
-                     "design df (#PSUs - #strata)",
+                     "nested in countries, domains on the full design; CI: t with the "
+                     "Satterthwaite effective df of each cell (df='nominal': the country's "
+                     "#PSUs - #strata); calibrated_to='strata': variance of the "
+                     "post-stratification residuals",
         "missing_items": "records with a missing item value are left out of that indicator's "
                          "numerator and denominator (available case); count in comment",
         "macro_fallback": "K02/K06/K07: when the panel has no large firms for the country-year, "
