@@ -29,7 +29,7 @@ import pandas as pd
 
 from .. import engines
 from ..contract import MSME_CLASSES
-from .parts import BOOL_LABELS, NA_LABELS, TOTAL, moment_names, parts
+from .parts import BOOL_LABELS, NA_LABELS, TOTAL, Moments, moment_names, parts
 
 _BOOL = ("owner_female", "urban")
 
@@ -401,7 +401,7 @@ class SqlStage:
         if total:
             m["__large__"] = arr("lg")
         m.update({name: arr(a) for a, name in alias.items()})
-        return self.Moments(labels, m, psu)
+        return Moments(labels, m, psu)
 
     # -- disclosure ---------------------------------------------------------------------------
     def fine_stats(self, inds: list[dict[str, Any]], breakdowns: list[str]
