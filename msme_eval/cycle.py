@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import shutil
 import signal
 import subprocess
@@ -46,7 +47,7 @@ from msme_eval import provenance, spark
 from msme_eval.contract import AREAS, REGION, area_name
 from msme_eval.report import render, site
 from msme_eval.report.context import build_cache, notebook_context
-from msme_eval.report.execute import Status, execute_notebook, stop_all
+from msme_eval.report.execute import KernelWorker, Status, execute_notebook, stop_all
 from msme_eval.report.params import (
     DEFAULT_KERNEL,
     SAFE_NAME,
@@ -61,12 +62,12 @@ from msme_eval.report.params import (
 )
 from msme_eval.report.publish import CycleLock, publish, restore_interrupted_publish
 from msme_eval.report.records import clean, dump_json
-from msme_eval.report.redact import redact_firm_ids
+from msme_eval.report.redact import panel_redactor, redact_files
 
 __all__ = ["run", "CycleParams", "NotebookParams", "CycleResult", "NotebookRun", "CycleError",
            "load_params", "notebook_context", "discover_templates", "plan", "check_kernel",
            "format_validation_error", "check_engine", "is_parquet", "default_templates", "dump_json",
-           "AREAS", "REGION"]
+           "AREAS", "REGION", "execute_notebook", "KernelWorker"]
 
 KERNEL_FIX = (
     "{python} -m ipykernel install --sys-prefix --name {name} "
@@ -349,18 +350,29 @@ def _build(params: CycleParams, build: Path, templates: list[Template], jobs: li
     root = params.output_root
     work = build / "_work"
     _prepare_cache(params, work / "cache", say)
-    runs = _run_jobs(params, jobs, build, work, say)
-    n_red = redact_firm_ids(work, runs)
-    if n_red:
-        say(f"WARNING: removed {n_red} firm identifier(s) that notebook output quoted "
-            "(library messages); the published report shows '[firm id removed]'")
-    say("rendering HTML ...")
-    t_render = time.perf_counter()
-    for r, job in zip(runs, jobs):
+    redact = panel_redactor(work)
+    n_red = 0
+    t_render = 0.0
+
+    def finish(job: Job, r: NotebookRun) -> None:
+        """Redact and render each notebook as soon as it ends (overlaps the others' runs)."""
+        nonlocal n_red, t_render
+        t = time.perf_counter()
+        if redact is not None:
+            n_red += redact_files([work / "executed" / f"{job.key}.ipynb", work / r.log,
+                                   work / "results" / job.template.name / job.country], redact)
+            r.error, n = redact(r.error)
+            n_red += n
         render.render_pair(work / "executed" / f"{job.key}.ipynb", build / r.page,
                            title=f"{job.template.title} — {area_name(job.country)}",
                            cycle=params.cycle, status=r.status, depth=r.page.count("/"),
                            error=r.error, failing_cell=r.failing_cell)
+        t_render += time.perf_counter() - t
+
+    runs = _run_jobs(params, jobs, work, say, finish)
+    if n_red:
+        say(f"WARNING: removed {n_red} firm identifier(s) that notebook output quoted "
+            "(library messages); the published report shows '[firm id removed]'")
     results = _merge_results(params, jobs, runs, work, inputs)
     (build / "results.json").write_text(dump_json(results), encoding="utf-8")
     tables = sorted((work / "tables").glob("*.csv")) if (work / "tables").exists() else []
@@ -376,7 +388,7 @@ def _build(params: CycleParams, build: Path, templates: list[Template], jobs: li
                            previous_results=site.load_results(root, prev), provenance=prov)
     _keep_logs(work, build)
     shutil.rmtree(work)
-    say(f"rendered in {time.perf_counter() - t_render:.1f}s")
+    say(f"rendering took {t_render:.1f}s (alongside the notebooks)")
     return runs
 
 
@@ -429,56 +441,86 @@ def _keep_logs(work: Path, build: Path) -> None:
             shutil.copytree(work / sub, audit / sub)
 
 
-def _run_jobs(params: CycleParams, jobs: list[Job], build: Path, work: Path,
-              say: Callable[[str], None]) -> list[NotebookRun]:
-    """Run jobs phase by phase with ``params.workers`` concurrent papermill processes."""
+def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[str], None],
+              finish: Callable[[Job, NotebookRun], None]) -> list[NotebookRun]:
+    """Run jobs phase by phase on ``params.workers`` kernel workers (one kernel each, reused
+    from notebook to notebook), longest first; ``finish`` each as soon as it ends."""
     results: dict[str, NotebookRun] = {}
     threads = max(1, (os.cpu_count() or 1) // params.workers)
-    total = len(jobs)
-    done = 0
-    lock = threading.Lock()
+    idle: queue.SimpleQueue[KernelWorker] = queue.SimpleQueue()
+    workers = [KernelWorker(params.kernel, work, threads, work / "logs" / f"_worker{i}.log")
+               for i in range(params.workers)]
+    for w in workers:
+        idle.put(w)
+    progress = _Progress(len(jobs), say)
 
     def one(job: Job) -> NotebookRun:
-        nonlocal done
-        out = work / "executed" / f"{job.key}.ipynb"
-        logp = work / "logs" / f"{job.key}.log"
-        logp.parent.mkdir(parents=True, exist_ok=True)
-        outdir = work / "results" / job.template.name / job.country
-        outdir.mkdir(parents=True, exist_ok=True)
-        nbp = params.notebook_params(job.country, output_dir=str(outdir),
-                                     cache_dir=str(work / "cache"))
-        with lock:
-            say(f"  start  {job.key}")
-        t = time.perf_counter()
-        status, cell, err = execute_notebook(job.template.path, out, nbp, kernel=params.kernel,
-                                             timeout=params.timeout, log_path=logp,
-                                             cwd=work, threads=threads)
-        r = NotebookRun(job.template.name, job.country, status, time.perf_counter() - t,
-                        job.relpath, cell, err, log=str(logp.relative_to(work)))
-        with lock:
-            done += 1
-            bar = "#" * int(20 * done / total)
-            say(f"[{bar:<20}] {done}/{total} {status:<7} {job.key} {r.duration:.1f}s"
-                + (f"  cell {cell}: {err.splitlines()[0][:80]}" if err else ""))
-        return r
-
-    say(f"running {total} notebooks with {params.workers} worker(s) x {threads} thread(s), "
-        f"kernel {params.kernel!r}, limit {params.timeout:g}s each")
-    for phase in sorted({j.template.phase for j in jobs}):
-        batch = sorted((j for j in jobs if j.template.phase == phase),
-                       key=lambda j: -j.template.cost)  # longest first; sort is stable
-        pool = ThreadPoolExecutor(max_workers=params.workers)
+        worker = idle.get()
         try:
-            for job, r in zip(batch, pool.map(one, batch)):
-                results[job.key] = r
-        except BaseException:  # Ctrl-C / SIGTERM: stop every notebook now, not at its time limit
-            pool.shutdown(wait=False, cancel_futures=True)
-            n = stop_all()
-            say(f"interrupted: stopped {n} running notebook(s); nothing was published")
-            raise
-        pool.shutdown()
-        _collect_tables(work, batch)
+            r = _execute(params, job, work, worker, progress)
+        finally:
+            idle.put(worker)
+        finish(job, r)
+        return progress.done(job, r)
+
+    say(f"running {len(jobs)} notebooks on {params.workers} kernel worker(s) x {threads} "
+        f"thread(s), kernel {params.kernel!r}, limit {params.timeout:g}s each")
+    try:
+        for phase in sorted({j.template.phase for j in jobs}):
+            batch = sorted((j for j in jobs if j.template.phase == phase),
+                           key=lambda j: -j.template.cost)  # longest first; sort is stable
+            # twice the workers: a thread rendering a finished page never holds a kernel idle
+            pool = ThreadPoolExecutor(max_workers=2 * params.workers)
+            try:
+                for job, r in zip(batch, pool.map(one, batch)):
+                    results[job.key] = r
+            except BaseException:  # Ctrl-C / SIGTERM: stop every notebook now, not at its limit
+                pool.shutdown(wait=False, cancel_futures=True)
+                n = stop_all()
+                say(f"interrupted: stopped {n} notebook worker(s); nothing was published")
+                raise
+            pool.shutdown()
+            _collect_tables(work, batch)
+    finally:
+        for w in workers:
+            w.close()
     return [results[j.key] for j in jobs]
+
+
+def _execute(params: CycleParams, job: Job, work: Path, worker: KernelWorker,
+             progress: _Progress) -> NotebookRun:
+    """One notebook on one worker, with its parameters, output folder and log."""
+    out = work / "executed" / f"{job.key}.ipynb"
+    logp = work / "logs" / f"{job.key}.log"
+    logp.parent.mkdir(parents=True, exist_ok=True)
+    outdir = work / "results" / job.template.name / job.country
+    outdir.mkdir(parents=True, exist_ok=True)
+    nbp = params.notebook_params(job.country, output_dir=str(outdir), cache_dir=str(work / "cache"))
+    progress.start(job)
+    t = time.perf_counter()
+    status, cell, err = worker.run(job.template.path, out, nbp, timeout=params.timeout, log_path=logp)
+    return NotebookRun(job.template.name, job.country, status, time.perf_counter() - t,
+                       job.relpath, cell, err, log=str(logp.relative_to(work)))
+
+
+class _Progress:
+    """Thread-safe progress lines: start, then a bar with the outcome of each notebook."""
+
+    def __init__(self, total: int, say: Callable[[str], None]) -> None:
+        self.total, self.say, self.n = total, say, 0
+        self.lock = threading.Lock()
+
+    def start(self, job: Job) -> None:
+        with self.lock:
+            self.say(f"  start  {job.key}")
+
+    def done(self, job: Job, r: NotebookRun) -> NotebookRun:
+        with self.lock:
+            self.n += 1
+            bar = "#" * int(20 * self.n / self.total)
+            self.say(f"[{bar:<20}] {self.n}/{self.total} {r.status:<7} {job.key} {r.duration:.1f}s"
+                     + (f"  cell {r.failing_cell}: {r.error.splitlines()[0][:80]}" if r.error else ""))
+        return r
 
 
 def _collect_tables(work: Path, jobs: list[Job]) -> None:

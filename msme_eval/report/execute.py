@@ -9,7 +9,9 @@ failing cell back for the run summary.
 from __future__ import annotations
 
 import ctypes
+import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -140,15 +142,7 @@ def papermill_child() -> None:
     import time (1.5-3 s) for "iri"/"uri" formats notebook validation never uses: `_PAPERMILL_MAIN`
     blocks it before anything imports jsonschema.
     """
-    def stop(signum: int, frame: Any) -> None:
-        for pid in _descendants(os.getpid()):
-            try:
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        os._exit(128 + signum)
-
-    signal.signal(signal.SIGTERM, stop)
+    _stop_kernel_on_sigterm()
     from papermill.cli import papermill  # imported here: only the child process needs it
 
     papermill(prog_name="papermill")
@@ -206,25 +200,187 @@ def execute_notebook(src: Path, out: Path, parameters: Mapping[str, Any], *, ker
             rc = proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
             _kill_group(proc)
-            cell = _running_cell(out)
-            msg = (f"**This notebook was stopped after {timeout:g} s** (the cycle's time limit "
-                   f"per notebook){'' if cell is None else f' while running code cell {cell}'}."
-                   " Its results below are incomplete and it is marked failed.")
-            _mark_stopped(src, out, msg)
             params_file.unlink(missing_ok=True)
-            return "timeout", cell, f"TimeoutError: exceeded {timeout:g} s wall-clock limit"
+            return _timed_out(src, out, timeout)
         finally:
             if proc.poll() is None:  # interrupted (e.g. KeyboardInterrupt): never orphan
                 _kill_group(proc)
             with _LIVE_LOCK:
                 _LIVE.discard(proc)
     params_file.unlink(missing_ok=True)
-    if rc == 0:
+    return _outcome(src, out, rc == 0, log_path, f"papermill exited with code {rc}")
+
+
+def _timed_out(src: Path, out: Path, timeout: float) -> tuple[Status, int | None, str]:
+    cell = _running_cell(out)
+    msg = (f"**This notebook was stopped after {timeout:g} s** (the cycle's time limit "
+           f"per notebook){'' if cell is None else f' while running code cell {cell}'}."
+           " Its results below are incomplete and it is marked failed.")
+    _mark_stopped(src, out, msg)
+    return "timeout", cell, f"TimeoutError: exceeded {timeout:g} s wall-clock limit"
+
+
+def _outcome(src: Path, out: Path, ok: bool, log_path: Path, fallback: str
+             ) -> tuple[Status, int | None, str]:
+    """(status, failing cell, error) of a finished run, with a banner when it failed early."""
+    if ok:
         return "ok", None, ""
     cell, err = _first_error(out)
     if not out.exists() or not err:
-        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines()
-        err = err or (tail[-1] if tail else f"papermill exited with code {rc}")
+        tail = log_path.read_text(encoding="utf-8", errors="replace").strip().splitlines() \
+            if log_path.exists() else []
+        err = err or (tail[-1] if tail else fallback)
         _mark_stopped(src, out, "**This notebook failed before it could run.** "
                       f"papermill reported: `{err[:300]}`")
     return "failed", cell, err
+
+
+# --------------------------------------------------------------------------------------------
+# A worker: one papermill process with a started kernel, reused for many notebooks
+# --------------------------------------------------------------------------------------------
+_WORKER_MAIN = ("import sys; sys.modules.setdefault('rfc3987_syntax', None); "
+                "from msme_eval.report.execute import worker_main; worker_main()")
+# Run in the kernel before each notebook: a clean namespace and no figure left open, so one
+# notebook never sees another's variables (modules stay imported: that is the saving).
+_RESET = ("get_ipython().reset(new_session=False, aggressive=False)\n"
+          "import matplotlib.pyplot as _plt; _plt.close('all'); del _plt")
+
+
+class KernelWorker:
+    """Runs notebooks one after another on one kernel, each under a wall-clock limit.
+
+    Starting a kernel and importing the library costs about a second per notebook; a worker
+    pays it once. Each notebook starts from a reset namespace (`_RESET`). A notebook that
+    exceeds its limit, or a worker that dies, costs only the worker: it is stopped (kernel
+    included) and a fresh one starts for the next notebook.
+    """
+
+    def __init__(self, kernel: str, cwd: Path, threads: int | None, log_path: Path) -> None:
+        self.kernel, self.cwd, self.threads, self.log_path = kernel, cwd, threads, log_path
+        self.proc: subprocess.Popen[str] | None = None
+
+    def _start(self) -> subprocess.Popen[str]:
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process, closed in close()
+        proc = subprocess.Popen([sys.executable, "-c", _WORKER_MAIN, self.kernel, str(self.cwd)],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
+                                start_new_session=True, env=_environment(self.threads),
+                                preexec_fn=_die_with_parent)
+        log.close()
+        with _LIVE_LOCK:
+            _LIVE.add(proc)
+        return proc
+
+    def run(self, src: Path, out: Path, parameters: Mapping[str, Any], *, timeout: float,
+            log_path: Path) -> tuple[Status, int | None, str]:
+        """Execute ``src`` into ``out``; same contract as `execute_notebook`."""
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = self._start()
+        job = {"src": str(src), "out": str(out), "parameters": dict(parameters),
+               "timeout": timeout, "log": str(log_path)}
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        try:
+            self.proc.stdin.write(json.dumps(job) + "\n")
+            self.proc.stdin.flush()
+            ready, _, _ = select.select([self.proc.stdout], [], [], timeout)
+            reply = self.proc.stdout.readline() if ready else None
+        except (BrokenPipeError, OSError):
+            reply = ""
+        if reply is None:  # the wall-clock limit: stop this worker, the next job gets a new one
+            self.close(force=True)
+            return _timed_out(src, out, timeout)
+        if not reply:  # the worker died (e.g. killed, out of memory)
+            self.close(force=True)
+            return _outcome(src, out, False, log_path, "the notebook worker stopped unexpectedly")
+        done = json.loads(reply)
+        return _outcome(src, out, done["ok"], log_path, done.get("error") or "papermill failed")
+
+    def close(self, force: bool = False) -> None:
+        """Stop the worker and its kernel (at once when ``force``)."""
+        proc, self.proc = self.proc, None
+        if proc is None:
+            return
+        if not force and proc.poll() is None and proc.stdin is not None:
+            try:
+                proc.stdin.close()  # end of jobs: the worker shuts its kernel down and exits
+                proc.wait(15)
+            except (OSError, subprocess.TimeoutExpired):
+                pass
+        if proc.poll() is None:
+            _kill_group(proc)
+        for stream in (proc.stdin, proc.stdout):
+            if stream is not None:
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+        with _LIVE_LOCK:
+            _LIVE.discard(proc)
+
+
+def worker_main() -> None:
+    """The worker process: start the kernel, then run each job read from stdin (JSON lines),
+    replying ``{"ok": bool, "error": str}`` on the protocol channel (the original stdout; the
+    process's own stdout goes to the log, so nothing stray can corrupt the protocol)."""
+    import logging
+
+    import papermill as pm  # imported here: only the worker process needs it
+    from jupyter_client.manager import KernelManager
+
+    _stop_kernel_on_sigterm()
+    kernel, cwd = sys.argv[1], sys.argv[2]
+    protocol = os.fdopen(os.dup(1), "w")
+    os.dup2(2, 1)
+    km = KernelManager(kernel_name=kernel)
+    km.start_kernel(cwd=cwd)
+    logger = logging.getLogger("papermill")
+    logger.setLevel(logging.INFO)
+    try:
+        for line in sys.stdin:
+            job = json.loads(line)
+            handler = logging.FileHandler(job["log"], mode="w", encoding="utf-8")
+            logger.addHandler(handler)
+            try:
+                if not km.is_alive():
+                    km.restart_kernel(now=True)
+                _reset_kernel(km)
+                pm.execute_notebook(job["src"], job["out"], parameters=job["parameters"],
+                                    kernel_name=kernel, km=km, progress_bar=False, log_output=True,
+                                    request_save_on_cell_execute=True,
+                                    execution_timeout=int(max(1, job["timeout"])))
+                reply = {"ok": True, "error": ""}
+            except Exception as exc:  # noqa: BLE001 - reported to the runner, which reads the notebook
+                reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
+            finally:
+                logger.removeHandler(handler)
+                handler.close()
+                _stop_kernel_on_sigterm()  # nbclient resets SIGTERM to the default when it ends
+            protocol.write(json.dumps(reply) + "\n")
+            protocol.flush()
+    finally:
+        km.shutdown_kernel(now=True)
+
+
+def _reset_kernel(km: Any) -> None:
+    kc = km.client()
+    kc.start_channels()
+    try:
+        kc.wait_for_ready(timeout=60)
+        kc.execute_interactive(_RESET, store_history=False, timeout=60)
+    finally:
+        kc.stop_channels()
+
+
+def _stop_kernel_on_sigterm() -> None:
+    """On SIGTERM (the runner stopped, or died: PDEATHSIG) stop the kernel, in a session of its
+    own so it would survive, before exiting."""
+    def stop(signum: int, frame: Any) -> None:
+        for pid in _descendants(os.getpid()):
+            try:
+                os.killpg(os.getpgid(pid), signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        os._exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, stop)
