@@ -25,7 +25,6 @@ processed in chunks like the others (same output, no memory bound).
 """
 from __future__ import annotations
 
-import csv
 import dataclasses
 import json
 import os
@@ -35,6 +34,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pyarrow as pa
@@ -55,7 +55,8 @@ GLOBAL_ROW_RULES = frozenset({
     "turnover_per_employee_extreme", "mixed_currency_within_year",
     "mixed_currency_between_years", "weights_dispersed", "first_treated_outside_panel",
 })
-GLOBAL_RULES = GLOBAL_ROW_RULES | {"duplicate_firm_year"}
+GLOBAL_RULES = GLOBAL_ROW_RULES | {"duplicate_firm_year", "id_spelling_variants",
+                                   "invisible_characters"}
 _GLOBAL_SPEC = dataclasses.replace(
     schema.PANEL_SPEC, column_rules=(), required=(), not_null=frozenset(),
     row_rules=tuple(r for r in schema.PANEL_SPEC.row_rules if r.rule in GLOBAL_ROW_RULES))
@@ -80,10 +81,8 @@ class IngestResult:
 # ---------------------------------------------------------------------------------------------
 # Reading in chunks
 # ---------------------------------------------------------------------------------------------
-def _csv_header(path: Path, sep: str) -> list[str]:
-    """Column names of the header line, de-duplicated the way pandas does ('a', 'a.1')."""
-    with open(path, encoding="utf-8-sig", errors="replace", newline="") as fh:
-        names = next(csv.reader(fh, delimiter=sep), [])
+def _dedupe(names: list[str]) -> list[str]:
+    """Column names de-duplicated the way pandas does ('a', 'a.1')."""
     seen: dict[str, int] = {}
     out = []
     for n in names:
@@ -93,21 +92,27 @@ def _csv_header(path: Path, sep: str) -> list[str]:
     return out
 
 
-def _csv_batches(path: Path, fmt: str) -> tuple[Iterator[pa.RecordBatch], int | None]:
+def _csv_batches(path: Path, fmt: str, opts: io.ReadOptions
+                 ) -> tuple[Iterator[pa.RecordBatch], list[Issue], str]:
     """Stream a delimited file as all-text record batches (like read_panel: dtype=str, the
-    `schema.NA_TOKENS` read as missing)."""
+    `schema.NA_TOKENS` read as missing), with the layout sniffed like `io.read_file`
+    (separator, title rows above the header). The encoding is UTF-8 unless declared."""
     from pyarrow import csv as pcsv
 
-    sep = "\t" if fmt == "TSV" else io._sniff_delimiter(path)
-    names = _csv_header(path, sep)
+    with open(path, "rb") as fh:
+        head = fh.read(200_000).decode(opts.encoding or "utf-8-sig", errors="replace")
+    sep, h, names, issues = io.text_layout(head.lstrip("\ufeff"), fmt, str(path), opts)
+    names = _dedupe(names)
+    encoding = opts.encoding or "utf8"
     reader = pcsv.open_csv(
         path,
-        read_options=pcsv.ReadOptions(column_names=names, skip_rows=1, block_size=4 << 20),
+        read_options=pcsv.ReadOptions(column_names=names, skip_rows=h + 1, block_size=4 << 20,
+                                      encoding=encoding),
         parse_options=pcsv.ParseOptions(delimiter=sep, newlines_in_values=True),
         convert_options=pcsv.ConvertOptions(
             column_types={n: pa.string() for n in names}, null_values=list(schema.NA_TOKENS),
             strings_can_be_null=True, quoted_strings_can_be_null=True))
-    return iter(reader), None
+    return iter(reader), issues, sep
 
 
 def _parquet_batches(path: Path, chunk_rows: int) -> tuple[Iterator[pa.RecordBatch], int]:
@@ -138,11 +143,14 @@ def _rechunk(batches: Iterator[pa.RecordBatch], n: int) -> Iterator[pa.Table]:
         yield pa.Table.from_batches(buf)
 
 
-def iter_chunks(path: PathLike, chunk_rows: int) -> tuple[Iterator[pd.DataFrame], int | None]:
-    """(iterator of raw pandas chunks of `chunk_rows` rows, total rows if known up front).
+def iter_chunks(path: PathLike, chunk_rows: int, options: io.ReadOptions | None = None
+                ) -> tuple[Iterator[pd.DataFrame], int | None, list[Issue], str]:
+    """(iterator of raw pandas chunks of `chunk_rows` rows, total rows if known up front,
+    what was sniffed while opening the file, the separator of a delimited file or "").
 
-    File-level problems raise DataValidationError like `io.read_raw`: missing file, unknown
+    File-level problems raise DataValidationError like `io.read_file`: missing file, unknown
     extension, empty file; read failures during iteration raise not_utf8/unreadable_file."""
+    opts = options or io.ReadOptions()
     path = Path(path)
     label = str(path)
     if not path.exists():
@@ -152,14 +160,17 @@ def iter_chunks(path: PathLike, chunk_rows: int) -> tuple[Iterator[pd.DataFrame]
         raise schema.file_error(label, "empty_file")
     if fmt in ("CSV", "TSV", "Parquet"):
         try:
-            batches, total = (_csv_batches(path, fmt) if fmt != "Parquet"
-                              else _parquet_batches(path, chunk_rows))
+            if fmt == "Parquet":
+                (batches, total), issues, sep = _parquet_batches(path, chunk_rows), [], ""
+            else:
+                (batches, issues, sep), total = _csv_batches(path, fmt, opts), None
         except Exception as exc:
             raise _read_error(label, fmt, exc) from exc
-        return _to_pandas(_rechunk(batches, chunk_rows), label, fmt), total
-    raw, _ = io.read_raw(path)  # not streamable: read whole, then chunk
-    return (raw.iloc[i:i + chunk_rows].reset_index(drop=True)
-            for i in range(0, len(raw), chunk_rows)), len(raw)
+        return _to_pandas(_rechunk(batches, chunk_rows), label, fmt), total, issues, sep
+    raw = io.read_file(path, opts)  # not streamable: read whole, then chunk
+    frame = raw.frame
+    return ((frame.iloc[i:i + chunk_rows].reset_index(drop=True)
+             for i in range(0, len(frame), chunk_rows)), len(frame), raw.issues, "")
 
 
 def _read_error(label: str, fmt: str, exc: Exception) -> DataValidationError:
@@ -314,32 +325,44 @@ def _check_paths(src: Path, out_dir: Path) -> None:
 
 def validate_to_dataset(path: PathLike, out_dir: PathLike, *, chunk_rows: int = 1_000_000,
                         progress: Progress | bool | None = None,
-                        country_definitions: bool = True) -> IngestResult:
+                        country_definitions: bool = True,
+                        options: io.ReadOptions | None = None, **read_kwargs: Any
+                        ) -> IngestResult:
     """Validate the panel in `path` chunk by chunk and write it to `out_dir` as a Parquet
     dataset partitioned by country and year, with `_manifest.json` (see module doc).
 
     progress: None, a callback ``f(rows_done, total_rows_or_None)`` called after each chunk,
-    or True for a tqdm bar. Raises DataValidationError (every problem, rows of the original
-    file) and writes nothing if any error is found; warns (DataQualityWarning) otherwise."""
+    or True for a tqdm bar. `options` / keyword arguments: how to read the file, as
+    `io.read_panel` (a ';'-separated file's decimal mark is sniffed from its first chunk; the
+    encoding is UTF-8 unless declared). Raises DataValidationError (every problem, rows of
+    the original file) and writes nothing if any error is found; warns (DataQualityWarning)
+    otherwise."""
+    opts = io.read_options(options, **read_kwargs)
     if chunk_rows < 1:
         raise ValueError(f"chunk_rows must be >= 1, not {chunk_rows}")
     src, out_dir = Path(path), Path(out_dir)
     label, scheme = str(src), io._size_scheme(country_definitions)
     _check_paths(src, out_dir)
-    chunks, total = iter_chunks(src, chunk_rows)
+    chunks, total, read_issues, sep = iter_chunks(src, chunk_rows, opts)
     sha = io.sha256_file(src)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     callback, close = _progress_fn(progress, total)
     tick = (lambda done: callback(done, total)) if callback else None
     try:
-        keys, collector, rows, n_chunks, schema_, derived = _run(chunks, label, scheme, tmp, tick)
+        reader = _ChunkReader(label, scheme, opts, sep, read_issues)
+        keys, collector, rows, n_chunks, schema_, derived = _run(chunks, reader, tmp, tick)
         if n_chunks == 0:  # header only: validate_panel reports "no data rows"
             schema.validate_panel(pd.DataFrame(), file=label)[1].raise_for_errors()
         global_issues = schema.check_rules(keys, _GLOBAL_SPEC, label)
-        report = ValidationReport(label, collector.issues(global_issues, derived))
+        if "firm_id" in keys.columns:
+            global_issues += schema.identifier_issues(keys["firm_id"], "firm_id", label)
+        report = ValidationReport(label, reader.issues + collector.issues(global_issues,
+                                                                          derived))
         report.raise_for_errors()
         manifest = _manifest(src, sha, tmp, rows, n_chunks, chunk_rows, schema_, report, scheme)
+        manifest["read_options"] = io._options_record(opts)
+        manifest["codebook"] = reader.codebook.describe() if reader.codebook else None
         (tmp / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, default=str) + "\n",
                                          encoding="utf-8")
         _swap_into_place(tmp, out_dir)
@@ -351,7 +374,38 @@ def validate_to_dataset(path: PathLike, out_dir: PathLike, *, chunk_rows: int = 
                         report)
 
 
-def _run(chunks: Iterator[pd.DataFrame], label: str, scheme: str, tmp: Path,
+class _ChunkReader:
+    """Types each raw chunk like `io.validate_raw`: the codebook, then `validate_panel` with
+    the parse options (decimal mark sniffed from the first chunk of a ';'-separated file).
+    File-level notes (sniffing, codebook) are kept once in `issues`."""
+
+    def __init__(self, label: str, scheme: str, opts: io.ReadOptions, sep: str,
+                 issues: list[Issue]):
+        self.label, self.scheme, self.opts, self.sep = label, scheme, opts, sep
+        self.issues = list(issues)
+        self.codebook = io.read_codebook(opts.codebook) if opts.codebook else None
+        self.parse: schema.ParseOptions | None = None
+
+    def __call__(self, raw: pd.DataFrame, first: bool) -> tuple[pd.DataFrame, ValidationReport]:
+        if self.parse is None:
+            decimal, sniffed = io.sniff_decimal(raw, self.label, self.sep, self.opts)
+            self.issues += sniffed
+            self.parse = self.opts.parse_options(decimal)
+        if self.codebook is not None:
+            raw, cb = io.apply_codebook(raw, self.codebook, self.label)
+            if first:
+                self.issues += [i for i in cb if i.rule == "codebook_column_absent"]
+                self.issues.append(cb[0])
+            cb_rows = [i for i in cb if i.rule == "codebook_unmapped_values"]
+        else:
+            cb_rows = []
+        typed, rep = schema.validate_panel(raw, file=self.label, size_scheme=self.scheme,
+                                           parse=self.parse)
+        rep.issues[:0] = cb_rows
+        return typed, rep
+
+
+def _run(chunks: Iterator[pd.DataFrame], reader: _ChunkReader, tmp: Path,
          tick: Callable[[int], None] | None) -> tuple:
     """Validate every chunk, write the valid ones to `tmp` while no error has been seen, and
     keep the GLOBAL_COLUMNS of every row for the whole-file rules."""
@@ -361,8 +415,11 @@ def _run(chunks: Iterator[pd.DataFrame], label: str, scheme: str, tmp: Path,
     schema_, writing, derived = None, True, False
     for raw in chunks:
         if n == 0:  # size_class absent from the input: validate_panel derives it
-            derived = "size_class" not in schema.rename_columns(raw.iloc[:0], label)[0]
-        typed, rep = schema.validate_panel(raw, file=label, size_scheme=scheme)
+            renamed = raw.iloc[:0]
+            if reader.codebook is not None:
+                renamed = io.apply_codebook(renamed, reader.codebook, reader.label)[0]
+            derived = "size_class" not in schema.rename_columns(renamed, reader.label)[0]
+        typed, rep = reader(raw, n == 0)
         del raw
         collector.add(rep.issues, rows)
         keys.append(typed[[c for c in GLOBAL_COLUMNS if c in typed.columns]].copy(deep=True))

@@ -80,7 +80,8 @@ RULES: dict[str, tuple[str, str, str]] = {
                         "valid, complete {fmt} file: open it in the program that produced it and "
                         "save/export it again"),
     "not_utf8": ("error", "the text is not UTF-8 encoded ({detail})", "save the file as 'CSV UTF-8'"
-                 " (Excel: File > Save As > CSV UTF-8)"),
+                 " (Excel: File > Save As > CSV UTF-8), or pass its encoding (e.g. "
+                 "encoding='cp1252')"),
     "sheet_not_found": ("error", "sheet {sheet!r} not found; available sheets: {available}",
                         "pass sheet= one of: {available}"),
     # columns

@@ -41,8 +41,7 @@ def files(panel: pd.DataFrame, tmp_path_factory: pytest.TempPathFactory) -> dict
 
 def full_report(path: Path) -> schema.ValidationReport:
     """What read_panel checks, as a report (errors and warnings) without raising."""
-    raw, label = io.read_raw(path)
-    return schema.validate_panel(raw, file=label)[1]
+    return io.validate_raw(io.read_file(path))[1]
 
 
 

@@ -344,11 +344,23 @@ def test_truncated_parquet(panel: pd.DataFrame, tmp_path) -> None:
     _expect(path, tmp_path / "out", "unreadable_file")
 
 
-def test_not_utf8_csv(panel: pd.DataFrame, tmp_path) -> None:
+def test_not_utf8_csv_read_as_cp1252_and_said(panel: pd.DataFrame, tmp_path) -> None:
     path = tmp_path / "panel.csv"
     p = panel.copy()
     p["programme"] = "Café"
-    path.write_bytes(p.to_csv(index=False).encode("latin-1"))
+    path.write_bytes(p.to_csv(index=False).encode("cp1252"))
+    with pytest.warns(schema.DataQualityWarning, match="encoding_guessed"):
+        res = io.validate_file(path, out_dir=tmp_path / "out")
+    assert (res.panel["programme"] == "Café").all()
+    hit = res.report[res.report["rule"] == "encoding_guessed"].iloc[0]
+    assert hit["severity"] == "warning" and "'Café'" in hit["message"]
+    declared = io.read_panel(path, encoding="cp1252")   # declared: nothing guessed, no warning
+    assert (declared["programme"] == "Café").all()
+
+
+def test_undecodable_csv(panel: pd.DataFrame, tmp_path) -> None:
+    path = tmp_path / "panel.csv"
+    path.write_bytes(panel.to_csv(index=False).encode() + b"\x81\x8d\xff\xfe")
     _expect(path, tmp_path / "out", "not_utf8", text="CSV UTF-8")
 
 
