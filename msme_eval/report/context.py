@@ -24,9 +24,9 @@ from typing import Any
 import pandas as pd
 from pydantic import ValidationError
 
-from msme_eval import indicators, io, plausibility, progress, spark
+from msme_eval import impact, indicators, io, plausibility, progress, spark
 from msme_eval.contract import COUNTRIES, REGION, area_name
-from msme_eval.report import display
+from msme_eval.report import display, protect
 from msme_eval.report.params import CycleError, NotebookParams, format_validation_error
 from msme_eval.report.records import clean, dump_json
 
@@ -306,6 +306,27 @@ class NotebookContext:
                    else f"the targets table has no target for {self.params.target_year}")
             _show(display.notice(f"Progress to target is not assessed: {why}.", "warning"))
         return table
+
+    # ---- published tables beyond the indicators (disclosure applied: report.protect) ---------
+    def rules(self) -> protect.Rules:
+        """The cycle's disclosure thresholds."""
+        p = self.params
+        return protect.Rules(p.min_contributors, p.dominance_n, p.dominance_k)
+
+    def programme_counts(self) -> pd.DataFrame:
+        """Supported firms per programme in this area, suppressed as the whole hierarchy needs
+        (a country's count is never recoverable as the ASEAN count minus the others)."""
+        table = self._cached("programme_counts", lambda: protect.programme_counts(
+            self.panel(area=False), rules=self.rules()))
+        return table[table["area"] == self.country].drop(columns="area").reset_index(drop=True)
+
+    def impact(self, programme_types: list[str]) -> tuple[Any, dict[str, pd.DataFrame]]:
+        """`impact.evaluate` on this area's panel and the publishable (protected) tables."""
+        def compute() -> Any:
+            data = self.panel()
+            ev = impact.evaluate(data, programme_type=programme_types, macro=self.macro())
+            return ev, protect.impact_tables(ev, data, rules=self.rules())
+        return self._cached(f"impact-{self.country}", compute)
 
     # ---- outputs --------------------------------------------------------------------------
     def record(self, key: str, value: Any) -> None:

@@ -1,0 +1,176 @@
+"""Disclosure control for everything a report publishes beyond the indicator table.
+
+The indicator table is protected where it is computed (`indicators.compute`, `disclosure`).
+The impact section and the programme counts publish other numbers about small groups of firms:
+effects of a programme with two supported firms, the total support of one firm, the share of
+support that one woman-owned firm received. The same rules apply to them (DESIGN.md section 4):
+
+* **minimum contributors** (default 3 firms) for the group *and* for its comparison: an effect
+  needs ``min_contributors`` supported and comparison firms; a subgroup share needs them in the
+  subgroup and in the rest of the supported firms (else 1 - share reveals the rest);
+* **(n, k) dominance** on magnitudes: total support, cost per job and a subgroup's share of
+  support are suppressed when the ``n`` largest recipients hold more than ``k`` of the total;
+* **secondary suppression** across the published hierarchy: programme counts by member state
+  add up to the ASEAN count, so one suppressed country count is protected by suppressing a
+  second one (`disclosure.protect` with the countries as a relation);
+* a difference between two subgroups is suppressed with either of them.
+
+Suppressed cells are NaN with an SDMX ``conf_status`` (``A`` count, ``O``/``T`` dominance, ``D``
+secondary); published cells are ``F``.
+"""
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from msme_eval import disclosure
+from msme_eval.contract import REGION
+from msme_eval.impact import build_outcomes
+
+__all__ = ["Rules", "impact_tables", "programme_counts"]
+
+EFFECT_COLUMNS = ("att", "estimate", "se", "ci_low", "ci_high", "pvalue", "pretrend_stat",
+                  "pretrend_pvalue", "pvalue_adjusted", "pretrend_pvalue_holm")
+JOB_COLUMNS = ("net_jobs_per_firm", "se", "ci_low", "ci_high", "jobs_created", "jobs_ci_low",
+               "jobs_ci_high")
+MONEY_COLUMNS = ("support_total", "cost_per_job", "cost_ci_low", "cost_ci_high",
+                 "cost_per_job_fixed_horizon")
+SHARE_COLUMNS = ("share_of_supported_firms", "share_of_support", "share_of_jobs_created")
+
+
+class Rules:
+    """The thresholds: ``min_contributors`` firms; ``(dominance_n, dominance_k)`` dominance."""
+
+    def __init__(self, min_contributors: int = 3, dominance_n: int = 2, dominance_k: float = 0.85):
+        self.m, self.n, self.k = int(min_contributors), int(dominance_n), float(dominance_k)
+
+    def dominated(self, amounts: np.ndarray) -> str:
+        """``"O"``/``"T"`` when the largest one/``n`` amounts exceed ``k`` of the total, else ``"F"``."""
+        a = np.sort(np.abs(amounts[np.isfinite(amounts)]))[::-1]
+        total = a.sum()
+        if total <= 0:
+            return "F"
+        if a[0] > self.k * total:
+            return "O"
+        return "T" if a[: self.n].sum() > self.k * total else "F"
+
+
+def _blank(table: pd.DataFrame, mask: pd.Series, columns: tuple[str, ...], code: str) -> None:
+    cols = [c for c in columns if c in table.columns]
+    table.loc[mask, cols] = np.nan
+    table.loc[mask & (table["conf_status"] == "F"), "conf_status"] = code
+
+
+def _effects(table: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+    """Effect rows need ``m`` supported firms and ``m`` comparison firms."""
+    out = table.copy()
+    out["conf_status"] = "F"
+    if not len(out):
+        return out
+    treated = out.get("n_treated", pd.Series(np.inf, index=out.index)).astype(float)
+    if "n_never_treated" in out:
+        comparison = out["n_never_treated"].astype(float)
+    else:
+        comparison = out.get("n_units", treated + rules.m).astype(float) - treated
+    _blank(out, (treated < rules.m) | (comparison < rules.m), EFFECT_COLUMNS, "A")
+    return out
+
+
+def _firm_support(panel: pd.DataFrame, unit: str) -> pd.DataFrame:
+    """One row per supported firm: programme type, total support, baseline subgroup flags."""
+    frame, _ = build_outcomes(panel, unit=unit)
+    first = frame.sort_values([unit, "year"]).groupby(unit, sort=False).first()
+    support = panel.groupby(unit)["support_amount"].sum(min_count=1) if "support_amount" in panel \
+        else pd.Series(np.nan, index=first.index)
+    first["support"] = support.reindex(first.index)
+    return first[first["first_treated"].notna()]
+
+
+def _jobs(table: pd.DataFrame, firms: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+    out = table.copy()
+    out["conf_status"] = "F"
+    for i, row in out.iterrows():
+        mine = firms[firms["programme_type"] == row["programme_type"]]
+        if len(mine) < rules.m:
+            _blank(out, out.index == i, JOB_COLUMNS + MONEY_COLUMNS, "A")
+            continue
+        code = rules.dominated(mine["support"].to_numpy(dtype=float))
+        if code != "F":
+            _blank(out, out.index == i, MONEY_COLUMNS, code)
+    return out
+
+
+def _shares(table: pd.DataFrame, firms: pd.DataFrame, rules: Rules) -> pd.DataFrame:
+    """A subgroup's shares need ``m`` firms in it and in the rest; its support share also fails
+    when its or the rest's support is dominated."""
+    out = table.copy()
+    out["conf_status"] = "F"
+    for i, row in out.iterrows():
+        mine = firms[firms["programme_type"] == row["programme_type"]]
+        col = row["subgroup"]
+        if col not in mine.columns:
+            continue
+        inside = mine[col].astype("boolean").fillna(False).astype(bool)
+        if min(inside.sum(), (~inside).sum()) < rules.m:
+            _blank(out, out.index == i, SHARE_COLUMNS, "A")
+            continue
+        for part in (mine.loc[inside, "support"], mine.loc[~inside, "support"]):
+            code = rules.dominated(part.to_numpy(dtype=float))
+            if code != "F":
+                _blank(out, out.index == i, ("share_of_support",), code)
+                break
+    return out
+
+
+def _tests(tests: pd.DataFrame, inclusion: pd.DataFrame) -> pd.DataFrame:
+    """A difference between subgroups is suppressed when either subgroup's effect is."""
+    out = tests.copy()
+    out["conf_status"] = "F"
+    if not len(out) or "conf_status" not in inclusion:
+        return out
+    hidden = inclusion[inclusion["conf_status"] != "F"]
+    keys = set(zip(hidden["outcome"], hidden["programme_type"], hidden["subgroup"]))
+    mask = pd.Series([k in keys for k in zip(out["outcome"], out["programme_type"], out["subgroup"])],
+                     index=out.index)
+    _blank(out, mask, ("difference", "se", "z", "pvalue"), "D")
+    return out
+
+
+def impact_tables(ev: Any, panel: pd.DataFrame, *, unit: str = "firm_id",
+                  rules: Rules | None = None) -> dict[str, pd.DataFrame]:
+    """The publishable versions of an `impact.evaluate` result's tables (module docstring):
+    ``headline``, ``robustness``, ``inclusion``, ``inclusion_tests``, ``jobs``,
+    ``inclusion_shares``, each with a ``conf_status`` column."""
+    rules = rules or Rules()
+    firms = _firm_support(panel, unit)
+    out = {name: _effects(getattr(ev, name), rules) for name in ("headline", "robustness", "inclusion")}
+    out["inclusion_tests"] = _tests(ev.inclusion_tests, out["inclusion"])
+    out["jobs"] = _jobs(ev.jobs, firms, rules)
+    out["inclusion_shares"] = _shares(ev.inclusion_shares, firms, rules)
+    return out
+
+
+def programme_counts(panel: pd.DataFrame, *, unit: str = "firm_id", rules: Rules | None = None,
+                     areas: Mapping[str, Any] | None = None) -> pd.DataFrame:
+    """Supported firms per programme and area (each member state and ``REGION``), with primary
+    and secondary suppression across the member states that add up to the regional count."""
+    rules = rules or Rules()
+    cols = ["programme", "programme_type"] if "programme_type" in panel else ["programme"]
+    if "programme" not in panel or "first_treated" not in panel:
+        return pd.DataFrame(columns=[*cols, "area", "firms_supported", "conf_status"])
+    sup = panel[panel["first_treated"].notna() & panel["programme"].notna()]
+    firms = sup.drop_duplicates([unit, *cols])
+    by_country = disclosure.cell_stats(firms, None, [*cols, "country"], contributor=unit, top=rules.n)
+    region = disclosure.cell_stats(firms, None, cols, contributor=unit, top=rules.n).assign(country=REGION)
+    table = pd.concat([by_country, region], ignore_index=True)
+    table["firms_supported"] = table["n_contrib"].astype(float)
+    protected = disclosure.protect(table, keys=[*cols, "country"], group_col="country",
+                                   margin={"country": REGION}, min_contributors=rules.m,
+                                   dominance_n=rules.n, dominance_k=rules.k,
+                                   value_cols=["firms_supported"])
+    protected["firms_supported"] = protected["firms_supported"].astype("Int64")
+    out = protected.rename(columns={"country": "area"})
+    return out[[*cols, "area", "firms_supported", "conf_status"]].sort_values([*cols, "area"]).reset_index(drop=True)
