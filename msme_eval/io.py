@@ -53,7 +53,8 @@ class ReadOptions:
     header_row: 1-based line (spreadsheet row) of the header; None = the first line, or the
         first line with 2+ filled cells when only one-cell title lines are above it (reported).
     sep: CSV separator; None = sniffed among , ; tab | (reported).
-    decimal: "." or ","; None = "." (or "," sniffed for ';'-separated files, reported).
+    decimal: "." or ","; None = "." ("," with thousands="."; for a ';'-separated file ","
+        when its numbers show a decimal comma - reported).
     thousands: thousands mark (".", ",", " ", "'"); None = numbers are not grouped (a column
         that groups with '.' elsewhere then refuses values like "8.806").
     encoding: text encoding; None = UTF-8, else cp1252 (reported as a warning).
@@ -83,7 +84,12 @@ class ReadOptions:
         for name in ("true_words", "false_words"):
             value = getattr(self, name)
             object.__setattr__(self, name, (value,) if isinstance(value, str) else tuple(value))
-        self.parse_options(self.decimal or ".")  # check decimal/thousands/words now
+        self.parse_options(self.default_decimal)  # check decimal/thousands/words now
+
+    @property
+    def default_decimal(self) -> str:
+        """The declared decimal mark; "," when thousands="." is declared; else "."."""
+        return self.decimal or ("," if self.thousands == "." else ".")
 
     def parse_options(self, decimal: str) -> schema.ParseOptions:
         return schema.ParseOptions(decimal=decimal, thousands=self.thousands,
@@ -188,8 +194,8 @@ def sniff_decimal(df: pd.DataFrame, label: str, sep: str, opts: ReadOptions
     """The declared decimal mark; else, for a ';'-separated file, "," when some cells are
     decimal-comma numbers and no cell is a dot-decimal number (other than d.ddd, which may be
     a thousands group); else "."."""
-    if opts.decimal is not None or sep != ";":
-        return opts.decimal or ".", []
+    if opts.decimal is not None or opts.thousands in (".", ",") or sep != ";":
+        return opts.default_decimal, []
     values = pd.unique(df.to_numpy(dtype=object).ravel())
     texts = [v.strip() for v in values if isinstance(v, str)]
     comma = [t for t in texts if _COMMA_DECIMAL.fullmatch(t)]
@@ -315,7 +321,7 @@ def _read_excel(path: Path, label: str, opts: ReadOptions) -> RawRead:
         issues.append(schema.make_issue(label, column, rule, rows_, values,
                                         code=", ".join(sorted(set(values))),
                                         formula=values[0]))
-    return RawRead(df, label, issues, opts.parse_options(opts.decimal or "."))
+    return RawRead(df, label, issues, opts.parse_options(opts.default_decimal))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -348,7 +354,7 @@ def read_file(path_or_df: PathLike | pd.DataFrame, options: ReadOptions | None =
     extension, empty or unreadable file, missing sheet."""
     opts = options or ReadOptions()
     if isinstance(path_or_df, pd.DataFrame):
-        return RawRead(path_or_df, "<DataFrame>", [], opts.parse_options(opts.decimal or "."))
+        return RawRead(path_or_df, "<DataFrame>", [], opts.parse_options(opts.default_decimal))
     path = Path(path_or_df)
     label = str(path)
     if not path.exists():
@@ -372,7 +378,7 @@ def read_file(path_or_df: PathLike | pd.DataFrame, options: ReadOptions | None =
     except Exception as exc:  # any reader failure = the file is not valid `fmt`
         raise file_error(label, "unreadable_file", fmt=fmt,
                          detail=f"{type(exc).__name__}: {str(exc)[:300]}") from exc
-    return RawRead(df, label, [], opts.parse_options(opts.decimal or "."))
+    return RawRead(df, label, [], opts.parse_options(opts.default_decimal))
 
 
 def read_raw(path_or_df: PathLike | pd.DataFrame, *, sheet: str | int | None = None,
@@ -634,14 +640,15 @@ class Codebook:
 
 
 def _code_key(value: Any) -> str | None:
-    """Recode key of a cell or codebook value: text, stripped; whole floats without '.0'."""
+    """Recode key of a cell or codebook value: text, stripped; whole numbers without '.0'."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):
         return None
     if isinstance(value, bool):
         return str(value)
-    if isinstance(value, float) and value.is_integer():
-        return str(int(value))
-    return str(value).strip()
+    text = str(value).strip()
+    if re.fullmatch(r"[+-]?\d+(?:\.0*)?", text):   # 1, 1.0 and "1.0" are the code 1
+        return str(int(float(text)))
+    return text
 
 
 def _codebook_rows(path: Path) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

@@ -95,8 +95,9 @@ RULES: dict[str, tuple[str, str, str]] = {
     "missing_value": ("error", "{column} is required but missing", "fill in {column} or remove "
                       "those rows from the file"),
     "not_a_number": ("error", "{column} must be a number but contains text", "write plain numbers: "
-                     "no units, currency signs or thousands separators, '.' as decimal mark; leave "
-                     "the cell empty if unknown"),
+                     "no units or currency signs; leave the cell empty if unknown. If the file "
+                     "groups thousands or uses a decimal comma, say so when reading: "
+                     "thousands=',' / thousands='.' / decimal=','"),
     "not_whole_number": ("error", "{column} must be a whole number", "{column} counts or dates "
                          "years: round or correct these values"),
     "not_finite": ("error", "{column} is infinite", "replace infinite values by the true value or "
@@ -536,7 +537,7 @@ def _number_text(t: str, opts: ParseOptions) -> str:
         t = t.replace(th, "")
     if dec == ",":
         if "." in t:
-            return "\x00amb" if _DOT_GROUPED.fullmatch(t) else "\x00bad"
+            return "\x00amb" if _grouped(".", dec).fullmatch(t) else "\x00bad"
         t = t.replace(",", ".")
     return t
 
