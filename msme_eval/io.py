@@ -1,6 +1,7 @@
 """Reading inputs into validated, typed tables, and writing outputs atomically.
 
     panel = read_panel("data/raw/survey_2024.dta")      # csv, tsv, xlsx, dta, sav, parquet
+    panel = read_panel("survei.csv", thousands=".", codebook="codebook.yaml")
     result = validate_file("data/raw/survey_2024.dta")  # + typed parquet and a JSON manifest
 
 Every reader returns the contract dtypes (see `schema.PANEL_KINDS`) or raises one
@@ -8,10 +9,26 @@ Every reader returns the contract dtypes (see `schema.PANEL_KINDS`) or raises on
 Row numbers are 1-based data rows: row 1 is the first record below the header.
 Implausible-but-possible values are warnings (`schema.DataQualityWarning`), not errors.
 
-Formats: CSV/TSV (UTF-8; delimiter , ; tab or | detected from the header line; the tokens in
-`schema.NA_TOKENS` are missing), Excel .xlsx/.xlsm (first sheet unless `sheet=`), Stata .dta
-and SPSS .sav/.zsav via pyreadstat (value labels applied, read as categories, then normalised
-like any text), Parquet file or dataset folder (pyarrow).
+Real files: `ReadOptions` (or the same names as keyword arguments of `read_panel`,
+`validate_file`, `ingest.validate_to_dataset`) say how to read a file - header_row, sheet,
+sep, decimal, thousands, encoding, true_words, false_words, missing_codes, codebook. What is
+not said is sniffed, and every guess is a note (info) or warning in the report, never silent:
+one-cell title lines above the header, the separator (, ; tab |), a decimal comma in a
+';'-separated file, cp1252 when the text is not UTF-8. A number column that groups thousands
+with '.' somewhere refuses values like "8.806" until thousands="." is declared; ASEAN yes/no
+words (Ya/Tidak, Có/Không, ใช่/ไม่ใช่, Oo/Hindi) are read and noted; missing-value codes
+(999, -99) are applied only when declared, and look-alikes far from the other values are
+warned about. Excel files are read with openpyxl: error cells (#DIV/0!, #N/A, ...) and
+formulas without a saved result are errors naming their rows. A codebook (YAML or Excel,
+like ietoolkit's iecodebook) renames, recodes and labels columns before validation and is
+recorded with its SHA-256 (`codebook_provenance`).
+
+Formats: CSV/TSV, Excel .xlsx/.xlsm (first sheet unless `sheet=`), Stata .dta and SPSS
+.sav/.zsav via pyreadstat (value labels applied, read as categories, then normalised like any
+text), Parquet file or dataset folder (pyarrow).
+
+Exports for spreadsheet users: `neutralise_formula` / `safe_frame` (CSV) and
+`write_excel_safe` (text cells stored as text) keep "=..." text from running as a formula.
 """
 from __future__ import annotations
 

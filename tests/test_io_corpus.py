@@ -116,6 +116,20 @@ def xlsx_with_errors(cells: dict[tuple[int, str], str]) -> Callable[[Path], Path
     return make
 
 
+def dta_file(data: list[list[str]]) -> Callable[[Path], Path]:
+    """A Stata file of the rows (numbers stored as numbers)."""
+    def make(folder: Path) -> Path:
+        import pyreadstat
+
+        df = pd.DataFrame(data, columns=HEADER)
+        for c in ("year", "employees", "turnover"):
+            df[c] = df[c].astype(float)
+        path = folder / "panel.dta"
+        pyreadstat.write_dta(df, str(path))
+        return path
+    return make
+
+
 TURNOVER = [1000.5, 1200.0, 5000.0, 5200.0]
 CASES = [
     # ----------------------------------------------------------------- layout
@@ -238,6 +252,11 @@ CASES = [
          "duplicate_firm_year", rows=(1, 2)),
     Case("unknown_country", csv_file(text(rows(country={0: "XXX"}))), "refused",
          "unknown_country", rows=(1,)),
+    Case("stata_999_undeclared", dta_file(rows(employees={2: "999"})), "warning",
+         "possible_missing_code", rows=(3,), values={"employees": [3, 4, 999, 14]}),
+    Case("stata_minus99_declared", dta_file(rows(turnover={3: "-99"})), "accepted",
+         values={"turnover": [1000.5, 1200.0, 5000.0, np.nan]}, note="missing_code_applied",
+         kwargs={"missing_codes": {"turnover": [-99]}}),
     # ----------------------------------------------------------------- Excel
     Case("excel_baseline", xlsx_file(BASE), "accepted", values={"turnover": TURNOVER}),
     Case("excel_title_row", xlsx_file(BASE, above=("MSME survey 2024",)), "accepted",
