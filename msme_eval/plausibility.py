@@ -19,6 +19,8 @@ Rules (each names its evidence; none needs an outside figure):
   loans) is not larger than the macro total it is divided by (x 1.05 tolerance); larger means the
   macro column is in thousands / millions / billions (error). A panel total below 1e-5 of the macro
   total means the opposite slip (warning).
+* **survey design**: strata with a single PSU in a country-year (no within-stratum variance
+  can be estimated) are reported with the rule the cycle applies to them (warning).
 * **exchange rates**: a year-on-year change of the rate beyond x2 (warning); a country whose
   median turnover per employee in USD is over 1,000 times (or under 1/1,000 of) the median across
   member states — income differences within ASEAN are far smaller — means its rate is inverted
@@ -213,22 +215,45 @@ def _fx_income(panel: pd.DataFrame, m: pd.DataFrame, file: str) -> list[Issue]:
                    "give usd_per_lcu as US dollars per one unit of local currency, not local currency per US dollar")]
 
 
+def _single_psu(panel: pd.DataFrame, file: str, rule: str) -> list[Issue]:
+    if not {"strata", "psu"} <= set(panel.columns):
+        return []
+    n_psu = panel.groupby(["country", "year", "strata"], observed=True)["psu"].nunique()
+    single = n_psu[n_psu == 1]
+    if single.empty:
+        return []
+    return [_issue(file, "strata", "single_psu_stratum", "warning", [],
+                   [f"{c} {y} stratum {h}" for c, y, h in single.index],
+                   f"{len(single)} stratum-year(s) hold a single PSU, so their sampling variance "
+                   f"cannot be estimated; they are handled by the rule '{rule}' ("
+                   + SINGLETON_RULES.get(rule, rule) + ")",
+                   "collapse each with a similar stratum in the survey design, or keep the rule")]
+
+
+SINGLETON_RULES = {
+    "centre": "the PSU's deviation from the grand mean of PSU totals, R survey.lonely.psu='adjust'",
+    "certainty": "treated as self-representing, no variance contribution",
+    "fail": "estimation stops",
+}
+
+
 # --------------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------------
 def check_inputs(panel: pd.DataFrame, macro: pd.DataFrame | None = None,
                  targets: pd.DataFrame | None = None, *, observed: pd.DataFrame | None = None,
-                 files: dict[str, str] | None = None, registry: pd.DataFrame | None = None
-                 ) -> ValidationReport:
+                 files: dict[str, str] | None = None, registry: pd.DataFrame | None = None,
+                 singleton: str = "centre") -> ValidationReport:
     """Cross-table plausibility of a validated panel, macro and targets table (module docstring).
 
     ``observed`` (optional): an indicator table computed from the panel, to tell real small
-    percentages from 0-1 shares. Returns a `ValidationReport`; ``.raise_for_errors()`` raises
+    percentages from 0-1 shares; ``singleton`` names the rule applied to single-PSU strata.
+    Returns a `ValidationReport`; ``.raise_for_errors()`` raises
     `DataValidationError` listing every error. ``files`` names the inputs in the messages.
     """
     files = {"macro": "macro table", "targets": "targets table", **(files or {})}
     registry = indicators.registry() if registry is None else registry
-    issues: list[Issue] = []
+    issues: list[Issue] = _single_psu(panel, files.get("panel", "panel"), singleton)
     if targets is not None and len(targets):
         issues += _target_issues(targets.reset_index(drop=True), registry, files["targets"], observed)
     if macro is not None and len(macro):

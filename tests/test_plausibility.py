@@ -94,3 +94,14 @@ def test_missing_country_years_are_named(data):
     rep = pl.check_inputs(data.panel, macro)
     assert _rules(rep) == {"macro_missing_country_year"} and rep.ok
     assert set(rep.issues[0].values) == {"LAO 2020", "LAO 2021"}
+
+
+def test_single_psu_strata_are_reported_with_the_rule(data):
+    p = data.panel.copy()
+    rows = (p["country"] == "BRN") & (p["year"] == 2018)
+    first = p.loc[rows, "strata"].iloc[0]
+    p.loc[rows & (p["strata"] == first), "psu"] = p.loc[rows & (p["strata"] == first), "psu"].iloc[0]
+    rep = pl.check_inputs(p, singleton="centre")
+    assert _rules(rep) == {"single_psu_stratum"} and rep.ok
+    assert f"BRN 2018 stratum {first}" in rep.issues[0].values
+    assert "lonely.psu='adjust'" in rep.issues[0].message
