@@ -97,7 +97,12 @@ def discover_templates(folder: Path, sections: Iterable[str] | None = None) -> l
     for path in sorted(folder.glob("*.ipynb")):
         if path.name.startswith(("_", ".")):
             continue
-        nb = nbformat.read(path, as_version=4)
+        try:
+            nb = nbformat.read(path, as_version=4)
+        except Exception as exc:  # noqa: BLE001 - invalid JSON or notebook format: say which file
+            raise CycleError(f"template {path} cannot be read as a notebook ({type(exc).__name__}: "
+                             f"{str(exc).splitlines()[0][:200]}). Fix: restore it from "
+                             "`msme-eval templates DIR` or repair it in JupyterLab") from None
         meta = nb.metadata.get("msme_eval", {})
         has_params = any("parameters" in c.metadata.get("tags", []) for c in nb.cells)
         if not has_params:

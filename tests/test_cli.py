@@ -1,6 +1,7 @@
 """The msme-eval command line: exit codes, messages, and each sub-command's output."""
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -186,3 +187,32 @@ def test_macro_in_billions_stops_the_run_before_any_notebook(sample, tmp_path: P
     err = capsys.readouterr().err
     assert code == 1 and "macro_billions.csv" in err and "thousands, millions or billions" in err
     assert not (tmp_path / "r" / "b").exists()
+
+
+def test_broken_template_and_read_only_root_end_in_one_message(sample, tmp_path: Path, capsys) -> None:
+    tpl = tmp_path / "tpl"
+    template_from(tpl, "10_ok", "1")
+    (tpl / "20_broken.ipynb").write_text('{"cells": [', encoding="utf-8")
+    code = main(["run", "--cycle", "x", *_data_args(sample), "--templates-dir", str(tpl),
+                 "--output-root", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert code == 2 and "20_broken.ipynb cannot be read as a notebook" in err and "Traceback" not in err
+    (tpl / "20_broken.ipynb").unlink()
+    afile = tmp_path / "reports.txt"  # an output root that cannot be a folder
+    afile.write_text("x")
+    code = main(["run", "--cycle", "x", *_data_args(sample), "--templates-dir", str(tpl),
+                 "--output-root", str(afile / "sub")])
+    err = capsys.readouterr().err
+    assert code == 1 and "Not a directory" in err and "Traceback" not in err
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):  # root ignores permissions: nothing to test here
+            return
+        code = main(["run", "--cycle", "x", *_data_args(sample), "--templates-dir", str(tpl),
+                     "--output-root", str(ro / "reports")])
+        err = capsys.readouterr().err
+        assert code == 1 and "Permission denied" in err and "Traceback" not in err
+    finally:
+        ro.chmod(0o700)
