@@ -13,7 +13,6 @@ function fails the notebook, which the runner marks failed; nothing degrades sil
 from __future__ import annotations
 
 import json
-import os
 import re
 import tempfile
 import warnings
@@ -47,22 +46,11 @@ def disclosure_kwargs(params: Any) -> dict[str, Any]:
 
 
 def _write_pickle(obj: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    os.close(fd)
-    try:
-        pd.to_pickle(obj, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    io.atomic_write(path, lambda tmp: pd.to_pickle(obj, tmp))
 
 
 def _write_text(text: str, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
+    io.atomic_write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 # --------------------------------------------------------------------------------------------

@@ -155,13 +155,7 @@ class _DataParams(BaseModel):
     @field_validator("programme_types")
     @classmethod
     def _known_types(cls, v: list[str]) -> list[str]:
-        unknown = [t for t in v if t not in PROGRAMME_TYPES]
-        if unknown:
-            raise ValueError(f"unknown programme type(s) {unknown}; choose from "
-                             f"{list(PROGRAMME_TYPES)}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"programme types repeated: {v}")
-        return v
+        return _known_once(v, PROGRAMME_TYPES, "programme type", f"choose from {list(PROGRAMME_TYPES)}")
 
     @model_validator(mode="after")
     def _years_ordered(self) -> _DataParams:
@@ -218,13 +212,8 @@ class CycleParams(_DataParams):
     def _known_areas(cls, v: list[str]) -> list[str]:
         if not v:
             raise ValueError("countries is empty; give at least one of " + " ".join(AREAS))
-        unknown = [c for c in v if c not in AREAS]
-        if unknown:
-            raise ValueError(f"unknown country code(s) {unknown}; use ISO 3166 alpha-3 codes of "
-                             f"ASEAN members ({' '.join(COUNTRIES)}) or {REGION!r}")
-        if len(set(v)) != len(v):
-            raise ValueError(f"countries repeated: {v}")
-        return v
+        return _known_once(v, AREAS, "country code", "use ISO 3166 alpha-3 codes of ASEAN members "
+                           f"({' '.join(COUNTRIES)}) or {REGION!r}")
 
     @field_validator("kernel", "previous_cycle")
     @classmethod
@@ -268,6 +257,16 @@ class NotebookParams(_DataParams):
         if v not in AREAS:
             raise ValueError(f"unknown country {v!r}; use one of {' '.join(AREAS)}")
         return v
+
+
+def _known_once(values: list[str], allowed: tuple[str, ...], what: str, hint: str) -> list[str]:
+    """Every value allowed and none repeated, else a ValueError naming them."""
+    unknown = [x for x in values if x not in allowed]
+    if unknown:
+        raise ValueError(f"unknown {what}(s) {unknown}; {hint}")
+    if len(set(values)) != len(values):
+        raise ValueError(f"{what}s repeated: {values}")
+    return values
 
 
 def format_validation_error(err: ValidationError, source: str = "parameters") -> str:
