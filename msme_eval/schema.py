@@ -652,18 +652,20 @@ def _declared_missing(num: pd.Series, codes: tuple[float, ...], report: _Reporte
 
 
 def _sentinel_suspects(num: pd.Series, report: _Reporter, raw: pd.Series) -> None:
-    """Warn about a typical missing-value code far from the column's other values: >= 10x the
-    median of the other non-zero magnitudes, or <= 1/1000 of it, or a negative code."""
+    """Warn about a typical missing-value code far outside the column's other values: at
+    least 10x their 99th percentile, at most 1/1000 of their 1st percentile (non-zero
+    magnitudes), or a negative code."""
     is_code = num.isin(TYPICAL_MISSING_CODES)
     if not is_code.any():
         return
     others = num[~is_code & num.notna() & (num != 0)].abs()
-    med = float(others.median()) if len(others) else float("nan")
+    hi = float(others.quantile(0.99)) if len(others) else float("nan")
+    lo = float(others.quantile(0.01)) if len(others) else float("nan")
     for value in sorted(set(num[is_code].tolist())):
-        far = value < 0 or (med == med and (abs(value) >= 10 * med or abs(value) <= med / 1000))
+        far = value < 0 or (hi == hi and (abs(value) >= 10 * hi or abs(value) <= lo / 1000))
         if far:
             report("possible_missing_code", (num == value).astype(bool), raw,
-                   value=f"{value:g}", median=med if med == med else 0.0)
+                   value=f"{value:g}", median=float(others.median()) if len(others) else 0.0)
 
 
 def _coerce_number(s: pd.Series, kind: str, report: _Reporter, opts: ParseOptions

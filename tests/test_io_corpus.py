@@ -341,3 +341,13 @@ def test_read_options_are_checked_and_recorded(tmp_path: Path) -> None:
     assert manifest["read_options"]["thousands"] == " "
     assert {n["rule"] for n in manifest["notes"]} >= {"separator_sniffed"}
     assert res.panel["turnover"].tolist() == TURNOVER     # decimal comma still sniffed
+
+
+def test_no_missing_code_alarm_on_realistic_counts() -> None:
+    """Employees of 99 or 999 are common in a real size distribution: not flagged there."""
+    from msme_eval import schema, synth
+
+    panel = synth.generate(n_firms=20_000, seed=1).panel
+    assert panel["employees"].isin([99, 999]).sum() > 0
+    _, rep = schema.validate_panel(panel)
+    assert "possible_missing_code" not in set(rep.table["rule"])
