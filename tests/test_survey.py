@@ -560,3 +560,87 @@ def test_result_frame_choices_alpha_title():
         survey.ratio(hand_table(), "y", alpha=95, **DESIGN)
     assert survey.mean(hand_table(), "y", **DESIGN)["estimate"].item() == pytest.approx(
         survey.ratio(hand_table(), "y", **DESIGN)["estimate"].item())
+
+
+# --------------------------------------------------------------------------------------------
+# coverage of the intervals (issue 14): Satterthwaite df vs the nominal rule, few PSUs
+# --------------------------------------------------------------------------------------------
+def _census(seed: int = 0, n_strata: int = 5, n_clusters: int = 200) -> pd.DataFrame:
+    """A census-like population: strata of unequal variability, clusters (PSUs) of 10-40 firms
+    with a cluster effect on a 0/1 outcome and on productivity (turnover / employees)."""
+    rng = np.random.default_rng(seed)
+    parts = []
+    for h in range(n_strata):
+        logit0 = np.log((0.15 + 0.12 * h) / (0.85 - 0.12 * h))
+        for i in range(n_clusters):
+            n = int(rng.integers(10, 40))
+            effect = rng.normal(0.0, 0.8 + 0.3 * h)
+            p = 1.0 / (1.0 + np.exp(-(logit0 + effect)))
+            emp = rng.lognormal(1.0 + 0.2 * h, 0.5, n)
+            parts.append(pd.DataFrame({
+                "h": h, "psu": f"{h}-{i}", "online": (rng.random(n) < p).astype(float),
+                "female": rng.random(n) < 0.3 + 0.05 * h, "employees": emp,
+                "turnover": emp * rng.lognormal(2.0 + 0.1 * h + 0.2 * effect, 0.3, n)}))
+    return pd.concat(parts, ignore_index=True)
+
+
+def _two_stage_samples(pop: pd.DataFrame, n_psu: int, per_psu: int, reps: int,
+                       seed: int) -> pd.DataFrame:
+    """``reps`` stratified two-stage samples stacked: n_psu clusters per stratum (SRSWOR), then
+    ``per_psu`` firms per cluster (SRSWOR); weight = M_h/n_psu * N_i/m_i. Each replicate has
+    its own strata (``rep|h``), so a replicate is a domain whose variance and Satterthwaite df
+    involve only its own strata (other replicates' PSUs contribute 0)."""
+    rng = np.random.default_rng(seed)
+    members = pop.groupby("psu").indices
+    clusters = pop.groupby("h")["psu"].unique()
+    take, weight, rep = [], [], []
+    for r in range(reps):
+        for labels in clusters:
+            for c in rng.choice(labels, n_psu, replace=False):
+                idx = members[c]
+                pick = rng.choice(idx, min(per_psu, len(idx)), replace=False)
+                take.append(pick)
+                weight.append(np.full(len(pick), len(labels) / n_psu * len(idx) / len(pick)))
+                rep.append(np.full(len(pick), r))
+    s = pop.iloc[np.concatenate(take)].reset_index(drop=True)
+    s["w"] = np.concatenate(weight)
+    s["rep"] = np.concatenate(rep)
+    s["stratum"] = s["rep"].astype(str) + "|" + s["h"].astype(str)
+    return s
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_psu", [2, 3, 8])
+def test_interval_coverage_with_effective_df(n_psu):
+    # Coverage of 95% intervals over 1000 samples (Monte Carlo SE ~0.7 points) for a
+    # proportion and a ratio, overall and in a domain (women-owned firms). The Satterthwaite
+    # intervals must cover at least as often as the nominal-df ones (t with 5 (n_psu - 1) df)
+    # and stay near 95%. Measured (seed fixed): n_psu=2: 97.1 97.2 97.6 95.3 (nominal 92.6
+    # 92.9 92.1 88.9); 3: 95.9 95.0 92.6 91.6 (94.6 93.6 88.5 87.2); 8: 95.8 94.1 94.7 93.3
+    # (95.7 93.8 94.2 92.1) -- the ratio's shortfall at 3 PSUs is its small-sample skewness,
+    # which no df rule fixes.
+    from scipy import stats
+    pop = _census()
+    s = _two_stage_samples(pop, n_psu, per_psu=6, reps=1000, seed=n_psu)
+    kw = dict(weight="w", strata="stratum", psu="psu")
+    fem = pop[pop["female"]]
+    cases = {
+        "proportion": (survey.ratio(s, "online", by="rep", **kw), pop["online"].mean()),
+        "proportion, women": (survey.ratio(s, "online", by=["rep", "female"], **kw),
+                              fem["online"].mean()),
+        "ratio": (survey.ratio(s, "turnover", "employees", by="rep", **kw),
+                  pop["turnover"].sum() / pop["employees"].sum()),
+        "ratio, women": (survey.ratio(s, "turnover", "employees", by=["rep", "female"], **kw),
+                         fem["turnover"].sum() / fem["employees"].sum()),
+    }
+    q_nominal = stats.t.ppf(0.975, 5 * (n_psu - 1))
+    for name, (res, truth) in cases.items():
+        if "female" in res.columns:
+            res = res[res["female"]]
+        assert len(res) == 1000
+        assert (res["df"] <= 5 * (n_psu - 1) + 1e-9).all(), name
+        cover = ((res["ci_low"] <= truth) & (truth <= res["ci_high"])).mean()
+        nominal = ((res["estimate"] - q_nominal * res["se"] <= truth)
+                   & (truth <= res["estimate"] + q_nominal * res["se"])).mean()
+        assert 0.91 <= cover <= 0.98, (name, cover)
+        assert cover >= nominal - 0.002, (name, cover, nominal)
