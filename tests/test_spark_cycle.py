@@ -315,8 +315,8 @@ def test_spark_engine_matches_pandas(needs_spark, clean_env: pytest.MonkeyPatch,
     # progress (pandas, from the indicator table) is unchanged too
     targets = me.io.read_targets(sample["targets"])
     p_pd = _nb_params(sample, "pandas")
-    want, _ = rc.compute_progress(p_pd, pandas_indicators, targets)
-    got, _ = rc.compute_progress(p_pd, table, targets)
+    want = rc.compute_progress(p_pd, pandas_indicators, targets)
+    got = rc.compute_progress(p_pd, table, targets)
     _assert_same_table(got, want)
 
 

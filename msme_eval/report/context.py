@@ -41,8 +41,8 @@ def is_total(value: Any) -> bool:
 
 def disclosure_kwargs(params: Any) -> dict[str, Any]:
     """The cycle's disclosure thresholds as `indicators.compute` takes them."""
-    return {"min_contributors": params.min_contributors, "dom_n": params.dominance_n,
-            "dom_k": params.dominance_k}
+    return {"min_contributors": params.min_contributors, "dominance_n": params.dominance_n,
+            "dominance_k": params.dominance_k}
 
 
 def _write_pickle(obj: Any, path: Path) -> None:
