@@ -135,10 +135,11 @@ NA_TOKENS: tuple[str, ...] = ("", "NA", "N/A", "n/a", "NaN", "nan", "null", "NUL
 REGION = "ASEAN"
 AREAS: tuple[str, ...] = (*COUNTRIES, REGION)
 
-# Progress-to-target categories (UN ESCAP; DESIGN.md section 4), best first, and the label
-# of an indicator that cannot be assessed.
+# Progress-to-target categories (UN ESCAP; DESIGN.md section 4), best first, then the verdict
+# once the target year has passed without the target being met (`progress.assess`), and the
+# label of an indicator that cannot be assessed.
 STATUSES: tuple[str, ...] = ("achieved", "on track", "acceleration needed", "limited progress",
-                             "regression")
+                             "regression", "not achieved")
 NO_ASSESSMENT = "no assessment"
 
 # The common columns of every estimate a user sees (`msme_eval.results`).

@@ -2,8 +2,13 @@
 
 The registry is data (``indicators.yaml`` next to this module) so a ministry can edit it or
 pass its own file. Each entry carries SDG-metadata-style fields (definition, numerator,
-denominator, unit, direction, goal, status/source, SDG link, required columns, macro fallback)
-and a small computation spec read by :func:`msme_eval.indicators.compute`.
+denominator, unit, direction and why, goal, status/source, SDG link, required columns, macro
+fallback) and a small computation spec read by :func:`msme_eval.indicators.compute`.
+
+``direction`` (``higher`` | ``lower``) tells :func:`msme_eval.progress.assess` which way is
+progress; ``direction_rationale`` says why, and says so where the choice is normative (K01/K02
+fall when MSMEs grow into large firms). It is optional in a ministry's file; when absent the
+registry reads ``NO_RATIONALE``, so the pages show that nobody stated a reason.
 
 Status values: ``"confirmed (JAIF KPI monitoring brief)"`` for the four KPIs named in the JAIF
 KPI-monitoring project brief (K03, K06, K07, K08; domain.md 1.3) and
@@ -18,15 +23,18 @@ from typing import Any
 import pandas as pd
 import yaml
 
-__all__ = ["registry", "DEFAULT_PATH", "RegistryError", "META_COLUMNS"]
+__all__ = ["registry", "DEFAULT_PATH", "RegistryError", "META_COLUMNS", "NO_RATIONALE"]
 
 DEFAULT_PATH = Path(__file__).with_name("indicators.yaml")
 
 META_COLUMNS: tuple[str, ...] = (
-    "id", "name", "definition", "numerator", "denominator", "unit", "direction", "goal",
-    "status", "source", "sdg", "required_columns", "macro_fallback",
+    "id", "name", "definition", "numerator", "denominator", "unit", "direction",
+    "direction_rationale", "goal", "status", "source", "sdg", "required_columns", "macro_fallback",
 )
-_REQUIRED_KEYS = (*META_COLUMNS, "kind", "scope", "scale", "money", "numerator_spec")
+_OPTIONAL_KEYS = ("direction_rationale",)
+_REQUIRED_KEYS = (*(c for c in META_COLUMNS if c not in _OPTIONAL_KEYS), "kind", "scope", "scale",
+                  "money", "numerator_spec")
+NO_RATIONALE = "not stated (the registry file gives no direction_rationale)"
 _KINDS = ("ratio", "relative_ratio", "total")
 _SCOPES = ("within_group", "share_of_total")
 _GOALS = ("A", "B", "C", "D", "E", "overall")
@@ -59,6 +67,8 @@ def _normalise(entry: dict[str, Any], path: Path, pos: int) -> dict[str, Any]:
 
     row = dict(entry)
     row.setdefault("denominator", "")
+    rationale = row.get("direction_rationale")
+    row["direction_rationale"] = str(rationale).strip() if rationale else NO_RATIONALE
     missing = [k for k in _REQUIRED_KEYS if k not in row]
     if missing:
         raise fail(missing[0], f"missing (required fields: {list(_REQUIRED_KEYS)}). Fix: add it.")
@@ -96,8 +106,8 @@ def registry(path: str | Path | None = None) -> pd.DataFrame:
 
     ``path=None`` reads the built-in ``msme_eval/indicators/indicators.yaml``; a ministry can
     pass its own file with the same fields. Columns: ``META_COLUMNS`` (id, name, definition,
-    numerator, denominator, unit, direction, goal, status, source, sdg, required_columns,
-    macro_fallback) followed by the computation fields (kind, scope, scale, money, macro_only,
+    numerator, denominator, unit, direction, direction_rationale, goal, status, source, sdg,
+    required_columns, macro_fallback) followed by the computation fields (kind, scope, scale, money, macro_only,
     needs_large, shift, magnitude and the ``*_spec`` mappings).
     Raises :class:`RegistryError` naming the file, indicator and field when an entry is invalid.
     """
