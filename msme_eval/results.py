@@ -99,6 +99,9 @@ def forest_plot(table: pd.DataFrame, *, ax: Any = None, title: str = "", alpha: 
     import matplotlib.pyplot as plt
 
     t = table.dropna(subset=["estimate"]).reset_index(drop=True)
+    for end in ("ci_low", "ci_high"):  # no interval: points only
+        if end not in t.columns:
+            t[end] = t["estimate"]
     if label is None:
         text = [c for c in t.columns if c not in ESTIMATE_COLUMNS and t[c].dtype == object]
         names = t[text].astype(str).agg(" · ".join, axis=1) if text else t.index.astype(str)
@@ -206,7 +209,10 @@ class ResultFrame(_Face, pd.DataFrame):
         col = getattr(self, "_estimate_column", None) or "estimate"
         out = pd.DataFrame(self)
         if col != "estimate" and col in out.columns and "estimate" not in out.columns:
-            out = out.rename(columns={col: "estimate"})
+            # the estimate's own interval columns (e.g. csi_ci_low) become ci_low / ci_high
+            ci = {f"{col}_{end}": end for end in ("ci_low", "ci_high")
+                  if f"{col}_{end}" in out.columns and end not in out.columns}
+            out = out.rename(columns={col: "estimate", **ci})
         return out
 
     def __repr__(self) -> str:
