@@ -55,7 +55,7 @@ def _run(reps: int, seed: int) -> dict[str, float]:
             se_o.append(o.se)
             es = r.event_study.set_index("event_time").loc[0]
             cov_e += es["ci_low"] <= truth_e0 <= es["ci_high"]
-            err_e.append(es["att"] - truth_e0)
+            err_e.append(es["estimate"] - truth_e0)
             se_e.append(es["se"])
     return {"cov_overall": cov_o / reps, "cov_e0": cov_e / reps,
             "bias_overall_in_se": float(np.mean(err_o) / np.mean(se_o)),

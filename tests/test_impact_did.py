@@ -50,7 +50,7 @@ def test_att_gt_and_cohorts_recover_planted(res) -> None:
 
     cells = [(c, t) for c, t in zip(post["cohort"], post["time"])]
     v = _vcov_from_psi(_if_matrix(res._influence, cells, res._design.n_units), res._design)
-    dev = post["att"].to_numpy() - np.array(truth)
+    dev = post["estimate"].to_numpy() - np.array(truth)
     wald = float(dev @ np.linalg.solve(v, dev))
     assert stats.chi2.sf(wald, len(cells)) > 0.001
     grp = res.aggregate("group").set_index("level")
@@ -59,12 +59,12 @@ def test_att_gt_and_cohorts_recover_planted(res) -> None:
         n_post = 2015 + 7 - g + 1
         truth_g = base + SLOPE * (n_post - 1) / 2
         # families of levels are checked at 99% (several 95% checks would miss by chance)
-        assert abs(grp.loc[g, "att"] - truth_g) < Z99 * grp.loc[g, "se"]
+        assert abs(grp.loc[g, "estimate"] - truth_g) < Z99 * grp.loc[g, "se"]
 
 
 def test_event_study_recovers_planted_and_bands_are_wider(res) -> None:
     es = res.event_study
-    assert {"event_time", "att", "se", "ci_low", "ci_high", "band_low", "band_high", "pvalue"} <= set(es.columns)
+    assert {"event_time", "estimate", "se", "ci_low", "ci_high", "band_low", "band_high", "pvalue"} <= set(es.columns)
     e0 = es.set_index("event_time")
     # e = 0: both cohorts, cohort-size weighted planted effect
     n = res.att_gt.drop_duplicates("cohort").set_index("cohort")["n_treated"]
@@ -85,7 +85,7 @@ def test_calendar_aggregation_recovers_planted(res, panel) -> None:
         t = int(r["level"])
         cs = [g for g in n.index if g <= t]
         truth = sum(n[g] * planted_att(g - 2015, t - g) for g in cs) / sum(n[g] for g in cs)
-        assert abs(r["att"] - truth) < Z99 * r["se"]
+        assert abs(r["estimate"] - truth) < Z99 * r["se"]
 
 
 def test_pretrend_not_rejected_under_parallel_trends_and_rejected_when_violated(res, panel) -> None:
@@ -149,7 +149,7 @@ def test_matches_csdid(small, control) -> None:
     res = out.results
     assert len(res["att"]) == len(ours)
     for g, t, att, se in zip(res["group"], res["year"], res["att"], res["se"]):
-        assert ours.loc[(int(g), int(t)), "att"] == pytest.approx(att, abs=1e-8)
+        assert ours.loc[(int(g), int(t)), "estimate"] == pytest.approx(att, abs=1e-8)
         assert ours.loc[(int(g), int(t)), "se"] == pytest.approx(se, rel=1e-4)
 
 
@@ -165,15 +165,15 @@ def test_matches_differences_including_calendar(small) -> None:
     cal = att.aggregate("time")
     ours = r.aggregate("calendar").iloc[:-1].set_index("level")
     for t, row in cal.iterrows():
-        assert ours.loc[int(t), "att"] == pytest.approx(float(row.iloc[0]), abs=1e-8)
+        assert ours.loc[int(t), "estimate"] == pytest.approx(float(row.iloc[0]), abs=1e-8)
         assert ours.loc[int(t), "se"] == pytest.approx(float(row.iloc[1]), rel=1e-6)
     overall = att.aggregate("time", overall=True)
-    assert r.aggregate("calendar").iloc[-1]["att"] == pytest.approx(float(overall.iloc[0, 0]), abs=1e-8)
+    assert r.aggregate("calendar").iloc[-1]["estimate"] == pytest.approx(float(overall.iloc[0, 0]), abs=1e-8)
     assert r.aggregate("calendar").iloc[-1]["se"] == pytest.approx(float(overall.iloc[0, 1]), rel=1e-6)
     ev = att.aggregate("event").iloc[:, :2]
     es = r.event_study.set_index("event_time")
     for e, row in ev.iterrows():
-        assert es.loc[int(e), "att"] == pytest.approx(float(row.iloc[0]), abs=1e-8)
+        assert es.loc[int(e), "estimate"] == pytest.approx(float(row.iloc[0]), abs=1e-8)
         assert es.loc[int(e), "se"] == pytest.approx(float(row.iloc[1]), rel=1e-6)
 
 

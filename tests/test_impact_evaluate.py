@@ -47,7 +47,7 @@ def test_survival_did_recovers_hazard_effect_by_event_time() -> None:
     es = r.event_study.set_index("event_time")
     for e in range(0, 4):
         truth = 0.97 ** (e + 1) - 0.94 ** (e + 1)
-        assert abs(es.loc[e, "att"] - truth) < Z99 * es.loc[e, "se"], (e, es.loc[e, "att"], truth)
+        assert abs(es.loc[e, "estimate"] - truth) < Z99 * es.loc[e, "se"], (e, es.loc[e, "estimate"], truth)
     assert np.isnan(r.pretrend.pvalue) and r.pretrend.df == 0
     assert "year before support" in r.summary()
 
@@ -58,11 +58,11 @@ def test_survival_aggregations_are_consistent() -> None:
     r = survival_did(f)
     cal = r.aggregate("calendar")
     assert cal["level"].iloc[-1] == "overall"
-    assert cal["att"].iloc[-1] == pytest.approx(cal["att"].iloc[:-1].mean())
+    assert cal["estimate"].iloc[-1] == pytest.approx(cal["estimate"].iloc[:-1].mean())
     grp = r.aggregate("group")
     gt = r.att_gt
-    for _, row in grp.iterrows():
-        assert row["att"] == pytest.approx(gt.loc[gt["cohort"] == row["level"], "att"].mean())
+    for _, row in grp[grp["level"] != "overall"].iterrows():
+        assert row["estimate"] == pytest.approx(gt.loc[gt["cohort"] == row["level"], "estimate"].mean())
 
 
 # ---------------------------------------------------------------- evaluate on own DGP

@@ -107,7 +107,7 @@ def test_did_matches_r_did_on_mpdta(mpdta, spec) -> None:
     for kind in ("group", "dynamic", "calendar"):
         got = r.aggregate(kind).set_index("level")
         for level, (a, s) in ref[kind].items():
-            assert got.loc[level, "att"] == pytest.approx(a, abs=1e-9), (kind, level)
+            assert got.loc[level, "estimate"] == pytest.approx(a, abs=1e-9), (kind, level)
             assert got.loc[level, "se"] == pytest.approx(s, rel=1e-6), (kind, level)
 
 
@@ -122,6 +122,6 @@ def test_mpdta_group_time_cells_match_r(mpdta) -> None:
              (2004, 2006): (-0.137258738889403, 0.0364356642876865),
              (2004, 2007): (-0.100811363085404, 0.0343592258346733)}
     for key, (a, s) in cells.items():
-        assert gt.loc[key, "att"] == pytest.approx(a, abs=1e-9)
+        assert gt.loc[key, "estimate"] == pytest.approx(a, abs=1e-9)
         assert gt.loc[key, "se"] == pytest.approx(s, rel=1e-6)
     assert np.isfinite(r.pretrend.pvalue)

@@ -65,18 +65,18 @@ def test_twfe_biased_under_heterogeneous_effects_where_did_is_not() -> None:
 def test_twfe_event_study_recovers_common_dynamics_but_not_heterogeneous_ones() -> None:
     d = simulate(n=3000, n_years=8, seed=6, noise=0.2, homogeneous=True)
     es = twfe_event_study(d, "y")
-    assert es.loc[es["event_time"] == -1, "att"].item() == 0.0
+    assert es.loc[es["event_time"] == -1, "estimate"].item() == 0.0
     pre = es[(es["event_time"] < -1)]
-    assert (pre["att"].abs() < 4 * pre["se"]).all()
+    assert (pre["estimate"].abs() < 4 * pre["se"]).all()
     post = es[es["event_time"] >= 0]
-    assert (np.abs(post["att"] - (0.2 + 0.05 * post["event_time"])) < 4 * post["se"]).all()
+    assert (np.abs(post["estimate"] - (0.2 + 0.05 * post["event_time"])) < 4 * post["se"]).all()
     # cohort-specific paths contaminate the leads (Sun and Abraham 2021); CS pre-periods stay clean
     h = simulate(n=3000, n_years=8, seed=6, noise=0.2)
     lead = twfe_event_study(h, "y").set_index("event_time")
-    assert abs(lead.loc[-5, "att"]) > 4 * lead.loc[-5, "se"]
+    assert abs(lead.loc[-5, "estimate"]) > 4 * lead.loc[-5, "se"]
     assert did(h, "y").pretrend.pvalue > 0.01
-    assert set(["event_time", "att", "se", "ci_low", "ci_high", "pvalue"]) <= set(es.columns)
+    assert set(["event_time", "estimate", "se", "ci_low", "ci_high", "pvalue"]) <= set(es.columns)
     binned = twfe_event_study(d, "y", window=(-3, 3))
     assert binned["event_time"].min() == -3 and binned["event_time"].max() == 3
-    assert np.isfinite(binned["att"]).all()
+    assert np.isfinite(binned["estimate"]).all()
     assert isinstance(binned, pd.DataFrame)

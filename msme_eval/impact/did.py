@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -30,7 +31,8 @@ from ._checks import (
     unit_codes,
     unit_constant,
 )
-from .results import DidResult, _Design
+from .drdid import R_TRIM, drdid_panel, independent_columns, std_ipw_panel
+from .results import DidResult, _Design, _vcov_from_psi, normal_inference
 
 __all__ = ["did", "prepare_panel"]
 
@@ -67,6 +69,142 @@ def _first_treated_from_indicator(
     return g[ucode]
 
 
+def _checked_outcome(data: pd.DataFrame, outcome: str) -> np.ndarray:
+    y = as_float(data, outcome)
+    if np.isnan(y).all():
+        raise ImpactInputError(f"outcome {outcome!r} is missing in every row. Fix: choose an outcome with data.")
+    if np.isinf(y).any():
+        rows = data.index[np.isinf(y)]
+        raise ImpactInputError(f"outcome {outcome!r} has infinite values at rows {_show(rows)} "
+                               "(log of zero?). Fix: set them to missing or use log(1 + x).")
+    return y
+
+
+def _first_treated_rows(data: pd.DataFrame, first_treated: str, treatment: str | None, ucode: np.ndarray,
+                        n_units: int, t: np.ndarray, unit: str) -> tuple[np.ndarray, np.ndarray]:
+    """Per-row first treated period (inf = never) and per-unit value (NaN = never).
+
+    ``first_treated`` NA or 0 means never treated (0 is the R ``did``, Stata ``csdid`` and diff-diff
+    convention); negative values are refused. A 0/1 ``treatment`` column, if given, must agree.
+    """
+    if first_treated not in data.columns:
+        g_row = _first_treated_from_indicator(data, treatment, ucode, n_units, t, unit)  # type: ignore[arg-type]
+        g_unit = np.full(n_units, np.nan)
+        g_unit[ucode] = np.where(np.isinf(g_row), np.nan, g_row)
+        return g_row, g_unit
+    g_row = as_float(data, first_treated)
+    g_row = np.where(g_row == 0, np.nan, g_row)
+    finite = ~np.isnan(g_row)
+    if (g_row[finite] != np.round(g_row[finite])).any():
+        raise ImpactInputError(f"{first_treated!r} must hold integer periods (NA or 0 = never treated).")
+    if (g_row[finite] < 0).any():
+        rows = data.index[finite & (g_row < 0)]
+        raise ImpactInputError(f"{first_treated!r} has negative values at rows {_show(rows)}; use NA or 0 for "
+                               "never-treated firms and the first period of support otherwise.")
+    g_row = np.where(finite, g_row, np.inf)
+    g_unit = unit_constant(
+        np.where(np.isinf(g_row), np.nan, g_row), ucode, n_units, data, unit, first_treated,
+        "The first year of support must be one value per firm (treatment cannot switch off or "
+        "restart). Fix: set first_treated to the firm's first year of support in every row.")
+    if treatment is not None:
+        _first_treated_from_indicator(data, treatment, ucode, n_units, t, unit)  # refuses 1 -> 0
+        bad = as_float(data, treatment) != (t >= g_row).astype(float)
+        if bad.any():
+            raise ImpactInputError(
+                f"{treatment!r} disagrees with {first_treated!r} at rows {_show(data.index[bad])} "
+                f"(expected {treatment} = 1 exactly from {first_treated} onwards). Fix one of them.")
+    return g_row, g_unit
+
+
+def _exclude_always_treated(data: pd.DataFrame, unit: str, ucode: np.ndarray, g_unit: np.ndarray, t_min: int,
+                            anticipation: int, notes: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Units treated in (or before) the first period, net of anticipation, have no untreated base
+    period: excluded with a warning and a note (as R did). Returns (per-unit flag, per-row keep)."""
+    early_u = ~np.isnan(g_unit) & (g_unit - anticipation <= t_min)
+    keep = ~early_u[ucode]
+    if early_u.any():
+        ids = pd.unique(data[unit].to_numpy()[~keep])
+        msg = (f"{int(early_u.sum())} unit(s) first treated in or before the first period {t_min} "
+               f"(minus anticipation {anticipation}) have no pre-treatment period and were excluded, as in "
+               f"R did")
+        # the interactive warning names the units; the note travels into reports, so it carries no ids
+        warnings.warn(f"{msg} ({unit} = {_show(ids)}).", UserWarning, stacklevel=4)
+        notes.append(msg + ".")
+    return early_u, keep
+
+
+def _check_cohorts(data: pd.DataFrame, unit: str, ucode: np.ndarray, g_unit: np.ndarray, early_u: np.ndarray,
+                   keep: np.ndarray, control: str, t_max: int, notes: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
+    """Refuse one-firm cohorts, no treated units, or no valid comparison group; note late cohorts."""
+    g_kept = g_unit[~early_u]
+    cohorts, sizes = np.unique(g_kept[~np.isnan(g_kept)], return_counts=True)
+    single = cohorts[sizes == 1]
+    if len(single):
+        ids = [pd.unique(data[unit].to_numpy()[(g_unit[ucode] == c) & keep]) for c in single]
+        raise ImpactInputError(
+            f"cohort(s) first treated in {_show([int(c) for c in single])} contain a single unit "
+            f"({unit} = {_show([i[0] for i in ids])}); a one-firm cohort's ATT(g,t) has no valid standard "
+            "error. Fix: pool it with a neighbouring cohort, or drop it explicitly and say so.")
+    n_never = int(np.isnan(g_kept).sum())
+    if len(cohorts) == 0:
+        raise ImpactInputError("no treated units: first_treated is missing (never treated) for every "
+                               "firm (after excluding always-treated firms). Nothing to estimate.")
+    if control == "never_treated" and n_never == 0:
+        raise ImpactInputError(
+            "control='never_treated' but no firm is never treated (first_treated is set for all). "
+            "Fix: use control='not_yet_treated' (firms supported later serve as controls until their "
+            "support starts).")
+    if control == "not_yet_treated" and n_never == 0 and len(cohorts) < 2:
+        raise ImpactInputError(
+            "control='not_yet_treated' needs never-treated firms or at least two cohorts; all treated "
+            f"firms start in {int(cohorts[0])}, so no firm is 'not yet treated'. Nothing to compare with.")
+    late = cohorts[cohorts > t_max]
+    if len(late):
+        notes.append(f"{int(sizes[cohorts > t_max].sum())} unit(s) in cohort(s) {_show([int(c) for c in late])} "
+                     f"are first treated after the last period {t_max}: they contribute pre-period "
+                     "(placebo) cells and, with not-yet-treated controls, serve as controls.")
+    return cohorts, sizes, n_never
+
+
+def _add_covariates(frame: pd.DataFrame, data: pd.DataFrame, covariates: list[str], keep: np.ndarray) -> None:
+    for c in covariates:
+        x = as_float(data, c)[keep]
+        if np.isnan(x).any():
+            rows = data.index[keep][np.isnan(x)]
+            raise ImpactInputError(f"covariate {c!r} has {int(np.isnan(x).sum())} missing value(s) at rows "
+                                   f"{_show(rows)}. Fix: impute explicitly or drop the covariate.")
+        frame[c] = x
+
+
+def _add_cluster(frame: pd.DataFrame, data: pd.DataFrame, cluster: str, ucode: np.ndarray, n_units: int,
+                 unit: str, keep: np.ndarray) -> tuple[np.ndarray, int]:
+    """Cluster code per row (column ``_cluster``) and per unit; refuse missing/varying/single clusters."""
+    if data[cluster].isna().any():
+        rows = data.index[data[cluster].isna().to_numpy()]
+        raise ImpactInputError(f"cluster column {cluster!r} has missing values at rows {_show(rows)}.")
+    ccode, n_clusters = pd.factorize(data[cluster])[0], data[cluster].nunique()
+    unit_constant(ccode.astype(float), ucode, n_units, data, unit, cluster,
+                  "A firm must stay in one cluster. Fix: use the firm's baseline region.")
+    if n_clusters < 2:
+        raise ImpactInputError(f"cluster column {cluster!r} has a single cluster; clustered SEs need >= 2.")
+    frame["_cluster"] = ccode[keep]
+    cluster_unit = np.zeros(n_units, dtype=np.int64)
+    cluster_unit[ucode] = ccode
+    return cluster_unit, int(n_clusters)
+
+
+def _add_weight(frame: pd.DataFrame, data: pd.DataFrame, weight: str, ucode: np.ndarray, n_units: int,
+                unit: str, keep: np.ndarray) -> None:
+    w = as_float(data, weight)
+    if np.isnan(w).any() or (w <= 0).any():
+        rows = data.index[np.isnan(w) | (w <= 0)]
+        raise ImpactInputError(f"weight column {weight!r} must be > 0 and present; rows {_show(rows)} fail.")
+    unit_constant(w, ucode, n_units, data, unit, weight,
+                  "Sampling weights must be constant within firm for a panel DiD. Fix: use the "
+                  "firm's baseline-year weight (or a longitudinal weight) in every row.")
+    frame["_w"] = w[keep]
+
+
 def prepare_panel(
     data: pd.DataFrame,
     outcome: str,
@@ -99,120 +237,21 @@ def prepare_panel(
     t = integer_time(data, time)
     ucode, n_units = unit_codes(data, unit)
     check_unique_unit_time(data, ucode, n_units, t, unit, time)
-
-    y = as_float(data, outcome)
-    if np.isnan(y).all():
-        raise ImpactInputError(f"outcome {outcome!r} is missing in every row. Fix: choose an outcome with data.")
-    if np.isinf(y).any():
-        rows = data.index[np.isinf(y)]
-        raise ImpactInputError(f"outcome {outcome!r} has infinite values at rows {_show(rows)} "
-                               "(log of zero?). Fix: set them to missing or use log(1 + x).")
-
+    y = _checked_outcome(data, outcome)
     notes: list[str] = []
-    if use_ft:
-        g_row = as_float(data, first_treated)
-        finite = ~np.isnan(g_row)
-        if (g_row[finite] != np.round(g_row[finite])).any():
-            raise ImpactInputError(f"{first_treated!r} must hold integer periods (NA = never treated).")
-        if (g_row[finite] <= 0).any():
-            rows = data.index[finite & (g_row <= 0)]
-            raise ImpactInputError(f"{first_treated!r} has non-positive values at rows {_show(rows)}; use NA "
-                                   "(missing) for never-treated firms, not 0.")
-        g_row = np.where(finite, g_row, np.inf)
-        g_unit = unit_constant(
-            np.where(np.isinf(g_row), np.nan, g_row), ucode, n_units, data, unit, first_treated,
-            "The first year of support must be one value per firm (treatment cannot switch off or "
-            "restart). Fix: set first_treated to the firm's first year of support in every row.")
-        if treatment is not None:
-            _first_treated_from_indicator(data, treatment, ucode, n_units, t, unit)  # refuses 1 -> 0
-            d = as_float(data, treatment)
-            expect = (t >= g_row).astype(float)
-            bad = d != expect
-            if bad.any():
-                raise ImpactInputError(
-                    f"{treatment!r} disagrees with {first_treated!r} at rows {_show(data.index[bad])} "
-                    f"(expected {treatment} = 1 exactly from {first_treated} onwards). Fix one of them.")
-    else:
-        g_row = _first_treated_from_indicator(data, treatment, ucode, n_units, t, unit)  # type: ignore[arg-type]
-        g_unit = np.full(n_units, np.nan)
-        g_unit[ucode] = np.where(np.isinf(g_row), np.nan, g_row)
-
+    g_row, g_unit = _first_treated_rows(data, first_treated if use_ft else "\0", treatment, ucode, n_units, t, unit)
     t_min, t_max = int(t.min()), int(t.max())
-    # units treated in (or before) the first period, net of anticipation, have no untreated base period
-    early_u = ~np.isnan(g_unit) & (g_unit - anticipation <= t_min)
-    keep = ~early_u[ucode]
-    if early_u.any():
-        ids = pd.unique(data[unit].to_numpy()[~keep])
-        msg = (f"{int(early_u.sum())} unit(s) first treated in or before the first period {t_min} "
-               f"(minus anticipation {anticipation}) have no pre-treatment period and were excluded, as in "
-               f"R did")
-        # the interactive warning names the units; the note travels into reports, so it carries no ids
-        warnings.warn(f"{msg} ({unit} = {_show(ids)}).", UserWarning, stacklevel=3)
-        notes.append(msg + ".")
-
-    g_kept = g_unit[~early_u]
-    cohorts, sizes = np.unique(g_kept[~np.isnan(g_kept)], return_counts=True)
-    single = cohorts[sizes == 1]
-    if len(single):
-        ids = [pd.unique(data[unit].to_numpy()[(g_unit[ucode] == c) & keep]) for c in single]
-        raise ImpactInputError(
-            f"cohort(s) first treated in {_show([int(c) for c in single])} contain a single unit "
-            f"({unit} = {_show([i[0] for i in ids])}); a one-firm cohort's ATT(g,t) has no valid standard "
-            "error. Fix: pool it with a neighbouring cohort, or drop it explicitly and say so.")
-    n_never = int(np.isnan(g_kept).sum())
-    if len(cohorts) == 0:
-        raise ImpactInputError(f"no treated units: {first_treated!r} is missing (never treated) for every "
-                               "firm (after excluding always-treated firms). Nothing to estimate.")
-    if control == "never_treated" and n_never == 0:
-        raise ImpactInputError(
-            "control='never_treated' but no firm is never treated (first_treated is set for all). "
-            "Fix: use control='not_yet_treated' (firms supported later serve as controls until their "
-            "support starts).")
-    if control == "not_yet_treated" and n_never == 0 and len(cohorts) < 2:
-        raise ImpactInputError(
-            "control='not_yet_treated' needs never-treated firms or at least two cohorts; all treated "
-            f"firms start in {int(cohorts[0])}, so no firm is 'not yet treated'. Nothing to compare with.")
-    late = cohorts[cohorts > t_max]
-    if len(late):
-        notes.append(f"{int(sizes[cohorts > t_max].sum())} unit(s) in cohort(s) {_show([int(c) for c in late])} "
-                     f"are first treated after the last period {t_max}: they contribute pre-period "
-                     "(placebo) cells and, with not-yet-treated controls, serve as controls.")
-
+    early_u, keep = _exclude_always_treated(data, unit, ucode, g_unit, t_min, anticipation, notes)
+    cohorts, sizes, n_never = _check_cohorts(data, unit, ucode, g_unit, early_u, keep, control, t_max, notes)
     frame = pd.DataFrame({
         "_unit": ucode[keep], "_time": t[keep], "_y": y[keep],
         "_g": np.where(np.isinf(g_row[keep]), 0, g_row[keep]).astype(np.int64),
     })
-    for c in covariates:
-        x = as_float(data, c)[keep]
-        if np.isnan(x).any():
-            rows = data.index[keep][np.isnan(x)]
-            raise ImpactInputError(f"covariate {c!r} has {int(np.isnan(x).sum())} missing value(s) at rows "
-                                   f"{_show(rows)}. Fix: impute explicitly or drop the covariate.")
-        frame[c] = x
-    n_clusters = 0
-    cluster_unit = None
-    if cluster:
-        if data[cluster].isna().any():
-            rows = data.index[data[cluster].isna().to_numpy()]
-            raise ImpactInputError(f"cluster column {cluster!r} has missing values at rows {_show(rows)}.")
-        ccode, n_clusters = pd.factorize(data[cluster])[0], data[cluster].nunique()
-        unit_constant(ccode.astype(float), ucode, n_units, data, unit, cluster,
-                      "A firm must stay in one cluster. Fix: use the firm's baseline region.")
-        if n_clusters < 2:
-            raise ImpactInputError(f"cluster column {cluster!r} has a single cluster; clustered SEs need >= 2.")
-        frame["_cluster"] = ccode[keep]
-        cluster_unit = np.zeros(n_units, dtype=np.int64)
-        cluster_unit[ucode] = ccode
+    _add_covariates(frame, data, covariates, keep)
+    cluster_unit, n_clusters = (_add_cluster(frame, data, cluster, ucode, n_units, unit, keep) if cluster
+                                else (None, 0))
     if weight:
-        w = as_float(data, weight)
-        if np.isnan(w).any() or (w <= 0).any():
-            rows = data.index[np.isnan(w) | (w <= 0)]
-            raise ImpactInputError(f"weight column {weight!r} must be > 0 and present; rows {_show(rows)} fail.")
-        unit_constant(w, ucode, n_units, data, unit, weight,
-                      "Sampling weights must be constant within firm for a panel DiD. Fix: use the "
-                      "firm's baseline-year weight (or a longitudinal weight) in every row.")
-        frame["_w"] = w[keep]
-
+        _add_weight(frame, data, weight, ucode, n_units, unit, keep)
     n_missing = int(np.isnan(frame["_y"]).sum())
     if n_missing:
         notes.append(f"{n_missing} unit-period(s) have a missing {outcome}; each ATT(g,t) uses the firms "
@@ -225,6 +264,75 @@ def prepare_panel(
         "n_missing_outcome": n_missing, "n_clusters": int(n_clusters) if cluster else int(len(kept_units)),
     }
     return frame, counts, notes, cluster_unit
+
+
+def _check_options(method: str, base_period: str, anticipation: int, alpha: float, pscore_trim: float,
+                   covariates: list[str], n_bootstrap: int) -> None:
+    if method not in _METHODS:
+        raise ImpactInputError(f"method must be one of {_METHODS}, got {method!r}.")
+    if base_period not in _BASES:
+        raise ImpactInputError(f"base_period must be one of {_BASES}, got {base_period!r}.")
+    if isinstance(anticipation, bool) or not isinstance(anticipation, (int, np.integer)) or anticipation < 0:
+        raise ImpactInputError(f"anticipation must be a non-negative integer, got {anticipation!r}.")
+    if not 0 < alpha < 1:
+        raise ImpactInputError(f"alpha must be in (0, 1), got {alpha!r}.")
+    if not 0.5 < pscore_trim <= 1:
+        raise ImpactInputError(f"pscore_trim must be in (0.5, 1] (R DRDID trim.level, default 0.995), got "
+                               f"{pscore_trim!r}.")
+    if covariates and method != "reg" and n_bootstrap:
+        raise ImpactInputError(
+            "n_bootstrap > 0 with covariates and method 'dr'/'ipw' is not available: the covariate cells are "
+            "R DRDID's, computed here, and diff-diff's bootstrap would resample its own (different) cells. "
+            "Fix: use analytical SEs (n_bootstrap=0, as R did's bstrap=FALSE) or method='reg'.")
+
+
+def _base_period(g: int, t: int, periods: list[int], base_period: str, anticipation: int) -> int | None:
+    """R ``did``'s base period of cell (g, t): the last period before g - anticipation, or for a
+    pre-treatment cell with a varying base the period just before t."""
+    if base_period == "varying" and t < g - anticipation:
+        earlier = [p for p in periods if p < t]
+    else:
+        earlier = [p for p in periods if p < g - anticipation]
+    return earlier[-1] if earlier else None
+
+
+def _r_drdid_cells(raw: Any, frame: pd.DataFrame, covariates: list[str], method: str, trim: float,
+                   design: _Design, base_period: str, anticipation: int, alpha: float) -> None:
+    """Replace diff-diff's covariate ATT(g,t) cells by R DRDID's (:mod:`msme_eval.impact.drdid`).
+
+    Why: diff-diff 3.13 normalises the IPW/DR comparison term by the number of treated units and
+    clips scores to [0.01, 0.99]; R ``did`` (``DRDID::drdid_panel`` / ``std_ipw_did_panel``)
+    normalises by the sum of comparison weights and drops comparison units with p >= 0.995. On the
+    NSW panel R gives DR -871.33 and IPW -1021.61, diff-diff -849.6 and -501.0. The treated and
+    comparison units of each cell are diff-diff's (identical to R's); effect, influence function
+    (scaled to diff-diff's sum-of-squares convention: IF / n_cell), SE, CI and p are replaced.
+    """
+    kit = raw._aggregation_kit
+    units = np.asarray(kit.bookkeeping["all_units"]).astype(np.int64)
+    periods = sorted(int(p) for p in np.unique(frame["_time"]))
+    wide = frame.pivot(index="_unit", columns="_time")
+    estimator = drdid_panel if method == "dr" else std_ipw_panel
+    for (g, t), d in raw.group_time_effects.items():
+        if d.get("is_reference", False) or (g, t) not in kit.influence:
+            continue
+        info = kit.influence[(g, t)]
+        base = _base_period(int(g), int(t), periods, base_period, anticipation)
+        idx = np.concatenate([np.asarray(info["treated_idx"]), np.asarray(info["control_idx"])]).astype(np.int64)
+        n1 = len(info["treated_idx"])
+        rows = wide.loc[units[idx]]
+        dy = (rows[("_y", int(t))] - rows[("_y", base)]).to_numpy(dtype=float)
+        X = np.column_stack([np.ones(len(idx)), *[rows[(c, base)].to_numpy(dtype=float) for c in covariates]])
+        X = X[:, independent_columns(X)]  # aliased covariates dropped within the cell, as R lm/glm and diff-diff
+        treat = np.r_[np.ones(n1), np.zeros(len(idx) - n1)]
+        w = None if design.survey_w is None else design.survey_w[idx]
+        att, inf = estimator(dy, treat, X, w, trim)
+        psi = inf / len(idx)
+        info["treated_inf"], info["control_inf"] = psi[:n1], psi[n1:]
+        full = np.zeros(design.n_units)
+        full[idx] = psi
+        e = normal_inference(att, float(np.sqrt(_vcov_from_psi(full[:, None], design)[0, 0])), alpha)
+        d.update({"effect": e.estimate, "se": e.se, "t_stat": e.estimate / e.se if e.se > 0 else np.nan,
+                  "p_value": e.pvalue, "conf_int": (e.ci_low, e.ci_high)})
 
 
 def did(
@@ -245,32 +353,31 @@ def did(
     alpha: float = 0.05,
     n_bootstrap: int = 0,
     seed: int = 0,
+    pscore_trim: float = R_TRIM,
 ) -> DidResult:
     """Callaway-Sant'Anna staggered DiD on a firm-year panel.
 
     ATT(g,t) = E[Y_t - Y_b | G = g] - E[Y_t - Y_b | C], b the base period, C the control group
     (never-treated, or not-yet-treated by t + anticipation); ``method`` "dr" (doubly robust,
     Sant'Anna-Zhao 2020), "ipw" or "reg" when ``covariates`` are given. ``first_treated`` is the
-    first period of support (NA = never); alternatively pass a 0/1 ``treatment`` indicator (refused
-    if it goes 1 -> 0). SEs: analytical influence-function SEs clustered by firm, or by ``cluster``;
-    ``n_bootstrap`` > 0 switches to diff-diff's multiplier bootstrap (and its sup-t bands).
-    ``weight``: firm-constant sampling weights.
+    first period of support (NA or 0 = never); alternatively pass a 0/1 ``treatment`` indicator
+    (refused if it goes 1 -> 0). SEs: analytical influence-function SEs clustered by firm, or by
+    ``cluster``; ``n_bootstrap`` > 0 switches to diff-diff's multiplier bootstrap (and its sup-t
+    bands). ``weight``: firm-constant sampling weights.
+
+    With covariates and ``method`` "dr"/"ipw" each ATT(g,t) is R ``did``'s: ``DRDID::drdid_panel`` /
+    ``std_ipw_did_panel`` (Hajek-normalised), computed in :mod:`msme_eval.impact.drdid`;
+    ``pscore_trim``: comparison units with propensity score >= pscore_trim are dropped from a cell
+    (R's ``trim.level``, default 0.995; 1 keeps all).
 
     Returns a :class:`DidResult` (``.overall``, ``.att_gt``, ``.event_study``, ``.pretrend``,
-    ``.aggregate()``, ``.summary()``, ``.tidy()``, ``.plot()``).
+    ``.aggregate()``, ``.summary()``, ``.tidy()``, ``.plot()``, ``.choices``).
     """
     import diff_diff
     from diff_diff import CallawaySantAnna
 
-    if method not in _METHODS:
-        raise ImpactInputError(f"method must be one of {_METHODS}, got {method!r}.")
-    if base_period not in _BASES:
-        raise ImpactInputError(f"base_period must be one of {_BASES}, got {base_period!r}.")
-    if isinstance(anticipation, bool) or not isinstance(anticipation, (int, np.integer)) or anticipation < 0:
-        raise ImpactInputError(f"anticipation must be a non-negative integer, got {anticipation!r}.")
-    if not 0 < alpha < 1:
-        raise ImpactInputError(f"alpha must be in (0, 1), got {alpha!r}.")
     covariates = list(covariates or [])
+    _check_options(method, base_period, anticipation, alpha, pscore_trim, covariates, n_bootstrap)
     frame, counts, notes, cluster_unit = prepare_panel(
         data, outcome, unit=unit, time=time, first_treated=first_treated, treatment=treatment,
         control=control, covariates=covariates, cluster=cluster, weight=weight, anticipation=int(anticipation),
@@ -282,9 +389,7 @@ def did(
     )
     survey = diff_diff.SurveyDesign(weights="_w") if weight else None
     raw = est.fit(frame, "_y", "_unit", "_time", "_g", covariates=covariates or None, survey_design=survey)
-
-    kit = raw._aggregation_kit
-    book = kit.bookkeeping
+    book = raw._aggregation_kit.bookkeeping
     all_units = np.asarray(book["all_units"]).astype(np.int64)
     sw = book.get("survey_weights")
     design = _Design(
@@ -293,11 +398,15 @@ def did(
         cluster=None if cluster_unit is None else pd.factorize(cluster_unit[all_units])[0].astype(np.int64),
         n_units=len(all_units),
     )
-    choices = {
+    r_cells = bool(covariates) and method in ("dr", "ipw")
+    if r_cells:
+        _r_drdid_cells(raw, frame, covariates, method, pscore_trim, design, base_period, int(anticipation), alpha)
+    settings = {
         "unit": unit, "time": time, "first_treated": first_treated, "treatment": treatment,
         "control": control, "covariates": covariates, "method": method, "anticipation": int(anticipation),
         "base_period": base_period, "cluster": cluster, "weight": weight, "alpha": alpha,
         "n_bootstrap": int(n_bootstrap), "seed": seed, "engine": "diff_diff.CallawaySantAnna",
-        "engine_version": diff_diff.__version__,
+        "engine_version": diff_diff.__version__, "cells": "R DRDID" if r_cells else "diff-diff",
+        "pscore_trim": pscore_trim if r_cells else None,
     }
-    return DidResult(outcome=outcome, choices=choices, counts=counts, notes=notes, raw=raw, _design=design)
+    return DidResult(outcome=outcome, settings=settings, counts=counts, notes=notes, raw=raw, _design=design)

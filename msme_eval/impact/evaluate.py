@@ -24,13 +24,16 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from msme_eval.contract import ESTIMATE_COLUMNS
+from msme_eval.results import Result
+
 from ._checks import ImpactInputError, integer_time, require_columns
 from .did import did
-from .results import DidResult, normal_inference
+from .results import DidResult, Notes
 from .survival import survival_did
 from .twfe import twfe
 
-__all__ = ["Evaluation", "evaluate", "build_outcomes", "OUTCOMES", "SUBGROUPS"]
+__all__ = ["Evaluation", "evaluate", "build_outcomes", "holm", "OUTCOMES", "SUBGROUPS"]
 
 OUTCOMES: dict[str, tuple[str, str]] = {
     "log_turnover": ("growth", "log turnover (effect x 100 ~ % change)"),
@@ -124,7 +127,8 @@ def build_outcomes(panel: pd.DataFrame, *, unit: str = "firm_id", time: str = "y
     if "urban" in base:
         attrs["rural"] = ~base["urban"].astype("boolean")
     if "size_class" in base:
-        attrs["micro"] = (base["size_class"].astype("str") == "micro").astype("boolean").where(base["size_class"].notna())
+        micro = (base["size_class"].astype("str") == "micro").astype("boolean")
+        attrs["micro"] = micro.where(base["size_class"].notna())
     if "registered" in base:
         attrs["registered"] = base["registered"].astype("Float64")
     if "size_class" in base:
@@ -150,6 +154,8 @@ def build_outcomes(panel: pd.DataFrame, *, unit: str = "firm_id", time: str = "y
     return out, notes
 
 
+_SHOW = ("outcome", "programme_type", "att", "se", "ci_low", "ci_high", "pvalue", "n_treated", "pretrend_pvalue",
+         "pretrend_pvalue_holm")
 NOT_BOUNDED = "not bounded: the jobs effect is not distinguishable from zero"
 
 
@@ -200,7 +206,7 @@ def cost_text(row: pd.Series | dict[str, Any]) -> str:
 
 def _row(res: DidResult, outcome: str, pt: str, spec: str = "main") -> dict[str, Any]:
     o, pre, n = res.overall, res.pretrend, res.counts
-    return {"outcome": outcome, "programme_type": pt, "spec": spec, "att": o.att, "se": o.se,
+    return {"outcome": outcome, "programme_type": pt, "spec": spec, "att": o.estimate, "se": o.se,
             "ci_low": o.ci_low, "ci_high": o.ci_high, "pvalue": o.pvalue, "n_units": n["n_units"],
             "n_treated": n["n_treated"], "n_never_treated": n["n_never_treated"], "n_cohorts": n["n_cohorts"],
             "pretrend_stat": pre.stat, "pretrend_df": pre.df, "pretrend_pvalue": pre.pvalue,
@@ -213,7 +219,8 @@ def interpret(row: pd.Series | dict[str, Any], alpha: float = 0.05) -> str:
     r = dict(row)
     lvl = int(round(100 * (1 - alpha)))
     label = OUTCOMES.get(r["outcome"], ("", r["outcome"]))[1]
-    who = "all supported firms" if r["programme_type"] == "all" else f"firms supported by {r['programme_type']} programmes"
+    pt = r["programme_type"]
+    who = "all supported firms" if pt == "all" else f"firms supported by {pt} programmes"
     if not np.isfinite(r["att"]) or not np.isfinite(r["se"]):
         return f"{label}, {who}: no estimate (too few firms or periods)."
     def fmt(v: float) -> str:
@@ -231,11 +238,15 @@ def interpret(row: pd.Series | dict[str, Any], alpha: float = 0.05) -> str:
         sig = (f"The interval includes zero ({ptxt_}): the data cannot distinguish this from no effect, "
                "which is not evidence that the effect is zero")
     pre = r.get("pretrend_pvalue", np.nan)
+    adj = r.get("pretrend_pvalue_holm", pre)  # Holm-adjusted over the headline tests (family-wise)
+    adj = pre if adj is None or not np.isfinite(adj) else adj
     if np.isfinite(pre):
-        ptxt = (f"Pre-support trends of supported and comparison firms differ (pre-trend test p = {pre:.3f}); "
-                "treat the estimate with caution." if pre < alpha else
-                f"Before support, the two groups moved in parallel (pre-trend test p = {pre:.2f}), which is "
-                "consistent with, but cannot prove, the assumption.")
+        ptxt = (f"Pre-support trends of supported and comparison firms differ (pre-trend test p = {pre:.3f}, "
+                f"{adj:.3f} after Holm's adjustment for the number of tests); treat the estimate with caution."
+                if adj < alpha else
+                f"Before support, the two groups moved in parallel (pre-trend test p = {pre:.2f}"
+                + (f", Holm-adjusted {adj:.2f}" if adj != pre else "")
+                + "), which is consistent with, but cannot prove, the assumption.")
     elif r["outcome"] in ("survival", "jobs"):
         ptxt = ("Outcomes that include exit are compared among firms alive in the year before support, "
                 "adjusting for the characteristics that drive exit; no pre-support trend test is possible, "
@@ -262,8 +273,13 @@ def six_steps(control: str, covariates: Sequence[str], pretrend_ok: bool) -> dic
 
 
 @dataclass
-class Evaluation:
-    """Results of :func:`evaluate`: tidy tables, event studies and text. See ``summary()``."""
+class Evaluation(Result):
+    """Results of :func:`evaluate`: tidy tables, event studies and text. See ``summary()``.
+
+    The tables keep the column ``att`` (read by the report layer); ``tidy()`` gives the common
+    vocabulary (``estimate``, se, ci_low, ci_high, pvalue). ``headline`` carries the raw pre-trend
+    p-value and its Holm adjustment over the headline tests (``pretrend_pvalue_holm``).
+    """
 
     headline: pd.DataFrame
     robustness: pd.DataFrame
@@ -275,15 +291,33 @@ class Evaluation:
     pretrends: pd.DataFrame
     six_steps: dict[str, str]
     interpretation: pd.DataFrame
-    choices: dict[str, Any]
-    notes: list[str]
+    settings: dict[str, Any]
+    notes: Notes = field(default_factory=Notes)
     results: dict[tuple[str, str], DidResult] = field(default_factory=dict, repr=False)
 
+    title = "Impact evaluation (Callaway-Sant'Anna staggered DiD)"
+
+    def __post_init__(self) -> None:
+        self.notes = Notes(self.notes)
+
+    @property
+    def choices(self) -> dict[str, Any]:  # type: ignore[override]
+        return self.settings
+
+    @property
+    def alpha(self) -> float:  # type: ignore[override]
+        return float(self.settings["alpha"])
+
     def tidy(self) -> pd.DataFrame:
-        """Every number for results.json: headline, robustness, inclusion, jobs in one long table."""
+        """Headline, robustness and inclusion effects in one long table (column ``table``), with the
+        common columns estimate, se, ci_low, ci_high, pvalue."""
         parts = [self.headline.assign(table="headline"), self.robustness.assign(table="robustness"),
                  self.inclusion.assign(table="inclusion")]
-        return pd.concat(parts, ignore_index=True)
+        return pd.concat(parts, ignore_index=True).rename(columns={"att": "estimate"})
+
+    def plot(self, ax: Any = None, **kwargs: Any) -> Any:
+        """Forest plot of the headline effects (see :meth:`plot_headline`)."""
+        return self.plot_headline(ax=ax, **kwargs)
 
     def to_dict(self) -> dict[str, Any]:
         def recs(df: pd.DataFrame) -> list[dict[str, Any]]:
@@ -292,7 +326,7 @@ class Evaluation:
         return {"headline": recs(self.headline), "robustness": recs(self.robustness),
                 "inclusion": recs(self.inclusion), "inclusion_tests": recs(self.inclusion_tests),
                 "inclusion_shares": recs(self.inclusion_shares), "jobs": recs(self.jobs),
-                "six_steps": self.six_steps, "choices": self.choices, "notes": self.notes}
+                "six_steps": self.six_steps, "choices": self.choices, "notes": list(self.notes)}
 
     def plot_event_study(self, outcome: str = "log_turnover", programme_type: str = "all", ax: Any = None,
                          twfe_baseline: bool = False) -> Any:
@@ -323,7 +357,7 @@ class Evaluation:
         return ax
 
     def summary(self) -> str:
-        cols = ["outcome", "programme_type", "att", "se", "ci_low", "ci_high", "pvalue", "n_treated", "pretrend_pvalue"]
+        cols = [c for c in _SHOW if c in self.headline.columns]
         lines = ["Impact evaluation (Callaway-Sant'Anna staggered DiD)",
                  f"Design: OECD Six Steps level {self.six_steps['step']} ({self.six_steps['name']}); "
                  f"Maryland SMS {self.six_steps['maryland_sms']}", self.six_steps["reason"], "",
@@ -337,7 +371,7 @@ class Evaluation:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        cols = ["outcome", "programme_type", "att", "se", "ci_low", "ci_high", "pvalue", "n_treated", "pretrend_pvalue"]
+        cols = [c for c in _SHOW if c in self.headline.columns]
         return (f"<div><b>Impact evaluation</b><p>OECD Six Steps level {self.six_steps['step']}: "
                 f"{html.escape(self.six_steps['reason'])}</p>"
                 + self.headline[cols].to_html(index=False, float_format=lambda x: f"{x:.4f}")
@@ -412,177 +446,296 @@ def evaluate(
     Without ``weight`` every estimate is the unweighted sample ATT.
     """
     frame, notes = build_outcomes(panel, unit=unit, time=time)
-    if weight is not None:
-        require_columns(panel, [weight, unit, time], "evaluate(weight=...)")
-        first = panel.sort_values([unit, time]).groupby(unit, sort=False)[weight].first()
-        w_ref = pd.to_numeric(frame[unit].map(first))
-        if w_ref.isna().any() or (w_ref <= 0).any():
-            raise ImpactInputError(f"weight {weight!r}: every firm needs a positive weight in its first observed year.")
-        frame["_w_ref"] = w_ref.to_numpy(dtype=float)
-        notes.append(f"Population-weighted: each firm's survey weight {weight!r} in its first observed year "
-                     "(reference period), held fixed across years. Survival and net jobs are unweighted.")
-    if eligible_sizes is not None and "size_class" in frame:
-        bad = ~frame["size_class"].isin(list(eligible_sizes))
-        n_firms = int(frame.loc[bad, unit].nunique())
-        if n_firms:
-            n_sup = int(frame.loc[bad & frame["first_treated"].notna(), unit].nunique())
-            frame = frame[~bad]
-            notes.append(f"{n_firms} firm(s) with a baseline size class outside {list(eligible_sizes)} left out "
-                         f"(not eligible for MSME support; {n_sup} of them supported).")
-    types_all = sorted(frame["programme_type"].dropna().astype(str).unique()) if "programme_type" in frame else []
-    if programme_type is None:
-        pts = [*types_all, "all"]
-    else:
-        pts = [programme_type] if isinstance(programme_type, str) else list(programme_type)
-        unknown = [p for p in pts if p != "all" and p not in types_all]
-        if unknown:
-            raise ImpactInputError(f"programme_type {unknown} not found; the data have {types_all} (or use 'all').")
-    missing = [o for o in (outcomes or []) if o not in frame.columns]
-    if missing:
-        raise ImpactInputError(f"outcome(s) {missing} cannot be built from the panel (columns missing).")
-    outs = [o for o in (outcomes or OUTCOMES) if o in frame.columns]
-    if covariates is None:
-        covariates = [c for c in ("owner_female", "rural", "baseline_log_employees", "baseline_age") if c in frame
-                      and frame[c].notna().all()]
-    covs = list(covariates)
-    for c in covs:
-        frame[c] = pd.to_numeric(frame[c].astype("Float64") if frame[c].dtype == "boolean" else frame[c])
-    if survival_covariates is None:
-        survival_covariates = [c for c in ("size_micro", "size_small", "registered") if c in frame
-                               and frame[c].notna().all() and frame[c].nunique() > 1]
-        survival_covariates += sorted(c for c in frame.columns if c.startswith("sector_"))
-        if "birth_year" in frame and frame["birth_year"].notna().all():
-            survival_covariates += ["age_at_support_le2", "age_at_support_le5"]
-    scovs = list(survival_covariates)
+    frame = _reference_weight(frame, panel, weight, unit, time, notes)
+    frame = _eligible_only(frame, eligible_sizes, unit, notes)
+    pts = _programme_types(frame, programme_type)
+    outs = _outcome_list(frame, outcomes)
+    covs = _robustness_covariates(frame, covariates)
+    scovs = _survival_covariates(frame, survival_covariates)
     base_kw = {"unit": unit, "time": time, "cluster": cluster, "alpha": alpha, "notes": notes,
                "survival_covariates": scovs, "weight": "_w_ref" if weight is not None else None}
-
-    usd = None
-    if macro is not None and "country" in frame:
-        require_columns(macro, ["country", "year", "usd_per_lcu"], "evaluate(macro=...)")
-        rate = macro.set_index(["country", "year"])["usd_per_lcu"]
-        usd = frame["support_amount"].to_numpy() * rate.reindex(
-            pd.MultiIndex.from_arrays([frame["country"], frame[time]])).to_numpy()
-        frame["support_usd"] = usd
-    single_country = "country" not in frame or frame["country"].nunique() == 1
-
-    head, rob, incl, tests, shares, jobs, pre_rows, interp = [], [], [], [], [], [], [], []
-    ess: dict[tuple[str, str], pd.DataFrame] = {}
-    results: dict[tuple[str, str], DidResult] = {}
+    usd = _support_usd(frame, macro, time)
+    run = _Run(base_kw=base_kw, control=control, covs=covs, alpha=alpha, unit=unit, time=time, cluster=cluster,
+               usd=usd is not None, single_country="country" not in frame or frame["country"].nunique() == 1)
     for pt in pts:
         treated = frame["first_treated"].notna()
         sample = frame if pt == "all" else frame[~treated | (frame["programme_type"].astype("str") == pt)]
         for o in outs:
-            res = _fit(sample, o, control=control, **base_kw)
-            if res is None:
-                continue
-            results[(o, pt)] = res
-            row = _row(res, o, pt)
-            head.append(row)
-            ess[(o, pt)] = res.event_study
-            pre_rows.append({"outcome": o, "programme_type": pt, **res.pretrend.to_dict()})
-            interp.append({"outcome": o, "programme_type": pt, "text": interpret(row, alpha)})
-            if robustness and o in CORE:
-                rob.append(row)
-                if o in ("survival", "jobs"):
-                    alt = [("without covariates (unconditional)", _fit(sample, o, covariates=[], **base_kw))]
-                else:
-                    other = "not_yet_treated" if control == "never_treated" else "never_treated"
-                    alt = [(f"{other} controls", _fit(sample, o, control=other, **base_kw)),
-                           ("with covariates (doubly robust)",
-                            _fit(sample, o, control=control, covariates=covs, method="dr", **base_kw) if covs else None)]
-                for spec, r2 in alt:
-                    if r2 is not None:
-                        rob.append(_row(r2, o, pt, spec))
-                if o not in ("survival", "jobs"):
-                    s2 = sample.assign(_d=((sample[time] >= sample["first_treated"]).fillna(False)).astype(float))
-                    try:
-                        tw = twfe(s2, o, "_d", unit=unit, time=time, cluster=cluster)
-                        e = normal_inference(float(tw.coef["_d"]), float(tw.se["_d"]), alpha)
-                        rob.append({"outcome": o, "programme_type": pt, "spec": "TWFE (static, baseline)",
-                                    **{k: v for k, v in e.to_dict().items() if k != "alpha"},
-                                    "n_units": res.counts["n_units"], "n_treated": res.counts["n_treated"],
-                                    "control": "all other firm-years", "method": "ols"})
-                    except Exception as exc:  # a pyfixest failure is reported, not hidden
-                        notes.append(f"TWFE for {o} / {pt} failed: {exc}")
-            if o == "jobs":
-                sup = sample.loc[sample["first_treated"].notna()]
-                cur = "USD" if usd is not None else "LCU"
-                money = float(sup["support_usd"].sum() if usd is not None else sup["support_amount"].sum())
-                if usd is None and not single_country:
-                    money, cur = np.nan, "n/a (several currencies; pass macro with usd_per_lcu)"
-                o_ = res.overall
-                jobs.append({"programme_type": pt, "net_jobs_per_firm": o_.att, "se": o_.se, "ci_low": o_.ci_low,
-                             "ci_high": o_.ci_high, "n_supported": res.counts["n_treated"], "currency": cur,
-                             **_jobs_cost(o_.att, (o_.ci_low, o_.ci_high), res.counts["n_treated"], money)})
-        # inclusion: effects within each group, a test that they differ, and shares reaching the group
+            _outcome_rows(run, sample, o, pt, robustness)
         for sg in subgroups or ():
-            if sg not in sample or sample[sg].isna().all():
-                continue
-            by_level: dict[tuple[str, bool], dict[str, Any]] = {}
-            flag = sample[sg].astype("boolean")
-            for level in (True, False):
-                sub = sample[flag.fillna(not level) == level]
-                for o in [x for x in subgroup_outcomes if x in outs]:
-                    if o == "survival" and sg == "young" and "birth_year" in sample:
-                        # age is defined at each cohort's support year, for supported and comparison firms
-                        rng_ = (-np.inf, YOUNG_MAX_AGE) if level else (YOUNG_MAX_AGE + 1, np.inf)
-                        r3 = _fit(sample, o, age_range=rng_, **base_kw)
-                    else:
-                        r3 = _fit(sub, o, control=control, **base_kw)
-                    if r3 is None:
-                        continue
-                    d = _row(r3, o, pt, "subgroup")
-                    d.update({"subgroup": sg, "level": bool(level),
-                              "label": SUBGROUPS[sg] if level else f"not {SUBGROUPS[sg]}"})
-                    incl.append(d)
-                    by_level[(o, level)] = d
-            for o in [x for x in subgroup_outcomes if x in outs]:
-                if (o, True) in by_level and (o, False) in by_level:
-                    a, b = by_level[(o, True)], by_level[(o, False)]
-                    diff = a["att"] - b["att"]
-                    se = float(np.hypot(a["se"], b["se"]))
-                    z = diff / se if se > 0 else np.nan
-                    tests.append({"outcome": o, "programme_type": pt, "subgroup": sg, "difference": diff, "se": se,
-                                  "z": z, "pvalue": float(2 * stats.norm.sf(abs(z))) if np.isfinite(z) else np.nan,
-                                  "test": "z-test of equal effects; the two groups are disjoint sets of firms"
-                                          + (" (clusters may overlap: conservative only if positively correlated)"
-                                             if cluster else "")})
-            sup = sample[sample["first_treated"].notna() & sample[sg].notna()]
-            if len(sup):
-                firm = sup.groupby(unit).agg(flag=(sg, "first"), support=("support_amount", "sum"))
-                jt, jf = by_level.get(("jobs", True)), by_level.get(("jobs", False))
-                jobs_share = np.nan
-                if jt and jf:
-                    jt_n, jf_n = jt["n_treated"] * jt["att"], jf["n_treated"] * jf["att"]
-                    if jt_n >= 0 and jf_n >= 0 and jt_n + jf_n > 0:
-                        jobs_share = jt_n / (jt_n + jf_n)
-                fl = firm["flag"].astype(bool)
-                comp = sample.loc[sample["first_treated"].isna()].groupby(unit)[sg].first().dropna().astype(bool)
-                shares.append({"programme_type": pt, "subgroup": sg, "label": SUBGROUPS[sg],
-                               "share_of_supported_firms": float(fl.mean()),
-                               "share_of_support": float(firm.loc[fl, "support"].sum() / firm["support"].sum())
-                               if firm["support"].sum() > 0 else np.nan,
-                               "share_of_jobs_created": jobs_share,
-                               "share_in_comparison_firms": float(comp.mean()) if len(comp) else np.nan})
-    headline = pd.DataFrame(head)
-    pretrend_ok = bool((headline["pretrend_pvalue"].fillna(1) >= alpha).all()) if len(headline) else True
-    choices = {"estimator": "Callaway-Sant'Anna via msme_eval.impact.did (survival: survival_did)",
-               "control": control, "covariates_robustness": covs, "survival_covariates": scovs,
-               "eligible_sizes": list(eligible_sizes) if eligible_sizes is not None else None,
-               "cluster": cluster or unit, "alpha": alpha, "programme_types": pts, "outcomes": outs,
-               "subgroups": list(subgroups or ()), "subgroup_outcomes": list(subgroup_outcomes),
-               "young_max_age": YOUNG_MAX_AGE,
-               "weight": (f"{weight} in each firm's first observed year (survival/jobs unweighted)"
-                          if weight is not None else None),
-               "sample_rule": "per programme type: its supported firms + never-supported eligible firms"}
+            if sg in sample and not sample[sg].isna().all():
+                _subgroup_rows(run, sample, sg, pt, [x for x in subgroup_outcomes if x in outs])
+    settings = {"estimator": "Callaway-Sant'Anna via msme_eval.impact.did (survival: survival_did)",
+                "control": control, "covariates_robustness": covs, "survival_covariates": scovs,
+                "eligible_sizes": list(eligible_sizes) if eligible_sizes is not None else None,
+                "cluster": cluster or unit, "alpha": alpha, "programme_types": pts, "outcomes": outs,
+                "subgroups": list(subgroups or ()), "subgroup_outcomes": list(subgroup_outcomes),
+                "young_max_age": YOUNG_MAX_AGE,
+                "weight": (f"{weight} in each firm's first observed year (survival/jobs unweighted)"
+                           if weight is not None else None),
+                "sample_rule": "per programme type: its supported firms + never-supported eligible firms",
+                "pretrend_rule": "a page says 'trends differ' only if a Holm-adjusted pre-trend p-value "
+                                 "(over the headline tests) is below alpha"}
     if "survival" in outs or "jobs" in outs:
         notes.append("Survival and net jobs (exits counted as zero jobs): compared among firms alive in the year "
                      f"before support, conditioning on the exit drivers {scovs}; no pre-trend test and no TWFE "
                      "baseline exist for these outcomes.")
+    return _assemble(run, settings, notes)
+
+
+def holm(pvalues: Sequence[float]) -> np.ndarray:
+    """Holm (1979) step-down adjusted p-values, controlling the family-wise error rate.
+
+    With the m finite p-values sorted p_(1) <= ... <= p_(m): p~_(i) = max_{j <= i} min(1, (m - j + 1) p_(j));
+    missing (NaN) p-values stay NaN and do not count in m. Reference: Holm, S. (1979) "A simple
+    sequentially rejective multiple test procedure", Scandinavian Journal of Statistics 6(2), 65-70.
+    """
+    p = np.asarray(pvalues, dtype=float)
+    out = np.full(p.shape, np.nan)
+    ok = np.flatnonzero(np.isfinite(p))
+    m = len(ok)
+    if m == 0:
+        return out
+    order = ok[np.argsort(p[ok], kind="stable")]
+    adj = np.minimum(1.0, (m - np.arange(m)) * p[order])
+    out[order] = np.maximum.accumulate(adj)
+    return out
+
+
+@dataclass
+class _Run:
+    """What evaluate() collects while it loops over programme types, outcomes and subgroups."""
+
+    base_kw: dict[str, Any]
+    control: str
+    covs: list[str]
+    alpha: float
+    unit: str
+    time: str
+    cluster: str | None
+    usd: bool
+    single_country: bool
+    head: list[dict[str, Any]] = field(default_factory=list)
+    rob: list[dict[str, Any]] = field(default_factory=list)
+    incl: list[dict[str, Any]] = field(default_factory=list)
+    tests: list[dict[str, Any]] = field(default_factory=list)
+    shares: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[dict[str, Any]] = field(default_factory=list)
+    ess: dict[tuple[str, str], pd.DataFrame] = field(default_factory=dict)
+    results: dict[tuple[str, str], DidResult] = field(default_factory=dict)
+
+
+def _reference_weight(frame: pd.DataFrame, panel: pd.DataFrame, weight: str | None, unit: str, time: str,
+                      notes: list[str]) -> pd.DataFrame:
+    """Each firm's survey weight in its first observed year, held fixed (column ``_w_ref``)."""
+    if weight is None:
+        return frame
+    require_columns(panel, [weight, unit, time], "evaluate(weight=...)")
+    first = panel.sort_values([unit, time]).groupby(unit, sort=False)[weight].first()
+    w_ref = pd.to_numeric(frame[unit].map(first))
+    if w_ref.isna().any() or (w_ref <= 0).any():
+        raise ImpactInputError(f"weight {weight!r}: every firm needs a positive weight in its first observed year.")
+    frame["_w_ref"] = w_ref.to_numpy(dtype=float)
+    notes.append(f"Population-weighted: each firm's survey weight {weight!r} in its first observed year "
+                 "(reference period), held fixed across years. Survival and net jobs are unweighted.")
+    return frame
+
+
+def _eligible_only(frame: pd.DataFrame, eligible_sizes: Sequence[str] | None, unit: str,
+                   notes: list[str]) -> pd.DataFrame:
+    if eligible_sizes is None or "size_class" not in frame:
+        return frame
+    bad = ~frame["size_class"].isin(list(eligible_sizes))
+    n_firms = int(frame.loc[bad, unit].nunique())
+    if n_firms:
+        n_sup = int(frame.loc[bad & frame["first_treated"].notna(), unit].nunique())
+        notes.append(f"{n_firms} firm(s) with a baseline size class outside {list(eligible_sizes)} left out "
+                     f"(not eligible for MSME support; {n_sup} of them supported).")
+        return frame[~bad]
+    return frame
+
+
+def _programme_types(frame: pd.DataFrame, programme_type: str | Sequence[str] | None) -> list[str]:
+    types_all = sorted(frame["programme_type"].dropna().astype(str).unique()) if "programme_type" in frame else []
+    if programme_type is None:
+        return [*types_all, "all"]
+    pts = [programme_type] if isinstance(programme_type, str) else list(programme_type)
+    unknown = [p for p in pts if p != "all" and p not in types_all]
+    if unknown:
+        raise ImpactInputError(f"programme_type {unknown} not found; the data have {types_all} (or use 'all').")
+    return pts
+
+
+def _outcome_list(frame: pd.DataFrame, outcomes: Sequence[str] | None) -> list[str]:
+    missing = [o for o in (outcomes or []) if o not in frame.columns]
+    if missing:
+        raise ImpactInputError(f"outcome(s) {missing} cannot be built from the panel (columns missing).")
+    return [o for o in (outcomes or OUTCOMES) if o in frame.columns]
+
+
+def _robustness_covariates(frame: pd.DataFrame, covariates: Sequence[str] | None) -> list[str]:
+    if covariates is None:
+        covariates = [c for c in ("owner_female", "rural", "baseline_log_employees", "baseline_age") if c in frame
+                      and frame[c].notna().all()]
+    for c in covariates:
+        frame[c] = pd.to_numeric(frame[c].astype("Float64") if frame[c].dtype == "boolean" else frame[c])
+    return list(covariates)
+
+
+def _survival_covariates(frame: pd.DataFrame, survival_covariates: Sequence[str] | None) -> list[str]:
+    if survival_covariates is not None:
+        return list(survival_covariates)
+    out = [c for c in ("size_micro", "size_small", "registered") if c in frame
+           and frame[c].notna().all() and frame[c].nunique() > 1]
+    out += sorted(c for c in frame.columns if c.startswith("sector_"))
+    if "birth_year" in frame and frame["birth_year"].notna().all():
+        out += ["age_at_support_le2", "age_at_support_le5"]
+    return out
+
+
+def _support_usd(frame: pd.DataFrame, macro: pd.DataFrame | None, time: str) -> np.ndarray | None:
+    """Support converted to USD with ``macro``'s usd_per_lcu (column ``support_usd``), or None."""
+    if macro is None or "country" not in frame:
+        return None
+    require_columns(macro, ["country", "year", "usd_per_lcu"], "evaluate(macro=...)")
+    rate = macro.set_index(["country", "year"])["usd_per_lcu"]
+    usd = frame["support_amount"].to_numpy() * rate.reindex(
+        pd.MultiIndex.from_arrays([frame["country"], frame[time]])).to_numpy()
+    frame["support_usd"] = usd
+    return usd
+
+
+def _outcome_rows(run: _Run, sample: pd.DataFrame, o: str, pt: str, robustness: bool) -> None:
+    """Headline, event study, robustness and jobs rows of one outcome and programme type."""
+    res = _fit(sample, o, control=run.control, **run.base_kw)
+    if res is None:
+        return
+    run.results[(o, pt)] = res
+    row = _row(res, o, pt)
+    run.head.append(row)
+    run.ess[(o, pt)] = res.event_study
+    if robustness and o in CORE:
+        run.rob.append(row)
+        _robustness_rows(run, sample, o, pt, res)
+    if o == "jobs":
+        _jobs_row(run, sample, pt, res)
+
+
+def _robustness_rows(run: _Run, sample: pd.DataFrame, o: str, pt: str, res: DidResult) -> None:
+    kw = run.base_kw
+    if o in ("survival", "jobs"):
+        alt = [("without covariates (unconditional)", _fit(sample, o, covariates=[], **kw))]
+    else:
+        other = "not_yet_treated" if run.control == "never_treated" else "never_treated"
+        alt = [(f"{other} controls", _fit(sample, o, control=other, **kw)),
+               ("with covariates (doubly robust)",
+                _fit(sample, o, control=run.control, covariates=run.covs, method="dr", **kw) if run.covs else None)]
+    run.rob += [_row(r2, o, pt, spec) for spec, r2 in alt if r2 is not None]
+    if o in ("survival", "jobs"):
+        return
+    s2 = sample.assign(_d=((sample[run.time] >= sample["first_treated"]).fillna(False)).astype(float))
+    try:
+        tw = twfe(s2, o, "_d", unit=run.unit, time=run.time, cluster=run.cluster, alpha=run.alpha)
+    except Exception as exc:  # a pyfixest failure is reported, not hidden
+        kw["notes"].append(f"TWFE for {o} / {pt} failed: {exc}")
+        return
+    e = tw.tidy().set_index("term").loc["_d"]
+    run.rob.append({"outcome": o, "programme_type": pt, "spec": "TWFE (static, baseline)", "att": e["estimate"],
+                    **{k: e[k] for k in ESTIMATE_COLUMNS[1:]},
+                    "n_units": res.counts["n_units"], "n_treated": res.counts["n_treated"],
+                    "control": "all other firm-years", "method": "ols"})
+
+
+def _jobs_row(run: _Run, sample: pd.DataFrame, pt: str, res: DidResult) -> None:
+    sup = sample.loc[sample["first_treated"].notna()]
+    cur = "USD" if run.usd else "LCU"
+    money = float(sup["support_usd"].sum() if run.usd else sup["support_amount"].sum())
+    if not run.usd and not run.single_country:
+        money, cur = np.nan, "n/a (several currencies; pass macro with usd_per_lcu)"
+    o_ = res.overall
+    run.jobs.append({"programme_type": pt, "net_jobs_per_firm": o_.estimate, "se": o_.se, "ci_low": o_.ci_low,
+                     "ci_high": o_.ci_high, "n_supported": res.counts["n_treated"], "currency": cur,
+                     **_jobs_cost(o_.estimate, (o_.ci_low, o_.ci_high), res.counts["n_treated"], money)})
+
+
+def _subgroup_rows(run: _Run, sample: pd.DataFrame, sg: str, pt: str, sub_outs: list[str]) -> None:
+    """Inclusion: effects within each level of subgroup ``sg``, a test that they differ, shares reached."""
+    by_level: dict[tuple[str, bool], dict[str, Any]] = {}
+    flag = sample[sg].astype("boolean")
+    for level in (True, False):
+        sub = sample[flag.fillna(not level) == level]
+        for o in sub_outs:
+            if o == "survival" and sg == "young" and "birth_year" in sample:
+                # age is defined at each cohort's support year, for supported and comparison firms
+                rng_ = (-np.inf, YOUNG_MAX_AGE) if level else (YOUNG_MAX_AGE + 1, np.inf)
+                r3 = _fit(sample, o, age_range=rng_, **run.base_kw)
+            else:
+                r3 = _fit(sub, o, control=run.control, **run.base_kw)
+            if r3 is None:
+                continue
+            d = _row(r3, o, pt, "subgroup")
+            d.update({"subgroup": sg, "level": bool(level),
+                      "label": SUBGROUPS[sg] if level else f"not {SUBGROUPS[sg]}"})
+            run.incl.append(d)
+            by_level[(o, level)] = d
+    for o in sub_outs:
+        if (o, True) in by_level and (o, False) in by_level:
+            run.tests.append(_difference_test(by_level[(o, True)], by_level[(o, False)], o, pt, sg, run.cluster))
+    share = _shares(sample, sg, pt, run.unit, by_level)
+    if share is not None:
+        run.shares.append(share)
+
+
+def _difference_test(a: dict[str, Any], b: dict[str, Any], o: str, pt: str, sg: str,
+                     cluster: str | None) -> dict[str, Any]:
+    diff = a["att"] - b["att"]
+    se = float(np.hypot(a["se"], b["se"]))
+    z = diff / se if se > 0 else np.nan
+    return {"outcome": o, "programme_type": pt, "subgroup": sg, "difference": diff, "se": se, "z": z,
+            "pvalue": float(2 * stats.norm.sf(abs(z))) if np.isfinite(z) else np.nan,
+            "test": "z-test of equal effects; the two groups are disjoint sets of firms"
+                    + (" (clusters may overlap: conservative only if positively correlated)" if cluster else "")}
+
+
+def _shares(sample: pd.DataFrame, sg: str, pt: str, unit: str,
+            by_level: dict[tuple[str, bool], dict[str, Any]]) -> dict[str, Any] | None:
+    sup = sample[sample["first_treated"].notna() & sample[sg].notna()]
+    if not len(sup):
+        return None
+    firm = sup.groupby(unit).agg(flag=(sg, "first"), support=("support_amount", "sum"))
+    jt, jf = by_level.get(("jobs", True)), by_level.get(("jobs", False))
+    jobs_share = np.nan
+    if jt and jf:
+        jt_n, jf_n = jt["n_treated"] * jt["att"], jf["n_treated"] * jf["att"]
+        if jt_n >= 0 and jf_n >= 0 and jt_n + jf_n > 0:
+            jobs_share = jt_n / (jt_n + jf_n)
+    fl = firm["flag"].astype(bool)
+    comp = sample.loc[sample["first_treated"].isna()].groupby(unit)[sg].first().dropna().astype(bool)
+    return {"programme_type": pt, "subgroup": sg, "label": SUBGROUPS[sg],
+            "share_of_supported_firms": float(fl.mean()),
+            "share_of_support": float(firm.loc[fl, "support"].sum() / firm["support"].sum())
+            if firm["support"].sum() > 0 else np.nan,
+            "share_of_jobs_created": jobs_share,
+            "share_in_comparison_firms": float(comp.mean()) if len(comp) else np.nan}
+
+
+def _assemble(run: _Run, settings: dict[str, Any], notes: list[str]) -> Evaluation:
+    """Tables with the Holm adjustment of the headline pre-trend tests; the page-level flag and each
+    interpretation use the adjusted p-values."""
+    headline = pd.DataFrame(run.head)
+    if len(headline):
+        headline["pretrend_pvalue_holm"] = holm(headline["pretrend_pvalue"].to_numpy())
+    pretrend_ok = bool((headline["pretrend_pvalue_holm"].fillna(1) >= run.alpha).all()) if len(headline) else True
+    pre_cols = ["outcome", "programme_type", "pretrend_stat", "pretrend_df", "pretrend_pvalue", "pretrend_pvalue_holm"]
+    pretrends = (headline[pre_cols].rename(columns={"pretrend_stat": "stat", "pretrend_df": "df",
+                                                    "pretrend_pvalue": "pvalue", "pretrend_pvalue_holm": "pvalue_holm"})
+                 if len(headline) else pd.DataFrame())
+    interp = [{"outcome": r["outcome"], "programme_type": r["programme_type"], "text": interpret(r, run.alpha)}
+              for r in headline.to_dict("records")]
     return Evaluation(
-        headline=headline, robustness=pd.DataFrame(rob), inclusion=pd.DataFrame(incl),
-        inclusion_tests=pd.DataFrame(tests), inclusion_shares=pd.DataFrame(shares), jobs=pd.DataFrame(jobs),
-        event_studies=ess, pretrends=pd.DataFrame(pre_rows), six_steps=six_steps(control, covs, pretrend_ok),
-        interpretation=pd.DataFrame(interp), choices=choices, notes=notes, results=results,
+        headline=headline, robustness=pd.DataFrame(run.rob), inclusion=pd.DataFrame(run.incl),
+        inclusion_tests=pd.DataFrame(run.tests), inclusion_shares=pd.DataFrame(run.shares),
+        jobs=pd.DataFrame(run.jobs), event_studies=run.ess, pretrends=pretrends,
+        six_steps=six_steps(run.control, run.covs, pretrend_ok), interpretation=pd.DataFrame(interp),
+        settings=settings, notes=notes, results=run.results,
     )

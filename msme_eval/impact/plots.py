@@ -22,13 +22,13 @@ def event_study_plot(
 ) -> Any:
     """Plot event-time effects: points, pointwise CIs (bars) and uniform band (shaded).
 
-    ``es`` has columns event_time, att, ci_low, ci_high and optionally band_low, band_high.
+    ``es`` has columns event_time, estimate, ci_low, ci_high and optionally band_low, band_high.
     The pre-trend Wald test (``pretrend``) is written in the corner; the reference line at zero
     and the treatment start (between e = -1 and e = 0) are drawn.
     """
     ax = _axes(ax)
     x = es["event_time"].to_numpy(dtype=float) + offset
-    y = es["att"].to_numpy(dtype=float)
+    y = es["estimate" if "estimate" in es else "att"].to_numpy(dtype=float)
     if {"band_low", "band_high"} <= set(es.columns) and np.isfinite(es["band_low"]).any():
         ax.fill_between(x, es["band_low"], es["band_high"], color=color, alpha=0.15, step="mid",
                         label=f"{int(round(100 * (1 - alpha)))}% uniform band")

@@ -30,26 +30,55 @@ import numpy as np
 import pandas as pd
 from scipy import sparse, stats
 
-__all__ = ["DidResult", "Estimate", "WaldTest"]
+from msme_eval.contract import ESTIMATE_COLUMNS
+from msme_eval.results import Result, inference
+
+__all__ = ["DidResult", "Estimate", "WaldTest", "Notes", "normal_inference"]
+
+
+class Notes(list):
+    """A list of notes that can also be called (``result.notes()``, the :class:`Result` interface),
+    so ``result.notes`` keeps working as the plain list it was."""
+
+    def __call__(self) -> list[str]:
+        return list(self)
 
 
 @dataclass(frozen=True)
-class Estimate:
-    """One effect with its inference: att, se, ci_low, ci_high, pvalue (normal reference)."""
+class Estimate(Result):
+    """One effect with its inference: estimate, se, ci_low, ci_high, pvalue (normal reference).
 
-    att: float
+    ``.att`` is kept as an alias of ``.estimate`` (DESIGN.md section 7: ``DidResult.overall.att``).
+    """
+
+    estimate: float
     se: float
     ci_low: float
     ci_high: float
     pvalue: float
     alpha: float = 0.05
+    term: str = "ATT"
+
+    title = "Estimate"
+
+    @property
+    def att(self) -> float:
+        return self.estimate
+
+    @property
+    def choices(self) -> dict[str, Any]:  # type: ignore[override]
+        return {"alpha": self.alpha, "reference distribution": "normal"}
 
     def to_dict(self) -> dict[str, float]:
-        return asdict(self)
+        """estimate, se, ci_low, ci_high, pvalue (the common vocabulary, no alpha)."""
+        return {k: getattr(self, k) for k in ESTIMATE_COLUMNS}
+
+    def tidy(self) -> pd.DataFrame:
+        return pd.DataFrame([{"term": self.term, **self.to_dict()}])
 
     def __str__(self) -> str:
         lvl = int(round(100 * (1 - self.alpha)))
-        return (f"{self.att:.4f} (SE {self.se:.4f}; {lvl}% CI {self.ci_low:.4f} to "
+        return (f"{self.estimate:.4f} (SE {self.se:.4f}; {lvl}% CI {self.ci_low:.4f} to "
                 f"{self.ci_high:.4f}; p = {self.pvalue:.3g})")
 
 
@@ -72,13 +101,10 @@ class WaldTest:
         return f"chi2({self.df}) = {self.stat:.2f}, p = {self.pvalue:.3g} ({self.n_cells} pre-period cells)"
 
 
-def normal_inference(att: float, se: float, alpha: float) -> Estimate:
+def normal_inference(att: float, se: float, alpha: float, term: str = "ATT") -> Estimate:
     """Wald inference with a normal reference: CI att -/+ z_{1-alpha/2} se, two-sided p."""
-    z = stats.norm.ppf(1 - alpha / 2)
-    if not np.isfinite(se) or se <= 0:
-        return Estimate(float(att), float(se), np.nan, np.nan, np.nan, alpha)
-    p = 2 * stats.norm.sf(abs(att / se))
-    return Estimate(float(att), float(se), float(att - z * se), float(att + z * se), float(p), alpha)
+    r = inference(float(att), float(se), alpha)
+    return Estimate(r["estimate"], float(se), r["ci_low"], r["ci_high"], r["pvalue"], alpha, term)
 
 
 @dataclass
@@ -126,95 +152,208 @@ def _vcov_from_psi(psi: np.ndarray | sparse.spmatrix, design: _Design) -> np.nda
     return (n_cl / (n_cl - 1)) * (pc.T @ pc)
 
 
+def _masses(design: _Design, cohorts: set[Any]) -> tuple[dict[Any, float], float]:
+    """Cohort masses n_g (survey-weighted when weights are set) and the total mass."""
+    cohort, sw = design.cohort, design.survey_w
+    if sw is None:
+        return {g: float(np.count_nonzero(cohort == g)) for g in cohorts}, float(design.n_units)
+    return {g: float(sw[cohort == g].sum()) for g in cohorts}, float(sw.sum())
+
+
+def _weighted_psi(groups: np.ndarray, effects: np.ndarray, psi_cols: np.ndarray | sparse.spmatrix,
+                  design: _Design) -> tuple[float, np.ndarray]:
+    """theta = sum_k p_{g_k} theta_k / sum_k p_{g_k} and its influence function with the WIF term.
+
+    ``groups[k]`` is the cohort of item k (a cell or a cohort aggregate), ``psi_cols`` the n x K
+    influence functions of the items (module docstring; R ``did:::wif`` / ``get_agg_inf_func``).
+    """
+    masses, total = _masses(design, set(groups.tolist()))
+    pg = np.array([masses[g] / total for g in groups])
+    s = pg.sum()
+    theta = float((pg / s) @ effects)
+    psi = np.asarray(psi_cols @ (pg / s)).ravel()
+    d = pg @ effects
+    e_unit = np.zeros(design.n_units)
+    k_unit = np.zeros(design.n_units)
+    for g in np.unique(groups):
+        m = design.cohort == g
+        e_unit[m] = effects[groups == g].sum()
+        k_unit[m] = float((groups == g).sum())
+    wif = e_unit / s - k_unit * d / s**2
+    if design.survey_w is not None:
+        wif = wif * design.survey_w
+    return theta, psi + wif / total
+
+
 def _aggregate_psi(
     cells: list[tuple[Any, Any]], effects: np.ndarray, influence: dict, design: _Design
 ) -> tuple[float, np.ndarray]:
     """Cohort-share weighted average of ATT(g,t) cells and its influence function (with WIF)."""
-    cohort = design.cohort
-    sw = design.survey_w
-    if sw is None:
-        masses = {g: float(np.count_nonzero(cohort == g)) for g in {c[0] for c in cells}}
-        total = float(design.n_units)
-    else:
-        masses = {g: float(sw[cohort == g].sum()) for g in {c[0] for c in cells}}
-        total = float(sw.sum())
-    pg = np.array([masses[c[0]] / total for c in cells])
-    s = pg.sum()
-    w = pg / s
-    theta = float(w @ effects)
-    psi = np.asarray(_if_matrix(influence, cells, design.n_units) @ w).ravel()
-    d = pg @ effects
     groups = np.array([c[0] for c in cells])
-    e_by = {g: effects[groups == g].sum() for g in np.unique(groups)}
-    k_by = {g: float((groups == g).sum()) for g in np.unique(groups)}
-    e_unit = np.zeros(design.n_units)
-    k_unit = np.zeros(design.n_units)
-    for g in e_by:
-        m = cohort == g
-        e_unit[m] = e_by[g]
-        k_unit[m] = k_by[g]
-    wif = e_unit / s - k_unit * d / s**2
-    if sw is not None:
-        wif = wif * sw
-    return theta, psi + wif / total
+    return _weighted_psi(groups, np.asarray(effects, dtype=float), _if_matrix(influence, cells, design.n_units),
+                         design)
+
+
+def _se(psi: np.ndarray, design: _Design) -> float:
+    return float(np.sqrt(_vcov_from_psi(np.asarray(psi)[:, None], design)[0, 0]))
+
+
+_KINDS = {"event_study": "dynamic", "event": "dynamic", "cohort": "group", "time": "calendar"}
+
+
+def _level_row(level: Any, e: Estimate, **extra: Any) -> dict[str, Any]:
+    return {"level": level, **e.to_dict(), **extra}
+
+
+class _Aggregations:
+    """R ``did::aggte`` aggregations from cells and their influence functions (shared by
+    :class:`DidResult` and the survival result). Subclasses provide ``_cell_effects()`` (post and
+    pre cells -> ATT), ``_influence``, ``_design``, ``alpha``, ``_cache`` and ``_post_cells()``."""
+
+    def _agg(self, keep: list[tuple[Any, Any]]) -> tuple[float, np.ndarray]:
+        eff = self._cell_effects()
+        return _aggregate_psi(keep, np.array([eff[c] for c in keep]), self._influence, self._design)
+
+    def _group_table(self) -> pd.DataFrame:
+        """theta(g) = mean of cohort g's post cells; overall = sum_g p_g theta(g) / sum_g p_g with the
+        WIF of the group weights (R ``aggte(type="group")``)."""
+        post = self._post_cells()
+        rows, psis, levels, thetas = [], [], [], []
+        for g in sorted({c[0] for c in post}):
+            theta, psi = self._agg([c for c in post if c[0] == g])
+            rows.append(_level_row(int(g), normal_inference(theta, _se(psi, self._design), self.alpha)))
+            psis.append(psi)
+            levels.append(g)
+            thetas.append(theta)
+        if rows:
+            theta, psi = _weighted_psi(np.array(levels), np.array(thetas), np.column_stack(psis), self._design)
+            rows.append(_level_row("overall", normal_inference(theta, _se(psi, self._design), self.alpha)))
+        return pd.DataFrame(rows)
+
+    def _calendar_table(self) -> pd.DataFrame:
+        """theta(t) = cohort-share weighted mean of the post cells in year t; overall = mean over years."""
+        post = self._post_cells()
+        rows, psis = [], []
+        for t in sorted({c[1] for c in post}):
+            keep = [c for c in post if c[1] == t]
+            theta, psi = self._agg(keep)
+            psis.append(psi)
+            rows.append(_level_row(int(t), normal_inference(theta, _se(psi, self._design), self.alpha),
+                                   n_cohorts=len(keep)))
+        if rows:
+            theta = float(np.mean([r["estimate"] for r in rows]))
+            psi = np.mean(np.vstack(psis), axis=0)
+            rows.append(_level_row("overall", normal_inference(theta, _se(psi, self._design), self.alpha),
+                                   n_cohorts=len({c[0] for c in post})))
+        return pd.DataFrame(rows)
+
+    def _dynamic_overall(self, es: pd.DataFrame, psis: dict[int, np.ndarray]) -> dict[str, Any] | None:
+        """R ``aggte(type="dynamic")`` overall: mean of the event-time effects over e >= 0 and the
+        mean of their influence functions."""
+        post = [i for i in sorted(psis) if int(es["event_time"].iloc[i]) >= 0]
+        if not post:
+            return None
+        theta = float(np.mean([es["estimate"].iloc[i] for i in post]))
+        psi = np.mean(np.vstack([psis[i] for i in post]), axis=0)
+        return _level_row("overall", normal_inference(theta, _se(psi, self._design), self.alpha))
+
+    def aggregate(self, kind: str = "dynamic") -> pd.DataFrame:
+        """Aggregated effects as R ``did::aggte``: ``"simple"``, ``"group"`` (by cohort), ``"dynamic"``
+        (by event time) or ``"calendar"`` (by year); every kind but simple ends with an ``overall`` row
+        (group: cohort-size weighted mean of the cohort effects; dynamic: mean over e >= 0; calendar:
+        mean over years), SEs from the influence functions.
+
+        Columns: aggregation, level, estimate, se, ci_low, ci_high, pvalue (+ band_low/high for dynamic).
+        """
+        kind = _KINDS.get(kind, kind)
+        if kind not in ("simple", "group", "dynamic", "calendar"):
+            raise ValueError(f"aggregate(): kind must be 'simple', 'group', 'dynamic' or 'calendar', got {kind!r}")
+        if kind == "simple":
+            df = pd.DataFrame([_level_row("overall", self.overall)])
+        elif kind == "dynamic":
+            df = self.event_study.rename(columns={"event_time": "level"})
+            over = self._cache.get("dynamic_overall")
+            if over is not None:
+                df = pd.concat([df.astype({"level": object}), pd.DataFrame([over])], ignore_index=True)
+        else:
+            if kind not in self._cache:
+                self._cache[kind] = self._group_table() if kind == "group" else self._calendar_table()
+            df = self._cache[kind].copy()
+        df.insert(0, "aggregation", kind)
+        return df
 
 
 @dataclass
-class DidResult:
+class DidResult(_Aggregations, Result):
     """Staggered DiD (Callaway and Sant'Anna 2021) result: see the module docstring.
 
-    Attributes: ``att_gt``, ``overall``, ``event_study``, ``pretrend``, ``choices`` (every
-    estimation choice), ``counts`` (units, cohorts, periods), ``notes`` (anything excluded);
-    methods ``aggregate``, ``summary``, ``tidy``, ``plot``.
+    Attributes: ``att_gt``, ``overall`` (an :class:`Estimate`; ``.att`` = ``.estimate``),
+    ``event_study``, ``pretrend``, ``choices`` (every estimation choice), ``counts`` (units, cohorts,
+    periods), ``notes`` (anything excluded; a list, also callable); methods ``aggregate``,
+    ``summary``, ``tidy``, ``plot``.
     """
 
     outcome: str
-    choices: dict[str, Any]
+    settings: dict[str, Any]
     counts: dict[str, int]
-    notes: list[str]
     raw: Any = field(repr=False)
     _design: _Design = field(repr=False)
+    notes: Notes = field(default_factory=Notes)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    # ------------------------------------------------------------------ core tables
-    @property
-    def alpha(self) -> float:
-        return float(self.choices["alpha"])
+    def __post_init__(self) -> None:
+        self.notes = Notes(self.notes)
 
+    @property
+    def choices(self) -> dict[str, Any]:  # type: ignore[override]
+        return self.settings
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return f"Staggered DiD (Callaway-Sant'Anna): {self.outcome}"
+
+    @property
+    def alpha(self) -> float:  # type: ignore[override]
+        return float(self.settings["alpha"])
+
+    # ------------------------------------------------------------------ core tables
     @property
     def overall(self) -> Estimate:
         """Simple aggregation (R ``did::aggte(type="simple")``): cohort-size weighted mean of post ATT(g,t)."""
         if "overall" not in self._cache:
             r = self.raw
-            if self.raw.bootstrap_results is not None:
+            if r.bootstrap_results is not None:
                 lo, hi = r.overall_conf_int
                 self._cache["overall"] = Estimate(float(r.overall_att), float(r.overall_se), float(lo),
                                                   float(hi), float(r.overall_p_value), self.alpha)
             else:
                 # fixed cohort masses p_g = n_g / N (R did::aggte), not diff-diff's per-cell n_treated
                 # (they differ on an unbalanced panel: see _fixed_mass_aggregate)
-                theta, se = self._fixed_mass_aggregate(self._cells(post=True))
+                theta, se = self._fixed_mass_aggregate(self._post_cells())
                 self._cache["overall"] = normal_inference(theta, se, self.alpha)
         return self._cache["overall"]
 
     @property
     def att_gt(self) -> pd.DataFrame:
-        """One row per (cohort, time): att, se, pointwise CI, p-value, event time, pre/post, counts."""
+        """One row per (cohort, time): estimate, se, pointwise CI, p-value, event time, pre/post, counts."""
         if "att_gt" not in self._cache:
-            ant = int(self.choices["anticipation"])
+            ant = int(self.settings["anticipation"])
             rows = []
             for (g, t), d in sorted(self.raw.group_time_effects.items()):
                 lo, hi = d["conf_int"]
                 rows.append({
                     "cohort": int(g), "time": int(t), "event_time": int(t - g),
                     "period": "pre" if t < g - ant else "post",
-                    "att": float(d["effect"]), "se": float(d["se"]), "ci_low": float(lo),
+                    "estimate": float(d["effect"]), "se": float(d["se"]), "ci_low": float(lo),
                     "ci_high": float(hi), "pvalue": float(d["p_value"]),
                     "n_treated": int(d.get("n_treated", 0)), "n_control": int(d.get("n_control", 0)),
                     "is_reference": bool(d.get("is_reference", False)),
                 })
             self._cache["att_gt"] = pd.DataFrame(rows)
         return self._cache["att_gt"].copy()
+
+    def _cell_effects(self) -> dict[tuple[Any, Any], float]:
+        return {c: float(d["effect"]) for c, d in self.raw.group_time_effects.items()}
 
     def _fixed_mass_aggregate(self, cells: list[tuple[Any, Any]]) -> tuple[float, float]:
         """theta = sum_k p_{g_k} ATT_k / sum_k p_{g_k} with FIXED cohort masses p_g = n_g / N
@@ -230,12 +369,11 @@ class DidResult:
         """
         if not cells:
             return np.nan, np.nan
-        eff = np.array([float(self.raw.group_time_effects[c]["effect"]) for c in cells])
-        theta, psi = _aggregate_psi(cells, eff, self._influence, self._design)
-        return theta, float(np.sqrt(_vcov_from_psi(psi[:, None], self._design)[0, 0]))
+        theta, psi = self._agg(cells)
+        return theta, _se(psi, self._design)
 
     def _cells(self, post: bool) -> list[tuple[Any, Any]]:
-        ant = int(self.choices["anticipation"])
+        ant = int(self.settings["anticipation"])
         out = []
         for (g, t), d in self.raw.group_time_effects.items():
             if d.get("is_reference", False) or not np.isfinite(d["effect"]):
@@ -243,6 +381,9 @@ class DidResult:
             if (t >= g - ant) == post:
                 out.append((g, t))
         return sorted(out)
+
+    def _post_cells(self) -> list[tuple[Any, Any]]:
+        return self._cells(post=True)
 
     @property
     def _influence(self) -> dict:
@@ -257,9 +398,43 @@ class DidResult:
         corr = vcov[np.ix_(ok, ok)] / np.outer(sd[ok], sd[ok])
         vals, vecs = np.linalg.eigh(corr)
         root = vecs * np.sqrt(np.clip(vals, 0, None))
-        rng = np.random.default_rng(int(self.choices["seed"]))
+        rng = np.random.default_rng(int(self.settings["seed"]))
         z = rng.standard_normal((20_000, corr.shape[0])) @ root.T
         return float(np.quantile(np.abs(z).max(axis=1), 1 - self.alpha))
+
+    def _bootstrap_event_study(self, df: pd.DataFrame, es: Any) -> tuple[pd.DataFrame, float, str]:
+        out = pd.DataFrame({"event_time": df["event_time"].astype(int), "estimate": df["att"].astype(float),
+                            "se": df["se"].astype(float), "ci_low": df["conf_int_lower"].to_numpy(),
+                            "ci_high": df["conf_int_upper"].to_numpy(), "pvalue": df["p_value"].to_numpy(),
+                            "band_low": df["cband_lower"].to_numpy(), "band_high": df["cband_upper"].to_numpy()})
+        crit = float(es.cband_crit_value) if es.cband_crit_value is not None else np.nan
+        return out, crit, "sup-t multiplier bootstrap (diff-diff)"
+
+    def _analytical_event_study(self, df: pd.DataFrame) -> tuple[pd.DataFrame, float, str]:
+        """Each event time re-aggregated with fixed cohort masses (see _fixed_mass_aggregate), sup-t bands
+        from the joint covariance; the overall (e >= 0) row is cached for ``aggregate("dynamic")``."""
+        cells = self._cells(post=True) + self._cells(post=False)
+        out = pd.DataFrame({"event_time": df["event_time"].astype(int), "estimate": np.nan, "se": np.nan})
+        psis: dict[int, np.ndarray] = {}
+        for i, e in enumerate(out["event_time"].to_numpy()):
+            keep = sorted(c for c in cells if int(c[1] - c[0]) == int(e))
+            if not keep or bool(df["is_reference"].iloc[i]):
+                out.loc[i, ["estimate", "se"]] = [float(df["att"].iloc[i]), float(df["se"].iloc[i])]
+                continue
+            theta, psis[i] = self._agg(keep)
+            out.loc[i, ["estimate", "se"]] = [theta, _se(psis[i], self._design)]
+        inf = inference(out["estimate"].to_numpy(), out["se"].to_numpy(), self.alpha)
+        out["ci_low"], out["ci_high"], out["pvalue"] = inf["ci_low"], inf["ci_high"], inf["pvalue"]
+        crit = np.nan
+        if psis:
+            order = sorted(psis)
+            v = _vcov_from_psi(np.column_stack([psis[i] for i in order]), self._design)
+            ok = [k for k in range(len(order)) if np.isfinite(v[k, k]) and v[k, k] > 0]
+            crit = self._uniform_crit(v[np.ix_(ok, ok)]) if ok else np.nan
+        out["band_low"] = out["estimate"] - crit * out["se"]
+        out["band_high"] = out["estimate"] + crit * out["se"]
+        self._cache["dynamic_overall"] = self._dynamic_overall(out, psis)
+        return out, crit, "sup-t from the analytical event-study covariance (simulated)"
 
     @property
     def event_study(self) -> pd.DataFrame:
@@ -267,48 +442,13 @@ class DidResult:
         if "event_study" not in self._cache:
             es = self.raw.aggregate("event_study")
             df = es.to_dataframe().reset_index(drop=True)
-            z = stats.norm.ppf(1 - self.alpha / 2)
-            out = pd.DataFrame({
-                "event_time": df["event_time"].astype(int),
-                "att": df["att"].astype(float), "se": df["se"].astype(float),
-            })
             if self.raw.bootstrap_results is not None:
-                out["ci_low"] = df["conf_int_lower"].to_numpy()
-                out["ci_high"] = df["conf_int_upper"].to_numpy()
-                out["pvalue"] = df["p_value"].to_numpy()
-                out["band_low"] = df["cband_lower"].to_numpy()
-                out["band_high"] = df["cband_upper"].to_numpy()
-                crit = float(es.cband_crit_value) if es.cband_crit_value is not None else np.nan
-                band = "sup-t multiplier bootstrap (diff-diff)"
+                out, crit, band = self._bootstrap_event_study(df, es)
+                self._cache["dynamic_overall"] = None
             else:
-                # re-aggregate each event time with fixed cohort masses (see _fixed_mass_aggregate)
-                cells = self._cells(post=True) + self._cells(post=False)
-                eff = {c: float(self.raw.group_time_effects[c]["effect"]) for c in cells}
-                psis: dict[int, np.ndarray] = {}
-                for i, e in enumerate(out["event_time"].to_numpy()):
-                    keep = sorted(c for c in cells if int(c[1] - c[0]) == int(e))
-                    if not keep or bool(df["is_reference"].iloc[i]):
-                        continue
-                    theta, psi = _aggregate_psi(keep, np.array([eff[c] for c in keep]), self._influence,
-                                                self._design)
-                    psis[i] = psi
-                    out.loc[i, "att"] = theta
-                    out.loc[i, "se"] = float(np.sqrt(_vcov_from_psi(psi[:, None], self._design)[0, 0]))
-                out["ci_low"] = out["att"] - z * out["se"]
-                out["ci_high"] = out["att"] + z * out["se"]
-                out["pvalue"] = 2 * stats.norm.sf(np.abs(out["att"] / out["se"]))
-                if psis:
-                    order = sorted(psis)
-                    v = _vcov_from_psi(np.column_stack([psis[i] for i in order]), self._design)
-                    ok = [k for k in range(len(order)) if np.isfinite(v[k, k]) and v[k, k] > 0]
-                    crit = self._uniform_crit(v[np.ix_(ok, ok)]) if ok else np.nan
-                else:
-                    crit = np.nan
-                out["band_low"] = out["att"] - crit * out["se"]
-                out["band_high"] = out["att"] + crit * out["se"]
-                band = "sup-t from the analytical event-study covariance (simulated)"
+                out, crit, band = self._analytical_event_study(df)
             out["n_cohorts"] = pd.array(df["n"].to_numpy(), dtype="Float64").round().astype("Int64")
-            out["period"] = np.where(out["event_time"] < -int(self.choices["anticipation"]), "pre", "post")
+            out["period"] = np.where(out["event_time"] < -int(self.settings["anticipation"]), "pre", "post")
             out["is_reference"] = df["is_reference"].to_numpy().astype(bool)
             out.attrs["uniform_crit"] = crit
             out.attrs["band_method"] = band
@@ -333,88 +473,36 @@ class DidResult:
                 self._cache["pretrend"] = WaldTest(stat, rank, float(stats.chi2.sf(stat, rank)), len(cells))
         return self._cache["pretrend"]
 
-    def _calendar(self) -> pd.DataFrame:
-        cells = self._cells(post=True)
-        eff = {c: float(self.raw.group_time_effects[c]["effect"]) for c in cells}
-        rows, psis = [], []
-        for t in sorted({c[1] for c in cells}):
-            keep = [c for c in cells if c[1] == t]
-            theta, psi = _aggregate_psi(keep, np.array([eff[c] for c in keep]), self._influence, self._design)
-            psis.append(psi)
-            rows.append((int(t), theta, psi))
-        out = []
-        for t, theta, psi in rows:
-            se = float(np.sqrt(_vcov_from_psi(psi[:, None], self._design)[0, 0]))
-            e = normal_inference(theta, se, self.alpha)
-            out.append({"level": t, **e.to_dict(), "n_cohorts": sum(1 for c in cells if c[1] == t)})
-        if rows:
-            theta = float(np.mean([r[1] for r in rows]))
-            psi = np.mean(np.vstack(psis), axis=0)
-            se = float(np.sqrt(_vcov_from_psi(psi[:, None], self._design)[0, 0]))
-            e = normal_inference(theta, se, self.alpha)
-            out.append({"level": "overall", **e.to_dict(), "n_cohorts": len({c[0] for c in cells})})
-        df = pd.DataFrame(out)
-        return df.drop(columns=["alpha"]) if len(df) else df
-
-    def aggregate(self, kind: str = "dynamic") -> pd.DataFrame:
-        """Aggregated effects: ``"simple"``, ``"group"`` (by cohort), ``"dynamic"`` (by event time)
-        or ``"calendar"`` (by year; last row ``overall`` = mean over years, as R ``did``).
-
-        Columns: aggregation, level, att, se, ci_low, ci_high, pvalue (+ band_low/high for dynamic).
-        """
-        kind = {"event_study": "dynamic", "event": "dynamic", "cohort": "group", "time": "calendar"}.get(kind, kind)
-        if kind == "simple":
-            df = pd.DataFrame([{"level": "overall", **{k: v for k, v in self.overall.to_dict().items() if k != "alpha"}}])
-        elif kind == "dynamic":
-            es = self.event_study
-            df = es.rename(columns={"event_time": "level"})
-        elif kind == "group":
-            if "group" not in self._cache:
-                g = self.raw.aggregate("group").to_dataframe()
-                rows = []
-                for _, r in g.iterrows():
-                    if self.raw.bootstrap_results is not None:
-                        e = Estimate(float(r["att"]), float(r["se"]), float(r["conf_int_lower"]),
-                                     float(r["conf_int_upper"]), float(r["p_value"]), self.alpha)
-                    else:
-                        e = normal_inference(float(r["att"]), float(r["se"]), self.alpha)
-                    d = e.to_dict()
-                    d.pop("alpha")
-                    rows.append({"level": int(r["label"]), **d})
-                self._cache["group"] = pd.DataFrame(rows)
-            df = self._cache["group"].copy()
-        elif kind == "calendar":
-            if "calendar" not in self._cache:
-                self._cache["calendar"] = self._calendar()
-            df = self._cache["calendar"].copy()
-        else:
-            raise ValueError(f"aggregate(): kind must be 'simple', 'group', 'dynamic' or 'calendar', got {kind!r}")
-        df.insert(0, "aggregation", kind)
-        return df
-
     # ------------------------------------------------------------------ presentation
     def tidy(self) -> pd.DataFrame:
-        """All headline numbers in one long table: overall, by cohort, by event time, by calendar year."""
+        """All headline numbers in one long table: overall, by cohort, by event time, by calendar year.
+
+        Columns: outcome, aggregation, level, estimate, se, ci_low, ci_high, pvalue.
+        """
         parts = [self.aggregate(k) for k in ("simple", "group", "dynamic", "calendar")]
-        cols = ["aggregation", "level", "att", "se", "ci_low", "ci_high", "pvalue"]
+        cols = ["aggregation", "level", *ESTIMATE_COLUMNS]
         out = pd.concat([p[[c for c in cols if c in p.columns]] for p in parts], ignore_index=True)
         out["level"] = out["level"].astype(str)
         out.insert(0, "outcome", self.outcome)
         return out
 
     def choices_text(self) -> list[str]:
-        c, n = self.choices, self.counts
+        c, n = self.settings, self.counts
         ctrl = {"never_treated": "never-treated firms", "not_yet_treated": "not-yet-treated (and never-treated) firms"}
         meth = {"dr": "doubly robust (Sant'Anna and Zhao 2020)", "ipw": "inverse probability weighting",
                 "reg": "outcome regression"}
         covs = ", ".join(c["covariates"]) if c["covariates"] else "none (unconditional parallel trends)"
+        trim = c.get("pscore_trim")
         return [
-            "Estimator: Callaway and Sant'Anna (2021) group-time ATT, via diff-diff " + str(c["engine_version"]),
+            "Estimator: Callaway and Sant'Anna (2021) group-time ATT, via diff-diff " + str(c["engine_version"])
+            + (" (covariate cells: R DRDID, computed here)" if c.get("cells") == "R DRDID" else ""),
             f"Outcome: {self.outcome}",
             f"Control group: {ctrl.get(c['control'], c['control'])}",
             f"Base period: {c['base_period']}",
             f"Anticipation: {c['anticipation']} period(s)",
-            f"Method: {meth.get(c['method'], c['method'])}; covariates: {covs}",
+            f"Method: {meth.get(c['method'], c['method'])}; covariates: {covs}"
+            + (f"; comparison units with propensity score >= {trim} dropped (R DRDID trim.level)"
+               if c.get("cells") == "R DRDID" else ""),
             "Clustering: " + (f"by {c['cluster']} ({n.get('n_clusters', '?')} clusters)" if c["cluster"]
                               else f"by {c['unit']} (unit-level influence function)"),
             "Weights: " + (f"{c['weight']} (sampling weights, constant within firm)" if c["weight"] else "none"),
@@ -425,36 +513,34 @@ class DidResult:
             f"{n['n_obs']} unit-periods",
         ]
 
+    def _es_table(self) -> pd.DataFrame:
+        return self.event_study[["event_time", *ESTIMATE_COLUMNS[:4], "band_low", "band_high"]]
+
     def summary(self) -> str:
-        """Plain-text report: choices, overall effect, pre-trend test, and notes."""
+        """Plain-text report: choices, overall effect, pre-trend test, event study and notes."""
         lvl = int(round(100 * (1 - self.alpha)))
-        lines = ["Staggered difference-in-differences", "=" * 36, *self.choices_text(), "",
+        lines = [self.title, "=" * len(self.title), *self.choices_text(), "",
                  f"Overall ATT (simple aggregation, {lvl}% CI): {self.overall}",
-                 f"Pre-trend test: {self.pretrend}"]
-        es = self.event_study
-        lines += ["", "Event study (e = years since first support):",
-                  es[["event_time", "att", "se", "ci_low", "ci_high", "band_low", "band_high"]]
-                  .to_string(index=False, float_format=lambda x: f"{x:.4f}")]
+                 f"Pre-trend test: {self.pretrend}", "", "Event study (e = years since first support):",
+                 self._es_table().to_string(index=False, float_format=lambda x: f"{x:.4f}")]
         if self.notes:
             lines += ["", "Notes:", *[f"- {x}" for x in self.notes]]
         return "\n".join(lines)
 
-    def __str__(self) -> str:
-        return self.summary()
-
     def __repr__(self) -> str:
         o = self.overall
-        return f"DidResult(outcome={self.outcome!r}, att={o.att:.4g}, se={o.se:.4g}, control={self.choices['control']!r})"
+        return (f"{type(self).__name__}(outcome={self.outcome!r}, estimate={o.estimate:.4g}, se={o.se:.4g}, "
+                f"control={self.settings['control']!r})")
 
     def _repr_html_(self) -> str:
         o = self.overall
         lvl = int(round(100 * (1 - self.alpha)))
         items = "".join(f"<li>{html.escape(x)}</li>" for x in self.choices_text())
         notes = "".join(f"<li>{html.escape(x)}</li>" for x in self.notes)
-        es = self.event_study[["event_time", "att", "se", "ci_low", "ci_high", "band_low", "band_high"]]
+        es = self._es_table()
         return (
-            f"<div><b>Staggered DiD: {html.escape(self.outcome)}</b>"
-            f"<p>Overall ATT {o.att:.4f} (SE {o.se:.4f}; {lvl}% CI {o.ci_low:.4f} to {o.ci_high:.4f}; "
+            f"<div class='msme-result'><b>{html.escape(self.title)}</b>"
+            f"<p>Overall ATT {o.estimate:.4f} (SE {o.se:.4f}; {lvl}% CI {o.ci_low:.4f} to {o.ci_high:.4f}; "
             f"p = {o.pvalue:.3g})<br>Pre-trend test: {html.escape(str(self.pretrend))}</p>"
             f"<ul>{items}</ul>{es.to_html(index=False, float_format=lambda x: f'{x:.4f}')}"
             + (f"<p>Notes:</p><ul>{notes}</ul>" if notes else "") + "</div>"

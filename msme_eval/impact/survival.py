@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -35,119 +35,84 @@ import pandas as pd
 
 from ._checks import ImpactInputError, require_columns
 from .did import did
-from .results import DidResult, Estimate, WaldTest, _aggregate_psi, _Design, _vcov_from_psi, normal_inference
+from .results import DidResult, Estimate, WaldTest, _Design, _se, _vcov_from_psi, normal_inference
 
 __all__ = ["SurvivalResult", "survival_did"]
 
 
 @dataclass
 class SurvivalResult(DidResult):
-    """Survival effects; same surface as :class:`DidResult` (overall, att_gt, event_study, ...)."""
+    """Survival effects; same surface as :class:`DidResult` (overall, att_gt, event_study, aggregate ...)."""
 
     cells: dict[tuple[int, int], float] | None = None
     influence: dict[tuple[int, int], dict[str, np.ndarray]] | None = None
     cell_counts: dict[tuple[int, int], tuple[int, int]] | None = None
 
-    def _post(self) -> list[tuple[int, int]]:
-        assert self.cells is not None
-        return sorted(self.cells)
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return f"Survival DiD (firms alive before support): {self.outcome}"
 
-    def _agg(self, keep: list[tuple[int, int]]) -> tuple[float, np.ndarray]:
-        assert self.cells is not None and self.influence is not None
-        return _aggregate_psi(keep, np.array([self.cells[c] for c in keep]), self.influence, self._design)
+    def _cell_effects(self) -> dict[tuple[Any, Any], float]:
+        return dict(self.cells or {})
 
-    def _se(self, psi: np.ndarray) -> float:
-        return float(np.sqrt(_vcov_from_psi(psi[:, None], self._design)[0, 0]))
+    def _post_cells(self) -> list[tuple[Any, Any]]:
+        return sorted(self.cells or {})
+
+    @property
+    def _influence(self) -> dict:
+        return self.influence or {}
 
     @property
     def overall(self) -> Estimate:
         if "overall" not in self._cache:
-            theta, psi = self._agg(self._post())
-            self._cache["overall"] = normal_inference(theta, self._se(psi), self.alpha)
+            theta, psi = self._agg(self._post_cells())
+            self._cache["overall"] = normal_inference(theta, _se(psi, self._design), self.alpha)
         return self._cache["overall"]
 
     @property
     def att_gt(self) -> pd.DataFrame:
         rows = []
-        for (g, t) in self._post():
+        for (g, t) in self._post_cells():
             _, psi = self._agg([(g, t)])
-            e = normal_inference(self.cells[(g, t)], self._se(psi), self.alpha)  # type: ignore[index]
+            e = normal_inference(self._cell_effects()[(g, t)], _se(psi, self._design), self.alpha)
             nt, nc = self.cell_counts[(g, t)]  # type: ignore[index]
-            rows.append({"cohort": g, "time": t, "event_time": t - g, "period": "post", "att": e.att, "se": e.se,
-                         "ci_low": e.ci_low, "ci_high": e.ci_high, "pvalue": e.pvalue, "n_treated": nt,
-                         "n_control": nc, "is_reference": False})
+            rows.append({"cohort": g, "time": t, "event_time": t - g, "period": "post", **e.to_dict(),
+                         "n_treated": nt, "n_control": nc, "is_reference": False})
         return pd.DataFrame(rows)
-
-    def _by(self, key: Any) -> list[tuple[Any, float, np.ndarray, int]]:
-        out = []
-        for lv in sorted({key(c) for c in self._post()}):
-            keep = [c for c in self._post() if key(c) == lv]
-            theta, psi = self._agg(keep)
-            out.append((lv, theta, psi, len({c[0] for c in keep})))
-        return out
 
     @property
     def event_study(self) -> pd.DataFrame:
         if "event_study" not in self._cache:
-            by = self._by(lambda c: c[1] - c[0])
-            rows = []
-            for e, theta, psi, k in by:
-                est = normal_inference(theta, self._se(psi), self.alpha)
-                rows.append({"event_time": int(e), "att": est.att, "se": est.se, "ci_low": est.ci_low,
-                             "ci_high": est.ci_high, "pvalue": est.pvalue, "n_cohorts": k})
+            post = self._post_cells()
+            rows, psis = [], {}
+            for i, e in enumerate(sorted({c[1] - c[0] for c in post})):
+                keep = [c for c in post if c[1] - c[0] == e]
+                theta, psis[i] = self._agg(keep)
+                est = normal_inference(theta, _se(psis[i], self._design), self.alpha)
+                rows.append({"event_time": int(e), **est.to_dict(), "n_cohorts": len(keep)})
             out = pd.DataFrame(rows)
-            psis = np.column_stack([p for _, _, p, _ in by])
-            crit = self._uniform_crit(_vcov_from_psi(psis, self._design))
-            out["band_low"] = out["att"] - crit * out["se"]
-            out["band_high"] = out["att"] + crit * out["se"]
+            crit = self._uniform_crit(_vcov_from_psi(np.column_stack([psis[i] for i in sorted(psis)]),
+                                                     self._design))
+            out["band_low"] = out["estimate"] - crit * out["se"]
+            out["band_high"] = out["estimate"] + crit * out["se"]
             out["period"] = "post"
             out["is_reference"] = False
             out.attrs["uniform_crit"] = crit
             out.attrs["band_method"] = "sup-t from the analytical covariance (simulated)"
+            self._cache["dynamic_overall"] = self._dynamic_overall(out, psis)
             self._cache["event_study"] = out
         return self._cache["event_study"].copy()
 
     @property
     def pretrend(self) -> WaldTest:
-        return WaldTest(np.nan, 0, np.nan, 0, "not applicable: supported firms are alive before support by construction")
-
-    def aggregate(self, kind: str = "dynamic") -> pd.DataFrame:
-        kind = {"event_study": "dynamic", "event": "dynamic", "cohort": "group", "time": "calendar"}.get(kind, kind)
-        if kind == "simple":
-            d = {k: v for k, v in self.overall.to_dict().items() if k != "alpha"}
-            df = pd.DataFrame([{"level": "overall", **d}])
-        elif kind == "dynamic":
-            df = self.event_study.rename(columns={"event_time": "level"})
-        elif kind in ("group", "calendar"):
-            key = (lambda c: c[0]) if kind == "group" else (lambda c: c[1])
-            rows, psis = [], []
-            for lv, theta, psi, k in self._by(key):
-                if kind == "group":  # R: theta(g) = mean over its post cells (equal weights)
-                    keep = [c for c in self._post() if c[0] == lv]
-                    theta = float(np.mean([self.cells[c] for c in keep]))  # type: ignore[index]
-                    _, psi = self._agg(keep)  # same cohort -> same weights -> equal-weight mean
-                psis.append(psi)
-                e = normal_inference(theta, self._se(psi), self.alpha)
-                rows.append({"level": int(lv), **{a: b for a, b in e.to_dict().items() if a != "alpha"}})
-            if kind == "calendar" and rows:
-                theta = float(np.mean([r["att"] for r in rows]))
-                e = normal_inference(theta, self._se(np.mean(np.vstack(psis), axis=0)), self.alpha)
-                rows.append({"level": "overall", **{a: b for a, b in e.to_dict().items() if a != "alpha"}})
-            df = pd.DataFrame(rows)
-        else:
-            raise ValueError(f"aggregate(): kind must be 'simple', 'group', 'dynamic' or 'calendar', got {kind!r}")
-        df.insert(0, "aggregation", kind)
-        return df
+        return WaldTest(np.nan, 0, np.nan, 0,
+                        "not applicable: supported firms are alive before support by construction")
 
     def choices_text(self) -> list[str]:
         lines = super().choices_text()
         lines[0] = ("Estimator: survival ATT per cohort on firms alive in the year before support (Callaway-Sant'Anna "
                     "cells via diff-diff, combined by firm-level influence functions)")
         return lines
-
-    def __repr__(self) -> str:
-        o = self.overall
-        return f"SurvivalResult(att={o.att:.4g}, se={o.se:.4g})"
 
 
 def _cov_frame(frame: pd.DataFrame, g: int, covariates: Sequence[str], time: str) -> pd.DataFrame:
@@ -157,7 +122,8 @@ def _cov_frame(frame: pd.DataFrame, g: int, covariates: Sequence[str], time: str
             age = (g - pd.to_numeric(frame["birth_year"])).astype(float)
             out[c] = age if c == "age_at_support" else (age <= int(c.rsplit("_le", 1)[1])).astype(float)
         else:
-            out[c] = pd.to_numeric(frame[c].astype("Float64") if frame[c].dtype == "boolean" else frame[c]).astype(float)
+            col = frame[c].astype("Float64") if frame[c].dtype == "boolean" else frame[c]
+            out[c] = pd.to_numeric(col).astype(float)
     return out
 
 
@@ -186,101 +152,126 @@ def survival_did(
     sample of firms alive in g - 1 (default: ``alive`` itself)."""
     covariates = list(covariates or [])
     y_col = outcome or alive
+    a, t, gser = _checked_inputs(frame, alive, y_col, unit, time, first_treated, covariates, age_range)
+    cohorts = sorted(int(x) for x in gser.dropna().unique())
+    uid, ucode = np.unique(frame[unit].to_numpy().astype(str), return_inverse=True)
+    gv = gser.fillna(0).to_numpy(dtype=float)
+    g_unit = np.zeros(len(uid))
+    g_unit[ucode] = gv
+    acc = _Cells(used=np.zeros(len(uid), dtype=bool))
+    for g in cohorts:
+        sub = _cohort_sample(frame, g, a, t, gv, ucode, acc, unit=unit, time=time, y_col=y_col,
+                             cluster=cluster, covariates=covariates, age_range=age_range)
+        if sub is None or g > int(t.max()):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            r = did(sub, y_col, unit=unit, time=time, first_treated="_ft", control="never_treated",
+                    covariates=covariates or None, method=method if covariates else "dr",
+                    cluster=cluster, alpha=alpha, seed=seed)
+        _collect_cells(r, sub[unit], uid, g, acc)
+    design = _restrict_design(frame, cluster, ucode, g_unit, acc)
+    keep = np.flatnonzero(acc.used)
+    n_tr = int((g_unit[keep] > 0).sum())
+    counts_all = {"n_obs": int(sum(np.isfinite(a))), "n_units": int(len(keep)), "n_treated": n_tr,
+                  "n_never_treated": int(len(keep) - n_tr), "n_cohorts": len(cohorts),
+                  "n_periods": int(len(np.unique(t))), "first_period": int(t.min()), "last_period": int(t.max()),
+                  "n_clusters": int(design.cluster.max() + 1) if design.cluster is not None else int(len(keep))}
+    acc.notes.append("Survival is compared among firms alive in the year before each cohort's support starts; "
+                     "no pre-trend test is possible for this outcome.")
+    settings = {"unit": unit, "time": time, "first_treated": first_treated, "treatment": None,
+                "control": "never_treated", "covariates": covariates, "method": method if covariates else "dr",
+                "anticipation": 0, "base_period": "year before support, g - 1 (per cohort)", "cluster": cluster,
+                "weight": None, "alpha": alpha, "n_bootstrap": 0, "seed": seed,
+                "engine": "msme_eval.impact.survival_did", "engine_version": __import__("diff_diff").__version__}
+    return SurvivalResult(outcome=y_col, settings=settings, counts=counts_all, notes=acc.notes, raw=None,
+                          _design=design, cells=acc.cells, influence=acc.infl, cell_counts=acc.counts)
+
+
+@dataclass
+class _Cells:
+    """Survival cells collected over cohorts: effect, influence (global firm index), counts."""
+
+    used: np.ndarray
+    cells: dict[tuple[int, int], float] = field(default_factory=dict)
+    infl: dict[tuple[int, int], dict[str, np.ndarray]] = field(default_factory=dict)
+    counts: dict[tuple[int, int], tuple[int, int]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+
+def _checked_inputs(frame: pd.DataFrame, alive: str, y_col: str, unit: str, time: str, first_treated: str,
+                    covariates: list[str], age_range: Any) -> tuple[np.ndarray, np.ndarray, pd.Series]:
+    """Required columns present, ``alive`` 0/1/missing, at least one supported firm."""
     need = [alive, y_col, unit, time, first_treated, *[c for c in covariates if not c.startswith("age_at_support")]]
     if any(c.startswith("age_at_support") for c in covariates) or age_range is not None:
         need.append("birth_year")
     require_columns(frame, need, "survival_did()")
     a = pd.to_numeric(frame[alive]).to_numpy(dtype=float, na_value=np.nan)
-    ok = np.isnan(a) | np.isin(a, (0.0, 1.0))
-    if not ok.all():
+    if not (np.isnan(a) | np.isin(a, (0.0, 1.0))).all():
         raise ImpactInputError(f"{alive!r} must be 0/1 (or missing for gaps).")
-    t = pd.to_numeric(frame[time]).to_numpy()
     gser = pd.to_numeric(frame[first_treated]).astype("Float64")
-    t_max = int(t.max())
-    cohorts = sorted(int(x) for x in gser.dropna().unique())
-    if not cohorts:
+    gser = gser.where(gser != 0)  # 0 = never treated (R, Stata, diff-diff convention)
+    if gser.dropna().empty:
         raise ImpactInputError("no supported firms: nothing to estimate.")
-    never = gser.isna().to_numpy()
-    firm_ids = frame[unit].to_numpy()
-    uid, ucode = np.unique(firm_ids.astype(str), return_inverse=True)
-    g_unit = np.zeros(len(uid))
-    gv = gser.fillna(0).to_numpy(dtype=float)
-    g_unit[ucode] = gv
-    clus_unit = None
-    if cluster:
-        cc = pd.factorize(frame[cluster])[0]
-        clus_unit = np.zeros(len(uid), dtype=np.int64)
-        clus_unit[ucode] = cc
+    return a, pd.to_numeric(frame[time]).to_numpy(), gser
 
-    cells: dict[tuple[int, int], float] = {}
-    infl: dict[tuple[int, int], dict[str, np.ndarray]] = {}
-    counts: dict[tuple[int, int], tuple[int, int]] = {}
-    used = np.zeros(len(uid), dtype=bool)
-    notes: list[str] = []
-    t_min = int(t.min())
-    for g in cohorts:
-        b = g - 1  # base period: the year before support starts
-        if b < t_min:
-            notes.append(f"cohort {g}: no year before support in the panel; not estimable for survival.")
-            continue
-        alive_u = np.zeros(len(uid), dtype=bool)
-        alive_u[ucode[(t == b) & (a == 1)]] = True
-        coh = (gv == g)
-        n_dead = len(np.unique(ucode[coh & ~alive_u[ucode]]))
-        if n_dead:
-            notes.append(f"cohort {g}: {n_dead} selected firm(s) not alive in {b} are outside the survival "
+
+def _cohort_sample(frame: pd.DataFrame, g: int, a: np.ndarray, t: np.ndarray, gv: np.ndarray, ucode: np.ndarray,
+                   acc: _Cells, *, unit: str, time: str, y_col: str, cluster: str | None, covariates: list[str],
+                   age_range: Any) -> pd.DataFrame | None:
+    """Cohort g and never-supported firms alive in g - 1, years g - 1 onwards (None: no base year)."""
+    b = g - 1  # base period: the year before support starts
+    if b < int(t.min()):
+        acc.notes.append(f"cohort {g}: no year before support in the panel; not estimable for survival.")
+        return None
+    alive_u = np.zeros(len(acc.used), dtype=bool)
+    alive_u[ucode[(t == b) & (a == 1)]] = True
+    coh = gv == g
+    n_dead = len(np.unique(ucode[coh & ~alive_u[ucode]]))
+    if n_dead:
+        acc.notes.append(f"cohort {g}: {n_dead} selected firm(s) not alive in {b} are outside the survival "
                          "comparison (as in the estimand: firms alive in the base year).")
-        sel = alive_u[ucode] & (coh | never) & (t >= b)
-        if age_range is not None:
-            age = g - pd.to_numeric(frame["birth_year"]).to_numpy(dtype=float, na_value=np.nan)
-            sel &= (age >= age_range[0]) & (age <= age_range[1])
-        sub = frame.loc[sel, list(dict.fromkeys([unit, time, y_col, *([cluster] if cluster else [])]))].copy()
-        sub["_ft"] = pd.array(np.where(coh[sel], g, np.nan), dtype="Float64").round().astype("Int64")
-        for c, v in _cov_frame(frame.loc[sel], g, covariates, time).items():
-            sub[c] = v.to_numpy()
-        used[ucode[sel]] = True
-        if g > t_max:
+    sel = alive_u[ucode] & (coh | (gv == 0)) & (t >= b)
+    if age_range is not None:
+        age = g - pd.to_numeric(frame["birth_year"]).to_numpy(dtype=float, na_value=np.nan)
+        sel &= (age >= age_range[0]) & (age <= age_range[1])
+    sub = frame.loc[sel, list(dict.fromkeys([unit, time, y_col, *([cluster] if cluster else [])]))].copy()
+    sub["_ft"] = pd.array(np.where(coh[sel], g, np.nan), dtype="Float64").round().astype("Int64")
+    for c, v in _cov_frame(frame.loc[sel], g, covariates, time).items():
+        sub[c] = v.to_numpy()
+    acc.used[ucode[sel]] = True
+    return sub
+
+
+def _collect_cells(r: DidResult, sub_unit: pd.Series, uid: np.ndarray, g: int, acc: _Cells) -> None:
+    """Post cells of a cohort fit, with influence indices mapped to the global firm index."""
+    kit = r.raw._aggregation_kit
+    sub_units = np.asarray(kit.bookkeeping["all_units"]).astype(np.int64)
+    # did() codes units by pd.factorize order of the sub-frame's unit column
+    glob = np.searchsorted(uid, np.asarray(pd.factorize(sub_unit)[1]).astype(str))[sub_units]
+    for (gg, tt), d in r.raw.group_time_effects.items():
+        if tt < gg or d.get("is_reference", False) or not np.isfinite(d["effect"]):
             continue
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            r = did(sub, y_col, unit=unit, time=time, first_treated="_ft", control="never_treated",
-                    covariates=[c for c in covariates] or None, method=method if covariates else "dr",
-                    cluster=cluster, alpha=alpha, seed=seed)
-        kit = r.raw._aggregation_kit
-        sub_units = np.asarray(kit.bookkeeping["all_units"]).astype(np.int64)
-        # did() codes units by pd.factorize order of the sub-frame's unit column
-        sub_codes, sub_uniques = pd.factorize(sub[unit])
-        glob = np.searchsorted(uid, np.asarray(sub_uniques).astype(str))[sub_units]
-        for (gg, tt), d in r.raw.group_time_effects.items():
-            if tt < gg or d.get("is_reference", False) or not np.isfinite(d["effect"]):
-                continue
-            info = kit.influence[(gg, tt)]
-            cells[(g, int(tt))] = float(d["effect"])
-            infl[(g, int(tt))] = {"treated_idx": glob[info["treated_idx"]], "control_idx": glob[info["control_idx"]],
+        info = kit.influence[(gg, tt)]
+        acc.cells[(g, int(tt))] = float(d["effect"])
+        acc.infl[(g, int(tt))] = {"treated_idx": glob[info["treated_idx"]], "control_idx": glob[info["control_idx"]],
                                   "treated_inf": np.asarray(info["treated_inf"]),
                                   "control_inf": np.asarray(info["control_inf"])}
-            counts[(g, int(tt))] = (int(d.get("n_treated", 0)), int(d.get("n_control", 0)))
-    # restrict the design to firms used in some cohort sample, keeping index alignment
-    keep = np.flatnonzero(used)
-    remap = -np.ones(len(uid), dtype=np.int64)
+        acc.counts[(g, int(tt))] = (int(d.get("n_treated", 0)), int(d.get("n_control", 0)))
+
+
+def _restrict_design(frame: pd.DataFrame, cluster: str | None, ucode: np.ndarray, g_unit: np.ndarray,
+                     acc: _Cells) -> _Design:
+    """Design over the firms used in some cohort sample; influence indices remapped to it."""
+    keep = np.flatnonzero(acc.used)
+    remap = -np.ones(len(acc.used), dtype=np.int64)
     remap[keep] = np.arange(len(keep))
-    for c, info in infl.items():
+    for info in acc.infl.values():
         info["treated_idx"] = remap[info["treated_idx"]]
         info["control_idx"] = remap[info["control_idx"]]
-    design = _Design(cohort=g_unit[keep], survey_w=None,
-                     cluster=None if clus_unit is None else pd.factorize(clus_unit[keep])[0].astype(np.int64),
-                     n_units=len(keep))
-    n_tr = int((g_unit[keep] > 0).sum())
-    counts_all = {"n_obs": int(sum(np.isfinite(a))), "n_units": int(len(keep)), "n_treated": n_tr,
-                  "n_never_treated": int(len(keep) - n_tr), "n_cohorts": len(cohorts),
-                  "n_periods": int(len(np.unique(t))), "first_period": int(t.min()), "last_period": t_max,
-                  "n_clusters": int(design.cluster.max() + 1) if design.cluster is not None else int(len(keep))}
-    notes.append("Survival is compared among firms alive in the year before each cohort's support starts; "
-                 "no pre-trend test is possible for this outcome.")
-    choices = {"unit": unit, "time": time, "first_treated": first_treated, "treatment": None,
-               "control": "never_treated", "covariates": covariates, "method": method if covariates else "dr",
-               "anticipation": 0, "base_period": "year before support, g - 1 (per cohort)", "cluster": cluster, "weight": None,
-               "alpha": alpha, "n_bootstrap": 0, "seed": seed, "engine": "msme_eval.impact.survival_did",
-               "engine_version": __import__("diff_diff").__version__}
-    return SurvivalResult(outcome=y_col, choices=choices, counts=counts_all, notes=notes, raw=None, _design=design,
-                          cells=cells, influence=infl, cell_counts=counts)
+    clus = None
+    if cluster:
+        clus_unit = np.zeros(len(acc.used), dtype=np.int64)
+        clus_unit[ucode] = pd.factorize(frame[cluster])[0]
+        clus = pd.factorize(clus_unit[keep])[0].astype(np.int64)
+    return _Design(cohort=g_unit[keep], survey_w=None, cluster=clus, n_units=len(keep))

@@ -18,14 +18,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from msme_eval.results import Result, check_alpha, inference
+
 from ._checks import ImpactInputError, as_float, check_unit_ids, integer_time, require_columns
 
 __all__ = ["TwfeResult", "twfe", "twfe_event_study"]
 
 
 @dataclass
-class TwfeResult:
-    """TWFE coefficients: ``coef``/``se`` (Series by term), ``tidy()``, ``model`` (pyfixest Feols)."""
+class TwfeResult(Result):
+    """TWFE coefficients: ``coef``/``se`` (Series by term), ``tidy()``, ``choices``, ``model`` (pyfixest Feols)."""
 
     outcome: str
     coef: pd.Series
@@ -37,6 +39,19 @@ class TwfeResult:
     vcov: str
     fixed_effects: tuple[str, ...]
     model: Any = field(repr=False)
+    alpha: float = 0.05
+    covariates: tuple[str, ...] = ()
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return f"Two-way fixed effects (baseline): {self.outcome}"
+
+    @property
+    def choices(self) -> dict[str, Any]:  # type: ignore[override]
+        return {"estimator": "OLS with unit and time fixed effects (pyfixest feols)",
+                "fixed_effects": list(self.fixed_effects), "vcov": self.vcov,
+                "covariates": list(self.covariates), "alpha": self.alpha,
+                "rows_dropped": f"{self.n_dropped} (missing values or singleton fixed effects)"}
 
     def tidy(self) -> pd.DataFrame:
         """term, estimate, se, ci_low, ci_high, pvalue, nobs."""
@@ -46,14 +61,13 @@ class TwfeResult:
             "pvalue": self.pvalue.to_numpy(), "nobs": self.nobs,
         })
 
-    def summary(self) -> str:
-        head = (f"TWFE: {self.outcome} on {', '.join(self.coef.index)} | FE: {' + '.join(self.fixed_effects)}; "
-                f"SEs: {self.vcov}; {self.nobs} obs" + (f" ({self.n_dropped} rows with missing values or singleton fixed effects dropped)"
-                                                        if self.n_dropped else ""))
-        return head + "\n" + self.tidy().to_string(index=False, float_format=lambda x: f"{x:.4f}")
+    def notes(self) -> list[str]:
+        return ["Under staggered adoption with heterogeneous effects the TWFE coefficient mixes 2x2 comparisons, "
+                "some with negative weights (Goodman-Bacon 2021); a baseline only, beside did()."]
 
-    def _repr_html_(self) -> str:
-        return f"<p>{self.summary().splitlines()[0]}</p>" + self.tidy().to_html(index=False)
+    def __repr__(self) -> str:
+        terms = ", ".join(f"{k}={v:.4g}" for k, v in self.coef.items())
+        return f"TwfeResult(outcome={self.outcome!r}, {terms}, vcov={self.vcov!r}, nobs={self.nobs})"
 
 
 def _vcov_spec(vcov: str | None, cluster: str | None, unit: str) -> tuple[Any, str]:
@@ -89,13 +103,17 @@ def twfe(
     covariates: Sequence[str] | None = None,
     cluster: str | None = None,
     vcov: str | None = None,
+    alpha: float = 0.05,
 ) -> TwfeResult:
     """Two-way (unit and time) fixed-effects regression of ``outcome`` on ``treatment`` column(s).
 
     Rows with a missing outcome/regressor, and singleton fixed-effect groups, are dropped by the
-    regression (as in fixest) and counted in ``n_dropped`` (shown in the summary). Published checks in the tests: Wooldridge Example 14.1
-    (JTRAIN), 13.3 (KIELMC) and 13.4 (INJURY).
+    regression (as in fixest) and counted in ``n_dropped`` (shown in the summary). Published checks in
+    the tests: Wooldridge Example 14.1
+    (JTRAIN), 13.3 (KIELMC) and 13.4 (INJURY). ``alpha``: intervals have 1 - alpha coverage
+    (t reference with pyfixest's degrees of freedom).
     """
+    check_alpha(alpha)
     treat = [treatment] if isinstance(treatment, str) else list(treatment)
     covs = list(covariates or [])
     cols = [outcome, *treat, *covs, unit, time, *([cluster] if cluster else [])]
@@ -119,9 +137,9 @@ def twfe(
     m = _fit(f"_y ~ {' + '.join(names)} | _u + _t", frame, spec)
     n_drop = len(frame) - int(m._N)
     ren = lambda s: s.rename(index=names)  # noqa: E731
-    ci = m.confint().rename(index=names)
+    ci = m.confint(alpha=alpha).rename(index=names)
     return TwfeResult(outcome, ren(m.coef()), ren(m.se()), ren(m.pvalue()), ci, int(m._N), n_drop, label,
-                      (unit, time), m)
+                      (unit, time), m, alpha, tuple(covs))
 
 
 def twfe_event_study(
@@ -139,13 +157,11 @@ def twfe_event_study(
     """Dynamic TWFE: y_it = a_i + l_t + sum_{e != ref} b_e 1[t - g_i = e] + u_it.
 
     Never-treated firms (``first_treated`` NA) have all event dummies zero. ``window=(lo, hi)``
-    bins event times beyond the ends into the end points. Returns event_time, att, se, ci_low,
+    bins event times beyond the ends into the end points. Returns event_time, estimate, se, ci_low,
     ci_high, pvalue (plus the reference row with att 0), the same columns as
     ``DidResult.event_study`` so both can be plotted together. Under heterogeneous effects the
     b_e are contaminated by other periods' effects (Sun and Abraham 2021, J. Econometrics 225(2)).
     """
-    from scipy import stats
-
     require_columns(data, [outcome, unit, time, first_treated, *([cluster] if cluster else [])],
                     "twfe_event_study()")
     check_unit_ids(data, unit)
@@ -163,12 +179,10 @@ def twfe_event_study(
     coef, se = m.coef(), m.se()
     et = [int(str(k).split("::")[-1].split("]")[0].split(".")[-1].replace("T", "")) if "::" in str(k)
           else int(str(k).rsplit("[", 1)[-1].rstrip("]").replace("T.", "")) for k in coef.index]
-    z = stats.norm.ppf(1 - alpha / 2)
-    out = pd.DataFrame({"event_time": et, "att": coef.to_numpy(), "se": se.to_numpy()})
-    out = pd.concat([out, pd.DataFrame({"event_time": [int(ref)], "att": [0.0], "se": [np.nan]})])
+    out = pd.DataFrame({"event_time": et, "estimate": coef.to_numpy(), "se": se.to_numpy()})
+    out = pd.concat([out, pd.DataFrame({"event_time": [int(ref)], "estimate": [0.0], "se": [np.nan]})])
     out = out.sort_values("event_time").reset_index(drop=True)
-    out["ci_low"] = out["att"] - z * out["se"]
-    out["ci_high"] = out["att"] + z * out["se"]
-    out["pvalue"] = 2 * stats.norm.sf(np.abs(out["att"] / out["se"]))
+    inf = inference(out["estimate"].to_numpy(), out["se"].to_numpy(), alpha)
+    out["ci_low"], out["ci_high"], out["pvalue"] = inf["ci_low"], inf["ci_high"], inf["pvalue"]
     out["is_reference"] = out["event_time"] == ref
     return out

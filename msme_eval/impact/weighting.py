@@ -18,9 +18,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import pandas as pd
+
+from msme_eval.results import Result, ResultFrame
 
 from ._checks import ImpactInputError, as_float, require_columns
 from .balance import _treat01, balance_table
@@ -30,8 +33,9 @@ __all__ = ["WeightingResult", "weighting"]
 
 
 @dataclass
-class WeightingResult:
-    """ATT with SE; ``weights`` (per row: 1 treated, w_i controls), ``balance`` before/after."""
+class WeightingResult(Result):
+    """ATT with SE (``.att``/``.se`` kept; ``.estimate`` the :class:`Estimate`), ``weights`` (per row:
+    1 treated, w_i controls), ``balance`` before/after (a result table), ``choices``."""
 
     outcome: str
     method: str
@@ -42,28 +46,51 @@ class WeightingResult:
     weights: np.ndarray = field(repr=False)
     balance: pd.DataFrame = field(repr=False)
     pscore: np.ndarray | None = field(default=None, repr=False)
+    covariates: tuple[str, ...] = ()
+    n_neighbors: int | None = None
 
     @property
     def att(self) -> float:
-        return self.estimate.att
+        return self.estimate.estimate
 
     @property
     def se(self) -> float:
         return self.estimate.se
 
+    @property
+    def alpha(self) -> float:  # type: ignore[override]
+        return self.estimate.alpha
+
+    @property
+    def title(self) -> str:  # type: ignore[override]
+        return f"ATT of {self.outcome} by {'inverse probability weighting' if self.method == 'ipw' else 'matching'}"
+
+    @property
+    def choices(self) -> dict[str, Any]:  # type: ignore[override]
+        out: dict[str, Any] = {"method": self.method, "covariates": list(self.covariates)}
+        if self.method == "ipw":
+            out.update({"propensity score": "logit on the covariates (with intercept)",
+                        "weights": "treated 1, comparison p/(1-p), normalised (Hajek)",
+                        "trimming": "none (refused if scores reach 0 or 1)"})
+        else:
+            out.update({"neighbours": self.n_neighbors, "metric": "inverse-variance (diagonal Mahalanobis)",
+                        "replacement": True, "bias correction": "none", "trimming": "none"})
+        out.update({"se": self.se_method, "alpha": self.alpha})
+        return out
+
     def tidy(self) -> pd.DataFrame:
+        """outcome, method, estimate, se, ci_low, ci_high, pvalue, n_treated, n_control."""
         return pd.DataFrame([{"outcome": self.outcome, "method": self.method, **self.estimate.to_dict(),
-                              "n_treated": self.n_treated, "n_control": self.n_control,
-                              "se_method": self.se_method}])
+                              "n_treated": self.n_treated, "n_control": self.n_control}])
 
-    def summary(self) -> str:
-        return (f"ATT of {self.outcome} by {self.method}: {self.estimate}\nSE: {self.se_method}; "
-                f"{self.n_treated} treated, {self.n_control} comparison units\nBalance:\n"
-                + self.balance.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    def notes(self) -> list[str]:
+        worst = float(np.nanmax(np.abs(self.balance["std_diff"]))) if len(self.balance) else np.nan
+        return [f"{self.n_treated} treated, {self.n_control} comparison units; largest |std. diff| before/after "
+                f"weighting: {worst:.3f} (see .balance)"]
 
-    def _repr_html_(self) -> str:
-        return f"<p>ATT of {self.outcome} by {self.method}: {self.estimate}<br>SE: {self.se_method}</p>" + \
-            self.balance.to_html(index=False, float_format=lambda x: f"{x:.3f}")
+    def __repr__(self) -> str:
+        return (f"WeightingResult(outcome={self.outcome!r}, method={self.method!r}, att={self.att:.4g}, "
+                f"se={self.se:.4g})")
 
 
 def _logit(X: np.ndarray, d: np.ndarray, max_iter: int = 100) -> np.ndarray:
@@ -187,9 +214,13 @@ def weighting(
         p = None
         se_method = f"Abadie-Imbens (2006) matching variance, {n_neighbors} neighbour(s), no bias correction"
     est = normal_inference(att, se, alpha)
-    before = balance_table(data, treatment, covariates).assign(sample="before")
-    after = balance_table(data, treatment, covariates, weight=w).assign(sample="after " + method)
-    bal = pd.concat([before, after], ignore_index=True)
-    return WeightingResult(outcome, method, se_method, est, int(d.sum()), int((d == 0).sum()), w, bal, p)
+    before = balance_table(data, treatment, covariates)
+    after = balance_table(data, treatment, covariates, weight=w)
+    bal = pd.concat([before.assign(sample="before"), after.assign(sample="after " + method)], ignore_index=True)
+    bal = ResultFrame.wrap(bal, choices={**after.choices, "weights": f"none (before) / {method} weights (after)"},
+                           alpha=alpha, title=f"Covariate balance before and after {method}",
+                           estimate_column="difference")
+    return WeightingResult(outcome, method, se_method, est, int(d.sum()), int((d == 0).sum()), w, bal, p,
+                           tuple(covariates), int(n_neighbors) if method == "matching" else None)
 
 
