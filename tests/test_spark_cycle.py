@@ -331,16 +331,15 @@ def test_runner_cache_uses_the_engine(request: pytest.FixtureRequest, small: dic
     base = dict(panel=str(small["panel"]), macro=str(small["macro"]),
                 targets=str(small["targets"]), output_root=str(tmp_path / "r"))
     sources: list[object] = []  # what indicators.compute was given
-    real_call = rc.call
-    monkeypatch.setattr(rc, "call", lambda fn, *a, **k: (
-        sources.append(a[0]) if getattr(fn, "__name__", "") == "compute" else None,
-        real_call(fn, *a, **k))[1])
+    real_compute = rc.indicators.compute
+    monkeypatch.setattr(rc.indicators, "compute",
+                        lambda source, *a, **k: (sources.append(source), real_compute(source, *a, **k))[1])
     tables = {}
     for eng in ("pandas", engine):
         cache = tmp_path / eng
         notes = rc.build_cache(CycleParams.model_validate({**base, "engine": eng}), cache)
         assert not [n for n in notes if "failed" in n], notes
-        tables[eng] = pd.read_pickle(cache / "indicators.pkl")[0]
+        tables[eng] = pd.read_pickle(cache / "indicators.pkl")
         panel = pd.read_pickle(cache / "panel.pkl")
         assert isinstance(panel, pd.DataFrame) and len(panel) > 0
     assert isinstance(sources[0], pd.DataFrame)
