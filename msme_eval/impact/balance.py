@@ -142,7 +142,8 @@ def balance_table(
         inf = inference(m1 - m0, float(fit.bse[1]), alpha)
         rows.append({
             "covariate": name, "mean_treated": m1, "mean_control": m0, "difference": m1 - m0,
-            "std_diff": (m1 - m0) / sd if sd > 0 else np.nan, "var_ratio": v1 / v0 if v0 > 0 and not _is_binary(x) else np.nan,
+            "std_diff": (m1 - m0) / sd if sd > 0 else np.nan,
+            "var_ratio": v1 / v0 if v0 > 0 and not _is_binary(x) else np.nan,
             "se": inf["se"], "ci_low": inf["ci_low"], "ci_high": inf["ci_high"], "pvalue": inf["pvalue"],
             "n_treated": int(t.sum()), "n_control": int(c.sum()),
         })

@@ -22,8 +22,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any
 
+import numpy as np
+import pandas as pd
 from scipy import stats
+
+from msme_eval.results import Result
 
 from ._checks import ImpactInputError
 
@@ -31,8 +36,12 @@ __all__ = ["PowerResult", "mde", "sample_size", "variance_factor"]
 
 
 @dataclass(frozen=True)
-class PowerResult:
-    """Inputs and result of a power calculation (``mde`` in outcome units, ``n_units`` firms)."""
+class PowerResult(Result):
+    """Inputs and result of a power calculation (``mde`` in outcome units, ``n_units`` firms).
+
+    ``tidy()``: one row, estimate = the MDE (or the effect a sample size was computed for) and se =
+    the standard error of the DiD estimate it implies, se = MDE / (z_{1-alpha/2} + z_power).
+    """
 
     mde: float
     n_units: int
@@ -47,10 +56,23 @@ class PowerResult:
     cluster_size: int
     design_effect: float
     alpha: float
-    power: float
+    power: float = 0.8  # (defaults only because Result gives alpha one; both are always passed)
+
+    title = "Power of a difference-in-differences design"
 
     def to_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
+
+    @property
+    def choices(self) -> dict[str, Any]:  # type: ignore[override]
+        d = asdict(self)
+        d.pop("mde")
+        return d
+
+    def tidy(self) -> pd.DataFrame:
+        se = self.mde / (stats.norm.ppf(1 - self.alpha / 2) + stats.norm.ppf(self.power))
+        return pd.DataFrame([{"term": "minimum detectable effect", "estimate": self.mde, "se": se,
+                              "ci_low": np.nan, "ci_high": np.nan, "pvalue": np.nan, "n_units": self.n_units}])
 
 
 def variance_factor(
