@@ -39,7 +39,8 @@ def test_md_and_table_escape_data_text() -> None:
         "Programme **&lt;script&gt;alert(1)&lt;/script&gt;** reached 12,345 firms"
     t = display.table(pd.DataFrame({"programme": [HOSTILE], "firms": [3], "share": [0.12345]}),
                       caption=HOSTILE, digits={"share": 2})._repr_html_()
-    assert HOSTILE not in t and t.count("&lt;script&gt;") == 2 and ">0.12<" in t
+    # caption, the scroll box's aria-label and the cell: all escaped
+    assert HOSTILE not in t and t.count("&lt;script&gt;") == 3 and ">0.12<" in t
     assert HOSTILE not in display.notice(HOSTILE)._repr_html_()
     with pytest.raises(ValueError, match="at most"):
         display.table(pd.DataFrame({"x": range(500)}))

@@ -9,12 +9,19 @@ widget scripts from a CDN — and wrap it in our own page with inline CSS. Two v
   and code cells without output removed;
 - ``<name>.code.html``: for auditors; the same with the code shown (injected cell still removed,
   the effective parameters are printed by the notebook itself).
+
+Accessibility and layout: every image gets real alt text (the figure's own description from
+its output metadata, set by `display.figure`; otherwise "Figure in section <heading>" from the
+nearest heading above it, never nbconvert's "No description has been provided" placeholder);
+every table sits in a scroll box; the page ``<title>`` is the notebook's own first heading (so
+it names the area actually covered, e.g. "ASEAN member states in the data: Thailand, Viet Nam").
 """
 from __future__ import annotations
 
 import copy
 import html
 import os
+import re
 import tempfile
 from functools import cache
 from pathlib import Path
@@ -54,22 +61,73 @@ def _strip_scripts(cell: Any) -> None:
                 data.pop(mime, None)
 
 
+_HEADING = re.compile(r"^\s{0,3}(#{1,3})\s+(.+?)\s*#*\s*$", re.MULTILINE)
+_MD_MARK = re.compile(r"[*_`]")
+
+
+def _headings(cell: Any) -> list[tuple[int, str]]:
+    """(level, text) of the Markdown headings a cell shows (its source or its Markdown output)."""
+    texts = [cell.source] if cell.cell_type == "markdown" else [
+        "".join(out.get("data", {}).get("text/markdown", ""))
+        for out in cell.get("outputs", []) if out.get("data")]
+    return [(len(m.group(1)), html.unescape(_MD_MARK.sub("", m.group(2))))
+            for text in texts for m in _HEADING.finditer(text)]
+
+
+def page_heading(nb: Any) -> str | None:
+    """The first level-1 heading a code cell displays (templates print their title with the
+    area the data cover, ``md("# {title} — {area}")``), if any. A static Markdown cell cannot
+    know the area, so it is not used."""
+    for cell in nb.cells:
+        if cell.cell_type != "code":
+            continue
+        for level, text in _headings(cell):
+            if level == 1:
+                return text
+    return None
+
+
+def _add_alt_text(cell: Any, section: str) -> None:
+    """Images without alt text get "Figure in section <heading>" (nbconvert would otherwise
+    write a placeholder)."""
+    for out in cell.get("outputs", []):
+        data = out.get("data", {})
+        for mime in ("image/png", "image/jpeg", "image/svg+xml"):
+            if mime in data:
+                meta = out.setdefault("metadata", {}).setdefault(mime, {})
+                if not meta.get("alt"):
+                    meta["alt"] = f"Figure in section '{section}'" if section else "Figure"
+
+
 def prepare(nb: Any, *, show_code: bool) -> Any:
-    """Copy of ``nb`` with removed cells dropped and (for reviewers) code-only cells dropped."""
+    """Copy of ``nb`` with removed cells dropped, (for reviewers) code-only cells dropped and
+    alt text on every image."""
     nb = copy.deepcopy(nb)
     cells = []
+    section = ""
     for cell in nb.cells:
         tags = set(cell.metadata.get("tags", []))
         if tags & REMOVE_TAGS:
             continue
+        for _, text in _headings(cell):
+            section = text
         if cell.cell_type == "code":
             _strip_scripts(cell)
+            _add_alt_text(cell, section)
             if not show_code and (not cell.get("outputs") or tags & {"parameters"}):
                 continue
         cells.append(cell)
     nb.cells = cells
     nb.metadata.pop("papermill", None)
     return nb
+
+
+_BARE_TABLE = re.compile(r"(<table\b(?![^>]*\bme-table\b).*?</table>)", re.DOTALL)
+
+
+def wrap_tables(body: str) -> str:
+    """Put every table not made by `display.table` (e.g. a DataFrame's own HTML) in a scroll box."""
+    return _BARE_TABLE.sub(r'<div class="me-scroll" role="region" tabindex="0">\1</div>', body)
 
 
 def notebook_body(nb: Any, *, show_code: bool) -> str:
@@ -80,7 +138,7 @@ def notebook_body(nb: Any, *, show_code: bool) -> str:
                             exclude_input_prompt=not show_code, exclude_output_prompt=True,
                             embed_images=True, anchor_link_text="")
     body, _ = exporter.from_notebook_node(prepare(nb, show_code=show_code))
-    return body
+    return wrap_tables(body)
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -107,6 +165,7 @@ def render_pair(nb_path: Path, html_path: Path, *, title: str, cycle: str, statu
     import nbformat
 
     nb = nbformat.read(nb_path, as_version=4)
+    title = page_heading(nb) or title
     code_path = html_path.with_suffix(".code.html")
     for show_code, path, alt, alt_label in (
             (False, html_path, code_path.name, "show code (auditors)"),

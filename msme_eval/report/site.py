@@ -12,8 +12,9 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from msme_eval.contract import ASEAN, REGION
-from msme_eval.report.display import fmt, status_class
+from msme_eval.contract import ASEAN, COUNTRIES, NO_ASSESSMENT, REGION, STATUSES, area_name
+from msme_eval.plots import value_label
+from msme_eval.report.display import fmt, p_value, status_class, status_symbol
 from msme_eval.report.render import environment, stylesheet, write_atomic
 
 
@@ -151,16 +152,16 @@ def write_cycle_index(build: Path, *, params: Any, jobs: list[Any], runs: list[A
     kpis = [dict(k, value_fmt=_fmt_value(k.get("value"), k.get("unit", "")),
                  ci_fmt=_ci(k.get("ci_low"), k.get("ci_high"), k.get("unit", "")),
                  target_fmt=_fmt_value(k.get("target"), k.get("unit", "")),
-                 css=status_class(k.get("status")) if k.get("status") else "st-nodata")
+                 css=status_class(k.get("status")) if k.get("status") else "st-nodata",
+                 symbol=status_symbol(k.get("status") or NO_ASSESSMENT), note=k.get("note") or "")
             for k in _kpis(results)]
     impact_frag = results.get("notebooks", {}).get("30_impact", {}).get(REGION, {})
-    impacts = [dict(i, est_fmt=fmt(_num(i.get("estimate")), 3),
-                    ci_fmt=(f"{fmt(_num(i.get('ci_low')), 3)} to {fmt(_num(i.get('ci_high')), 3)}"
-                            if _num(i.get("ci_low")) is not None else "–"))
-               for i in impact_frag.get("results", {}).get("impacts", [])]
+    impacts = [_impact_row(i) for i in impact_frag.get("results", {}).get("impacts", [])]
     dq = results.get("notebooks", {}).get("10_data_quality", {}).get(REGION, {})
     coverage = dq.get("results", {}).get("coverage", {})
-    programmes = dq.get("results", {}).get("programmes", [])
+    programmes = [dict(p, type_label=value_label(p.get("programme_type", "")))
+                  for p in dq.get("results", {}).get("programmes", [])
+                  if p.get("area", REGION) == REGION]
     by_job = {(r.template, r.country): r for r in runs}
     region_pages = [{"title": j.template.title, "href": j.relpath,
                      "code": j.relpath.replace(".html", ".code.html"),
@@ -191,5 +192,34 @@ def write_cycle_index(build: Path, *, params: Any, jobs: list[Any], runs: list[A
         coverage=coverage, programmes=programmes, region_pages=region_pages,
         country_templates=country_templates, countries=countries, runs=run_rows,
         previous=previous, changes=_changes(results, previous_results),
-        downloads=downloads, params=params, provenance=provenance)
+        downloads=downloads, params=params, provenance=provenance,
+        area=covered_area(coverage.get("countries")), statuses=_status_legend(),
+        pdfs=[{"href": f"pdf/{p.name}", "name": p.name}
+              for p in sorted((build / "pdf").glob("*.pdf"))] if (build / "pdf").exists() else [])
     write_atomic(build / "index.html", text)
+
+
+def covered_area(countries: Any) -> str:
+    """The area a cycle's data cover, in words: "ASEAN (all member states)" only when all ten are
+    present, else "ASEAN member states in the data: Thailand, Viet Nam" (as the pages say)."""
+    present = [c for c in COUNTRIES if c in set(countries or [])]
+    if not present:
+        return "ASEAN"
+    if len(present) == len(COUNTRIES):
+        return "ASEAN (all member states)"
+    return "ASEAN member states in the data: " + ", ".join(area_name(c) for c in present)
+
+
+def _status_legend() -> list[dict[str, str]]:
+    return [{"name": s, "css": status_class(s), "symbol": status_symbol(s)}
+            for s in (*STATUSES, NO_ASSESSMENT)]
+
+
+def _impact_row(i: dict[str, Any]) -> dict[str, Any]:
+    """One headline impact for the index: labels in words, effect and CI by scale."""
+    lo, hi = _num(i.get("ci_low")), _num(i.get("ci_high"))
+    return dict(i, type_label=value_label(i.get("programme_type", "")),
+                outcome_label=value_label(i.get("outcome", "")),
+                est_fmt=fmt(_num(i.get("estimate")), 3),
+                ci_fmt=f"{fmt(lo, 3)} to {fmt(hi, 3)}" if lo is not None and hi is not None else "–",
+                pre_fmt=p_value(_num(i.get("pretrend_pvalue"))))

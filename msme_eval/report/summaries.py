@@ -15,9 +15,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from msme_eval.contract import REGION, area_name
 from msme_eval.impact.evaluate import OUTCOMES
+from msme_eval.plots import label, value_label
 from msme_eval.report.context import is_total
-from msme_eval.report.display import bullet_list
+from msme_eval.report.display import bullet_list, details, figure, fmt  # noqa: F401 (S.details)
 
 KPI_IDS: tuple[str, ...] = tuple(f"K{i:02d}" for i in range(1, 11))
 # published-statistics names (msme_eval/data/asean_msme_statistics.csv) -> indicator id
@@ -26,6 +28,11 @@ PUBLISHED_MAP: dict[str, str] = {
     "msme_share_business_loans": "K06", "msme_share_exports": "K07",
 }
 GROUP_ORDER = ("micro", "small", "medium", "large", "female", "male", "True", "False")
+# group labels of yes/no breakdowns (column headers of `breakdown`)
+BREAKDOWN_GROUPS: dict[str, dict[str, str]] = {
+    "owner_female": {"True": "Women-owned", "False": "Men-owned"},
+    "urban": {"True": "Urban", "False": "Rural"},
+}
 STATUS_COLUMNS = ("status", "category", "assessment", "traffic_light", "progress_status")
 
 
@@ -73,23 +80,30 @@ def missingness(panel: pd.DataFrame, columns: Iterable[str] | None = None) -> pd
 def outliers(panel: pd.DataFrame, columns: Iterable[str] = (
         "employees", "turnover", "value_added", "assets", "exports", "loans_outstanding"),
         k: float = 3.0) -> pd.DataFrame:
-    """Counts of extreme values per column: outside [Q1 - k IQR, Q3 + k IQR] of log(1 + x)
-    within country (Tukey's far-out rule with k = 3). Only counts are shown."""
+    """Extreme values per column, among *positive* values only, with zeros counted apart.
+
+    Money and employment columns are zero-inflated (most firms do not export; many have no
+    loan), so a log-normal rule over all values would call every exporter "extreme". Here a
+    value is extreme when ``log(x)`` lies outside ``[Q1 - k IQR, Q3 + k IQR]`` of the positive
+    values of its country (Tukey's far-out rule, k = 3; Tukey 1977, *Exploratory Data
+    Analysis*), and the share of zeros is reported in its own column. Only counts are shown.
+    """
     rows = []
     for col in columns:
         if col not in panel:
             continue
-        x = pd.to_numeric(panel[col], errors="coerce").astype("float64")
-        x = x.where(x >= 0)
-        lx = np.log1p(x)
+        raw = pd.to_numeric(panel[col], errors="coerce").astype("float64")
+        lx = np.log(raw.where(raw > 0))
         grp = lx.groupby(panel["country"], observed=True)
         q1, q3 = grp.transform(lambda s: s.quantile(0.25)), grp.transform(lambda s: s.quantile(0.75))
         iqr = q3 - q1
         far = (lx < q1 - k * iqr) | (lx > q3 + k * iqr)
-        n = int(x.notna().sum())
-        rows.append({"column": col, "values": n, "extreme": int(far.sum()),
-                     "extreme_pct": float(100 * far.sum() / n) if n else np.nan,
-                     "negative": int((pd.to_numeric(panel[col], errors="coerce") < 0).sum())})
+        n, pos = int(raw.notna().sum()), int((raw > 0).sum())
+        rows.append({"column": col, "values": n,
+                     "zeros_pct": float(100 * (raw == 0).sum() / n) if n else np.nan,
+                     "positive": pos, "extreme": int(far.sum()),
+                     "extreme_pct": float(100 * far.sum() / pos) if pos else np.nan,
+                     "negative": int((raw < 0).sum())})
     return pd.DataFrame(rows)
 
 
@@ -148,6 +162,58 @@ def latest(ind: pd.DataFrame, area: str, year: int | None = None) -> pd.DataFram
     return last.sort_values("indicator").reset_index(drop=True)
 
 
+# registry kinds whose pooled regional value is not comparable with the national ones
+NON_COMPARABLE_KINDS = ("relative_ratio",)
+
+
+def non_comparable_ids(registry: pd.DataFrame | None) -> list[str]:
+    """Indicators whose regional value must be an aggregate of national values: a ratio of two
+    ratios (K04, productivity of MSMEs relative to large firms) pooled over member states
+    mixes their size and price structures and can lie outside every national value."""
+    if registry is None or "kind" not in registry:
+        return ["K04"]
+    return registry.loc[registry["kind"].isin(NON_COMPARABLE_KINDS), "id"].astype(str).tolist()
+
+
+def regional_aggregates(ind: pd.DataFrame, registry: pd.DataFrame | None = None,
+                        region: str = REGION) -> pd.DataFrame:
+    """The indicator table with the regional rows of non-comparable ratios
+    (`non_comparable_ids`) replaced by the **median of the national values** of the same
+    year, breakdown and group (member states with a published value only).
+
+    The median is the documented aggregate: it lies within the national range by construction
+    and one member state's composition cannot move it far. It has no sampling CI here
+    (``se``/``ci_low``/``ci_high`` empty, ``obs_status`` "E", estimated), and ``comment`` states
+    how many national values it summarises, their range and the pooled value it replaces.
+    Other indicators are unchanged.
+    """
+    ids = non_comparable_ids(registry)
+    out = ind.copy()
+    if "comment" not in out:
+        out["comment"] = ""
+    out["comment"] = out["comment"].astype(object)
+    keys = [c for c in ("indicator", "time_period", "breakdown", "group") if c in out]
+    nat = out[(out["ref_area"] != region) & out["indicator"].isin(ids) & out["value"].notna()]
+    stats = nat.groupby(keys, dropna=False)["value"].agg(["median", "min", "max", "count"])
+    for i in out.index[(out["ref_area"] == region) & out["indicator"].isin(ids)]:
+        key = tuple(out.loc[i, keys]) if len(keys) > 1 else out.loc[i, keys[0]]
+        pooled = out.at[i, "value"]
+        out.loc[i, [c for c in ("value", "se", "ci_low", "ci_high") if c in out]] = np.nan
+        if key not in stats.index:
+            out.at[i, "comment"] = "no national value to aggregate"
+            continue
+        m = stats.loc[key]
+        out.at[i, "value"] = float(m["median"])
+        if "obs_status" in out:
+            out.at[i, "obs_status"] = "E"
+        pooled_text = "" if _isna(pooled) else f"; the pooled ratio ({fmt(float(pooled), 2)}) " \
+            "is not comparable across member states"
+        out.at[i, "comment"] = (f"median of {int(m['count'])} national values "
+                                f"(range {fmt(float(m['min']), 2)} to {fmt(float(m['max']), 2)})"
+                                f"{pooled_text}")
+    return out
+
+
 def status_column(progress: pd.DataFrame) -> str | None:
     for c in STATUS_COLUMNS:
         if c in progress.columns:
@@ -167,6 +233,7 @@ def kpi_table(ind: pd.DataFrame, registry: pd.DataFrame | None, area: str,
         "year": last["time_period"], "value": last["value"], "ci_low": last["ci_low"],
         "ci_high": last["ci_high"], "unit": last.get("unit", ""),
         "conf_status": last.get("conf_status", ""),
+        "note": last["comment"].fillna("").astype(str) if "comment" in last else "",
     })
     out["status"] = None
     out["target"] = np.nan
@@ -198,18 +265,20 @@ CONF_LABELS: dict[str, str] = {
 def kpi_view(kpis: pd.DataFrame) -> pd.DataFrame:
     """Reviewer view of `kpi_table`: words for confidentiality codes; progress columns only
     when an assessment exists."""
-    v = kpis.drop(columns=["unit"], errors="ignore").copy()
+    v = kpis.copy()
     if "conf_status" in v:
         v["conf_status"] = v["conf_status"].map(
             lambda c: CONF_LABELS.get(str(c), str(c)) if not _isna(c) else "")
         v = v.rename(columns={"conf_status": "confidentiality"})
     if "status" in v and v["status"].isna().all():
         v = v.drop(columns=[c for c in ("status", "target", "target_year") if c in v])
-    return v.rename(columns={"ci_low": "95% CI low", "ci_high": "95% CI high"})
+    if "note" in v and not v["note"].fillna("").astype(str).str.strip().any():
+        v = v.drop(columns="note")
+    return v
 
 
 KPI_COLUMNS = ("id", "name", "year", "value", "ci_low", "ci_high", "unit", "conf_status",
-               "status", "target", "target_year")
+               "status", "target", "target_year", "note")
 
 
 def kpi_records(kpis: pd.DataFrame) -> list[dict[str, Any]]:
@@ -256,6 +325,7 @@ def breakdown(ind: pd.DataFrame, area: str, name: str, year: int | None = None,
     wide.columns = [str(c) for c in wide.columns]
     order = {g: i for i, g in enumerate(GROUP_ORDER)}
     wide = wide[sorted(wide.columns, key=lambda c: (order.get(c, len(order)), c))]
+    wide = wide.rename(columns=BREAKDOWN_GROUPS.get(name, {}))
     wide.insert(0, "year", yr)
     return wide.reset_index()
 
@@ -341,8 +411,8 @@ def trend_figure(series_df: pd.DataFrame, registry: pd.DataFrame | None = None) 
         y = s["value"].astype(float).to_numpy()
         lo = s["ci_low"].astype(float).to_numpy()
         hi = s["ci_high"].astype(float).to_numpy()
-        ax.fill_between(x, lo, hi, color="#1f5f99", alpha=0.18, linewidth=0)
-        ax.plot(x, y, marker="o", color="#1f5f99", markersize=3)
+        ax.fill_between(x, lo, hi, color="#0072B2", alpha=0.18, linewidth=0)
+        ax.plot(x, y, marker="o", color="#0072B2", markersize=3)
         title = f"{kid} {names.get(kid, '')}"
         ax.set_title(title if len(title) < 38 else title[:36] + "…", fontsize=9)
         ax.tick_params(labelsize=8)
@@ -376,25 +446,42 @@ def impact_records(headline: pd.DataFrame, outcomes: dict[str, tuple[str, str]] 
         dim, label = outcomes.get(r["outcome"], ("", r["outcome"]))
         rows.append({"programme_type": r["programme_type"], "outcome": r["outcome"],
                      "dimension": dim, "label": f"{dim}: {label}" if dim else label,
-                     "estimate": r.get("att"), "se": r.get("se"), "ci_low": r.get("ci_low"),
+                     "estimate": r.get("estimate", r.get("att")), "se": r.get("se"),
+                     "ci_low": r.get("ci_low"),
                      "ci_high": r.get("ci_high"), "pvalue": r.get("pvalue"),
                      "n_treated": r.get("n_treated"),
                      "pretrend_pvalue": r.get("pretrend_pvalue")})
     return records(pd.DataFrame(rows)) if rows else []
 
 
-def headline_view(headline: pd.DataFrame, outcomes: dict[str, tuple[str, str]]) -> pd.DataFrame:
-    """Reviewer view of `Evaluation.headline`: dimension, outcome label, effect and CI."""
+def effect_column(df: pd.DataFrame) -> str:
+    """The effect column of an impact table: ``estimate`` (new results) or ``att``."""
+    return "estimate" if "estimate" in df.columns else "att"
+
+
+def headline_view(headline: pd.DataFrame, outcomes: dict[str, tuple[str, str]] | None = None
+                  ) -> pd.DataFrame:
+    """Reviewer view of `Evaluation.headline`: outcome, programme type, effect, CI, p-values,
+    supported firms (``conf_status`` kept so suppressed effects show as [c])."""
     h = headline.copy()
-    h.insert(0, "dimension", h["outcome"].map(lambda o: outcomes.get(o, ("", o))[0]))
-    h["outcome"] = h["outcome"].map(lambda o: outcomes.get(o, ("", o))[1])
-    cols = ["dimension", "programme_type", "outcome", "att", "ci_low", "ci_high", "pvalue",
-            "n_treated", "pretrend_pvalue"]
-    return h[[c for c in cols if c in h.columns]].rename(columns={"att": "effect"})
+    h["effect"] = h[effect_column(h)]
+    cols = ["outcome", "programme_type", "effect", "ci_low", "ci_high", "pvalue",
+            "n_treated", "pretrend_pvalue", "pretrend_pvalue_holm", "conf_status"]
+    return h[[c for c in cols if c in h.columns]].reset_index(drop=True)
+
+
+_OUTCOME_PHRASES = {
+    "log_turnover": lambda e: f"turnover by about {100 * (np.exp(e) - 1):+.1f}%",
+    "log_value_added": lambda e: f"value added by about {100 * (np.exp(e) - 1):+.1f}%",
+    "log_productivity": lambda e: f"labour productivity by about {100 * (np.exp(e) - 1):+.1f}%",
+    "jobs": lambda e: f"net jobs by {e:+.1f} per supported firm",
+    "employees": lambda e: f"employment by {e:+.1f} employees per surviving firm",
+    "survival": lambda e: f"the chance of still operating by {100 * e:+.1f} percentage points",
+}
 
 
 def impact_sentence(tab: pd.DataFrame) -> str:
-    """Plain-language reading of the headline effects."""
+    """Plain-language reading of the headline effects (one bullet per effect)."""
     if tab is None or tab.empty or "estimate" not in tab:
         return "No impact estimate could be computed."
     lines = []
@@ -404,18 +491,128 @@ def impact_sentence(tab: pd.DataFrame) -> str:
         if _isna(est):
             continue
         sig = not (_isna(lo) or _isna(hi)) and (lo > 0 or hi < 0)
-        what = {"log_turnover": f"turnover by about {100 * (np.exp(est) - 1):+.1f}%",
-                "jobs": f"jobs by {est:+.2f} per supported firm",
-                "employees": f"employment by {est:+.2f} employees per firm",
-                "survival": f"the chance of still operating by {100 * est:+.1f} points"}.get(
-            str(r.outcome), f"{r.outcome} by {est:+.3f}")
+        phrase = _OUTCOME_PHRASES.get(str(r.outcome))
+        what = phrase(est) if phrase else f"{value_label(r.outcome)} by {est:+.3f}"
         verdict = "a clear effect" if sig else "not distinguishable from no effect"
         pre = getattr(r, "pretrend_pvalue", np.nan)
         warn = " (pre-trend test fails: read with caution)" if not _isna(pre) and pre < 0.05 \
             else ""
-        lines.append(f"- **{r.programme_type}** changed {what}: {verdict}{warn}.")
+        lines.append(f"- **{value_label(r.programme_type)}** changed {what}: {verdict}{warn}.")
     return html.escape("\n".join(lines)).replace("{", "(").replace("}", ")") or \
         "No impact estimate could be computed."
+
+
+_SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
+
+
+def factor_caveats(texts: Iterable[str], min_repeats: int = 2) -> tuple[list[str], list[str]]:
+    """(texts without their repeated sentences, the repeated sentences once each, in order).
+
+    Generated readings repeat the same caveat under every estimate; a page states it once."""
+    texts = [str(t) for t in texts]
+    split = [_SENTENCE.split(t.strip()) for t in texts]
+    counts: dict[str, int] = {}
+    for sentences in split:
+        for x in dict.fromkeys(sentences):
+            counts[x] = counts.get(x, 0) + 1
+    common = [x for x in counts if counts[x] >= min_repeats and len(texts) >= min_repeats]
+    kept = [" ".join(x for x in sentences if x not in common) for sentences in split]
+    return kept, common
+
+
+def choices_text(choices: dict[str, Any]) -> list[str]:
+    """Estimation choices as readable lines ("Comparison group: never-supported firms"), lists
+    joined with commas, never a Python list."""
+    out = []
+    for key, value in choices.items():
+        if isinstance(value, (list, tuple, set)):
+            shown = ", ".join(value_label(v) for v in value) or "none"
+        elif value is None:
+            shown = "none"
+        else:
+            shown = value_label(value)
+        out.append(f"{label(key)}: {shown}")
+    return out
+
+
+def choices_table(choices: dict[str, Any]) -> pd.DataFrame:
+    """`choices_text` as a two-column table (Choice, Value)."""
+    rows = [line.split(": ", 1) for line in choices_text(choices)]
+    return pd.DataFrame(rows, columns=["Choice", "Value"])
+
+
+def _published_keys(headline: pd.DataFrame) -> set[tuple[str, str]]:
+    ok = headline["conf_status"].astype(str).eq("F") if "conf_status" in headline else \
+        pd.Series(True, index=headline.index)
+    return set(zip(headline.loc[ok, "outcome"], headline.loc[ok, "programme_type"]))
+
+
+def published_interpretation(interpretation: pd.DataFrame, headline: pd.DataFrame) -> pd.DataFrame:
+    """The readings of published effects only: a suppressed effect's text would give its
+    number away."""
+    keys = _published_keys(headline)
+    mask = [k in keys for k in zip(interpretation["outcome"], interpretation["programme_type"])]
+    return interpretation[mask].reset_index(drop=True)
+
+
+def published_event_studies(event_studies: dict[tuple[str, str], pd.DataFrame],
+                            headline: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
+    """Event studies of (outcome, programme type) pairs whose headline effect is published."""
+    keys = _published_keys(headline)
+    return {k: v for k, v in event_studies.items() if k in keys}
+
+
+def _effect_ci(row: Any, est: str, digits: int = 3) -> str:
+    v, lo, hi = row.get(est), row.get("ci_low"), row.get("ci_high")
+    if _isna(v):
+        return "[c]" if str(row.get("conf_status", "F")) not in ("F", "nan", "") else "–"
+    return f"{fmt(float(v), digits)} ({fmt(float(lo), digits)} to {fmt(float(hi), digits)})"
+
+
+def inclusion_view(inclusion: pd.DataFrame, tests: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Effects by group side by side: one row per programme type, outcome and group, with the
+    effect (95% CI) in the group, in the other supported firms, and the test of the
+    difference (the two tables `inclusion` and `inclusion_tests` in one)."""
+    if inclusion is None or inclusion.empty:
+        return pd.DataFrame()
+    est = effect_column(inclusion)
+    keys = ["programme_type", "outcome", "subgroup"]
+    rows = []
+    for key, part in inclusion.groupby(keys, sort=False):
+        inside = part[part["level"].astype(str).isin(["True", "1", "true"])]
+        outside = part.drop(inside.index)
+        grp = inside["label"].iloc[0] if len(inside) and "label" in inside else key[2]
+        row = dict(zip(keys, key), group=grp,
+                   effect_in_group=_effect_ci(inside.iloc[0], est) if len(inside) else "–",
+                   effect_in_others=_effect_ci(outside.iloc[0], est) if len(outside) else "–")
+        if tests is not None and len(tests):
+            t = tests[(tests["programme_type"] == key[0]) & (tests["outcome"] == key[1])
+                      & (tests["subgroup"] == key[2])]
+            row["difference_pvalue"] = float(t["pvalue"].iloc[0]) if len(t) else np.nan
+        rows.append(row)
+    return pd.DataFrame(rows).drop(columns="subgroup")
+
+
+def robustness_view(robustness: pd.DataFrame) -> pd.DataFrame:
+    """Robustness checks side by side: one row per programme type and outcome, one column per
+    specification, each cell the effect (95% CI)."""
+    if robustness is None or robustness.empty:
+        return pd.DataFrame()
+    est = effect_column(robustness)
+    r = robustness.assign(cell=[_effect_ci(x, est) for x in robustness.to_dict("records")])
+    wide = r.pivot_table(index=["programme_type", "outcome"], columns="spec", values="cell",
+                         aggfunc="first", sort=False)
+    wide.columns = [value_label(c) for c in wide.columns]
+    return wide.reset_index()
+
+
+def jobs_view(jobs: pd.DataFrame) -> pd.DataFrame:
+    """Reviewer view of the jobs table: programme type, net jobs per firm (CI), jobs created
+    (whole jobs), support and cost per job with currency (suppression kept)."""
+    cols = ["programme_type", "net_jobs_per_firm", "ci_low", "ci_high", "jobs_created",
+            "support_total", "cost_per_job", "cost_ci_low", "cost_ci_high", "currency",
+            "conf_status"]
+    return jobs[[c for c in cols if c in jobs.columns]].reset_index(drop=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -436,7 +633,7 @@ def country_overview(res: dict[str, Any]) -> pd.DataFrame | None:
     for area, frag in sorted(res.get("20_indicators", {}).items()):
         if area == "ASEAN" or not frag.get("kpis"):
             continue
-        rows[area] = {k["id"]: k.get("value") for k in frag["kpis"]}
+        rows[area_name(area)] = {k["id"]: k.get("value") for k in frag["kpis"]}
     if not rows:
         return None
     wide = pd.DataFrame.from_dict(rows, orient="index").reindex(columns=list(KPI_IDS))
@@ -459,18 +656,14 @@ def bullets(items: Iterable[Any]) -> Any:
     return bullet_list([str(i) for i in items])
 
 
-def figure_of(obj: Any, title: str | None = None) -> Any:
-    """The matplotlib Figure of an Axes/Figure (closed so it is shown once), titled."""
+def figure_of(obj: Any, title: str | None = None, alt: str | None = None) -> Any:
+    """An Axes/Figure ready to display: titled (one title: ``title`` replaces the suptitle),
+    rendered to a PNG sized for the page with alt text (``alt``, else the figure's own
+    description, see `display.figure_alt`), and closed so it is shown once."""
     fig = getattr(obj, "figure", obj)
     if title:
-        try:
-            fig.suptitle(title, fontsize=10)
-        except AttributeError:
-            pass
-    import matplotlib.pyplot as plt
-
-    plt.close(fig)
-    return fig
+        fig.suptitle(title, fontsize=10)
+    return figure(fig, alt)
 
 
 def impact_outcomes() -> dict[str, tuple[str, str]]:
