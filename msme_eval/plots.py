@@ -153,10 +153,8 @@ def label(name: Any) -> str:
     text = str(name)
     if text in LABELS:
         return LABELS[text]
-    if "_" in text:
-        text = text.replace("_", " ")
-        return text[:1].upper() + text[1:]
-    return text
+    text = text.replace("_", " ")
+    return text[:1].upper() + text[1:]
 
 
 def value_label(value: Any) -> str:

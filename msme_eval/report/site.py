@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 import math
 import re
-import shutil
 from pathlib import Path
 from typing import Any
 
+from msme_eval import io
 from msme_eval.contract import ASEAN, COUNTRIES, NO_ASSESSMENT, REGION, STATUSES, area_name
 from msme_eval.plots import value_label
+from msme_eval.report import export
 from msme_eval.report.display import fmt, p_value, status_class, status_symbol
 from msme_eval.report.render import environment, stylesheet, write_atomic
 
@@ -76,26 +77,32 @@ def write_root_index(root: Path) -> bool:
 
 
 def export_tables(csv_files: list[Path], dest: Path) -> list[str]:
-    """Copy the notebooks' CSV tables to ``dest`` and bundle them into ``tables.xlsx``."""
+    """Copy the notebooks' CSV tables to ``dest`` (text cells neutralised against spreadsheet
+    formulas, `io.safe_frame`), bundle them into ``tables.xlsx`` (`export.write_workbook`:
+    contents sheet, titles, units, source, notes, frozen headers, number formats, ``[c]``) and
+    write the indicator table as SDMX-CSV 2.0 with its structure description
+    (`export.write_sdmx`)."""
     import pandas as pd
 
     if not csv_files:
         return []
     dest.mkdir(parents=True, exist_ok=True)
     names = []
-    sheets: dict[str, pd.DataFrame] = {}
+    tables: dict[str, pd.DataFrame] = {}
     for f in csv_files:
-        shutil.copyfile(f, dest / f.name)
+        df = pd.read_csv(f)
+        safe = io.safe_frame(df)
+        io.atomic_write(dest / f.name, lambda tmp, d=safe: d.to_csv(tmp, index=False,
+                                                                     lineterminator="\n"))
         names.append(f.name)
-        sheet = f.stem[:31]
-        i = 1
-        while sheet in sheets:
-            i += 1
-            sheet = f"{f.stem[:28]}~{i}"
-        sheets[sheet] = pd.read_csv(f)
-    with pd.ExcelWriter(dest / "tables.xlsx", engine="openpyxl") as xl:
-        for sheet, df in sheets.items():
-            df.to_excel(xl, sheet_name=sheet, index=False)
+        tables[f.stem] = df
+    export.write_workbook(tables, dest / "tables.xlsx")
+    tidy = [df for stem, df in tables.items() if stem == "indicators" or stem.startswith("indicators_")]
+    if tidy:
+        whole = pd.concat(tidy, ignore_index=True).drop_duplicates(
+            [c for c in ("indicator", "ref_area", "time_period", "breakdown", "group")
+             if c in tidy[0].columns])
+        names += export.write_sdmx(whole, dest)
     return names
 
 

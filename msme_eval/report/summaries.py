@@ -229,7 +229,7 @@ def kpi_table(ind: pd.DataFrame, registry: pd.DataFrame | None, area: str,
     last = last[last["indicator"].isin(list(ids))]
     names = {} if registry is None else dict(zip(registry["id"], registry["name"]))
     out = pd.DataFrame({
-        "id": last["indicator"].astype(str), "name": last["indicator"].map(names).fillna(""),
+        "id": last["indicator"].astype(str), "name": last["indicator"].map(names).astype(object).fillna(""),
         "year": last["time_period"], "value": last["value"], "ci_low": last["ci_low"],
         "ci_high": last["ci_high"], "unit": last.get("unit", ""),
         "conf_status": last.get("conf_status", ""),
