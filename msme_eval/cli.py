@@ -21,6 +21,7 @@ warnings.filterwarnings("ignore", message="PySpark does not yet fully support pa
 
 from msme_eval import cycle, indicators, ingest, io, synth  # noqa: E402
 from msme_eval.contract import AREAS  # noqa: E402
+from msme_eval.report import pdf as report_pdf  # noqa: E402
 from msme_eval.schema import DataValidationError  # noqa: E402
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
@@ -68,6 +69,12 @@ def _parser() -> argparse.ArgumentParser:
                    help="where the indicator table is computed (default pandas, in memory); "
                         "duckdb and spark read the Parquet panel; Spark's master and settings "
                         "come from MSME_EVAL_SPARK_MASTER / MSME_EVAL_SPARK_CONF / SPARK_REMOTE")
+    r.add_argument("--pdf", action="store_true",
+                   help="also print one PDF per area into <cycle>/pdf/ (needs Chromium)")
+    d = sub.add_parser("pdf", help="print one PDF per area of a published cycle folder",
+                       description="Bundle each area's pages (summary, indicators, impact, data "
+                                   "quality, methods) and print them with headless Chromium.")
+    d.add_argument("cycle_dir", help="published cycle folder, e.g. reports/2024")
 
     t = sub.add_parser("templates", help="copy the report templates to a folder to edit them",
                        description="Copy the shipped notebook templates into DIR (refuses to "
@@ -132,10 +139,26 @@ def _cmd_run(a: argparse.Namespace) -> int:
         print(f"cycle parameters: {file}")
     params = cycle.load_params(file, declined=declined, **overrides)
     result = cycle.run(params, install_missing_kernel=not a.no_install_kernel)
+    if getattr(a, "pdf", False) and _write_pdfs(result.path) != 0:
+        return EXIT_FAILED
     if not result.ok:
         _err(f"{len(result.failed)} notebook(s) failed; see the summary above and "
              f"{result.path / 'index.html'}")
     return result.exit_code
+
+
+def _write_pdfs(cycle_dir: Any) -> int:
+    try:
+        for path in report_pdf.write_pdfs(Path(cycle_dir)):
+            print(f"pdf: {path}")
+    except report_pdf.PdfError as exc:
+        _err(str(exc))
+        return EXIT_FAILED
+    return 0
+
+
+def _cmd_pdf(a: argparse.Namespace) -> int:
+    return _write_pdfs(a.cycle_dir)
 
 
 def _cmd_templates(a: argparse.Namespace) -> int:
@@ -255,7 +278,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
     args = _parser().parse_args(argv)
     handlers = {"run": _cmd_run, "validate": _cmd_validate, "indicators": _cmd_indicators,
-                "sample": _cmd_sample, "templates": _cmd_templates}
+                "sample": _cmd_sample, "templates": _cmd_templates, "pdf": _cmd_pdf}
     try:
         return handlers[args.command](args)
     except cycle.CycleError as exc:
