@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -262,10 +263,11 @@ class KernelWorker:
     def _start(self) -> subprocess.Popen[str]:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115 - owned by the process, closed in close()
+        # no PDEATHSIG here: it fires when the *thread* that started the process ends, and a
+        # worker outlives the pool thread that (re)started it; the worker watches its parent
         proc = subprocess.Popen([sys.executable, "-c", _WORKER_MAIN, self.kernel, str(self.cwd)],
                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log, text=True,
-                                start_new_session=True, env=_environment(self.threads),
-                                preexec_fn=_die_with_parent)
+                                start_new_session=True, env=_environment(self.threads))
         log.close()
         with _LIVE_LOCK:
             _LIVE.add(proc)
@@ -329,6 +331,7 @@ def worker_main() -> None:
     from jupyter_client.manager import KernelManager
 
     _stop_kernel_on_sigterm()
+    _watch_parent()
     kernel, cwd = sys.argv[1], sys.argv[2]
     protocol = os.fdopen(os.dup(1), "w")
     os.dup2(2, 1)
@@ -362,6 +365,19 @@ def worker_main() -> None:
         km.shutdown_kernel(now=True)
 
 
+def _watch_parent(interval: float = 0.5) -> None:
+    """Stop the kernel and exit as soon as the runner is gone (even killed by SIGKILL): the
+    parent process id changes when a process is orphaned."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == parent:
+            time.sleep(interval)
+        _stop_descendants_and_exit(128 + signal.SIGTERM)
+
+    threading.Thread(target=watch, daemon=True, name="watch-parent").start()
+
+
 def _reset_kernel(km: Any) -> None:
     kc = km.client()
     kc.start_channels()
@@ -375,12 +391,14 @@ def _reset_kernel(km: Any) -> None:
 def _stop_kernel_on_sigterm() -> None:
     """On SIGTERM (the runner stopped, or died: PDEATHSIG) stop the kernel, in a session of its
     own so it would survive, before exiting."""
-    def stop(signum: int, frame: Any) -> None:
-        for pid in _descendants(os.getpid()):
-            try:
-                os.killpg(os.getpgid(pid), signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
-        os._exit(128 + signum)
+    signal.signal(signal.SIGTERM, lambda signum, frame: _stop_descendants_and_exit(128 + signum))
 
-    signal.signal(signal.SIGTERM, stop)
+
+def _stop_descendants_and_exit(code: int) -> None:
+    """Kill every process this one started (the kernel runs in a session of its own) and exit."""
+    for pid in _descendants(os.getpid()):
+        try:
+            os.killpg(os.getpgid(pid), signal.SIGKILL)
+        except (ProcessLookupError, PermissionError):
+            pass
+    os._exit(code)
