@@ -526,20 +526,42 @@ _DOT_EVIDENCE = re.compile(r"[+-]?\d{1,3}(?:\.\d{3}){2,}(?:,\d+)?|[+-]?\d{1,3}(?
 _THREE_DECIMALS = re.compile(r"[+-]?\d{1,3}\.\d{3}")
 
 
-def _number_text(t: str, opts: ParseOptions) -> str:
-    """Text rewritten with '.' as decimal mark and no grouping, for pd.to_numeric; "\\x00amb"
-    when '.' may group thousands but was not declared, "\\x00bad" when the marks do not fit."""
-    t = t.replace("\u2212", "-")                                   # Unicode minus sign
+def _strings(raw: pd.Series, all_text: bool = False) -> tuple[pd.Series, pd.Series]:
+    """(the text cells as a "str" Series, NaN elsewhere; mask of non-text, non-missing cells
+    such as Excel numbers and booleans) of a cleaned object Series (`all_text`: the column
+    came as a string dtype, so every non-missing cell is text)."""
+    if all_text:
+        return raw.astype("str"), pd.Series(False, index=raw.index)
+    is_str = _umap(raw, lambda v: isinstance(v, str)).astype(bool)
+    text = pd.Series(raw.where(is_str, None), index=raw.index).astype("str")
+    return text, raw.notna() & ~is_str
+
+
+def _fullmatch(text: pd.Series, pattern: re.Pattern[str] | str) -> pd.Series:
+    pat = pattern.pattern if isinstance(pattern, re.Pattern) else pattern
+    return text.str.fullmatch(pat).fillna(False).astype(bool)
+
+
+def _number_texts(text: pd.Series, opts: ParseOptions) -> tuple[pd.Series, pd.Series, pd.Series]:
+    """Text rewritten with '.' as decimal mark and no grouping, for pd.to_numeric, with the
+    masks of cells whose marks do not fit (bad) and of cells where '.' may group thousands
+    but thousands='.' was not declared (ambiguous). Vectorised string operations."""
     th, dec = opts.thousands, opts.decimal
-    if th is not None and th in t:
-        if not _grouped(th, dec).fullmatch(t):
-            return "\x00bad"
-        t = t.replace(th, "")
+    text = text.str.replace("\u2212", "-", regex=False)            # Unicode minus sign
+    bad = pd.Series(False, index=text.index)
+    amb = pd.Series(False, index=text.index)
+    if th is not None:
+        has = text.str.contains(th, regex=False).fillna(False).astype(bool)
+        bad |= has & ~_fullmatch(text, _grouped(th, dec))
+        text = text.where(~has, text.str.replace(th, "", regex=False))
     if dec == ",":
-        if "." in t:
-            return "\x00amb" if _grouped(".", dec).fullmatch(t) else "\x00bad"
-        t = t.replace(",", ".")
-    return t
+        dot = text.str.contains(".", regex=False).fillna(False).astype(bool)
+        amb |= dot & _fullmatch(text, _grouped(".", dec))
+        bad |= dot & ~amb
+        text = text.str.replace(",", ".", regex=False)
+    elif th is None and _fullmatch(text, _DOT_EVIDENCE).any():
+        amb |= _fullmatch(text, _DOT_GROUPED)
+    return text, bad, amb
 
 
 def _to_number(s: pd.Series, opts: ParseOptions = DEFAULT_PARSE
@@ -554,33 +576,31 @@ def _to_number(s: pd.Series, opts: ParseOptions = DEFAULT_PARSE
         return num, s.isna(), none, none
     raw = _clean(s)
     missing = raw.isna()
-    is_bool = _umap(raw, lambda v: isinstance(v, (bool, np.bool_))).astype(bool)
-    text = _umap(raw, lambda v: _number_text(v, opts) if isinstance(v, str) else v)
-    amb = _umap(text, lambda v: v == "\x00amb").astype(bool)
-    if opts.decimal == "." and opts.thousands is None:
-        evidence = _umap(raw, lambda v: isinstance(v, str) and bool(_DOT_EVIDENCE.fullmatch(v)))
-        if evidence.astype(bool).any():
-            amb |= _umap(raw, lambda v: isinstance(v, str)
-                         and bool(_DOT_GROUPED.fullmatch(v))).astype(bool)
-    num = pd.to_numeric(text.where(~is_bool & ~amb, None).map(
-        lambda v: None if isinstance(v, str) and v.startswith("\x00") else v),
-        errors="coerce").astype("float64")
+    text, other = _strings(raw, _is_string_dtype(s))
+    text, bad_text, amb = _number_texts(text, opts)
+    is_bool = other & _umap(raw, lambda v: isinstance(v, (bool, np.bool_))).astype(bool) \
+        if other.any() else other
+    num = pd.to_numeric(text.where(~bad_text & ~amb), errors="coerce").astype("float64")
+    if other.any():  # Excel numbers in a text column
+        num = num.where(~other, pd.to_numeric(raw.where(other & ~is_bool, None),
+                                              errors="coerce").astype("float64"))
     bad = (~missing & num.isna() & ~amb) | is_bool
     return num.where(~bad & ~amb), missing, bad, amb
+
+
+def _is_string_dtype(s: pd.Series) -> bool:
+    return s.dtype != object and pd.api.types.is_string_dtype(s.dtype)
 
 
 def _three_decimals(raw: pd.Series) -> pd.Series:
     """Rows whose text is d.ddd, dd.ddd or ddd.ddd, when every decimal value looks like that
     (>= 3 of them): '.' may group thousands."""
-    texts = _clean(raw)
-    is_text = _umap(texts, lambda v: isinstance(v, str)).astype(bool)
-    if not is_text.any():
-        return pd.Series(False, index=raw.index)
-    three = _umap(texts, lambda v: isinstance(v, str)
-                  and bool(_THREE_DECIMALS.fullmatch(v))).astype(bool)
-    decimal = _umap(texts, lambda v: isinstance(v, str) and "." in v).astype(bool)
-    if three.sum() >= 3 and (three == decimal).all():
-        return three
+    text, _ = _strings(_clean(raw), _is_string_dtype(raw))
+    three = _fullmatch(text, _THREE_DECIMALS)
+    if three.sum() >= 3:
+        decimal = text.str.contains(".", regex=False).fillna(False).astype(bool)
+        if (three == decimal).all():
+            return three
     return pd.Series(False, index=raw.index)
 
 
@@ -637,9 +657,9 @@ class _Reporter:
 
 def _evidence(raw: pd.Series) -> str:
     """Up to three values showing '.' as a thousands mark, for the ambiguity message."""
-    texts = [v for v in pd.unique(_clean(raw).to_numpy(dtype=object))
-             if isinstance(v, str) and _DOT_EVIDENCE.fullmatch(v)]
-    return ", ".join(repr(v) for v in texts[:3]) or "the file uses a decimal comma"
+    text, _ = _strings(_clean(raw), _is_string_dtype(raw))
+    texts = pd.unique(text[_fullmatch(text, _DOT_EVIDENCE)])[:3]
+    return ", ".join(repr(v) for v in texts) or "the file uses a decimal comma"
 
 
 def _declared_missing(num: pd.Series, codes: tuple[float, ...], report: _Reporter,
@@ -673,7 +693,8 @@ def _coerce_number(s: pd.Series, kind: str, report: _Reporter, opts: ParseOption
     """int / Int64 / float column -> (typed series, declared-missing mask)."""
     num, _missing, bad, amb = _to_number(s, opts)
     report("not_a_number", bad, s)
-    report("ambiguous_thousands", amb, s, evidence=_evidence(s))
+    if amb.any():
+        report("ambiguous_thousands", amb, s, evidence=_evidence(s))
     is_text = s.dtype == object or pd.api.types.is_string_dtype(s.dtype)
     if opts.thousands is None and opts.decimal == "." and is_text and not amb.any():
         report("dot_may_be_thousands", _three_decimals(s), s)
@@ -713,9 +734,9 @@ def _coerce_bool(s: pd.Series, report: _Reporter, opts: ParseOptions) -> pd.Seri
     parsed = _umap(raw, parse)
     bad = _umap(parsed, lambda v: isinstance(v, str)).astype(bool)
     report("not_boolean", bad, s)
-    words = {str(v): p for v, p in zip(raw.to_numpy(dtype=object), parsed.to_numpy(dtype=object))
-             if isinstance(v, str) and isinstance(p, bool)
-             and word_key(v) not in BOOL_TRUE | BOOL_FALSE}
+    _codes, uniques = pd.factorize(raw.to_numpy(dtype=object), use_na_sentinel=True)
+    words = {v: p for v in uniques if isinstance(v, str)
+             for p in [parse(v)] if isinstance(p, bool) and word_key(v) not in BOOL_TRUE | BOOL_FALSE}
     if words:
         used = _umap(raw, lambda v: isinstance(v, str) and v in words).astype(bool)
         report("bool_words", used, s, pairs=", ".join(
@@ -1233,32 +1254,51 @@ def id_key(value: str) -> str:
     return re.sub(r"\s+", "", t).casefold()
 
 
+def id_spelling_groups(spellings: Iterable[str]) -> tuple[dict[str, list[str]], set[str],
+                                                          set[str]]:
+    """For distinct spellings in order of first appearance: {id_key: spellings}, the
+    spellings sharing their key with another (twins), and other spellings holding invisible
+    characters."""
+    keys: dict[str, list[str]] = {}
+    for u in spellings:
+        keys.setdefault(id_key(u), []).append(u)
+    twins = {u for group in keys.values() if len(group) > 1 for u in group}
+    odd = {u for group in keys.values() for u in group if _INVISIBLE.search(u)} - twins
+    return keys, twins, odd
+
+
+def id_issues(groups: tuple[dict[str, list[str]], set[str], set[str]],
+              rows_of: Callable[[set[str]], tuple[np.ndarray, list[str]]], column: str,
+              file: str) -> list[Issue]:
+    """Issues for `id_spelling_groups`; `rows_of(spellings)` gives the sorted 1-based rows
+    holding any of them and the spellings of the first N_SHOW of those rows."""
+    keys, twins, odd = groups
+    issues: list[Issue] = []
+    if twins:
+        r, shown = rows_of(twins)
+        vals = [" ~ ".join(repr(v) for v in keys[id_key(u)]) for u in shown]
+        issues.append(make_issue(file, column, "id_spelling_variants", r, vals, n_rows=len(r),
+                                 quote=False))
+    if odd:
+        r, shown = rows_of(odd)
+        issues.append(make_issue(file, column, "invisible_characters", r,
+                                 [repr(u) for u in shown], n_rows=len(r), quote=False))
+    return issues
+
+
 def identifier_issues(raw: pd.Series, column: str, file: str) -> list[Issue]:
     """Spellings of one identifier that differ only by case, spaces or invisible characters
     (error, both spellings and their rows named); invisible characters in any other value
     (warning). Never merges or splits identifiers itself."""
     values = raw.to_numpy(dtype=object)
-    codes, uniques = pd.factorize(values, use_na_sentinel=True)
-    spell = [u for u in uniques if isinstance(u, str)]
-    keys: dict[str, list[str]] = {}
-    for u in spell:
-        keys.setdefault(id_key(u), []).append(u)
-    twins = {u for group in keys.values() if len(group) > 1 for u in group}
-    issues: list[Issue] = []
-    if twins:
-        mask = pd.Series(np.isin(values, list(twins)), index=raw.index)
-        r = _rows(mask)
-        shown = [" ~ ".join(repr(v) for v in keys[id_key(values[i - 1])]) for i in r[:N_SHOW]]
-        issues.append(make_issue(file, column, "id_spelling_variants", r, shown, n_rows=len(r),
-                                 quote=False))
-    odd = {u for u in spell if _INVISIBLE.search(u)} - twins
-    if odd:
-        mask = pd.Series(np.isin(values, list(odd)), index=raw.index)
-        r = _rows(mask)
-        issues.append(make_issue(file, column, "invisible_characters", r,
-                                 [repr(values[i - 1]) for i in r[:N_SHOW]], n_rows=len(r),
-                                 quote=False))
-    return issues
+    _codes, uniques = pd.factorize(values, use_na_sentinel=True)
+    groups = id_spelling_groups(u for u in uniques if isinstance(u, str))
+
+    def rows_of(spellings: set[str]) -> tuple[np.ndarray, list[str]]:
+        r = np.flatnonzero(np.isin(values, list(spellings))) + 1
+        return r, [values[i - 1] for i in r[:N_SHOW]]
+
+    return id_issues(groups, rows_of, column, file)
 
 
 def validate_table(data: pd.DataFrame, spec: TableSpec, *, file: str = "<DataFrame>",

@@ -229,3 +229,20 @@ def test_cli_out_dataset(files, panel, tmp_path: Path, capsys) -> None:
     assert not (tmp_path / "ds2").exists()
     assert main(["validate", str(tmp_path / "missing.csv"), "--out-dataset",
                  str(tmp_path / "ds3")]) == 1
+
+
+def test_identifier_spellings_across_chunks(panel, tmp_path: Path) -> None:
+    """One firm written 'X' in chunk 1 and 'x\\u200b' in chunk 3: an error naming both rows,
+    exactly as read_panel reports it; the rules ran over the spilled key files (DuckDB)."""
+    bad = panel.copy()
+    firm = bad.loc[10, "firm_id"]
+    other = bad.index[(bad["firm_id"] == firm) & (bad.index >= 2 * CHUNK)][0]
+    bad.loc[other, "firm_id"] = firm.lower() + "\u200b"
+    bad.to_csv(tmp_path / "ids.csv", index=False)
+    with pytest.raises(DataValidationError) as exc:
+        run(tmp_path / "ids.csv", tmp_path / "ds")
+    ref = full_report(tmp_path / "ids.csv")
+    assert issue_set(exc.value.validation.issues) == issue_set(ref.issues)
+    hit = [i for i in ref.issues if i.rule == "id_spelling_variants"][0]
+    assert other + 1 in hit.rows or hit.n_rows > 5
+    assert not list(tmp_path.glob(".ds*"))            # key files removed
