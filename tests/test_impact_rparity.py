@@ -158,3 +158,21 @@ def test_bootstrap_with_r_cells_refused(mpdta) -> None:
 def test_unconditional_cells_untouched(mpdta) -> None:
     r = did(mpdta, "lemp", unit="countyreal", time="year")
     assert r.choices["cells"] == "diff-diff" and r.choices["pscore_trim"] is None
+
+
+def test_separated_cell_is_estimated_like_r_glm() -> None:
+    """All treated firms have z = 1 (z = 0 predicts 'never treated' perfectly): the logit separates,
+    R glm stops with scores ~0 for z = 0 comparison firms and the IPW ATT equals the plain DiD
+    against the z = 1 comparison firms (a binary covariate is saturated: exact reweighting)."""
+    rng = np.random.default_rng(11)
+    n, years = 300, np.arange(2015, 2020)
+    g = np.where(np.arange(n) < 60, 2017, 0)
+    z = np.where(g > 0, 1.0, (rng.random(n) < 0.5).astype(float))
+    rows = [{"firm_id": i, "year": t, "first_treated": g[i], "z": z[i],
+             "y": 2.0 * z[i] * (t - 2015) + 1.0 * (g[i] > 0 and t >= g[i]) + rng.normal()}
+            for i in range(n) for t in years]
+    df = pd.DataFrame(rows)
+    r = did(df, "y", covariates=["z"], method="ipw")
+    plain = did(df[(df["z"] == 1)], "y")
+    assert np.isfinite(r.overall.se)
+    assert r.overall.att == pytest.approx(plain.overall.att, rel=1e-4)

@@ -5,12 +5,17 @@
     res.overall, res.event_study, res.pretrend, res.summary(), res.plot()
     ev = me.impact.evaluate(panel)                         # growth, jobs, survival, inclusion
 
-What is diff-diff's and what is ours: diff-diff (pinned 3.13) computes ATT(g,t), their influence
-functions, the simple/group/dynamic aggregations and the multiplier bootstrap. Written here:
-input checks and refusals, calendar aggregation, the pre-trend Wald test, analytical sup-t bands,
+What is diff-diff's and what is ours: diff-diff (pinned 3.13) computes the unconditional and
+outcome-regression ATT(g,t), their influence functions and the multiplier bootstrap. Written here:
+the covariate DR/IPW cells as R did computes them (drdid.py: DRDID's drdid_panel and
+std_ipw_did_panel, Hajek-normalised, scores >= 0.995 trimmed), the simple/group/dynamic/calendar
+aggregations with R aggte's overall rows, input checks and refusals, the pre-trend Wald test
+(Holm-adjusted across evaluate()'s headline tests), analytical sup-t bands,
 the survival estimator (survival.py), TWFE wrappers over pyfixest, IPW with M-estimation SEs,
 nearest-neighbour matching with Abadie-Imbens SEs, balance tables, power calculations, and the
-evaluation layer (evaluate.py).
+evaluation layer (evaluate.py). Every result shares msme_eval.results' interface: ``tidy()``
+(estimate, se, ci_low, ci_high, pvalue), ``choices``, ``alpha``, ``summary()``, ``plot()``,
+``_repr_html_``; balance_table returns a ResultFrame.
 """
 from __future__ import annotations
 

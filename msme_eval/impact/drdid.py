@@ -31,17 +31,19 @@ __all__ = ["drdid_panel", "std_ipw_panel", "logit_scores", "R_TRIM"]
 R_TRIM = 0.995  # R DRDID trim.level: comparison units with p(X) >= 0.995 are dropped
 
 
-def logit_scores(X: np.ndarray, d: np.ndarray, w: np.ndarray, max_iter: int = 100) -> np.ndarray:
-    """Weighted logit MLE by Newton-Raphson (R ``glm(family=binomial, weights=w)``); fitted p(X)."""
+def logit_scores(X: np.ndarray, d: np.ndarray, w: np.ndarray, max_iter: int = 25) -> np.ndarray:
+    """Weighted logit MLE by Newton-Raphson (R ``glm(family=binomial, weights=w)``); fitted p(X).
+
+    As ``glm`` (``maxit = 25``), a (quasi-)separated cell does not stop the estimation: the
+    iterations end after ``max_iter`` steps with scores near 0 or 1, which the caller clips to
+    [1e-6, 1 - 1e-6] and trims, as DRDID does. Steps use a least-squares solve, so a singular
+    Hessian (separation) is handled; aliased columns are removed beforehand (:func:`independent_columns`).
+    """
     b = np.zeros(X.shape[1])
     for _ in range(max_iter):
         p = 1 / (1 + np.exp(-np.clip(X @ b, -700, 700)))
         H = (X * (w * p * (1 - p))[:, None]).T @ X
-        try:
-            step = np.linalg.solve(H, X.T @ (w * (d - p)))
-        except np.linalg.LinAlgError as exc:
-            raise ImpactInputError("the propensity-score logit is singular (collinear covariates, or a covariate "
-                                   "constant within the cell). Fix: drop or recode that covariate.") from exc
+        step = np.linalg.lstsq(H, X.T @ (w * (d - p)), rcond=None)[0]
         b = b + step
         if np.max(np.abs(step)) < 1e-12 * (1 + np.max(np.abs(b))):
             break
@@ -62,7 +64,7 @@ def _weights(d: np.ndarray, ps: np.ndarray, w: np.ndarray, trim: float) -> tuple
 def _ps_linear_rep(X: np.ndarray, d: np.ndarray, ps: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Asymptotic linear representation of the logit coefficients: score x n H^-1."""
     n = len(d)
-    hess = np.linalg.inv(X.T @ (X * (ps * (1 - ps) * w)[:, None])) * n
+    hess = np.linalg.pinv(X.T @ (X * (ps * (1 - ps) * w)[:, None])) * n  # pinv: separated cells
     return (X * (w * (d - ps))[:, None]) @ hess
 
 

@@ -25,11 +25,10 @@ import pandas as pd
 from scipy import stats
 
 from msme_eval.contract import ESTIMATE_COLUMNS
-from msme_eval.results import Result
 
 from ._checks import ImpactInputError, integer_time, require_columns
 from .did import did
-from .results import DidResult, Notes
+from .results import DidResult, Notes, _SettingsFace
 from .survival import survival_did
 from .twfe import twfe
 
@@ -273,7 +272,7 @@ def six_steps(control: str, covariates: Sequence[str], pretrend_ok: bool) -> dic
 
 
 @dataclass
-class Evaluation(Result):
+class Evaluation(_SettingsFace):
     """Results of :func:`evaluate`: tidy tables, event studies and text. See ``summary()``.
 
     The tables keep the column ``att`` (read by the report layer); ``tidy()`` gives the common
@@ -296,17 +295,6 @@ class Evaluation(Result):
     results: dict[tuple[str, str], DidResult] = field(default_factory=dict, repr=False)
 
     title = "Impact evaluation (Callaway-Sant'Anna staggered DiD)"
-
-    def __post_init__(self) -> None:
-        self.notes = Notes(self.notes)
-
-    @property
-    def choices(self) -> dict[str, Any]:  # type: ignore[override]
-        return self.settings
-
-    @property
-    def alpha(self) -> float:  # type: ignore[override]
-        return float(self.settings["alpha"])
 
     def tidy(self) -> pd.DataFrame:
         """Headline, robustness and inclusion effects in one long table (column ``table``), with the

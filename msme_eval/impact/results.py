@@ -283,8 +283,27 @@ class _Aggregations:
         return df
 
 
+class _SettingsFace(Result):
+    """A result whose dataclass keeps its choices in ``settings`` (with ``alpha``) and its notes in a
+    :class:`Notes` list (so ``.notes`` is the list and ``.notes()`` the Result method)."""
+
+    settings: dict[str, Any]
+    notes: Notes
+
+    def __post_init__(self) -> None:
+        self.notes = Notes(self.notes)
+
+    @property
+    def choices(self) -> dict[str, Any]:  # type: ignore[override]
+        return self.settings
+
+    @property
+    def alpha(self) -> float:  # type: ignore[override]
+        return float(self.settings["alpha"])
+
+
 @dataclass
-class DidResult(_Aggregations, Result):
+class DidResult(_Aggregations, _SettingsFace):
     """Staggered DiD (Callaway and Sant'Anna 2021) result: see the module docstring.
 
     Attributes: ``att_gt``, ``overall`` (an :class:`Estimate`; ``.att`` = ``.estimate``),
@@ -301,20 +320,9 @@ class DidResult(_Aggregations, Result):
     notes: Notes = field(default_factory=Notes)
     _cache: dict[str, Any] = field(default_factory=dict, repr=False)
 
-    def __post_init__(self) -> None:
-        self.notes = Notes(self.notes)
-
-    @property
-    def choices(self) -> dict[str, Any]:  # type: ignore[override]
-        return self.settings
-
     @property
     def title(self) -> str:  # type: ignore[override]
         return f"Staggered DiD (Callaway-Sant'Anna): {self.outcome}"
-
-    @property
-    def alpha(self) -> float:  # type: ignore[override]
-        return float(self.settings["alpha"])
 
     # ------------------------------------------------------------------ core tables
     @property
