@@ -371,6 +371,9 @@ def read_file(path_or_df: PathLike | pd.DataFrame, options: ReadOptions | None =
     extension, empty or unreadable file, missing sheet."""
     opts = options or ReadOptions()
     if isinstance(path_or_df, pd.DataFrame):
+        given = [n for n in ("sheet", "header_row", "sep", "encoding") if getattr(opts, n)]
+        if given:
+            raise ValueError(f"{', '.join(given)} apply to files, not to a DataFrame")
         return RawRead(path_or_df, "<DataFrame>", [], opts.parse_options(opts.default_decimal))
     path = Path(path_or_df)
     label = str(path)

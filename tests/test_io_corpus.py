@@ -351,3 +351,11 @@ def test_no_missing_code_alarm_on_realistic_counts() -> None:
     assert panel["employees"].isin([99, 999]).sum() > 0
     _, rep = schema.validate_panel(panel)
     assert "possible_missing_code" not in set(rep.table["rule"])
+
+
+def test_file_options_refused_for_a_dataframe() -> None:
+    df = pd.DataFrame([dict(zip(HEADER, r)) for r in BASE])
+    with pytest.raises(ValueError, match="header_row apply to files"):
+        io.read_panel(df, header_row=2)
+    out = io.read_panel(df.assign(urban=["Ya", "Ya", "Tidak", "Tidak"]), thousands=",")
+    assert out["urban"].tolist() == [True, True, False, False]
