@@ -57,7 +57,7 @@ STATUS_MARKERS: dict[str, str] = {
 STATUS_SYMBOLS: dict[str, str] = {
     "achieved": "\u2605", "on track": "\u25b2", "acceleration needed": "\u25c6",
     "limited progress": "\u25bc", "regression": "\u2716", "not achieved": "\u25a0",
-    "no assessment": "\u25cb",
+    "uncertain": "?", "no assessment": "\u25cb",
 }
 KPI_IDS: tuple[str, ...] = tuple(f"K{i:02d}" for i in range(1, 11))
 SUPPRESSED_MARK = "[c]"
@@ -79,7 +79,7 @@ LABELS: dict[str, str] = {
     "cr_required": "Growth p.a. (required)", "ratio": "Actual / required", "status": "Status",
     "csi": "Current status index", "projected_value": "Projected at target year",
     "api": "Anticipated progress index", "gap": "Anticipated gap", "anticipated": "Outlook",
-    "reason": "Why no status", "status_probability": "Probability of this status",
+    "reason": "Notes on the assessment", "status_probability": "Probability of this status",
     "status_stable": "Status stable under sampling error", "status_alternative": "Next most likely status",
     # data quality
     "column": "Variable", "all": "All", "values": "Values", "positive": "Positive values",

@@ -108,7 +108,8 @@ def compute_indicators(params: Any, panel: pd.DataFrame | None,
     else:
         raise ValueError(f"unknown engine {engine!r}; use pandas, duckdb or spark")
     return indicators.compute(source, macro, by=("country", "year"), breakdowns=INDICATOR_BREAKDOWNS,
-                              aggregate=True, disclosure=True, **disclosure_kwargs(params))
+                              aggregate=True, disclosure=True, singleton=params.singleton,
+                              **disclosure_kwargs(params))
 
 
 def _compute_shared_indicators(params: Any, panel: pd.DataFrame | None,
@@ -139,7 +140,8 @@ def check_plausibility(params: Any, panel: pd.DataFrame, tables: Mapping[str, pd
     """Cross-table checks (`plausibility.check_inputs`): errors stop the cycle before any
     notebook runs (`DataValidationError`); warnings join the validation report."""
     files = {k: Path(getattr(params, k)).name for k in ("macro", "targets") if getattr(params, k)}
-    checked = plausibility.check_inputs(panel, tables["macro"], tables["targets"], files=files)
+    checked = plausibility.check_inputs(panel, tables["macro"], tables["targets"], files=files,
+                                        singleton=params.singleton)
     checked.raise_for_errors()
     return checked.table
 

@@ -25,8 +25,10 @@ import pandas as pd
 from msme_eval.plots import STATUS_SYMBOLS, label, value_label
 
 STATUS_CLASSES: dict[str, str] = {
-    # progress-to-target categories (DESIGN.md section 4) -> CSS class
-    "not achieved": "st-notachieved", "achieved": "st-achieved", "on track": "st-ontrack", "on_track": "st-ontrack",
+    # progress-to-target categories (DESIGN.md section 4) -> CSS class; a status that flips in
+    # more than 20% of draws of the sampling distribution reads "uncertain: X or Y"
+    "uncertain": "st-uncertain", "not achieved": "st-notachieved", "achieved": "st-achieved",
+    "on track": "st-ontrack", "on_track": "st-ontrack",
     "acceleration": "st-accel", "limited": "st-limited", "regression": "st-regress",
     "insufficient": "st-nodata", "no data": "st-nodata",
 }

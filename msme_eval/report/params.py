@@ -111,6 +111,10 @@ class _DataParams(BaseModel):
     min_contributors: int = Field(3, ge=1, description="disclosure: minimum firms per cell")
     dominance_n: int = Field(2, ge=1, description="disclosure: n of the (n, k) dominance rule")
     dominance_k: float = Field(0.85, gt=0, le=1, description="disclosure: k of the (n, k) rule")
+    singleton: Literal["centre", "certainty", "fail"] = Field(
+        "centre", description="strata with a single PSU: 'centre' (deviation from the grand mean of "
+        "PSU totals, R survey.lonely.psu='adjust'), 'certainty' (self-representing, no variance) or "
+        "'fail' (stop); validation lists such strata on the data-quality page")
     engine: Literal["pandas", "duckdb", "spark"] = Field(
         "pandas", description="where the indicator table is computed: pandas (in memory), "
         "duckdb (out of core, from the Parquet panel) or spark (the Parquet panel read by "

@@ -219,7 +219,7 @@ def covered_area(countries: Any) -> str:
 
 def _status_legend() -> list[dict[str, str]]:
     return [{"name": s, "css": status_class(s), "symbol": status_symbol(s)}
-            for s in (*STATUSES, NO_ASSESSMENT)]
+            for s in (*STATUSES, "uncertain: X or Y", NO_ASSESSMENT)]
 
 
 def _impact_row(i: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,8 @@ BREAKDOWN_GROUPS: dict[str, dict[str, str]] = {
     "owner_female": {"True": "Women-owned", "False": "Men-owned"},
     "urban": {"True": "Urban", "False": "Rural"},
 }
-STATUS_COLUMNS = ("status", "category", "assessment", "traffic_light", "progress_status")
+FEW_DF = 8  # below this effective (Satterthwaite) df an interval rests on few PSUs
+STATUS_COLUMNS = ("status_label", "status", "category", "assessment", "traffic_light", "progress_status")
 
 
 # --------------------------------------------------------------------------------------------
@@ -235,6 +236,12 @@ def kpi_table(ind: pd.DataFrame, registry: pd.DataFrame | None, area: str,
         "conf_status": last.get("conf_status", ""),
         "note": last["comment"].fillna("").astype(str) if "comment" in last else "",
     })
+    if "df" in last:  # the interval's degrees of freedom, and a note where they are few
+        out["df"] = last["df"].to_numpy()
+        few = (last["df"] < FEW_DF).to_numpy() & last["value"].notna().to_numpy()
+        out.loc[few, "note"] = [
+            (n + "; " if n else "") + f"rests on few PSUs (effective df {d:.1f}): wide interval"
+            for n, d in zip(out.loc[few, "note"], out.loc[few, "df"])]
     out["status"] = None
     out["target"] = np.nan
     out["target_year"] = None
@@ -277,7 +284,7 @@ def kpi_view(kpis: pd.DataFrame) -> pd.DataFrame:
     return v
 
 
-KPI_COLUMNS = ("id", "name", "year", "value", "ci_low", "ci_high", "unit", "conf_status",
+KPI_COLUMNS = ("id", "name", "year", "value", "ci_low", "ci_high", "df", "unit", "conf_status",
                "status", "target", "target_year", "note")
 
 
@@ -386,9 +393,15 @@ def kpi_sentence(kpis: pd.DataFrame) -> str:
     have = int(kpis["value"].notna().sum())
     parts = [f"{have} of {n} key indicators have a publishable value."]
     if "status" in kpis and kpis["status"].notna().any():
-        counts = kpis["status"].dropna().astype(str).value_counts()
+        status = kpis["status"].dropna().astype(str)
+        status = status[status != "no assessment"]
+        uncertain = status.str.startswith("uncertain")
+        counts = status[~uncertain].value_counts()
         parts.append("Progress to target: " + "; ".join(
             f"{v} {k}" for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))) + ".")
+        parts.append(f"{int((~uncertain).sum())} of {len(status)} statuses are stable (the same in at "
+                     f"least 80% of draws from the estimates' sampling distributions); "
+                     f"{int(uncertain.sum())} are marked uncertain.")
     else:
         parts.append("No progress assessment is available (no targets or too few years).")
     return html.escape(" ".join(parts)).replace("{", "(").replace("}", ")")
@@ -680,7 +693,9 @@ def progress_view(progress: pd.DataFrame, area: str, ids: Iterable[str] = KPI_ID
     if "indicator" in p:
         p = p[p["indicator"].isin(list(ids))]
     cols = ["indicator", "baseline_year", "baseline_value", "latest_year", "latest_value",
-            "target_year", "target_value", "projected_value", "status", "reason"]
+            "target_year", "target_value", "projected_value", "status", "status_probability", "reason"]
+    if "status_label" in p:  # "uncertain: X or Y" where the status flips in > 20% of draws
+        p = p.assign(status=p["status_label"])
     out = p[[c for c in cols if c in p.columns]].sort_values("indicator").reset_index(drop=True)
     if "reason" in out and out["reason"].isna().all():
         out = out.drop(columns="reason")
