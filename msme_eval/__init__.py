@@ -24,6 +24,7 @@ _ATTRS = {
     "read_panel": ("io", "read_panel"),
     "read_macro": ("io", "read_macro"),
     "read_targets": ("io", "read_targets"),
+    "ReadOptions": ("io", "ReadOptions"),
     "DataValidationError": ("schema", "DataValidationError"),
 }
 

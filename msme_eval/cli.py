@@ -31,6 +31,36 @@ def _err(msg: str) -> None:
     print(f"msme-eval: {msg}", file=sys.stderr, flush=True)
 
 
+def _read_flags(p: argparse.ArgumentParser) -> None:
+    """How to read a real file (`io.ReadOptions`); what is not given is sniffed and reported."""
+    g = p.add_argument_group("reading the file (default: sniffed, and the guess is reported)")
+    g.add_argument("--header-row", type=int, metavar="N", help="1-based line of the header "
+                   "(e.g. 3 when two title lines sit above it)")
+    g.add_argument("--sep", help="CSV separator, e.g. ';'")
+    g.add_argument("--decimal", choices=(".", ","), help="decimal mark")
+    g.add_argument("--thousands", help="thousands mark, e.g. '.' or ','")
+    g.add_argument("--encoding", help="text encoding, e.g. cp1252")
+    g.add_argument("--true-words", nargs="+", metavar="WORD", help="extra words read as yes")
+    g.add_argument("--false-words", nargs="+", metavar="WORD", help="extra words read as no")
+    g.add_argument("--missing-code", action="append", metavar="COLUMN=CODE[,CODE]",
+                   help="codes read as missing, e.g. employees=999 or '*=-99' (every numeric column)")
+    g.add_argument("--codebook", help="YAML or Excel codebook: rename, recode and label columns "
+                   "before validation (recorded in the manifest)")
+
+
+def _read_options(a: argparse.Namespace) -> io.ReadOptions:
+    codes: dict[str, list[float]] = {}
+    for item in a.missing_code or ():
+        col, _, vals = item.partition("=")
+        if not col or not vals:
+            raise ValueError(f"--missing-code takes COLUMN=CODE[,CODE], not {item!r}")
+        codes.setdefault(col.strip(), []).extend(float(v) for v in vals.split(","))
+    return io.read_options(header_row=a.header_row, sep=a.sep, decimal=a.decimal,
+                           thousands=a.thousands, encoding=a.encoding,
+                           true_words=tuple(a.true_words or ()), false_words=tuple(a.false_words or ()),
+                           missing_codes=codes, codebook=a.codebook)
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="msme-eval",
@@ -89,6 +119,7 @@ def _parser() -> argparse.ArgumentParser:
     v.add_argument("--table", choices=("panel", "macro", "targets"), default="panel")
     v.add_argument("--out-dir", default="data/processed")
     v.add_argument("--sheet", help="Excel sheet name")
+    _read_flags(v)
     v.add_argument("--out-dataset", metavar="DIR",
                    help="stream the panel in chunks (bounded memory) and write a Parquet "
                         "dataset partitioned by country and year to DIR (msme_eval.ingest)")
@@ -192,8 +223,8 @@ def _cmd_validate(a: argparse.Namespace) -> int:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # warnings are part of the printed report
             try:
-                res = ingest.validate_to_dataset(a.file, a.out_dataset,
-                                                 chunk_rows=a.chunk_rows, progress=True)
+                res = ingest.validate_to_dataset(a.file, a.out_dataset, chunk_rows=a.chunk_rows,
+                                                 progress=True, options=_read_options(a))
             except DataValidationError as exc:
                 n_err, n_warn = show(exc.report)
                 print(f"{a.file}: INVALID — {n_err} error(s), {n_warn} warning(s); "
@@ -207,7 +238,7 @@ def _cmd_validate(a: argparse.Namespace) -> int:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # warnings are part of the printed report
         res = io.validate_file(a.file, out_dir=a.out_dir, table=a.table, sheet=a.sheet,
-                            raise_on_error=False)
+                               raise_on_error=False, options=_read_options(a))
     report = res.report
     n_err = int((report["severity"] == "error").sum()) if len(report) else 0
     n_warn = int((report["severity"] == "warning").sum()) if len(report) else 0

@@ -626,11 +626,12 @@ def _clean(s: pd.Series) -> pd.Series:
         return pd.Series(t.to_numpy(dtype=object, na_value=None), index=s.index, dtype=object)
     if s.dtype == object:
         s = _umap(s, lambda v: (v.strip() or None) if isinstance(v, str) else (
-            None if v is None or _isna(v) else v))
+            None if v is None or is_missing(v) else v))
     return s
 
 
-def _isna(v: Any) -> bool:
+def is_missing(v: Any) -> bool:
+    """True for None, NaN, pd.NA and NaT; False for anything pd.isna cannot judge (lists, ...)."""
     try:
         return bool(pd.isna(v))
     except (TypeError, ValueError):
@@ -722,7 +723,7 @@ def _coerce_bool(s: pd.Series, report: _Reporter, opts: ParseOptions) -> pd.Seri
     raw = _clean(s) if not pd.api.types.is_numeric_dtype(s.dtype) else s.astype(object)
 
     def parse(v: Any) -> Any:
-        if v is None or _isna(v):
+        if v is None or is_missing(v):
             return None
         if isinstance(v, (bool, np.bool_)):
             return bool(v)
@@ -749,7 +750,7 @@ def _coerce_text(s: pd.Series, kind: str, report: _Reporter) -> pd.Series:
     raw = _clean(s)
 
     def as_text(v: Any) -> Any:
-        if v is None or _isna(v):
+        if v is None or is_missing(v):
             return None
         if isinstance(v, (float, np.floating)):
             return str(int(v)) if float(v).is_integer() else "\x00bad"
@@ -1165,7 +1166,7 @@ TARGETS_SPEC = TableSpec(
 
 
 def _first_rows(idx: Iterable[Any]) -> np.ndarray:
-    return np.array(sorted({int(i) for i in idx if i is not None and not _isna(i)}), dtype=int)
+    return np.array(sorted({int(i) for i in idx if i is not None and not is_missing(i)}), dtype=int)
 
 
 def _failures(schema: pa.DataFrameSchema, frame: pd.DataFrame) -> pd.DataFrame:

@@ -216,3 +216,29 @@ def test_broken_template_and_read_only_root_end_in_one_message(sample, tmp_path:
         assert code == 1 and "Permission denied" in err and "Traceback" not in err
     finally:
         ro.chmod(0o700)
+
+
+def test_validate_reads_a_real_delivery_with_flags(tmp_path: Path, capsys) -> None:
+    """A ';'-separated cp1252 file with a title line, decimal commas, '.' thousands marks,
+    Indonesian yes/no words and a -99 code for 'not known' turnover."""
+    lines = ["Survei UMKM 2023 — Dinas Koperasi;;;;;",
+             "firm_id;country;year;sector;employees;turnover;owner_female",
+             "A1;IDN;2023;C;5;1.250,50;Ya", "A2;IDN;2023;G;7;-99;Tidak",
+             "A3;IDN;2023;G;12;10.000,75;Ya"]
+    f = tmp_path / "survei.csv"
+    f.write_bytes("\n".join(lines).encode("cp1252"))
+    out = tmp_path / "processed"
+    code = main(["validate", str(f), "--out-dir", str(out), "--sep", ";", "--decimal", ",",
+                 "--thousands", ".", "--encoding", "cp1252", "--header-row", "2",
+                 "--missing-code", "turnover=-99"])
+    text = capsys.readouterr().out
+    assert code == 0, text
+    panel = pd.read_parquet(out / "survei.parquet").sort_values("firm_id")
+    assert panel["turnover"].isna().tolist() == [False, True, False]
+    assert panel["turnover"].dropna().tolist() == [1250.5, 10000.75]
+    assert panel["owner_female"].tolist() == [True, False, True]
+    assert panel["employees"].tolist() == [5, 7, 12]
+    # without the flags the same file is not read with a wrong meaning: guesses are reported
+    code = main(["validate", str(f), "--out-dir", str(tmp_path / "p2")])
+    text = capsys.readouterr().out
+    assert "cp1252" in text or code == 1

@@ -20,6 +20,7 @@ from msme_eval.impact.evaluate import OUTCOMES
 from msme_eval.plots import label, value_label
 from msme_eval.report.context import is_total
 from msme_eval.report.display import bullet_list, details, figure, fmt  # noqa: F401 (S.details)
+from msme_eval.schema import is_missing
 
 KPI_IDS: tuple[str, ...] = tuple(f"K{i:02d}" for i in range(1, 11))
 # published-statistics names (msme_eval/data/asean_msme_statistics.csv) -> indicator id
@@ -207,7 +208,7 @@ def regional_aggregates(ind: pd.DataFrame, registry: pd.DataFrame | None = None,
         out.at[i, "value"] = float(m["median"])
         if "obs_status" in out:
             out.at[i, "obs_status"] = "E"
-        pooled_text = "" if _isna(pooled) else f"; the pooled ratio ({fmt(float(pooled), 2)}) " \
+        pooled_text = "" if is_missing(pooled) else f"; the pooled ratio ({fmt(float(pooled), 2)}) " \
             "is not comparable across member states"
         out.at[i, "comment"] = (f"median of {int(m['count'])} national values "
                                 f"(range {fmt(float(m['min']), 2)} to {fmt(float(m['max']), 2)})"
@@ -275,7 +276,7 @@ def kpi_view(kpis: pd.DataFrame) -> pd.DataFrame:
     v = kpis.copy()
     if "conf_status" in v:
         v["conf_status"] = v["conf_status"].map(
-            lambda c: CONF_LABELS.get(str(c), str(c)) if not _isna(c) else "")
+            lambda c: CONF_LABELS.get(str(c), str(c)) if not is_missing(c) else "")
         v = v.rename(columns={"conf_status": "confidentiality"})
     if "status" in v and v["status"].isna().all():
         v = v.drop(columns=[c for c in ("status", "target", "target_year") if c in v])
@@ -292,16 +293,9 @@ def kpi_records(kpis: pd.DataFrame) -> list[dict[str, Any]]:
     """JSON-safe rows for results.json."""
     recs = []
     for r in kpis.to_dict("records"):
-        recs.append({k: (None if _isna(v) else (int(v) if isinstance(v, (np.integer,)) else v))
+        recs.append({k: (None if is_missing(v) else (int(v) if isinstance(v, (np.integer,)) else v))
                      for k, v in r.items()})
     return recs
-
-
-def _isna(v: Any) -> bool:
-    try:
-        return bool(pd.isna(v))
-    except (TypeError, ValueError):
-        return False
 
 
 def availability(ind: pd.DataFrame, ids: Iterable[str] = KPI_IDS) -> pd.DataFrame:
@@ -382,7 +376,7 @@ def records(df: pd.DataFrame) -> list[dict[str, Any]]:
     """JSON-safe list of row dicts (NaN -> None, numpy scalars -> Python)."""
     out = []
     for r in df.to_dict("records"):
-        out.append({str(k): (None if _isna(v) else (v.item() if isinstance(v, np.generic)
+        out.append({str(k): (None if is_missing(v) else (v.item() if isinstance(v, np.generic)
                                                       else v)) for k, v in r.items()})
     return out
 
@@ -463,7 +457,8 @@ def impact_records(headline: pd.DataFrame, outcomes: dict[str, tuple[str, str]] 
                      "ci_low": r.get("ci_low"),
                      "ci_high": r.get("ci_high"), "pvalue": r.get("pvalue"),
                      "n_treated": r.get("n_treated"),
-                     "pretrend_pvalue": r.get("pretrend_pvalue")})
+                     "pretrend_pvalue": r.get("pretrend_pvalue"),
+                     "pretrend_pvalue_holm": r.get("pretrend_pvalue_holm")})
     return records(pd.DataFrame(rows)) if rows else []
 
 
@@ -501,15 +496,16 @@ def impact_sentence(tab: pd.DataFrame) -> str:
     for r in tab.itertuples(index=False):
         est, lo, hi = (getattr(r, "estimate", np.nan), getattr(r, "ci_low", np.nan),
                        getattr(r, "ci_high", np.nan))
-        if _isna(est):
+        if is_missing(est):
             continue
-        sig = not (_isna(lo) or _isna(hi)) and (lo > 0 or hi < 0)
+        sig = not (is_missing(lo) or is_missing(hi)) and (lo > 0 or hi < 0)
         phrase = _OUTCOME_PHRASES.get(str(r.outcome))
         what = phrase(est) if phrase else f"{value_label(r.outcome)} by {est:+.3f}"
         verdict = "a clear effect" if sig else "not distinguishable from no effect"
-        pre = getattr(r, "pretrend_pvalue", np.nan)
-        warn = " (pre-trend test fails: read with caution)" if not _isna(pre) and pre < 0.05 \
-            else ""
+        # Holm-adjusted across the page's pre-trend tests (one rejection among many is expected)
+        pre = getattr(r, "pretrend_pvalue_holm", getattr(r, "pretrend_pvalue", np.nan))
+        warn = " (pre-trend test fails after Holm's adjustment: read with caution)" \
+            if not is_missing(pre) and pre < 0.05 else ""
         lines.append(f"- **{value_label(r.programme_type)}** changed {what}: {verdict}{warn}.")
     return html.escape("\n".join(lines)).replace("{", "(").replace("}", ")") or \
         "No impact estimate could be computed."
@@ -577,7 +573,7 @@ def published_event_studies(event_studies: dict[tuple[str, str], pd.DataFrame],
 
 def _effect_ci(row: Any, est: str, digits: int = 3) -> str:
     v, lo, hi = row.get(est), row.get("ci_low"), row.get("ci_high")
-    if _isna(v):
+    if is_missing(v):
         return "[c]" if str(row.get("conf_status", "F")) not in ("F", "nan", "") else "–"
     return f"{fmt(float(v), digits)} ({fmt(float(lo), digits)} to {fmt(float(hi), digits)})"
 
@@ -659,7 +655,7 @@ def collected_impacts(res: dict[str, Any]) -> pd.DataFrame | None:
     if not imp:
         return None
     cols = ["programme_type", "outcome", "label", "estimate", "ci_low", "ci_high",
-            "pretrend_pvalue"]
+            "pretrend_pvalue", "pretrend_pvalue_holm"]
     df = pd.DataFrame(imp)
     return df[[c for c in cols if c in df.columns]]
 
