@@ -36,6 +36,9 @@ def input_files(params: Any) -> dict[str, dict[str, Any]]:
         p = getattr(params, role, None)
         if p is not None:
             files[role] = Path(p)
+    codebook = (getattr(params, "panel_options", None) or {}).get("codebook")
+    if codebook:
+        files["codebook"] = Path(codebook)
     stats = Path(__file__).with_name("data") / "asean_msme_statistics.csv"
     if stats.exists():
         files["published_statistics"] = stats

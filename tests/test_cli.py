@@ -242,3 +242,23 @@ def test_validate_reads_a_real_delivery_with_flags(tmp_path: Path, capsys) -> No
     code = main(["validate", str(f), "--out-dir", str(tmp_path / "p2")])
     text = capsys.readouterr().out
     assert "cp1252" in text or code == 1
+
+
+def test_cycle_reads_a_semicolon_decimal_comma_panel_with_a_codebook(sample, tmp_path: Path, capsys) -> None:
+    """panel_options in the cycle file: the same panel as ';' CSV with decimal commas and
+    renamed columns (a codebook maps them back) gives the same validated panel."""
+    panel = pd.read_parquet(sample["panel"]).rename(columns={"employees": "jumlah_pekerja"})
+    csv = tmp_path / "panel_id.csv"
+    panel.to_csv(csv, sep=";", decimal=",", index=False)
+    book = tmp_path / "codebook.yaml"
+    book.write_text("columns:\n  jumlah_pekerja: {rename: employees, label: Jumlah pekerja}\n", encoding="utf-8")
+    y = tmp_path / "c.yaml"
+    y.write_text(f"cycle: cb\npanel: {csv}\nmacro: {sample['macro']}\ntargets: {sample['targets']}\n"
+                 f"panel_options: {{sep: ';', decimal: ',', codebook: {book}}}\n"
+                 f"countries: [ASEAN]\nsections: [10_data_quality]\noutput_root: {tmp_path / 'r'}\n",
+                 encoding="utf-8")
+    code = main(["run", "-f", str(y)])
+    out = capsys.readouterr()
+    assert code == 0, out.out + out.err
+    prov = (tmp_path / "r" / "cb" / "provenance.json").read_text(encoding="utf-8")
+    assert "codebook" in prov and '"panel_options"' in prov

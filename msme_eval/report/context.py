@@ -56,13 +56,18 @@ def _write_text(text: str, path: Path) -> None:
 # --------------------------------------------------------------------------------------------
 # Shared computations (used by the runner's cache and by notebooks without a cache)
 # --------------------------------------------------------------------------------------------
+def read_options(params: Any) -> io.ReadOptions:
+    """How the cycle reads its panel file (`panel_options`; sniffed where not given)."""
+    return io.ReadOptions(**getattr(params, "panel_options", {}))
+
+
 def load_panel(params: Any) -> pd.DataFrame:
-    return io.read_panel(params.panel)
+    return io.read_panel(params.panel, options=read_options(params))
 
 
 def validate_panel(params: Any, out_dir: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(typed panel, validation report with warnings) via `io.validate_file`."""
-    res = io.validate_file(params.panel, out_dir=out_dir)
+    res = io.validate_file(params.panel, out_dir=out_dir, options=read_options(params))
     return res.panel, res.report
 
 

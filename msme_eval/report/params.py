@@ -20,7 +20,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from msme_eval import spark
+from msme_eval import io, spark
 from msme_eval.contract import AREAS, COUNTRIES, PROGRAMME_TYPES, REGION
 
 __all__ = ["CycleError", "CycleParams", "NotebookParams", "load_params", "format_validation_error",
@@ -111,6 +111,10 @@ class _DataParams(BaseModel):
     min_contributors: int = Field(3, ge=1, description="disclosure: minimum firms per cell")
     dominance_n: int = Field(2, ge=1, description="disclosure: n of the (n, k) dominance rule")
     dominance_k: float = Field(0.85, gt=0, le=1, description="disclosure: k of the (n, k) rule")
+    panel_options: dict[str, Any] = Field(
+        default_factory=dict, description="how to read the panel file (io.ReadOptions): sheet, "
+        "header_row, sep, decimal, thousands, encoding, true_words, false_words, missing_codes, "
+        "codebook; what is not given is sniffed and reported")
     singleton: Literal["centre", "certainty", "fail"] = Field(
         "centre", description="strata with a single PSU: 'centre' (deviation from the grand mean of "
         "PSU totals, R survey.lonely.psu='adjust'), 'certainty' (self-representing, no variance) or "
@@ -155,6 +159,17 @@ class _DataParams(BaseModel):
     @classmethod
     def _targets_exists(cls, v: Path | None) -> Path | None:
         return _check_input_file(v, "targets")
+
+    @field_validator("panel_options")
+    @classmethod
+    def _read_options(cls, v: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(v) - set(io.READ_OPTION_NAMES))
+        if unknown:
+            raise ValueError(f"unknown panel_options {unknown}; use {list(io.READ_OPTION_NAMES)}")
+        if v.get("codebook") is not None:
+            v = {**v, "codebook": str(_check_input_file(Path(v["codebook"]), "codebook"))}
+        io.ReadOptions(**v)  # checks the values (e.g. sep is one character)
+        return v
 
     @field_validator("programme_types")
     @classmethod
