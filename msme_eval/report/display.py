@@ -139,29 +139,23 @@ def format_number(v: Any, kind: str, digits: int = 1, currency: str = "") -> str
     return fmt(v, digits)
 
 
-class _HTML:
+class _Text:
     """Minimal rich-display object (avoids importing IPython outside notebooks)."""
 
     def __init__(self, text: str) -> None:
         self.text = text
 
+    def __str__(self) -> str:
+        return self.text
+
+
+class _HTML(_Text):
     def _repr_html_(self) -> str:
         return self.text
 
-    def __str__(self) -> str:
-        return self.text
 
-
-class _Markdown:
-    """Minimal Markdown display object."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
+class _Markdown(_Text):
     def _repr_markdown_(self) -> str:
-        return self.text
-
-    def __str__(self) -> str:
         return self.text
 
 
