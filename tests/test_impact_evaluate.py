@@ -108,7 +108,15 @@ def test_interpretation_and_six_steps_do_not_overstate(ev_own) -> None:
     for text in ev_own.interpretation["text"]:
         assert "CI" in text and "parallel trends" in text
         assert "caused" not in text and "proves" not in text
-    assert ev_own.six_steps["step"] == "V"
+    # the label follows the design estimated: unconditional growth estimates are step IV
+    # (unmatched comparison firms); doubly robust ones with covariates step V
+    h = ev_own.headline
+    unconditional = set(h.loc[h["covariates"].fillna("") == "", "outcome"])
+    conditional = set(h.loc[h["covariates"].fillna("") != "", "outcome"])
+    expected = "IV-V" if unconditional and conditional else ("V" if conditional else "IV")
+    assert ev_own.six_steps["step"] == expected
+    if unconditional:
+        assert "unmatched" in ev_own.six_steps["name"] and "matched non-assisted" not in ev_own.six_steps["name"]
     assert "Step VI" in ev_own.six_steps["reason"]
     assert "Six Steps" in ev_own.summary()
 

@@ -257,17 +257,37 @@ def interpret(row: pd.Series | dict[str, Any], alpha: float = 0.05) -> str:
             f"like those of the comparison firms. {ptxt}")
 
 
-def six_steps(control: str, covariates: Sequence[str], pretrend_ok: bool) -> dict[str, str]:
-    """OECD Six Steps to Heaven level of a DiD design (domain.md section 5)."""
-    reason = ("supported firms are compared with non-supported firms followed before and after support "
-              f"({'never-supported' if control == 'never_treated' else 'not-yet-supported'} firms as controls)"
-              + (", conditioning on baseline characteristics" if covariates else "")
-              + "; the difference-in-differences removes fixed differences between the groups. Step VI "
-              "requires dealing with selection on changing unobservables (randomisation, a discontinuity or "
-              "an instrument), which this design does not.")
+def six_steps(control: str, headline: pd.DataFrame, pretrend_ok: bool) -> dict[str, str]:
+    """OECD Six Steps to Heaven level of the design actually estimated (domain.md section 5).
+
+    Step IV compares assisted firms with typical (unmatched) non-assisted firms; step V with
+    matched ones. A headline estimate is "matched" only when it conditions on baseline
+    characteristics (doubly robust / IPW reweighting: the ``covariates`` column is not empty); an
+    unconditional difference-in-differences removes fixed differences but matches on nothing, so
+    it is step IV. Mixed headlines get both, per outcome. Step VI needs randomisation, a
+    discontinuity or an instrument, which no estimator here uses.
+    """
+    covs = headline["covariates"].fillna("").astype(str) if "covariates" in headline else pd.Series(dtype=str)
+    conditional = sorted(set(headline.loc[covs != "", "outcome"])) if len(covs) else []
+    unconditional = sorted(set(headline.loc[covs == "", "outcome"])) if len(covs) else []
+    ctrl = "never-supported" if control == "never_treated" else "not-yet-supported"
+    if conditional and not unconditional:
+        step, name = "V", (f"comparison with matched non-assisted firms ({ctrl} firms reweighted on "
+                           "baseline characteristics)")
+    elif conditional:
+        step, name = "IV-V", (f"comparison with {ctrl} firms: unmatched for {', '.join(unconditional)}; "
+                              f"reweighted on baseline characteristics for {', '.join(conditional)}")
+    else:
+        step, name = "IV", f"comparison with typical (unmatched) non-assisted firms ({ctrl} firms)"
+    reason = (f"supported firms are compared with {ctrl} firms followed before and after support; the "
+              "difference-in-differences removes fixed differences between the groups"
+              + ("" if conditional else ", but the comparison firms are not matched or reweighted on their "
+                 "characteristics (the robustness table shows the doubly robust estimate that is)")
+              + ". Step VI requires dealing with selection on changing unobservables (randomisation, a "
+              "discontinuity or an instrument), which this design does not.")
     if not pretrend_ok:
         reason += " Pre-support trends differ for at least one headline estimate, which weakens the comparison."
-    return {"step": "V", "name": "comparison with matched non-assisted firms", "reason": reason,
+    return {"step": step, "name": name, "reason": reason,
             "maryland_sms": "3 (difference-in-differences with a comparison group)"}
 
 
@@ -724,6 +744,6 @@ def _assemble(run: _Run, settings: dict[str, Any], notes: list[str]) -> Evaluati
         headline=headline, robustness=pd.DataFrame(run.rob), inclusion=pd.DataFrame(run.incl),
         inclusion_tests=pd.DataFrame(run.tests), inclusion_shares=pd.DataFrame(run.shares),
         jobs=pd.DataFrame(run.jobs), event_studies=run.ess, pretrends=pretrends,
-        six_steps=six_steps(run.control, run.covs, pretrend_ok), interpretation=pd.DataFrame(interp),
+        six_steps=six_steps(run.control, headline, pretrend_ok), interpretation=pd.DataFrame(interp),
         settings=settings, notes=notes, results=run.results,
     )
