@@ -391,6 +391,7 @@ def test_firm_id_redactor() -> None:
     redact, unprotected = firm_id_redactor(["MYS0538", "BRN001", "123456", "ab"])
     text, n = redact("cohort with one unit (firm_id = 'MYS0538'); MYS0538. BRN0011 BRN001 "
                      "123456 data:image/png;base64,QUFBTVlTMDUzOA==")
-    assert n == 3 and unprotected == 2  # purely numeric and too-short ids cannot be told apart
+    # purely numeric and short ids are redacted only where quoted or keyed (tests/test_redact.py)
+    assert n == 3 and unprotected == 0
     assert text == (f"cohort with one unit (firm_id = '{REDACTED}'); {REDACTED}. BRN0011 "
                     f"{REDACTED} 123456 data:image/png;base64,QUFBTVlTMDUzOA==")

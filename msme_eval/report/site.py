@@ -132,6 +132,23 @@ def _kpis(results: dict[str, Any] | None, area: str = REGION) -> list[dict[str, 
     return list(frag.get("results", {}).get("kpis", []))
 
 
+def member_progress(results: dict[str, Any] | None, indicator: str) -> str:
+    """How the member states stand on one indicator, from their own pages: "3 achieved, 1 on
+    track, 2 uncertain" (statuses in the order of the scale; '' when no member has a status)."""
+    counts: dict[str, int] = {}
+    frags = (results or {}).get("notebooks", {}).get("20_indicators", {})
+    for area, frag in frags.items():
+        if area == REGION:
+            continue
+        for k in frag.get("results", {}).get("kpis", []):
+            status = k.get("status")
+            if k.get("id") == indicator and status and status != NO_ASSESSMENT:
+                key = "uncertain" if str(status).startswith("uncertain") else str(status)
+                counts[key] = counts.get(key, 0) + 1
+    order = [*STATUSES, "uncertain"]
+    return ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
+
+
 def _changes(results: dict[str, Any], previous: dict[str, Any] | None) -> list[dict[str, Any]]:
     """KPI by KPI: previous cycle's value and status beside this cycle's (region level)."""
     if not previous:
@@ -160,8 +177,17 @@ def write_cycle_index(build: Path, *, params: Any, jobs: list[Any], runs: list[A
                  ci_fmt=_ci(k.get("ci_low"), k.get("ci_high"), k.get("unit", "")),
                  target_fmt=_fmt_value(k.get("target"), k.get("unit", "")),
                  css=status_class(k.get("status")) if k.get("status") else "st-nodata",
-                 symbol=status_symbol(k.get("status") or NO_ASSESSMENT), note=k.get("note") or "")
+                 symbol=status_symbol(k.get("status") or NO_ASSESSMENT), note=k.get("note") or "",
+                 members=member_progress(results, k.get("id")))
             for k in _kpis(results)]
+    notes: dict[str, list[str]] = {}  # one footnote per distinct note, naming its indicators
+    for k in kpis:
+        if k["note"]:
+            notes.setdefault(k["note"], []).append(k.get("id", ""))
+    numbers = {text: i for i, text in enumerate(notes, start=1)}
+    for k in kpis:
+        k["note_n"] = numbers.get(k["note"])
+    footnotes = [{"n": numbers[t], "ids": ", ".join(ids), "text": t} for t, ids in notes.items()]
     impact_frag = results.get("notebooks", {}).get("30_impact", {}).get(REGION, {})
     impacts = [_impact_row(i) for i in impact_frag.get("results", {}).get("impacts", [])]
     dq = results.get("notebooks", {}).get("10_data_quality", {}).get(REGION, {})
@@ -193,7 +219,7 @@ def write_cycle_index(build: Path, *, params: Any, jobs: list[Any], runs: list[A
     downloads = sorted(p.name for p in tables_dir.iterdir()) if tables_dir.exists() else []
     text = environment().get_template("cycle_index.html.j2").render(
         cycle=params.cycle, css=stylesheet(), status=results.get("status"),
-        n_failed=sum(not r.ok for r in runs), n_runs=len(runs), kpis=kpis,
+        n_failed=sum(not r.ok for r in runs), n_runs=len(runs), kpis=kpis, footnotes=footnotes,
         impacts=impacts, impact_status=impact_frag.get("status"),
         six_steps=impact_frag.get("results", {}).get("six_steps"),
         coverage=coverage, programmes=programmes, region_pages=region_pages,
