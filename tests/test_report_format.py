@@ -83,6 +83,12 @@ def test_caveats_are_said_once() -> None:
     kept, common = S.factor_caveats(texts)
     assert common == ["This rests on parallel trends."]
     assert kept == ["Effect A is 1. Pre-trend p = 0.1.", "Effect B is 2. Pre-trend p = 0.5."]
+    # a sentence only some readings carry is not said "for every estimate"
+    three = [*texts, "Effect C is 0. The interval includes zero. This rests on parallel trends."]
+    kept, common = S.factor_caveats([t.replace("Effect A is 1.", "Effect A is 1. The interval excludes zero.")
+                                     for t in three])
+    assert common == ["This rests on parallel trends."]
+    assert "The interval excludes zero." in kept[0] and "The interval includes zero." in kept[2]
     lines = S.choices_text({"covariates_robustness": ["owner_female", "rural"], "alpha": 0.05})
     assert lines == ["Covariates robustness: Women-owned, Rural", "Alpha: 0.05"]
 

@@ -515,16 +515,18 @@ _SENTENCE = re.compile(r"(?<=[.!?])\s+(?=[A-Z])")
 
 
 def factor_caveats(texts: Iterable[str], min_repeats: int = 2) -> tuple[list[str], list[str]]:
-    """(texts without their repeated sentences, the repeated sentences once each, in order).
+    """(texts without the sentences they all share, those sentences once each, in order).
 
-    Generated readings repeat the same caveat under every estimate; a page states it once."""
+    Generated readings repeat the same caveat under every estimate; a page states it once, as
+    true "for every estimate". A sentence that only some readings carry (e.g. "the interval
+    excludes zero") stays with each of them. Needs at least ``min_repeats`` texts."""
     texts = [str(t) for t in texts]
     split = [_SENTENCE.split(t.strip()) for t in texts]
     counts: dict[str, int] = {}
     for sentences in split:
         for x in dict.fromkeys(sentences):
             counts[x] = counts.get(x, 0) + 1
-    common = [x for x in counts if counts[x] >= min_repeats and len(texts) >= min_repeats]
+    common = [x for x in counts if counts[x] == len(texts) and len(texts) >= min_repeats]
     kept = [" ".join(x for x in sentences if x not in common) for sentences in split]
     return kept, common
 
