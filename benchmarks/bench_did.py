@@ -39,7 +39,8 @@ def make_panel(n: int, n_years: int = 10, seed: int = 0) -> pd.DataFrame:
     y = np.repeat(rng.normal(size=n), n_years) + 0.05 * (yr - t0) + eff + rng.normal(scale=0.5, size=n * n_years)
     ft = pd.array(np.where(gi > 0, gi, 0), dtype="Int64")
     ft[gi == 0] = pd.NA
-    return pd.DataFrame({"firm_id": pd.array(np.char.add("F", np.repeat(np.arange(n), n_years).astype(str)), dtype="str"),
+    ids = np.char.add("F", np.repeat(np.arange(n), n_years).astype(str))
+    return pd.DataFrame({"firm_id": pd.array(ids, dtype="str"),
                          "year": yr, "log_turnover": y, "first_treated": ft})
 
 
@@ -83,7 +84,8 @@ def run(n: int, repeat: int, oracles: bool) -> list[dict[str, Any]]:
     r = did(df, "log_turnover")
     t = time.perf_counter()
     r.event_study, r.pretrend, r.aggregate("calendar"), r.aggregate("group")
-    rows.append({"n_firms": n, "tool": "  + event study, pre-trend, calendar, group", "seconds": time.perf_counter() - t,
+    rows.append({"n_firms": n, "tool": "  + event study, pre-trend, calendar, group",
+                 "seconds": time.perf_counter() - t,
                  "att": np.nan})
     if oracles:
         d = df.assign(id=np.repeat(np.arange(n), 10), g=df["first_treated"].fillna(0).astype("int64"))
