@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import nbformat
 import pandas as pd
 import pytest
 from conftest import template_from
@@ -164,15 +165,21 @@ def test_templates_command_copies_and_own_section_runs(sample, tmp_path: Path, c
         "00_summary", "10_data_quality", "20_indicators", "30_impact"]
     assert main(["templates", str(dest)]) == 2  # never overwrites
     for p in dest.glob("*.ipynb"):
-        if p.stem != "10_data_quality":
+        if p.stem not in ("10_data_quality", "20_indicators"):
             p.unlink()
+    # an economist adds a paragraph to the indicators template, as JupyterLab would save it
+    ind = nbformat.read(dest / "20_indicators.ipynb", as_version=4)
+    ind.cells.insert(4, nbformat.v4.new_markdown_cell("Note from the ministry: **K05 counts marketplaces.**"))
+    nbformat.write(ind, dest / "20_indicators.ipynb")
     template_from(dest, "40_own", 'display(md("Our own **{x}** section", x="ministry"))',
                   title="Ministry section")
-    code = main(["run", "--cycle", "own", *_data_args(sample), "--countries", "ASEAN",
+    code = main(["run", "--cycle", "own", *_data_args(sample), "--countries", "IDN", "ASEAN",
                  "--templates-dir", str(dest), "--output-root", str(tmp_path / "r"), "--timeout", "300"])
     assert code == 0, capsys.readouterr().out
     page = (tmp_path / "r" / "own" / "40_own.html").read_text(encoding="utf-8")
     assert "Our own <strong>ministry</strong> section" in page
+    country = (tmp_path / "r" / "own" / "IDN" / "20_indicators.html").read_text(encoding="utf-8")
+    assert "Note from the ministry: <strong>K05 counts marketplaces.</strong>" in country
     index = (tmp_path / "r" / "own" / "index.html").read_text(encoding="utf-8")
     assert "Ministry section" in index
 
