@@ -114,6 +114,7 @@ def compute_indicators(params: Any, panel: pd.DataFrame | None,
         raise ValueError(f"unknown engine {engine!r}; use pandas, duckdb or spark")
     return indicators.compute(source, macro, by=("country", "year"), breakdowns=INDICATOR_BREAKDOWNS,
                               aggregate=True, disclosure=True, singleton=params.singleton,
+                              calibrated_to=params.calibrated_to,
                               **disclosure_kwargs(params))
 
 

@@ -115,6 +115,10 @@ class _DataParams(BaseModel):
         default_factory=dict, description="how to read the panel file (io.ReadOptions): sheet, "
         "header_row, sep, decimal, thousands, encoding, true_words, false_words, missing_codes, "
         "codebook; what is not given is sniffed and reported")
+    calibrated_to: Literal["strata"] | None = Field(
+        None, description="'strata' when the survey weights are calibrated to the register's stratum "
+        "counts (they add up to them in every stratum-year): variances then use the calibration "
+        "residuals (GREG), so shares fixed by the calibration, e.g. K01, have SE 0; None = fixed weights")
     singleton: Literal["centre", "certainty", "fail"] = Field(
         "centre", description="strata with a single PSU: 'centre' (deviation from the grand mean of "
         "PSU totals, R survey.lonely.psu='adjust'), 'certainty' (self-representing, no variance) or "
@@ -181,6 +185,14 @@ class _DataParams(BaseModel):
         if self.baseline_year >= self.target_year:
             raise ValueError(f"baseline_year ({self.baseline_year}) must be before "
                              f"target_year ({self.target_year})")
+        return self
+
+    @model_validator(mode="after")
+    def _calibration_in_memory(self) -> _DataParams:
+        if self.calibrated_to is not None and self.engine != "pandas":
+            raise ValueError(f"calibrated_to={self.calibrated_to!r} is computed by the pandas engine "
+                             "only (its residual pass needs the rows in memory). Fix: engine: pandas, "
+                             "or calibrated_to: null")
         return self
 
     @model_validator(mode="after")
