@@ -582,6 +582,11 @@ class _Runner:
     def query(self, sql: str, *, row_numbers: bool = False) -> pd.DataFrame:
         raise NotImplementedError
 
+    def query_arrow(self, sql: str) -> Any:
+        """The result of ``sql`` as a ``pyarrow.Table`` (no pandas conversion: numeric columns
+        go to numpy without copies, text columns can be dictionary-encoded)."""
+        raise NotImplementedError
+
     def materialise(self, name: str, sql: str) -> None:
         """Store the result of ``sql`` (over the source ``__src__``) as temporary table ``name``
         (DuckDB: a temp table, spilled to disk under a memory limit; Spark: a persisted view)."""
@@ -641,6 +646,9 @@ class _DuckRunner(_Runner):
             rel = scan_parquet(self.path, con=self.con, row_numbers=True)
         return _arrow_to_pandas(rel.query("__src__", sql).to_arrow_table())
 
+    def query_arrow(self, sql: str) -> Any:
+        return self.rel.query("__src__", sql).to_arrow_table()
+
     def materialise(self, name: str, sql: str) -> None:
         res = self.rel.query("__src__", f"CREATE OR REPLACE TEMP TABLE {name} AS {sql}")
         if res is not None:  # a relation: make sure the statement ran
@@ -685,6 +693,19 @@ class _SparkRunner(_Runner):
             self.spark.catalog.dropTempView(view)
         return pd.DataFrame([tuple(r) for r in rows], columns=names) if rows else \
             pd.DataFrame({c: pd.Series(dtype="float64") for c in names})
+
+    def query_arrow(self, sql: str) -> Any:
+        import pyarrow as pa
+
+        view = f"msme_eval_src_{uuid.uuid4().hex}"
+        self.df.createOrReplaceTempView(view)
+        try:
+            res = self.spark.sql(sql.replace("__src__", view))
+            if hasattr(res, "toArrow"):  # Spark >= 4
+                return res.toArrow()
+            return pa.Table.from_pandas(res.toPandas(), preserve_index=False)
+        finally:
+            self.spark.catalog.dropTempView(view)
 
     def materialise(self, name: str, sql: str) -> None:
         view = f"msme_eval_src_{uuid.uuid4().hex}"

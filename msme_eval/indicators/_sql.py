@@ -29,9 +29,12 @@ import pandas as pd
 
 from .. import engines
 from ..contract import MSME_CLASSES
-from .parts import BOOL_LABELS, NA_LABELS, TOTAL, Moments, moment_names, parts
+from .parts import BOOL_LABELS, NA_LABELS, TOTAL, Moments, centred_ss, moment_names, parts
 
 _BOOL = ("owner_female", "urban")
+#: largest PSU totals table (bound: PSUs x periods x (1 + groups of the breakdowns)) fetched
+#: into numpy; above it the table stays in the engine and every step is SQL
+FETCH_LIMIT = 4_000_000
 
 
 class SqlStage:
@@ -67,6 +70,7 @@ class SqlStage:
         self._groups: dict[str, tuple[str, str, list[str]]] = {}
         self._big: str | None = None
         self._tables: list[str] = []
+        self.fetch_limit = FETCH_LIMIT
         self.live = [i for i in inds if not missing_cols[i["id"]]]
         self._design(wcol, scol, pcol)
 
@@ -177,7 +181,7 @@ class SqlStage:
         inner = [f"{self._str('s.' + a)} AS a",
                  f"{self._prefixed(self.h)} AS h", f"{self._prefixed(self.p)} AS p",
                  f"{self._prefixed(self.yi)} AS yi", f"{self._prefixed(self.w)} AS w",
-                 f"(CASE WHEN {feats['large']} = 1 THEN 1.0 ELSE 0.0 END) AS lg"]
+                 f"{_flag(feats['large'] + ' = 1')} AS lg"]
         inner += [f"{e} AS {k}" for k, e in {**groups, **extra}.items()]
         inner += [f"{e} AS c_{_safe(c)}" for c, e in num.items()]
         inner += [f"{e} AS f_{k}" for k, e in feats.items()]
@@ -238,9 +242,7 @@ class SqlStage:
                 if p.role in ("num", "num2"):
                     inpop = f"{pop} = 1"
                     cnt = f"{use} AND {inpop}" + (f" AND {v} <> 0" if p.role == "num2" else "")
-                    exprs += [f"(CASE WHEN {cnt} THEN 1.0 ELSE 0.0 END)",
-                              f"(CASE WHEN {inpop} THEN 1.0 ELSE 0.0 END)",
-                              f"(CASE WHEN {inpop} AND NOT ({use}) THEN 1.0 ELSE 0.0 END)"]
+                    exprs += [_flag(cnt), _flag(inpop), _flag(f"{inpop} AND NOT ({use})")]
                     names += [(iid, f"n_{iid}_{p.role}", "n"), (iid, f"pop_{iid}_{p.role}", "pop"),
                               (iid, f"miss_{iid}_{p.role}", "miss")]
                 for e, (i2, nm, kd) in zip(exprs, names):
@@ -263,68 +265,157 @@ class SqlStage:
         per_shift, cols = self._part_columns()
         self._cols = cols
         shifts = sorted(set(per_shift) | {0})
-        names = [c[1] for c in cols]
         sel = sel + [e for s in shifts for e in per_shift.get(s, [])]
-        of_shift = {nm: sh for _, nm, _, sh, _ in cols}
-        gl = "".join(f"{g}, " for g in groups)
-        blocks = []
-        for s in shifts:
-            items = [f"{n if of_shift[n] == s else '0.0'} AS {n}" for n in names]
-            keep = "WHERE yi IS NOT NULL" if s == 0 else ""
-            blocks.append(f"SELECT a, h, p, yi + {s} AS yi, {gl}"
-                          f"{'1.0' if s == 0 else '0.0'} AS r0, "
-                          f"{'lg' if s == 0 else '0.0'} AS lg, {', '.join(items)} "
-                          f"FROM rows_ {keep}")
-        row_sql = f"SELECT {', '.join(sel)} FROM {frm}"
+        sql = self._psu_sql(f"SELECT {', '.join(sel)} FROM {frm}", list(groups), shifts, cols)
+        n_sets = 1 + sum(len(labels) for _, _, labels in self._groups.values())
+        if int(self.n_h.sum()) * self.ny * n_sets <= self.fetch_limit:
+            self._big = "local"
+            self._local = self._fetch(sql)
+            return
+        self._big = f"msme_psu_{uuid.uuid4().hex}"
+        self.run.materialise(self._big, sql)
+        self._tables.append(self._big)
+
+    @staticmethod
+    def _psu_sql(row_sql: str, groups: list[str], shifts: list[int],
+                 cols: list[tuple[str, str, str, int, str]]) -> str:
+        """The PSU totals of every grouping set from the row features, in two aggregations:
+
+        1. ONE hash aggregate over the rows at the finest key (country, stratum, PSU, period
+           and the group of every breakdown): weighted parts (DOUBLE) and record counts
+           (0/1 TINYINT flags summed to BIGINT; ``r0`` = ``COUNT(*)``);
+        2. parts with a one-year shift moved to period ``yi + s`` (a ``UNION ALL`` over the
+           small fine table, not the rows), then ``GROUPING SETS`` (the total and each
+           breakdown; ``k{j} = GROUPING(g{j})`` tells them apart) over the fine table -- no
+           re-scan of the rows per breakdown.
+        """
+        fine_keys = ", ".join(["a", "h", "p", "yi", *groups])
+
+        def total(n: str, kind: str) -> str:
+            return f"SUM({n})" if kind == "x" else f"CAST(SUM({n}) AS BIGINT)"
+
+        fine = (f"SELECT {fine_keys}, COUNT(*) AS r0, CAST(SUM(lg) AS BIGINT) AS lg, "
+                + ", ".join(f"{total(n, kd)} AS {n}" for _, n, kd, _, _ in cols)
+                + f" FROM rows_ WHERE yi IS NOT NULL GROUP BY {fine_keys}")
+        if shifts == [0]:
+            src = "fine"
+        else:
+            blocks = []
+            for s in shifts:
+                items = [n if sh == s else f"CAST(0 AS {'DOUBLE' if kd == 'x' else 'BIGINT'})"
+                         for _, n, kd, sh, _ in cols]
+                head = ["a", "h", "p", f"yi + {s} AS yi", *groups,
+                        "r0" if s == 0 else "CAST(0 AS BIGINT) AS r0",
+                        "lg" if s == 0 else "CAST(0 AS BIGINT) AS lg"]
+                blocks.append(f"SELECT {', '.join(head)}, "
+                              + ", ".join(f"{e} AS {c[1]}" for e, c in zip(items, cols))
+                              + " FROM fine")
+            src = f"({' UNION ALL '.join(blocks)}) AS shifted"
         keys = "a, h, p, yi"
         sets = ", ".join([f"({keys})", *[f"({keys}, {g})" for g in groups]])
         psu_sel = [keys, *groups, *[f"GROUPING({g}) AS k{g[1:]}" for g in groups],
-                   "SUM(r0) AS r0", "SUM(lg) AS lg", *[f"SUM({n}) AS {n}" for n in names]]
-        self._big = f"msme_psu_{uuid.uuid4().hex}"
-        self.run.materialise(self._big, f"WITH rows_ AS ({row_sql}), shifted AS "
-                             f"({' UNION ALL '.join(blocks)}) SELECT {', '.join(psu_sel)} "
-                             f"FROM shifted GROUP BY GROUPING SETS ({sets})")
-        self._tables.append(self._big)
+                   *[f"{total(n, kd)} AS {n}" for n, kd in [("r0", "n"), ("lg", "n")]
+                     + [(c[1], c[2]) for c in cols]]]
+        return (f"WITH rows_ AS ({row_sql}), fine AS ({fine}) SELECT {', '.join(psu_sel)} "
+                f"FROM {src} GROUP BY GROUPING SETS ({sets})")
+
+    def _fetch(self, sql: str) -> dict[str, np.ndarray]:
+        """The PSU totals of every grouping set as numpy arrays (one query, one fetch) and
+        their PSU-period index ``py`` (``self._py_hy``: stratum * ny + period of each)."""
+        tab = self.run.query_arrow(sql)
+        a, a_lab = _codes(tab.column("a"))
+        h, h_lab = _codes(tab.column("h"))
+        p, p_lab = _codes(tab.column("p"))
+        ah, first = np.unique(a * len(h_lab) + h, return_inverse=True)
+        pairs = pd.MultiIndex.from_arrays([a_lab[ah // len(h_lab)], h_lab[ah % len(h_lab)]])
+        hs = self._strata.get_indexer(pairs).astype(np.int64)[first]
+        yi = _ints(tab.column("yi"))
+        py, uniq = pd.factorize((hs * max(len(p_lab), 1) + p) * self.ny + yi)
+        uniq = np.asarray(uniq, dtype=np.int64)
+        self._py_hy = (uniq // self.ny // max(len(p_lab), 1)) * self.ny + uniq % self.ny
+        out = {"hs": hs, "yi": yi, "py": py.astype(np.int64)}
+        for g, k, _ in self._groups.values():
+            out[k] = _ints(tab.column(k))
+            out[g] = _ints(tab.column(g))
+        for c in ["r0", "lg", *(c[1] for c in self._cols)]:
+            out[c] = tab.column(c).to_numpy().astype(float, copy=False)
+        return out
+
+    def _recipe(self) -> tuple[dict[str, dict[str, list[str]]], dict[str, dict[str, list[str]]]]:
+        """Per indicator: its PSU-level roles -> x columns (num + num2 for a total), and
+        n/pop/miss -> count columns (summed over the parts)."""
+        X: dict[tuple[str, str], str] = {(iid, role): nm for iid, nm, kind, _, role in self._cols
+                                         if kind == "x"}
+        xcol: dict[str, dict[str, list[str]]] = {}
+        counts: dict[str, dict[str, list[str]]] = {}
+        for ind in self.live:
+            iid = ind["id"]
+            xcol[iid] = {role: ([X[(iid, r)] for r in ("num", "num2") if (iid, r) in X]
+                                if ind["kind"] == "total" else [X[(iid, role)]])
+                         for role in moment_names(ind).values()}
+            counts[iid] = {kind: [nm for i2, nm, kd, _, _ in self._cols if i2 == iid and kd == kind]
+                           for kind in ("n", "pop", "miss")}
+        return xcol, counts
+
+    def _local_moments(self, breakdown: str | None) -> Moments:
+        """:meth:`moments` from the fetched PSU totals (numpy ``bincount``)."""
+        L = self._local
+        if breakdown is None:
+            sel = np.ones(len(L["py"]), dtype=bool)
+            for _, k, _ in self._groups.values():
+                sel &= L[k] == 1
+            labels = [TOTAL]
+            g = np.zeros(int(sel.sum()), dtype=np.int64)
+        else:
+            gname, k, labels = self._groups[breakdown]
+            sel = L[k] == 0
+            g = L[gname][sel]
+        G = len(labels)
+        shape = (len(self.n_h), self.ny, G)
+        cell = (L["hs"][sel] * self.ny + L["yi"][sel]) * G + g
+
+        def arr(x: np.ndarray | None) -> np.ndarray:
+            return np.bincount(cell, weights=x, minlength=int(np.prod(shape))).reshape(shape)
+
+        m = {"__rows__": arr(L["r0"][sel]), "__psus__": arr(None).astype(float)}
+        if breakdown is None:
+            m["__large__"] = arr(L["lg"][sel])
+        xcol, counts = self._recipe()
+        psu_x: dict[str, dict[str, np.ndarray]] = {}
+        for ind in self.live:
+            iid = ind["id"]
+            psu_x[iid] = {role: sum(L[c][sel] for c in cs) for role, cs in xcol[iid].items()}
+            m.update({name: arr(psu_x[iid][role]) for name, role in moment_names(ind).items()})
+            m.update({f"{iid}:{kind}": arr(sum(L[c][sel] for c in cs))
+                      for kind, cs in counts[iid].items()})
+        return Moments(labels, m, (L["py"][sel], g, psu_x))
 
     def moments(self, breakdown: str | None) -> Any:
         self._psu_totals()
+        if self._big == "local":
+            return self._local_moments(breakdown)
         if breakdown is None:
             g, labels = "0", [TOTAL]
             cond = " AND ".join(f"{k} = 1" for _, k, _ in self._groups.values()) or "TRUE"
         else:
             g, k, labels = self._groups[breakdown]
             cond = f"{k} = 0"
-        cols = self._cols
-        names = [c[1] for c in cols]
+        names = [c[1] for c in self._cols]
         table = f"msme_psu_{uuid.uuid4().hex}"
         self.run.materialise(table, f"SELECT a, h, p, yi, {g} AS g, r0, lg, {', '.join(names)} "
                              f"FROM {self._big} WHERE {cond}")
         self._tables.append(table)
-        X: dict[tuple[str, str], list[str]] = {}
-        for iid, nm, kind, _, role in cols:
-            if kind == "x":
-                X.setdefault((iid, role), []).append(nm)
+        xcol, counts = self._recipe()
         out_cols: dict[str, str] = {}
-        xcol: dict[str, dict[str, str]] = {}
         for ind in self.live:
             iid = ind["id"]
-
-            def xv(role: str, ind: dict[str, Any] = ind, iid: str = iid) -> str:
-                if ind["kind"] == "total":
-                    return "(" + " + ".join(X[(iid, r)][0] for r in ("num", "num2")
-                                            if (iid, r) in X) + ")"
-                return X[(iid, role)][0]
-
-            xcol[iid] = {}
             for name, role in moment_names(ind).items():
-                out_cols[name] = f"SUM({xv(role)})"
-                xcol[iid][role] = ([X[(iid, r)][0] for r in ("num", "num2") if (iid, r) in X]
-                                   if ind["kind"] == "total" else [X[(iid, role)][0]])
-            for kind in ("n", "pop", "miss"):
-                ps = [nm for i2, nm, kd, _, _ in cols if i2 == iid and kd == kind]
-                out_cols[f"{iid}:{kind}"] = "SUM(" + " + ".join(ps) + ")"
+                out_cols[name] = f"SUM({' + '.join(xcol[iid][role])})"
+            for kind, cs in counts[iid].items():
+                out_cols[f"{iid}:{kind}"] = f"CAST(SUM({' + '.join(cs)}) AS DOUBLE)"
         alias = {f"m{k}": name for k, name in enumerate(out_cols)}
-        final = ["a", "h", "yi", "g", "COUNT(*) AS psus", "SUM(r0) AS r0", "SUM(lg) AS lg"]
+        final = ["a", "h", "yi", "g", "COUNT(*) AS psus", "CAST(SUM(r0) AS DOUBLE) AS r0",
+                 "CAST(SUM(lg) AS DOUBLE) AS lg"]
         final += [f"{expr} AS m{k}" for k, expr in enumerate(out_cols.values())]
         res = self.run.query(f"SELECT {', '.join(final)} FROM {table} GROUP BY a, h, yi, g")
         return self._scatter(res, alias, labels, breakdown is None, (table, xcol))
@@ -333,7 +424,10 @@ class SqlStage:
                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Second pass of ``compute._PandasStage.centred_ss`` in SQL, over the PSU totals
         table of ``M`` (not the rows): the coefficients and centres per (stratum, period,
-        group) go to the engine as a small table, joined to every PSU-period x group."""
+        group) go to the engine as a small table, joined to every PSU-period x group. Fetched
+        PSU totals: :func:`parts.centred_ss` in numpy."""
+        if self._big == "local":
+            return centred_ss(M, reqs, self._py_hy, len(self.n_h), self.ny)
         table, xcol = M.psu
         G, ny, n_s = M.n_groups, self.ny, len(self.n_h)
         hs, yi, g = (a.ravel() for a in np.indices((n_s, ny, G)))
@@ -377,6 +471,8 @@ class SqlStage:
 
     def release(self, M: Any = None) -> None:
         """Drop the PSU table of ``M`` (default: every PSU table this stage made)."""
+        if M is not None and not isinstance(M.psu[0], str):
+            return  # fetched PSU totals: numpy arrays, nothing held by the engine
         names = list(self._tables) if M is None else [M.psu[0]]
         for name in names:
             if name in self._tables:
@@ -469,6 +565,28 @@ class SqlStage:
             d.update({c: f[c].to_numpy(float) for c in ("top1", "top2", "total")})
             out[str(iid)] = pd.DataFrame(d)
         return out
+
+
+def _flag(cond: str) -> str:
+    """A 0/1 record flag as TINYINT (NULL condition -> 0): summed exactly, as BIGINT."""
+    return f"CAST((CASE WHEN {cond} THEN 1 ELSE 0 END) AS TINYINT)"
+
+
+def _codes(col: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Integer codes and labels of an Arrow text column (dictionary-encoded, no Python strings
+    per row)."""
+    import pyarrow.compute as pc
+
+    enc = pc.dictionary_encode(col).combine_chunks()
+    return (enc.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False),
+            np.asarray(enc.dictionary.to_pylist(), dtype=object))
+
+
+def _ints(col: Any) -> np.ndarray:
+    """An Arrow integer column as int64 (NULL -> 0: the group column outside its set)."""
+    import pyarrow.compute as pc
+
+    return pc.fill_null(col, 0).to_numpy().astype(np.int64, copy=False)
 
 
 def _lit(v: str) -> str:

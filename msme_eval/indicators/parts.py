@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 
 __all__ = ["TOTAL", "BOOL_LABELS", "NA_LABELS", "Part", "parts", "roles", "share_roles",
-           "is_share", "moment_names", "Moments"]
+           "is_share", "moment_names", "Moments", "centred_ss"]
 
 #: labels of a boolean breakdown (False, True); missing -> NA_LABELS or "not stated"
 BOOL_LABELS = {"owner_female": ("male", "female"), "urban": ("rural", "urban")}
@@ -90,3 +90,47 @@ class Moments:
     @property
     def n_groups(self) -> int:
         return len(self.labels)
+
+
+def centred_ss(M: Moments, reqs: dict[str, dict[str, Any]], py_hy: np.ndarray, n_strata: int,
+               ny: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Second pass: ``sum_i (u_i - c)^2`` per (stratum, period, group) over the PSU-periods
+    with records, ``u_i = sum_a e_a X_ia`` (+ ``e_b T_ib`` for the domain-level roles of a
+    share cell, ``T_ib = sum_g X_igb``); also the number of those PSU-periods per
+    (stratum, period).
+
+    ``M.psu = (k_py, k_g, psu_x)``: per (PSU-period, group) row its PSU-period index and group
+    code (unique pairs) and ``psu_x[iid][role]`` the PSU totals ``X``; ``py_hy``: stratum *
+    ny + period of every PSU-period index. ``reqs[iid]``: ``coef`` role -> e (n_strata, ny, G),
+    ``centre`` c (n_strata, ny, G), ``domain_roles`` (and ``cal``: calibration residuals
+    ``u_i - B_h w_i`` with the PSU-period weights ``psu_x["__w__"]``). Centring each PSU's u
+    before squaring keeps the variance free of the cancellation in ``sum u^2 - (sum u)^2 / n``
+    (the u_i of a ratio are near-constant). Shared by the in-memory and the SQL stage (a).
+    """
+    k_py, k_g, psu_x = M.psu
+    G, n_py = M.n_groups, len(py_hy)
+    used = np.bincount(k_py, minlength=n_py) > 0
+    hy_u = py_hy[used]
+    n_present = np.bincount(hy_u, minlength=n_strata * ny).astype(float)
+    cell = (hy_u[:, None] * G + np.arange(G)).ravel()
+    out: dict[str, np.ndarray] = {}
+    for iid, r in reqs.items():
+        X = psu_x[iid]
+        u = np.zeros((n_py, G))
+        for role, e in r["coef"].items():
+            e_py = e.reshape(-1, G)[py_hy]
+            if role in r["domain_roles"]:
+                t = np.bincount(k_py, weights=X[role], minlength=n_py)
+                u += e_py * t[:, None]
+            else:
+                d = np.zeros((n_py, G))
+                d[k_py, k_g] = X[role]
+                u += e_py * d
+        dev = u - r["centre"].reshape(-1, G)[py_hy]
+        if "cal" in r:  # calibration residual u_i - B_h w_i (w_i: PSU-period weights)
+            w_py = np.bincount(k_py, weights=psu_x["__w__"], minlength=n_py)
+            dev -= r["cal"].reshape(-1, G)[py_hy] * w_py[:, None]
+        dev = dev[used]
+        out[iid] = np.bincount(cell, weights=(dev * dev).ravel(),
+                               minlength=n_strata * ny * G).reshape(n_strata, ny, G)
+    return out, n_present.reshape(n_strata, ny)

@@ -64,7 +64,7 @@ from ..contract import MSME_CLASSES, REGION
 from ..results import ResultFrame, check_alpha
 from ._protect import breakdown_cell_stats, collect_fine_stats, protect_table
 from ._sql import stage_for
-from .parts import BOOL_LABELS, NA_LABELS, TOTAL, Moments, is_share, moment_names, parts, roles, share_roles
+from .parts import BOOL_LABELS, NA_LABELS, TOTAL, Moments, centred_ss, is_share, moment_names, parts, roles, share_roles
 from .registry import registry as load_registry
 
 __all__ = ["compute", "availability", "OUTPUT_COLUMNS", "OBS_STATUS", "BREAKDOWNS", "FEATURES",
@@ -508,43 +508,9 @@ class _PandasStage:
 
     def centred_ss(self, M: Moments, reqs: dict[str, dict[str, Any]]
                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Second pass: ``sum_i (u_i - c)^2`` per (stratum, period, group) over the PSU-periods
-        with records, ``u_i = sum_a e_a X_ia`` (+ ``e_b T_ib`` for the domain-level roles of a
-        share cell); also the number of those PSU-periods per (stratum, period).
-
-        ``reqs[iid]``: ``coef`` role -> e (n_strata, ny, G), ``centre`` c (n_strata, ny, G),
-        ``domain_roles``. Centring each PSU's u before squaring keeps the variance free of the
-        cancellation in ``sum u^2 - (sum u)^2 / n`` (the u_i of a ratio are near-constant).
-        """
-        k_py, k_g, psu_x = M.psu
-        G = M.n_groups
-        hy = self.py_stratum * self.ny + self.py_yi  # (stratum, period) of every PSU-period
-        used = np.bincount(k_py, minlength=self.n_py) > 0
-        hy_u = hy[used]
-        n_present = np.bincount(hy_u, minlength=self.n_strata * self.ny).astype(float)
-        cell = (hy_u[:, None] * G + np.arange(G)).ravel()
-        out: dict[str, np.ndarray] = {}
-        for iid, r in reqs.items():
-            X = psu_x[iid]
-            u = np.zeros((self.n_py, G))
-            for role, e in r["coef"].items():
-                e_py = e.reshape(-1, G)[hy]
-                if role in r["domain_roles"]:
-                    t = np.bincount(k_py, weights=X[role], minlength=self.n_py)
-                    u += e_py * t[:, None]
-                else:
-                    d = np.zeros((self.n_py, G))
-                    d[k_py, k_g] = X[role]
-                    u += e_py * d
-            dev = u - r["centre"].reshape(-1, G)[hy]
-            if "cal" in r:  # calibration residual u_i - B_h w_i (w_i: PSU-period weights)
-                w_py = np.bincount(k_py, weights=psu_x["__w__"], minlength=self.n_py)
-                dev -= r["cal"].reshape(-1, G)[hy] * w_py[:, None]
-            dev = dev[used]
-            out[iid] = np.bincount(cell, weights=(dev * dev).ravel(),
-                                   minlength=self.n_strata * self.ny * G
-                                   ).reshape(self.n_strata, self.ny, G)
-        return out, n_present.reshape(self.n_strata, self.ny)
+        """Second pass over the PSU totals of ``M`` (:func:`parts.centred_ss`)."""
+        return centred_ss(M, reqs, self.py_stratum * self.ny + self.py_yi, self.n_strata,
+                          self.ny)
 
 
 # ------------------------------------------------------------------------------------------
