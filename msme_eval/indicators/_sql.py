@@ -252,8 +252,16 @@ class SqlStage:
 
     def _psu_totals(self) -> None:
         """ONE scan of the source for every breakdown: the PSU totals per (country, stratum,
-        PSU, period) and per (..., group) of each breakdown, as ``GROUPING SETS`` into one
-        engine-side table (``k{j} = GROUPING(g{j})`` tells the sets apart)."""
+        PSU, period) and per (..., group) of each breakdown (:meth:`_psu_sql`). Where they go
+        depends on their size bound (PSU-periods x groups, ``FETCH_LIMIT`` rows):
+
+        * ``fine``: the totals at the finest key (PSU-period x the group of every breakdown)
+          are fetched (Arrow) and rolled up per breakdown in numpy;
+        * ``sets``: the ``GROUPING SETS`` (the total, each breakdown) are fetched;
+        * ``engine``: the ``GROUPING SETS`` stay in the engine (DuckDB temp table, spilled
+          under a memory limit; Spark: persisted) and every later step is SQL (e.g. the firm
+          is the PSU of a large census).
+        """
         if self._big is not None:
             return
         groups: dict[str, str] = {}
@@ -266,9 +274,13 @@ class SqlStage:
         self._cols = cols
         shifts = sorted(set(per_shift) | {0})
         sel = sel + [e for s in shifts for e in per_shift.get(s, [])]
-        sql = self._psu_sql(f"SELECT {', '.join(sel)} FROM {frm}", list(groups), shifts, cols)
-        n_sets = 1 + sum(len(labels) for _, _, labels in self._groups.values())
-        if int(self.n_h.sum()) * self.ny * n_sets <= self.fetch_limit:
+        row_sql = f"SELECT {', '.join(sel)} FROM {frm}"
+        psus = int(self.n_h.sum()) * self.ny
+        sizes = [len(labels) for _, _, labels in self._groups.values()]
+        self._mode = ("fine" if psus * int(np.prod(sizes, dtype=float)) <= self.fetch_limit
+                      else "sets" if psus * (1 + sum(sizes)) <= self.fetch_limit else "engine")
+        sql = self._psu_sql(row_sql, list(groups), shifts, cols, sets=self._mode != "fine")
+        if self._mode != "engine":
             self._big = "local"
             self._local = self._fetch(sql)
             return
@@ -278,7 +290,7 @@ class SqlStage:
 
     @staticmethod
     def _psu_sql(row_sql: str, groups: list[str], shifts: list[int],
-                 cols: list[tuple[str, str, str, int, str]]) -> str:
+                 cols: list[tuple[str, str, str, int, str]], sets: bool = True) -> str:
         """The PSU totals of every grouping set from the row features, in two aggregations:
 
         1. ONE hash aggregate over the rows at the finest key (country, stratum, PSU, period
@@ -287,7 +299,8 @@ class SqlStage:
         2. parts with a one-year shift moved to period ``yi + s`` (a ``UNION ALL`` over the
            small fine table, not the rows), then ``GROUPING SETS`` (the total and each
            breakdown; ``k{j} = GROUPING(g{j})`` tells them apart) over the fine table -- no
-           re-scan of the rows per breakdown.
+           re-scan of the rows per breakdown. ``sets=False``: the shifted fine table itself
+           (a PSU-period x groups key may repeat; the caller sums).
         """
         fine_keys = ", ".join(["a", "h", "p", "yi", *groups])
 
@@ -311,6 +324,8 @@ class SqlStage:
                               + ", ".join(f"{e} AS {c[1]}" for e, c in zip(items, cols))
                               + " FROM fine")
             src = f"({' UNION ALL '.join(blocks)}) AS shifted"
+        if not sets:
+            return f"WITH rows_ AS ({row_sql}), fine AS ({fine}) SELECT * FROM {src}"
         keys = "a, h, p, yi"
         sets = ", ".join([f"({keys})", *[f"({keys}, {g})" for g in groups]])
         psu_sel = [keys, *groups, *[f"GROUPING({g}) AS k{g[1:]}" for g in groups],
@@ -335,7 +350,8 @@ class SqlStage:
         self._py_hy = (uniq // self.ny // max(len(p_lab), 1)) * self.ny + uniq % self.ny
         out = {"hs": hs, "yi": yi, "py": py.astype(np.int64)}
         for g, k, _ in self._groups.values():
-            out[k] = _ints(tab.column(k))
+            if self._mode == "sets":
+                out[k] = _ints(tab.column(k))
             out[g] = _ints(tab.column(g))
         for c in ["r0", "lg", *(c[1] for c in self._cols)]:
             out[c] = tab.column(c).to_numpy().astype(float, copy=False)
@@ -360,35 +376,43 @@ class SqlStage:
     def _local_moments(self, breakdown: str | None) -> Moments:
         """:meth:`moments` from the fetched PSU totals (numpy ``bincount``)."""
         L = self._local
+        sets = self._mode == "sets"
+        sel = np.ones(len(L["py"]), dtype=bool)
         if breakdown is None:
-            sel = np.ones(len(L["py"]), dtype=bool)
-            for _, k, _ in self._groups.values():
+            for _, k, _ in (self._groups.values() if sets else ()):
                 sel &= L[k] == 1
             labels = [TOTAL]
             g = np.zeros(int(sel.sum()), dtype=np.int64)
         else:
             gname, k, labels = self._groups[breakdown]
-            sel = L[k] == 0
+            if sets:
+                sel = L[k] == 0
             g = L[gname][sel]
         G = len(labels)
+        # (PSU-period, group) totals: the fine rows of each pair summed (a no-op for sets)
+        pair, inv = np.unique(L["py"][sel] * G + g, return_inverse=True)
+        k_py, k_g = pair // G, pair % G
         shape = (len(self.n_h), self.ny, G)
-        cell = (L["hs"][sel] * self.ny + L["yi"][sel]) * G + g
+        cell = self._py_hy[k_py] * G + k_g
 
         def arr(x: np.ndarray | None) -> np.ndarray:
             return np.bincount(cell, weights=x, minlength=int(np.prod(shape))).reshape(shape)
 
-        m = {"__rows__": arr(L["r0"][sel]), "__psus__": arr(None).astype(float)}
+        def per_pair(col: str) -> np.ndarray:
+            return np.bincount(inv, weights=L[col][sel], minlength=len(pair))
+
+        m = {"__rows__": arr(per_pair("r0")), "__psus__": arr(None).astype(float)}
         if breakdown is None:
-            m["__large__"] = arr(L["lg"][sel])
+            m["__large__"] = arr(per_pair("lg"))
         xcol, counts = self._recipe()
         psu_x: dict[str, dict[str, np.ndarray]] = {}
         for ind in self.live:
             iid = ind["id"]
-            psu_x[iid] = {role: sum(L[c][sel] for c in cs) for role, cs in xcol[iid].items()}
+            psu_x[iid] = {role: sum(per_pair(c) for c in cs) for role, cs in xcol[iid].items()}
             m.update({name: arr(psu_x[iid][role]) for name, role in moment_names(ind).items()})
-            m.update({f"{iid}:{kind}": arr(sum(L[c][sel] for c in cs))
+            m.update({f"{iid}:{kind}": arr(sum(per_pair(c) for c in cs))
                       for kind, cs in counts[iid].items()})
-        return Moments(labels, m, (L["py"][sel], g, psu_x))
+        return Moments(labels, m, (k_py, k_g, psu_x))
 
     def moments(self, breakdown: str | None) -> Any:
         self._psu_totals()
