@@ -269,3 +269,25 @@ def test_cycle_reads_a_semicolon_decimal_comma_panel_with_a_codebook(sample, tmp
     assert code == 0, out.out + out.err
     prov = (tmp_path / "r" / "cb" / "provenance.json").read_text(encoding="utf-8")
     assert "codebook" in prov and '"panel_options"' in prov
+
+
+def test_weaker_disclosure_needs_an_explicit_flag_and_is_printed(sample, tmp_path: Path, capsys) -> None:
+    with pytest.raises(cycle.CycleError, match="min_contributors 2 .default 3.*weaker_disclosure: true"):
+        cycle.load_params(min_contributors=2)
+    y = tmp_path / "weak.yaml"
+    y.write_text(f"cycle: w\npanel: {sample['panel']}\nmacro: {sample['macro']}\ntargets: {sample['targets']}\n"
+                 "min_contributors: 2\nweaker_disclosure: true\ncountries: [ASEAN]\nsections: [10_data_quality]\n"
+                 f"output_root: {tmp_path / 'r'}\n", encoding="utf-8")
+    assert main(["run", "-f", str(y)]) == 0, capsys.readouterr().out
+    page = (tmp_path / "r" / "w" / "10_data_quality.html").read_text(encoding="utf-8")
+    assert "WEAKER than the defaults" in page
+
+
+def test_figures_survive_a_server_matplotlib_backend(sample, tmp_path: Path, monkeypatch, capsys) -> None:
+    """MPLBACKEND=Agg (usual on servers and CI) must not make the report's figures disappear."""
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    code = main(["run", "--cycle", "agg", *_data_args(sample), "--countries", "ASEAN",
+                 "--sections", "20_indicators", "--output-root", str(tmp_path / "r")])
+    assert code == 0, capsys.readouterr().out
+    page = (tmp_path / "r" / "agg" / "20_indicators.html").read_text(encoding="utf-8")
+    assert page.count("<img") >= 1 and "data:image/png;base64," in page

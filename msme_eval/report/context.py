@@ -368,7 +368,9 @@ class NotebookContext:
             ("Reporting year", p.report_year or "latest year in the data"),
             ("Programme types", ", ".join(p.programme_types)),
             ("Disclosure", f"≥ {p.min_contributors} firms per cell; dominance rule "
-                           f"(n={p.dominance_n}, k={p.dominance_k:.0%})"),
+                           f"(n={p.dominance_n}, k={p.dominance_k:.0%})"
+                           + ("; WEAKER than the defaults (3 firms; n=2, k=85%), confirmed by the "
+                              "evaluator" if p.weaker_disclosure else "")),
             ("Indicator engine", _ENGINE_LABELS.get(engine_of(p), engine_of(p))),
         ]
         return display.table(pd.DataFrame(rows, columns=["Parameter", "Value"]).astype(str),

@@ -111,6 +111,9 @@ class _DataParams(BaseModel):
     min_contributors: int = Field(3, ge=1, description="disclosure: minimum firms per cell")
     dominance_n: int = Field(2, ge=1, description="disclosure: n of the (n, k) dominance rule")
     dominance_k: float = Field(0.85, gt=0, le=1, description="disclosure: k of the (n, k) rule")
+    weaker_disclosure: bool = Field(False, description="must be true to publish with thresholds "
+                                    "weaker than DESIGN.md's (fewer than 3 firms, n < 2 or k > 85%); "
+                                    "the pages then print the thresholds used")
     panel_options: dict[str, Any] = Field(
         default_factory=dict, description="how to read the panel file (io.ReadOptions): sheet, "
         "header_row, sep, decimal, thousands, encoding, true_words, false_words, missing_codes, "
@@ -185,6 +188,18 @@ class _DataParams(BaseModel):
         if self.baseline_year >= self.target_year:
             raise ValueError(f"baseline_year ({self.baseline_year}) must be before "
                              f"target_year ({self.target_year})")
+        return self
+
+    @model_validator(mode="after")
+    def _disclosure_not_weaker_by_accident(self) -> _DataParams:
+        weaker = [f"{name} {value} (default {default})" for name, value, default, bad in (
+            ("min_contributors", self.min_contributors, 3, self.min_contributors < 3),
+            ("dominance_n", self.dominance_n, 2, self.dominance_n < 2),
+            ("dominance_k", self.dominance_k, 0.85, self.dominance_k > 0.85)) if bad]
+        if weaker and not self.weaker_disclosure:
+            raise ValueError("disclosure thresholds weaker than the defaults publish cells that could "
+                             f"identify firms: {', '.join(weaker)}. Fix: keep the defaults, or set "
+                             "weaker_disclosure: true to confirm (the pages then print the thresholds)")
         return self
 
     @model_validator(mode="after")
