@@ -472,13 +472,13 @@ def test_duckdb_calibrated_and_satterthwaite_match_pandas(sample: dict, psu) -> 
 
 
 @pytest.mark.parametrize("psu", ["psu", None])
-@pytest.mark.parametrize("mode", ["fine", "sets", "engine"])
+@pytest.mark.parametrize("mode", ["fine", "breakdown", "engine"])
 def test_indicators_sql_stage_matches_pandas(sample: dict, monkeypatch, mode, psu) -> None:
     """Every registry indicator (the year-to-year ones included), three breakdowns, 5 % item
     non-response: the SQL stage (a) gives the pandas rows to 1e-9 whichever way its PSU totals
     go (``FETCH_LIMIT`` against their size bounds: the finest key fetched and rolled up in
-    numpy; the grouping sets fetched; or kept in DuckDB with every step in SQL), with PSUs or
-    with the firm as the PSU."""
+    numpy; kept in DuckDB and each breakdown's roll-up fetched; or every step in SQL), with
+    PSUs or with the firm as the PSU."""
     from msme_eval import indicators
     from msme_eval.indicators import _sql
 
@@ -486,9 +486,10 @@ def test_indicators_sql_stage_matches_pandas(sample: dict, monkeypatch, mode, ps
     n_psu = panel.groupby(["country", "strata", psu or "firm_id"]).ngroups
     psu_periods = n_psu * (panel["year"].nunique() + 1)
     sizes = [panel[b].nunique() + 1 for b in ("size_class", "owner_female", "sector")]
-    fine, sets = psu_periods * np.prod(sizes), psu_periods * (1 + sum(sizes))
-    assert fine > sets
-    monkeypatch.setattr(_sql, "FETCH_LIMIT", {"fine": fine, "sets": sets, "engine": 0}[mode])
+    fine, per_breakdown = psu_periods * np.prod(sizes), psu_periods * max(sizes)
+    assert fine > per_breakdown
+    monkeypatch.setattr(_sql, "FETCH_LIMIT",
+                        {"fine": fine, "breakdown": per_breakdown, "engine": 0}[mode])
     design = ("weight", "strata", psu) if psu else ("weight", "strata")
     kw = dict(breakdowns=["size_class", "owner_female", "sector"], disclosure=False,
               design=design, singleton="centre")

@@ -67,8 +67,8 @@ class SqlStage:
             self.h, self.p = self.h.replace("STRING", "VARCHAR"), self.p.replace("STRING", "VARCHAR")
         self.inds = inds
         self.breakdowns = list(breakdowns)
-        self._groups: dict[str, tuple[str, str, list[str]]] = {}
-        self._big: str | None = None
+        self._groups: dict[str, tuple[str, list[str]]] = {}
+        self._fine: str | None = None
         self._tables: list[str] = []
         self.fetch_limit = FETCH_LIMIT
         self.live = [i for i in inds if not missing_cols[i["id"]]]
@@ -251,92 +251,78 @@ class SqlStage:
         return per_shift, cols
 
     def _psu_totals(self) -> None:
-        """ONE scan of the source for every breakdown: the PSU totals per (country, stratum,
-        PSU, period) and per (..., group) of each breakdown (:meth:`_psu_sql`). Where they go
-        depends on their size bound (PSU-periods x groups, ``FETCH_LIMIT`` rows):
+        """ONE scan of the source for every breakdown: the PSU totals at the finest key
+        (country, stratum, PSU, period and the group of every breakdown; :meth:`_fine_sql`).
+        Where they go depends on their size (``FETCH_LIMIT`` rows):
 
-        * ``fine``: the totals at the finest key (PSU-period x the group of every breakdown)
-          are fetched (Arrow) and rolled up per breakdown in numpy;
-        * ``sets``: the ``GROUPING SETS`` (the total, each breakdown) are fetched;
-        * ``engine``: the ``GROUPING SETS`` stay in the engine (DuckDB temp table, spilled
-          under a memory limit; Spark: persisted) and every later step is SQL (e.g. the firm
-          is the PSU of a large census).
+        * bound ``PSU-periods x prod(groups)`` small: fetched at once (Arrow), every breakdown
+          rolled up from them in numpy (no temporary table);
+        * else kept in the engine (DuckDB temp table, spilled under a memory limit; Spark:
+          persisted) and, per breakdown, re-aggregated there to (PSU-period, group) --
+          fetched when ``min(PSU-periods x groups, fine rows)`` is small, else left in the
+          engine with every later step in SQL (e.g. the firm as the PSU of a large census).
         """
-        if self._big is not None:
+        if self._fine is not None:
             return
         groups: dict[str, str] = {}
         for j, b in enumerate(b for b in self.breakdowns if b in self.schema):
             gexpr, labels = self._group_expr(b)
             groups[f"g{j}"] = gexpr
-            self._groups[b] = (f"g{j}", f"k{j}", labels)
+            self._groups[b] = (f"g{j}", labels)
         frm, sel = self._base(groups)
         per_shift, cols = self._part_columns()
         self._cols = cols
-        shifts = sorted(set(per_shift) | {0})
-        sel = sel + [e for s in shifts for e in per_shift.get(s, [])]
+        self._shifts = sorted(set(per_shift) | {0})
+        sel = sel + [e for s in self._shifts for e in per_shift.get(s, [])]
         row_sql = f"SELECT {', '.join(sel)} FROM {frm}"
-        psus = int(self.n_h.sum()) * self.ny
-        sizes = [len(labels) for _, _, labels in self._groups.values()]
-        self._mode = ("fine" if psus * int(np.prod(sizes, dtype=float)) <= self.fetch_limit
-                      else "sets" if psus * (1 + sum(sizes)) <= self.fetch_limit else "engine")
-        sql = self._psu_sql(row_sql, list(groups), shifts, cols, sets=self._mode != "fine")
-        if self._mode != "engine":
-            self._big = "local"
-            self._local = self._fetch(sql)
+        fine = self._fine_sql(list(groups))
+        self._psu_periods = int(self.n_h.sum()) * self.ny
+        sizes = [len(labels) for _, labels in self._groups.values()]
+        if self._psu_periods * float(np.prod(sizes)) <= self.fetch_limit:
+            self._fine = "local"
+            self._local = self._fetch(f"WITH rows_ AS ({row_sql}), fine AS ({fine}) "
+                                      + self._shifted("fine", list(groups)))
             return
-        self._big = f"msme_psu_{uuid.uuid4().hex}"
-        self.run.materialise(self._big, sql)
-        self._tables.append(self._big)
+        self._fine = f"msme_fine_{uuid.uuid4().hex}"
+        self.run.materialise(self._fine, f"WITH rows_ AS ({row_sql}) {fine}")
+        self._tables.append(self._fine)
+        self._n_fine = int(self.run.query(f"SELECT COUNT(*) AS n FROM {self._fine}")["n"].iloc[0])
 
-    @staticmethod
-    def _psu_sql(row_sql: str, groups: list[str], shifts: list[int],
-                 cols: list[tuple[str, str, str, int, str]], sets: bool = True) -> str:
-        """The PSU totals of every grouping set from the row features, in two aggregations:
+    def _fine_sql(self, groups: list[str]) -> str:
+        """ONE hash aggregate over the rows ``rows_`` at the finest key: weighted parts
+        (DOUBLE), record counts (0/1 TINYINT flags summed, as BIGINT) and ``r0 = COUNT(*)``
+        -- no re-scan of the rows per breakdown (each is a roll-up of this table)."""
+        keys = ", ".join(["a", "h", "p", "yi", *groups])
+        return (f"SELECT {keys}, COUNT(*) AS r0, {_total('lg', 'n')} AS lg, "
+                + ", ".join(f"{_total(n, kd)} AS {n}" for _, n, kd, _, _ in self._cols)
+                + f" FROM rows_ WHERE yi IS NOT NULL GROUP BY {keys}")
 
-        1. ONE hash aggregate over the rows at the finest key (country, stratum, PSU, period
-           and the group of every breakdown): weighted parts (DOUBLE) and record counts
-           (0/1 TINYINT flags summed to BIGINT; ``r0`` = ``COUNT(*)``);
-        2. parts with a one-year shift moved to period ``yi + s`` (a ``UNION ALL`` over the
-           small fine table, not the rows), then ``GROUPING SETS`` (the total and each
-           breakdown; ``k{j} = GROUPING(g{j})`` tells them apart) over the fine table -- no
-           re-scan of the rows per breakdown. ``sets=False``: the shifted fine table itself
-           (a PSU-period x groups key may repeat; the caller sums).
-        """
-        fine_keys = ", ".join(["a", "h", "p", "yi", *groups])
+    def _shifted(self, src: str, groups: list[str]) -> str:
+        """The rows of ``src`` (fine table) with the parts of a one-year shift moved to period
+        ``yi + s`` (``UNION ALL``; a key may repeat: the consumer sums)."""
+        blocks = []
+        for s in self._shifts:
+            items = [n if sh == s else f"CAST(0 AS {'DOUBLE' if kd == 'x' else 'BIGINT'})"
+                     for _, n, kd, sh, _ in self._cols]
+            head = ["a", "h", "p", f"yi + {s} AS yi", *groups,
+                    "r0" if s == 0 else "CAST(0 AS BIGINT) AS r0",
+                    "lg" if s == 0 else "CAST(0 AS BIGINT) AS lg"]
+            blocks.append(f"SELECT {', '.join(head)}, "
+                          + ", ".join(f"{e} AS {c[1]}" for e, c in zip(items, self._cols))
+                          + f" FROM {src}")
+        return " UNION ALL ".join(blocks)
 
-        def total(n: str, kind: str) -> str:
-            return f"SUM({n})" if kind == "x" else f"CAST(SUM({n}) AS BIGINT)"
+    def _breakdown_sql(self, breakdown: str | None) -> str:
+        """(PSU-period, group) totals of one breakdown from the fine table (SQL roll-up)."""
+        g = "0" if breakdown is None else self._groups[breakdown][0]
+        sums = ", ".join(f"{_total(n, kd)} AS {n}" for n, kd in
+                         [("r0", "n"), ("lg", "n"), *((c[1], c[2]) for c in self._cols)])
+        return (f"SELECT a, h, p, yi, g, {sums} FROM ({self._shifted(self._fine, [f'{g} AS g'])})"
+                " AS s GROUP BY a, h, p, yi, g")
 
-        fine = (f"SELECT {fine_keys}, COUNT(*) AS r0, CAST(SUM(lg) AS BIGINT) AS lg, "
-                + ", ".join(f"{total(n, kd)} AS {n}" for _, n, kd, _, _ in cols)
-                + f" FROM rows_ WHERE yi IS NOT NULL GROUP BY {fine_keys}")
-        if shifts == [0]:
-            src = "fine"
-        else:
-            blocks = []
-            for s in shifts:
-                items = [n if sh == s else f"CAST(0 AS {'DOUBLE' if kd == 'x' else 'BIGINT'})"
-                         for _, n, kd, sh, _ in cols]
-                head = ["a", "h", "p", f"yi + {s} AS yi", *groups,
-                        "r0" if s == 0 else "CAST(0 AS BIGINT) AS r0",
-                        "lg" if s == 0 else "CAST(0 AS BIGINT) AS lg"]
-                blocks.append(f"SELECT {', '.join(head)}, "
-                              + ", ".join(f"{e} AS {c[1]}" for e, c in zip(items, cols))
-                              + " FROM fine")
-            src = f"({' UNION ALL '.join(blocks)}) AS shifted"
-        if not sets:
-            return f"WITH rows_ AS ({row_sql}), fine AS ({fine}) SELECT * FROM {src}"
-        keys = "a, h, p, yi"
-        sets = ", ".join([f"({keys})", *[f"({keys}, {g})" for g in groups]])
-        psu_sel = [keys, *groups, *[f"GROUPING({g}) AS k{g[1:]}" for g in groups],
-                   *[f"{total(n, kd)} AS {n}" for n, kd in [("r0", "n"), ("lg", "n")]
-                     + [(c[1], c[2]) for c in cols]]]
-        return (f"WITH rows_ AS ({row_sql}), fine AS ({fine}) SELECT {', '.join(psu_sel)} "
-                f"FROM {src} GROUP BY GROUPING SETS ({sets})")
-
-    def _fetch(self, sql: str) -> dict[str, np.ndarray]:
-        """The PSU totals of every grouping set as numpy arrays (one query, one fetch) and
-        their PSU-period index ``py`` (``self._py_hy``: stratum * ny + period of each)."""
+    def _fetch(self, sql: str) -> dict[str, Any]:
+        """PSU totals as numpy arrays (one query, Arrow, text keys dictionary-encoded) and
+        their PSU-period index ``py`` (``py_hy``: stratum * ny + period of each)."""
         tab = self.run.query_arrow(sql)
         a, a_lab = _codes(tab.column("a"))
         h, h_lab = _codes(tab.column("h"))
@@ -345,13 +331,13 @@ class SqlStage:
         pairs = pd.MultiIndex.from_arrays([a_lab[ah // len(h_lab)], h_lab[ah % len(h_lab)]])
         hs = self._strata.get_indexer(pairs).astype(np.int64)[first]
         yi = _ints(tab.column("yi"))
-        py, uniq = pd.factorize((hs * max(len(p_lab), 1) + p) * self.ny + yi)
+        n_p = max(len(p_lab), 1)
+        py, uniq = pd.factorize((hs * n_p + p) * self.ny + yi)
         uniq = np.asarray(uniq, dtype=np.int64)
-        self._py_hy = (uniq // self.ny // max(len(p_lab), 1)) * self.ny + uniq % self.ny
-        out = {"hs": hs, "yi": yi, "py": py.astype(np.int64)}
-        for g, k, _ in self._groups.values():
-            if self._mode == "sets":
-                out[k] = _ints(tab.column(k))
+        out: dict[str, Any] = {"py": py.astype(np.int64),
+                               "py_hy": (uniq // self.ny // n_p) * self.ny + uniq % self.ny}
+        for g in [c for c in tab.column_names if c == "g" or c in
+                  {gn for gn, _ in self._groups.values()}]:
             out[g] = _ints(tab.column(g))
         for c in ["r0", "lg", *(c[1] for c in self._cols)]:
             out[c] = tab.column(c).to_numpy().astype(float, copy=False)
@@ -373,36 +359,25 @@ class SqlStage:
                            for kind in ("n", "pop", "miss")}
         return xcol, counts
 
-    def _local_moments(self, breakdown: str | None) -> Moments:
-        """:meth:`moments` from the fetched PSU totals (numpy ``bincount``)."""
-        L = self._local
-        sets = self._mode == "sets"
-        sel = np.ones(len(L["py"]), dtype=bool)
-        if breakdown is None:
-            for _, k, _ in (self._groups.values() if sets else ()):
-                sel &= L[k] == 1
-            labels = [TOTAL]
-            g = np.zeros(int(sel.sum()), dtype=np.int64)
-        else:
-            gname, k, labels = self._groups[breakdown]
-            if sets:
-                sel = L[k] == 0
-            g = L[gname][sel]
+    def _local_moments(self, L: dict[str, Any], gcol: str | None, labels: list[str],
+                       total: bool) -> Moments:
+        """:meth:`moments` from fetched PSU totals ``L`` (numpy): the rows of each
+        (PSU-period, group) pair summed, then per (stratum, period, group) cell."""
         G = len(labels)
-        # (PSU-period, group) totals: the fine rows of each pair summed (a no-op for sets)
-        pair, inv = np.unique(L["py"][sel] * G + g, return_inverse=True)
+        g = np.zeros(len(L["py"]), dtype=np.int64) if gcol is None else L[gcol]
+        pair, inv = np.unique(L["py"] * G + g, return_inverse=True)
         k_py, k_g = pair // G, pair % G
         shape = (len(self.n_h), self.ny, G)
-        cell = self._py_hy[k_py] * G + k_g
+        cell = L["py_hy"][k_py] * G + k_g
 
         def arr(x: np.ndarray | None) -> np.ndarray:
             return np.bincount(cell, weights=x, minlength=int(np.prod(shape))).reshape(shape)
 
         def per_pair(col: str) -> np.ndarray:
-            return np.bincount(inv, weights=L[col][sel], minlength=len(pair))
+            return np.bincount(inv, weights=L[col], minlength=len(pair))
 
         m = {"__rows__": arr(per_pair("r0")), "__psus__": arr(None).astype(float)}
-        if breakdown is None:
+        if total:
             m["__large__"] = arr(per_pair("lg"))
         xcol, counts = self._recipe()
         psu_x: dict[str, dict[str, np.ndarray]] = {}
@@ -412,22 +387,19 @@ class SqlStage:
             m.update({name: arr(psu_x[iid][role]) for name, role in moment_names(ind).items()})
             m.update({f"{iid}:{kind}": arr(sum(per_pair(c) for c in cs))
                       for kind, cs in counts[iid].items()})
-        return Moments(labels, m, (k_py, k_g, psu_x))
+        return Moments(labels, m, (k_py, k_g, psu_x, L["py_hy"]))
 
     def moments(self, breakdown: str | None) -> Any:
         self._psu_totals()
-        if self._big == "local":
-            return self._local_moments(breakdown)
-        if breakdown is None:
-            g, labels = "0", [TOTAL]
-            cond = " AND ".join(f"{k} = 1" for _, k, _ in self._groups.values()) or "TRUE"
-        else:
-            g, k, labels = self._groups[breakdown]
-            cond = f"{k} = 0"
-        names = [c[1] for c in self._cols]
+        gcol, labels = (None, [TOTAL]) if breakdown is None else self._groups[breakdown]
+        if self._fine == "local":
+            return self._local_moments(self._local, gcol, labels, breakdown is None)
+        bound = min(self._psu_periods * len(labels), self._n_fine * len(self._shifts))
+        if bound <= self.fetch_limit:
+            return self._local_moments(self._fetch(self._breakdown_sql(breakdown)), "g",
+                                       labels, breakdown is None)
         table = f"msme_psu_{uuid.uuid4().hex}"
-        self.run.materialise(table, f"SELECT a, h, p, yi, {g} AS g, r0, lg, {', '.join(names)} "
-                             f"FROM {self._big} WHERE {cond}")
+        self.run.materialise(table, self._breakdown_sql(breakdown))
         self._tables.append(table)
         xcol, counts = self._recipe()
         out_cols: dict[str, str] = {}
@@ -450,8 +422,10 @@ class SqlStage:
         table of ``M`` (not the rows): the coefficients and centres per (stratum, period,
         group) go to the engine as a small table, joined to every PSU-period x group. Fetched
         PSU totals: :func:`parts.centred_ss` in numpy."""
-        if self._big == "local":
-            return centred_ss(M, reqs, self._py_hy, len(self.n_h), self.ny)
+        if not isinstance(M.psu[0], str):  # fetched PSU totals
+            k_py, k_g, psu_x, py_hy = M.psu
+            return centred_ss((k_py, k_g, psu_x), M.n_groups, reqs, py_hy, len(self.n_h),
+                              self.ny)
         table, xcol = M.psu
         G, ny, n_s = M.n_groups, self.ny, len(self.n_h)
         hs, yi, g = (a.ravel() for a in np.indices((n_s, ny, G)))
@@ -594,6 +568,11 @@ class SqlStage:
 def _flag(cond: str) -> str:
     """A 0/1 record flag as TINYINT (NULL condition -> 0): summed exactly, as BIGINT."""
     return f"CAST((CASE WHEN {cond} THEN 1 ELSE 0 END) AS TINYINT)"
+
+
+def _total(col: str, kind: str) -> str:
+    """SUM of a weighted part (DOUBLE) or of a record count (exact, BIGINT)."""
+    return f"SUM({col})" if kind == "x" else f"CAST(SUM({col}) AS BIGINT)"
 
 
 def _codes(col: Any) -> tuple[np.ndarray, np.ndarray]:

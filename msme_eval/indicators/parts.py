@@ -92,14 +92,15 @@ class Moments:
         return len(self.labels)
 
 
-def centred_ss(M: Moments, reqs: dict[str, dict[str, Any]], py_hy: np.ndarray, n_strata: int,
-               ny: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
+def centred_ss(psu: tuple, G: int, reqs: dict[str, dict[str, Any]], py_hy: np.ndarray,
+               n_strata: int, ny: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
     """Second pass: ``sum_i (u_i - c)^2`` per (stratum, period, group) over the PSU-periods
     with records, ``u_i = sum_a e_a X_ia`` (+ ``e_b T_ib`` for the domain-level roles of a
     share cell, ``T_ib = sum_g X_igb``); also the number of those PSU-periods per
     (stratum, period).
 
-    ``M.psu = (k_py, k_g, psu_x)``: per (PSU-period, group) row its PSU-period index and group
+    ``psu = (k_py, k_g, psu_x)`` (a :class:`Moments`' ``psu``), ``G`` its number of groups:
+    per (PSU-period, group) row its PSU-period index and group
     code (unique pairs) and ``psu_x[iid][role]`` the PSU totals ``X``; ``py_hy``: stratum *
     ny + period of every PSU-period index. ``reqs[iid]``: ``coef`` role -> e (n_strata, ny, G),
     ``centre`` c (n_strata, ny, G), ``domain_roles`` (and ``cal``: calibration residuals
@@ -107,8 +108,8 @@ def centred_ss(M: Moments, reqs: dict[str, dict[str, Any]], py_hy: np.ndarray, n
     before squaring keeps the variance free of the cancellation in ``sum u^2 - (sum u)^2 / n``
     (the u_i of a ratio are near-constant). Shared by the in-memory and the SQL stage (a).
     """
-    k_py, k_g, psu_x = M.psu
-    G, n_py = M.n_groups, len(py_hy)
+    k_py, k_g, psu_x = psu
+    n_py = len(py_hy)
     used = np.bincount(k_py, minlength=n_py) > 0
     hy_u = py_hy[used]
     n_present = np.bincount(hy_u, minlength=n_strata * ny).astype(float)

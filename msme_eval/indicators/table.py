@@ -509,8 +509,8 @@ class _PandasStage:
     def centred_ss(self, M: Moments, reqs: dict[str, dict[str, Any]]
                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
         """Second pass over the PSU totals of ``M`` (:func:`parts.centred_ss`)."""
-        return centred_ss(M, reqs, self.py_stratum * self.ny + self.py_yi, self.n_strata,
-                          self.ny)
+        return centred_ss(M.psu, M.n_groups, reqs, self.py_stratum * self.ny + self.py_yi,
+                          self.n_strata, self.ny)
 
 
 # ------------------------------------------------------------------------------------------
