@@ -48,7 +48,7 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from . import schema
+from . import __version__, schema
 from .schema import DataValidationError, ValidationReport, file_error
 
 PathLike = str | os.PathLike
@@ -561,7 +561,6 @@ class ValidationResult:
 
 
 def _version() -> str:
-    from . import __version__
     return __version__
 
 

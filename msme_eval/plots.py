@@ -31,6 +31,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 
+from msme_eval.indicators import registry
+
 __all__ = ["kpi_dashboard", "country_comparison", "impact_forest", "event_study_grid",
            "styled_table", "STATUS_COLOURS", "STATUS_MARKERS", "STATUS_SYMBOLS", "OKABE_ITO",
            "LABELS", "VALUE_LABELS", "label", "value_label"]
@@ -172,12 +174,8 @@ _YEAR_COLS = ("time_period", "baseline_year", "latest_year", "target_year")
 
 
 def _names() -> dict[str, str]:
-    try:
-        from .indicators import registry
-        reg = registry()
-        return dict(zip(reg["id"], reg["name"]))
-    except Exception:  # pragma: no cover - a broken registry must not break a figure
-        return {}
+    reg = registry()
+    return dict(zip(reg["id"], reg["name"]))
 
 
 def _series(indicators: pd.DataFrame, ind: str, area: str) -> pd.DataFrame:

@@ -28,6 +28,7 @@ from msme_eval.contract import ESTIMATE_COLUMNS
 
 from ._checks import ImpactInputError, integer_time, require_columns
 from .did import did
+from .plots import event_study_plot
 from .results import DidResult, Notes, _SettingsFace
 from .survival import survival_did
 from .twfe import twfe
@@ -344,8 +345,6 @@ class Evaluation(_SettingsFace):
             raise KeyError(f"no event study for {key}; available: {sorted(self.results)}")
         ax = self.results[key].plot(ax=ax)
         if twfe_baseline and key in self.event_studies and "twfe" in self.event_studies[key].attrs:
-            from .plots import event_study_plot
-
             event_study_plot(self.event_studies[key].attrs["twfe"], ax=ax, color="C3", offset=0.15,
                              label="TWFE event study (biased if effects vary)")
         return ax

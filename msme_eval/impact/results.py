@@ -33,6 +33,8 @@ from scipy import sparse, stats
 from msme_eval.contract import ESTIMATE_COLUMNS
 from msme_eval.results import Result, inference
 
+from .plots import event_study_plot
+
 __all__ = ["DidResult", "Estimate", "WaldTest", "Notes", "normal_inference"]
 
 
@@ -556,7 +558,5 @@ class DidResult(_Aggregations, _SettingsFace):
 
     def plot(self, ax: Any = None, **kwargs: Any) -> Any:
         """Event-study figure with pointwise CIs, uniform band and the pre-trend test annotated."""
-        from .plots import event_study_plot
-
         return event_study_plot(self.event_study, pretrend=self.pretrend, title=self.outcome, ax=ax,
                                 alpha=self.alpha, **kwargs)
