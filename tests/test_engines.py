@@ -476,9 +476,9 @@ def test_duckdb_calibrated_and_satterthwaite_match_pandas(sample: dict, psu) -> 
 def test_indicators_sql_stage_matches_pandas(sample: dict, monkeypatch, mode, psu) -> None:
     """Every registry indicator (the year-to-year ones included), three breakdowns, 5 % item
     non-response: the SQL stage (a) gives the pandas rows to 1e-9 whichever way its PSU totals
-    go (``FETCH_LIMIT`` against their size bounds: the finest key fetched and rolled up in
-    numpy; kept in DuckDB and each breakdown's roll-up fetched; or every step in SQL), with
-    PSUs or with the firm as the PSU."""
+    go (``FETCH_LIMIT`` against their sizes: the finest key fetched and rolled up in numpy;
+    kept in DuckDB and each breakdown's roll-up fetched or left in SQL; or every step in
+    SQL), with PSUs or with the firm as the PSU."""
     from msme_eval import indicators
     from msme_eval.indicators import _sql
 
@@ -486,10 +486,13 @@ def test_indicators_sql_stage_matches_pandas(sample: dict, monkeypatch, mode, ps
     n_psu = panel.groupby(["country", "strata", psu or "firm_id"]).ngroups
     psu_periods = n_psu * (panel["year"].nunique() + 1)
     sizes = [panel[b].nunique() + 1 for b in ("size_class", "owner_female", "sector")]
-    fine, per_breakdown = psu_periods * np.prod(sizes), psu_periods * max(sizes)
-    assert fine > per_breakdown
-    monkeypatch.setattr(_sql, "FETCH_LIMIT",
-                        {"fine": fine, "breakdown": per_breakdown, "engine": 0}[mode])
+    # fine rows (x 2: the year-to-year parts are shifted copies) just above the limit: kept
+    # in DuckDB, the total and the small breakdowns fetched per breakdown, others in SQL
+    n_fine = panel.groupby(["country", "strata", psu or "firm_id", "year", "size_class",
+                            "owner_female", "sector"], dropna=False, observed=True).ngroups
+    limit = {"fine": psu_periods * np.prod(sizes), "breakdown": 2 * n_fine - 1, "engine": 0}
+    assert limit["fine"] > limit["breakdown"] > psu_periods
+    monkeypatch.setattr(_sql, "FETCH_LIMIT", limit[mode])
     design = ("weight", "strata", psu) if psu else ("weight", "strata")
     kw = dict(breakdowns=["size_class", "owner_female", "sector"], disclosure=False,
               design=design, singleton="centre")

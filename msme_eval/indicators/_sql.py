@@ -69,6 +69,7 @@ class SqlStage:
         self.breakdowns = list(breakdowns)
         self._groups: dict[str, tuple[str, list[str]]] = {}
         self._fine: str | None = None
+        self._local: dict[str, Any] | None = None
         self._tables: list[str] = []
         self.fetch_limit = FETCH_LIMIT
         self.live = [i for i in inds if not missing_cols[i["id"]]]
@@ -258,9 +259,10 @@ class SqlStage:
         * bound ``PSU-periods x prod(groups)`` small: fetched at once (Arrow), every breakdown
           rolled up from them in numpy (no temporary table);
         * else kept in the engine (DuckDB temp table, spilled under a memory limit; Spark:
-          persisted) and, per breakdown, re-aggregated there to (PSU-period, group) --
-          fetched when ``min(PSU-periods x groups, fine rows)`` is small, else left in the
-          engine with every later step in SQL (e.g. the firm as the PSU of a large census).
+          persisted) and fetched at once if it has few rows after all; if not, per breakdown,
+          re-aggregated there to (PSU-period, group) -- fetched when ``min(PSU-periods x
+          groups, fine rows)`` is small, else left in the engine with every later step in
+          SQL (e.g. the firm as the PSU of a large census).
         """
         if self._fine is not None:
             return
@@ -287,6 +289,8 @@ class SqlStage:
         self.run.materialise(self._fine, f"WITH rows_ AS ({row_sql}) {fine}")
         self._tables.append(self._fine)
         self._n_fine = int(self.run.query(f"SELECT COUNT(*) AS n FROM {self._fine}")["n"].iloc[0])
+        if self._n_fine * len(self._shifts) <= self.fetch_limit:  # fewer than the bound said
+            self._local = self._fetch(self._shifted(self._fine, list(groups)))
 
     def _fine_sql(self, groups: list[str]) -> str:
         """ONE hash aggregate over the rows ``rows_`` at the finest key: weighted parts
@@ -392,7 +396,7 @@ class SqlStage:
     def moments(self, breakdown: str | None) -> Any:
         self._psu_totals()
         gcol, labels = (None, [TOTAL]) if breakdown is None else self._groups[breakdown]
-        if self._fine == "local":
+        if self._local is not None:
             return self._local_moments(self._local, gcol, labels, breakdown is None)
         bound = min(self._psu_periods * len(labels), self._n_fine * len(self._shifts))
         if bound <= self.fetch_limit:
