@@ -558,6 +558,11 @@ class _Dialect:
             return f"(CASE WHEN isfinite({c}) OR isinf({c}) THEN {c} ELSE NULL END)"
         return f"(CASE WHEN isnan({c}) THEN NULL ELSE {c} END)"
 
+    def distinct_list(self, x: str) -> str:
+        """Aggregate: the distinct values of ``x`` in the group as a list (NULLs: dropped by
+        the caller)."""
+        return f"list(DISTINCT {x})" if self.name == "duckdb" else f"collect_set({x})"
+
     def null_safe_eq(self, a: str, b: str) -> str:
         return f"({a} IS NOT DISTINCT FROM {b})" if self.name == "duckdb" else f"({a} <=> {b})"
 

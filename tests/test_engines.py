@@ -516,3 +516,20 @@ def test_indicators_sql_stage_matches_pandas(sample: dict, monkeypatch, mode, ps
         assert ok.all(), (col, got.loc[~ok, ["indicator", "ref_area", "group", col]].head(),
                           b[~ok][:5])
     assert got["se"].notna().sum() > 500
+
+
+def test_indicators_sql_stage_refuses_missing_design(sample: dict, tmp_path) -> None:
+    """A missing stratum or a weight <= 0 in the Parquet panel: a clear error naming the
+    column and the count of rows (found by the one design scan), not a silent drop."""
+    from msme_eval import indicators
+
+    panel = sample["panel"].copy()
+    panel.loc[panel.index[:3], "strata"] = None
+    panel.to_parquet(tmp_path / "s.parquet", index=False)
+    with pytest.raises(ValueError, match=r"strata column 'strata' is missing in 3 rows"):
+        indicators.compute(str(tmp_path / "s.parquet"), indicators=["K01"], disclosure=False)
+    panel = sample["panel"].copy()
+    panel.loc[panel.index[5], "weight"] = 0.0
+    panel.to_parquet(tmp_path / "w.parquet", index=False)
+    with pytest.raises(ValueError, match=r"weight column 'weight' .* <= 0 in 1 rows"):
+        indicators.compute(str(tmp_path / "w.parquet"), indicators=["K01"], disclosure=False)

@@ -90,7 +90,15 @@ class SqlStage:
             checks.append(f"SUM(CASE WHEN {q(scol)} IS NULL THEN 1 ELSE 0 END) AS bad_s")
         psu_src = pcol if pcol in self.schema else "firm_id"
         checks.append(f"SUM(CASE WHEN {q(psu_src)} IS NULL THEN 1 ELSE 0 END) AS bad_p")
-        chk = self.run.query(f"SELECT {', '.join(checks)} FROM __src__").iloc[0]
+        # ONE scan: the checks, PSUs per stratum, the years and the labels of the text
+        # breakdowns (distinct lists per stratum)
+        texts = [b for b in self.breakdowns if b in self.schema and b not in BOOL_LABELS]
+        lists = [f"{self.d.distinct_list(f'CAST({y} AS BIGINT)')} AS ys",
+                 *[f"{self.d.distinct_list(self._str(q(b)))} AS l{j}" for j, b in enumerate(texts)]]
+        t = self.run.query(
+            f"SELECT {self._str(a)} AS a, {self.h} AS h, COUNT(DISTINCT {self.p}) AS n_h, "
+            f"{', '.join(checks + lists)} FROM __src__ GROUP BY 1, 2")
+        chk = t[[c.rsplit(" AS ", 1)[1] for c in checks]].sum()
         what = {"bad_area": f"column {self.area_col!r} is missing",
                 "bad_year": f"column {self.year_col!r} has missing values",
                 "bad_w": f"weight column {wcol!r} is missing, infinite or <= 0",
@@ -101,11 +109,9 @@ class SqlStage:
                 raise ValueError(f"{self.run.describe}: {msg} in {int(chk[k])} rows. Fix: "
                                  "every row needs its country, year, weight > 0, stratum "
                                  "and PSU (or drop the design column).")
-        t = self.run.query(
-            f"SELECT {self._str(a)} AS a, {self.h} AS h, COUNT(DISTINCT {self.p}) AS n_h, "
-            f"MIN(CAST({y} AS BIGINT)) AS y0 FROM __src__ GROUP BY 1, 2")
-        years = self.run.query(f"SELECT DISTINCT CAST({y} AS BIGINT) AS y FROM __src__")["y"]
-        self.years = np.sort(years.to_numpy(dtype=np.int64))
+        self._labels = {b: _distinct(t[f"l{j}"]) for j, b in enumerate(texts)}
+        years = np.asarray(_distinct(t["ys"]), dtype=np.int64)
+        self.years = np.sort(years)
         self.ny = len(self.years) + 1
         t = t.sort_values(["a", "h"], kind="stable").reset_index(drop=True)
         self.areas = pd.Index(sorted(t["a"].unique()))
@@ -210,8 +216,10 @@ class SqlStage:
             v = f"CAST(s.{q(b)} AS DOUBLE)"
             return (f"(CASE WHEN {v} IS NULL THEN 2 WHEN {v} = 1 THEN 1 ELSE 0 END)",
                     [*BOOL_LABELS[b], na])
-        vals = self.run.query(f"SELECT DISTINCT {self._str(q(b))} AS v FROM __src__ "
-                              f"WHERE {q(b)} IS NOT NULL")["v"].tolist()
+        vals = self._labels.get(b)
+        if vals is None:
+            vals = self.run.query(f"SELECT DISTINCT {self._str(q(b))} AS v FROM __src__ "
+                                  f"WHERE {q(b)} IS NOT NULL")["v"].tolist()
         if b == "size_class":
             order = {c: i for i, c in enumerate([*MSME_CLASSES, "large"])}
             vals = sorted(vals, key=lambda v: (order.get(v, 99), v))
@@ -572,6 +580,15 @@ class SqlStage:
 def _flag(cond: str) -> str:
     """A 0/1 record flag as TINYINT (NULL condition -> 0): summed exactly, as BIGINT."""
     return f"CAST((CASE WHEN {cond} THEN 1 ELSE 0 END) AS TINYINT)"
+
+
+def _distinct(lists: pd.Series) -> list[Any]:
+    """The union of per-group distinct lists (NULL dropped), sorted."""
+    out = set()
+    for v in lists:
+        if v is not None:
+            out.update(x for x in v if x is not None and x == x)
+    return sorted(out)
 
 
 def _total(col: str, kind: str) -> str:
