@@ -23,10 +23,11 @@ RSS of the case process and all its descendants (the Spark JVM included), sample
 with psutil; ``maxrss_gb`` = ``getrusage`` max RSS of the single largest process.
 
     python benchmarks/bench_scale.py --quick                      # seconds: 20k firms in /tmp
+    python benchmarks/bench_scale.py --rows 1e6 1e7 1e8 --cases floor,pandas,duckdb \
+        --memory-limit 2GB      # one run, one table: 1M, 10M, 100M rows (pandas skipped at 100M
+                                # with --max-pandas-rows); datasets made in --data-root
     python benchmarks/bench_scale.py --data /work/bench_data/f1m44 \
         --cases floor,pandas,duckdb,spark --memory-limit 3GB       # ~10M rows
-    python benchmarks/bench_scale.py --data /work/bench_data/f14m4 \
-        --cases floor,duckdb --memory-limit 2GB                    # ~100M rows, out of core
 
 Datasets: ``msme-eval sample --firms N --seed 0 --out DIR`` (``synth.write_partitioned``,
 about 6.95 firm-years per firm: 1.44M firms ~ 10M rows, 14.4M firms ~ 100M rows). A missing
@@ -214,68 +215,70 @@ def ensure_data(path: Path, firms: int, chunk_firms: int) -> None:
     print(f"generated {firms:,} firms into {path} in {time.perf_counter() - t:.1f} s")
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--data", default=None, help="dataset folder with panel/ and macro.csv")
-    ap.add_argument("--firms", type=int, default=1_440_000, help="to generate a missing --data")
-    ap.add_argument("--chunk-firms", type=int, default=100_000)
-    ap.add_argument("--cases", default="floor,pandas,duckdb,spark")
-    ap.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit (duckdb, floor)")
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--temp-dir", default=None, help="DuckDB spill folder (default DATA/.duckdb_tmp)")
-    ap.add_argument("--spark-conf", default="spark.driver.memory=3g",
-                    help="MSME_EVAL_SPARK_CONF for the spark case")
-    ap.add_argument("--duckdb-set", default="",
-                    help="extra DuckDB statements for duckdb/floor, ';'-separated")
-    ap.add_argument("--disclosure", action="store_true", help="also run disclosure control")
-    ap.add_argument("--quick", action="store_true", help="20k firms in /tmp: a smoke run")
-    ap.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="append results here")
-    ap.add_argument("--label", default="", help="free text stored in the CSV")
-    ap.add_argument("--run", help=argparse.SUPPRESS)  # internal: one case, print JSON
-    args = ap.parse_args(argv)
-    if args.quick:
-        args.data = args.data or "/tmp/msme_bench_quick"
-        args.firms, args.chunk_firms = 20_000, 10_000
-    if args.data is None:
-        ap.error("--data (or --quick) is required")
-    if args.run:
-        print(json.dumps(run_case(args.run, args)))
-        return
-    data = Path(args.data)
-    ensure_data(data, args.firms, args.chunk_firms)
+def _datasets(args: argparse.Namespace) -> list[Path]:
+    """``--data`` folders, or one folder per ``--rows`` size under ``--data-root``
+    (generated when missing: ``rows / ROWS_PER_FIRM`` firms)."""
+    if args.rows:
+        out = []
+        for rows in args.rows:
+            path = Path(args.data_root) / f"rows_{int(rows):d}"
+            ensure_data(path, int(round(rows / ROWS_PER_FIRM)), args.chunk_firms)
+            out.append(path)
+        return out
+    for d in args.data:
+        ensure_data(Path(d), args.firms, args.chunk_firms)
+    return [Path(d) for d in args.data]
+
+
+def run_dataset(data: Path, args: argparse.Namespace) -> list[dict]:
+    """Every case on one dataset (each in its own process); ``ratio`` = wall / floor wall."""
+    args.data = str(data)
     size = sum(f.stat().st_size for f in (data / "panel").rglob("*.parquet")) / 2**30
     print(f"data: {data}/panel ({size:.2f} GB Parquet); {os.cpu_count()} cores; "
           f"DuckDB memory_limit={args.memory_limit} threads={args.threads}", flush=True)
+    man = data / "manifest.json"
+    n_rows = json.loads(man.read_text())["n_rows"] if man.exists() else 0
     results = []
     for case in args.cases.split(","):
+        if case == "pandas" and n_rows > args.max_pandas_rows:
+            print(f"pandas skipped: {n_rows:,} rows > --max-pandas-rows (in memory)", flush=True)
+            continue
         r = spawn(case, args)
+        r["data"] = str(data)
         results.append(r)
         print(json.dumps(r), flush=True)
     floor = next((r["wall_s"] for r in results if r["case"] == "floor" and "wall_s" in r), None)
+    for r in results:
+        r["ratio"] = r["wall_s"] / floor if floor and "wall_s" in r else float("nan")
+    return results
+
+
+def print_table(results: list[dict]) -> None:
+    """One table for every dataset and case: rows, wall, peak memory, ratio to the floor."""
     head = (f"{'case':15s} {'rows':>12s} {'wall s':>8s} {'read s':>7s} {'peak GB':>8s} "
             f"{'maxrss GB':>9s} {'x floor':>8s}")
     print("\n" + head)
-    stamp = time.strftime("%Y-%m-%d %H:%M")
-    rows = []
     for r in results:
         if "failed" in r:
             print(f"{r['case']:15s} FAILED (peak {r['peak_tree_gb']:.2f} GB): {r['failed'][-300:]}")
-        else:
-            ratio = r["wall_s"] / floor if floor else float("nan")
-            r["ratio"] = ratio
-            print(f"{r['case']:15s} {r['rows'] or 0:12,d} {r['wall_s']:8.1f} "
-                  f"{r.get('read_s', float('nan')):7.1f} {r['peak_tree_gb']:8.2f} "
-                  f"{r['maxrss_gb']:9.2f} {ratio:8.2f}")
-        rows.append({"when": stamp, "label": args.label, "data": str(data),
-                     "memory_limit": args.memory_limit, "threads": args.threads,
-                     "duckdb_set": args.duckdb_set,
-                     "disclosure": args.disclosure, "case": r["case"], "rows": r.get("rows"),
-                     "wall_s": round(r.get("wall_s", float("nan")), 2),
-                     "read_s": round(r.get("read_s", float("nan")), 2),
-                     "peak_tree_gb": round(r["peak_tree_gb"], 3),
-                     "maxrss_gb": round(r.get("maxrss_gb", float("nan")), 3),
-                     "ratio_to_floor": round(r.get("ratio", float("nan")), 2),
-                     "failed": r.get("failed", "")[-200:].replace("\n", " | ")})
+            continue
+        print(f"{r['case']:15s} {r['rows'] or 0:12,d} {r['wall_s']:8.1f} "
+              f"{r.get('read_s', float('nan')):7.1f} {r['peak_tree_gb']:8.2f} "
+              f"{r['maxrss_gb']:9.2f} {r['ratio']:8.2f}")
+
+
+def append_csv(results: list[dict], args: argparse.Namespace) -> None:
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    rows = [{"when": stamp, "label": args.label, "data": r["data"],
+             "memory_limit": args.memory_limit, "threads": args.threads,
+             "duckdb_set": args.duckdb_set,
+             "disclosure": args.disclosure, "case": r["case"], "rows": r.get("rows"),
+             "wall_s": round(r.get("wall_s", float("nan")), 2),
+             "read_s": round(r.get("read_s", float("nan")), 2),
+             "peak_tree_gb": round(r["peak_tree_gb"], 3),
+             "maxrss_gb": round(r.get("maxrss_gb", float("nan")), 3),
+             "ratio_to_floor": round(r.get("ratio", float("nan")), 2),
+             "failed": r.get("failed", "")[-200:].replace("\n", " | ")} for r in results]
     args.csv.parent.mkdir(parents=True, exist_ok=True)
     fields, old = list(rows[0]), []
     if args.csv.exists():  # keep earlier runs; widen the header if columns were added
@@ -287,6 +290,48 @@ def main(argv: list[str] | None = None) -> None:
         w.writeheader()
         w.writerows(old + rows)
     print(f"appended to {args.csv}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--data", nargs="+", default=None,
+                    help="dataset folder(s) with panel/ and macro.csv")
+    ap.add_argument("--rows", type=float, nargs="+", default=None,
+                    help="dataset sizes, e.g. 1e6 1e7 1e8: DATA_ROOT/rows_N (made if missing)")
+    ap.add_argument("--data-root", default="/tmp/msme_bench", help="where --rows datasets live")
+    ap.add_argument("--firms", type=int, default=1_440_000, help="to generate a missing --data")
+    ap.add_argument("--chunk-firms", type=int, default=100_000)
+    ap.add_argument("--cases", default="floor,pandas,duckdb,spark")
+    ap.add_argument("--max-pandas-rows", type=float, default=3e7,
+                    help="skip the in-memory pandas case above this many rows")
+    ap.add_argument("--memory-limit", default="2GB", help="DuckDB memory_limit (duckdb, floor)")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                    help="DuckDB threads / Spark local[N] (default: the machine's cores)")
+    ap.add_argument("--temp-dir", default=None, help="DuckDB spill folder (default DATA/.duckdb_tmp)")
+    ap.add_argument("--spark-conf", default="spark.driver.memory=3g",
+                    help="MSME_EVAL_SPARK_CONF for the spark case")
+    ap.add_argument("--duckdb-set", default="",
+                    help="extra DuckDB statements for duckdb/floor, ';'-separated")
+    ap.add_argument("--disclosure", action="store_true", help="also run disclosure control")
+    ap.add_argument("--quick", action="store_true", help="20k firms in /tmp: a smoke run")
+    ap.add_argument("--csv", type=Path, default=DEFAULT_CSV, help="append results here")
+    ap.add_argument("--label", default="", help="free text stored in the CSV")
+    ap.add_argument("--run", help=argparse.SUPPRESS)  # internal: one case, print JSON
+    args = ap.parse_args(argv)
+    if args.run:
+        args.data = args.data[0]
+        print(json.dumps(run_case(args.run, args)))
+        return
+    if args.quick:
+        args.data = args.data or ["/tmp/msme_bench_quick"]
+        args.firms, args.chunk_firms = 20_000, 10_000
+    if args.data is None and args.rows is None:
+        ap.error("--data, --rows (or --quick) is required")
+    results = []
+    for data in _datasets(args):
+        results += run_dataset(data, args)
+    print_table(results)
+    append_csv(results, args)
 
 
 if __name__ == "__main__":

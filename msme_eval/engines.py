@@ -587,6 +587,10 @@ class _Runner:
     def query(self, sql: str, *, row_numbers: bool = False) -> pd.DataFrame:
         raise NotImplementedError
 
+    def floats(self) -> set[str]:
+        """Floating-point columns (the only ones that can hold NaN)."""
+        raise NotImplementedError
+
     def query_arrow(self, sql: str) -> Any:
         """The result of ``sql`` as a ``pyarrow.Table`` (no pandas conversion: numeric columns
         go to numpy without copies, text columns can be dictionary-encoded)."""
@@ -645,6 +649,10 @@ class _DuckRunner(_Runner):
             out[name] = str(typ).upper().startswith(_NUMERIC_DUCK)
         return out
 
+    def floats(self) -> set[str]:
+        return {name for name, typ in zip(self.rel.columns, self.rel.types)
+                if str(typ).upper() in ("FLOAT", "DOUBLE", "REAL")}
+
     def query(self, sql: str, *, row_numbers: bool = False) -> pd.DataFrame:
         rel = self.rel
         if row_numbers and self.path is not None:
@@ -698,6 +706,12 @@ class _SparkRunner(_Runner):
             self.spark.catalog.dropTempView(view)
         return pd.DataFrame([tuple(r) for r in rows], columns=names) if rows else \
             pd.DataFrame({c: pd.Series(dtype="float64") for c in names})
+
+    def floats(self) -> set[str]:
+        from pyspark.sql.types import DoubleType, FloatType
+
+        return {f.name for f in self.df.schema.fields
+                if isinstance(f.dataType, (DoubleType, FloatType))}
 
     def query_arrow(self, sql: str) -> Any:
         import pyarrow as pa

@@ -533,3 +533,22 @@ def test_indicators_sql_stage_refuses_missing_design(sample: dict, tmp_path) -> 
     panel.to_parquet(tmp_path / "w.parquet", index=False)
     with pytest.raises(ValueError, match=r"weight column 'weight' .* <= 0 in 1 rows"):
         indicators.compute(str(tmp_path / "w.parquet"), indicators=["K01"], disclosure=False)
+
+
+def test_indicators_sql_stage_with_a_gap_in_the_years(sample: dict, tmp_path) -> None:
+    """Years with a gap (no 2018): periods are the years present, survival needs year t+1
+    in the panel; DuckDB gives the pandas rows (the period code is a lookup, not year - y0)."""
+    from msme_eval import indicators
+
+    panel = sample["panel"][sample["panel"]["year"] != 2018].reset_index(drop=True)
+    panel.to_parquet(tmp_path / "gap.parquet", index=False)
+    kw = dict(indicators=["K01", "K05", "O03", "O04"], breakdowns=["urban"], disclosure=False,
+              singleton="centre")
+    want = indicators.compute(panel, **kw)
+    got = indicators.compute(str(tmp_path / "gap.parquet"), **kw)
+    assert 2018 not in set(want["time_period"]) and len(got) == len(want) > 100
+    assert got["comment"].fillna("").tolist() == want["comment"].fillna("").tolist()
+    np.testing.assert_allclose(got["value"].to_numpy(float), want["value"].to_numpy(float),
+                               rtol=RTOL, atol=1e-9, equal_nan=True)
+    np.testing.assert_allclose(got["se"].to_numpy(float), want["se"].to_numpy(float),
+                               rtol=RTOL, atol=1e-9, equal_nan=True)

@@ -119,8 +119,11 @@ class SqlStage:
         self.n_h = t["n_h"].to_numpy(dtype=np.int64)
         self._strata = pd.Index(list(zip(t["a"], t["h"])))
         self._strata_txt = [f"{a}|{h}" for a, h in zip(t["a"], t["h"])]
-        self.yi = ("(CASE " + " ".join(f"WHEN {y} = {int(v)} THEN {i}"
-                                      for i, v in enumerate(self.years)) + " END)")
+        if len(self.years) and self.years[-1] - self.years[0] == len(self.years) - 1:
+            self.yi = f"(CAST({y} AS BIGINT) - {int(self.years[0])})"  # consecutive years
+        else:
+            self.yi = ("(CASE " + " ".join(f"WHEN {y} = {int(v)} THEN {i}"
+                                          for i, v in enumerate(self.years)) + " END)")
 
     def strata_names(self, idx: np.ndarray) -> list[str]:
         return [self._strata_txt[i] for i in idx]
@@ -140,7 +143,9 @@ class SqlStage:
         the part expressions refer to them by name (:meth:`_value`)."""
         q, d = self.d.ident, self.d
         a, y = q(self.area_col), q(self.year_col)
-        num = {c: d.num(c).replace(q(c), f"s.{q(c)}") for c in self.schema if self.schema[c]}
+        floats = self.run.floats()  # NaN -> NULL only where NaN can be
+        num = {c: (d.num(c) if c in floats else f"CAST({q(c)} AS DOUBLE)").replace(
+            q(c), f"s.{q(c)}") for c in self.schema if self.schema[c]}
         frm = "__src__ s"
         sc = f"{self._str('s.' + q('size_class'))}" if "size_class" in self.schema else "NULL"
         classes = ", ".join(f"'{c}'" for c in MSME_CLASSES)
@@ -230,10 +235,22 @@ class SqlStage:
         return (f"(CASE {case} ELSE {len(vals)} END)" if vals else "0"), [*map(str, vals), na]
 
     # -- parts ------------------------------------------------------------------------------
-    def _part_columns(self) -> tuple[dict[int, list[str]], list[tuple[str, str, str]]]:
-        """Per shift: row-level select expressions; list of (indicator, column, kind)."""
+    def _part_columns(self) -> tuple[dict[int, list[str]], list[tuple]]:
+        """Per shift: the row-level select expressions (each distinct expression once: e.g.
+        the MSME flag is the population count of several indicators); and per indicator part
+        the logical columns ``(indicator, column, kind, shift, role, sign)``, kind x (weighted
+        part), n (records counted), pop (records in the population), miss (in the population,
+        value missing: ``pop - n`` for a numerator, its own flag for ``num2``)."""
         per_shift: dict[int, list[str]] = {}
-        cols: list[tuple[str, str, str]] = []
+        cols: list[tuple] = []
+        made: dict[tuple[str, int], str] = {}
+
+        def column(expr: str, name: str, shift: int) -> str:
+            if (expr, shift) not in made:
+                made[(expr, shift)] = name
+                per_shift.setdefault(shift, []).append(f"{expr} AS {name}")
+            return made[(expr, shift)]
+
         for ind in self.live:
             iid = ind["id"]
             ps = parts(ind)
@@ -246,18 +263,29 @@ class SqlStage:
             for p in ps:
                 v, pop = self._value(p.value), self._value(p.population)
                 use = ok(p) if ind["kind"] == "total" else all_ok
-                exprs = [f"(CASE WHEN {use} AND {pop} <> 0 THEN {v} * {pop} ELSE 0.0 END) * w"]
-                names = [(iid, f"x_{iid}_{p.role}", "x")]
-                if p.role in ("num", "num2"):
-                    inpop = f"{pop} = 1"
-                    cnt = f"{use} AND {inpop}" + (f" AND {v} <> 0" if p.role == "num2" else "")
-                    exprs += [_flag(cnt), _flag(inpop), _flag(f"{inpop} AND NOT ({use})")]
-                    names += [(iid, f"n_{iid}_{p.role}", "n"), (iid, f"pop_{iid}_{p.role}", "pop"),
-                              (iid, f"miss_{iid}_{p.role}", "miss")]
-                for e, (i2, nm, kd) in zip(exprs, names):
-                    per_shift.setdefault(p.shift, []).append(f"{e} AS {nm}")
-                    cols.append((i2, nm, kd, p.shift, p.role))
+                x = f"(CASE WHEN {use} AND {pop} <> 0 THEN {v} * {pop} ELSE 0.0 END) * w"
+                cols.append((iid, column(x, f"x_{iid}_{p.role}", p.shift), "x", p.shift, p.role, 1))
+                if p.role not in ("num", "num2"):
+                    continue
+                inpop = f"{pop} = 1"
+                cnt = f"{use} AND {inpop}" + (f" AND {v} <> 0" if p.role == "num2" else "")
+                n = column(_flag(cnt), f"n_{iid}_{p.role}", p.shift)
+                npop = column(_flag(inpop), f"pop_{iid}_{p.role}", p.shift)
+                cols += [(iid, n, "n", p.shift, p.role, 1), (iid, npop, "pop", p.shift, p.role, 1)]
+                if p.role == "num2":
+                    miss = column(_flag(f"{inpop} AND NOT ({use})"), f"miss_{iid}_{p.role}",
+                                  p.shift)
+                    cols.append((iid, miss, "miss", p.shift, p.role, 1))
+                else:
+                    cols += [(iid, npop, "miss", p.shift, p.role, 1),
+                             (iid, n, "miss", p.shift, p.role, -1)]
         return per_shift, cols
+
+    @property
+    def _phys(self) -> list[tuple[str, str, int]]:
+        """The physical columns (name, kind, shift) behind the logical ones, each once."""
+        return list(dict.fromkeys((c[1], c[2] if c[2] == "x" else "n", c[3])
+                                  for c in self._cols))
 
     def _psu_totals(self) -> None:
         """ONE scan of the source for every breakdown: the PSU totals at the finest key
@@ -306,7 +334,7 @@ class SqlStage:
         -- no re-scan of the rows per breakdown (each is a roll-up of this table)."""
         keys = ", ".join(["a", "h", "p", "yi", *groups])
         return (f"SELECT {keys}, COUNT(*) AS r0, {_total('lg', 'n')} AS lg, "
-                + ", ".join(f"{_total(n, kd)} AS {n}" for _, n, kd, _, _ in self._cols)
+                + ", ".join(f"{_total(n, kd)} AS {n}" for n, kd, _ in self._phys)
                 + f" FROM rows_ WHERE yi IS NOT NULL GROUP BY {keys}")
 
     def _shifted(self, src: str, groups: list[str]) -> str:
@@ -315,12 +343,12 @@ class SqlStage:
         blocks = []
         for s in self._shifts:
             items = [n if sh == s else f"CAST(0 AS {'DOUBLE' if kd == 'x' else 'BIGINT'})"
-                     for _, n, kd, sh, _ in self._cols]
+                     for n, kd, sh in self._phys]
             head = ["a", "h", "p", f"yi + {s} AS yi", *groups,
                     "r0" if s == 0 else "CAST(0 AS BIGINT) AS r0",
                     "lg" if s == 0 else "CAST(0 AS BIGINT) AS lg"]
             blocks.append(f"SELECT {', '.join(head)}, "
-                          + ", ".join(f"{e} AS {c[1]}" for e, c in zip(items, self._cols))
+                          + ", ".join(f"{e} AS {c[0]}" for e, c in zip(items, self._phys))
                           + f" FROM {src}")
         return " UNION ALL ".join(blocks)
 
@@ -328,7 +356,7 @@ class SqlStage:
         """(PSU-period, group) totals of one breakdown from the fine table (SQL roll-up)."""
         g = "0" if breakdown is None else self._groups[breakdown][0]
         sums = ", ".join(f"{_total(n, kd)} AS {n}" for n, kd in
-                         [("r0", "n"), ("lg", "n"), *((c[1], c[2]) for c in self._cols)])
+                         [("r0", "n"), ("lg", "n"), *((c[0], c[1]) for c in self._phys)])
         return (f"SELECT a, h, p, yi, g, {sums} FROM ({self._shifted(self._fine, [f'{g} AS g'])})"
                 " AS s GROUP BY a, h, p, yi, g")
 
@@ -351,23 +379,22 @@ class SqlStage:
         for g in [c for c in tab.column_names if c == "g" or c in
                   {gn for gn, _ in self._groups.values()}]:
             out[g] = _ints(tab.column(g))
-        for c in ["r0", "lg", *(c[1] for c in self._cols)]:
+        for c in ["r0", "lg", *(c[0] for c in self._phys)]:
             out[c] = tab.column(c).to_numpy().astype(float, copy=False)
         return out
 
-    def _recipe(self) -> tuple[dict[str, dict[str, list[str]]], dict[str, dict[str, list[str]]]]:
+    def _recipe(self) -> tuple[dict[str, dict[str, list[str]]], dict[str, dict[str, list]]]:
         """Per indicator: its PSU-level roles -> x columns (num + num2 for a total), and
-        n/pop/miss -> count columns (summed over the parts)."""
-        X: dict[tuple[str, str], str] = {(iid, role): nm for iid, nm, kind, _, role in self._cols
-                                         if kind == "x"}
+        n/pop/miss -> (count column, sign) (summed over the parts)."""
+        X = {(c[0], c[4]): c[1] for c in self._cols if c[2] == "x"}
         xcol: dict[str, dict[str, list[str]]] = {}
-        counts: dict[str, dict[str, list[str]]] = {}
+        counts: dict[str, dict[str, list]] = {}
         for ind in self.live:
             iid = ind["id"]
             xcol[iid] = {role: ([X[(iid, r)] for r in ("num", "num2") if (iid, r) in X]
                                 if ind["kind"] == "total" else [X[(iid, role)]])
                          for role in moment_names(ind).values()}
-            counts[iid] = {kind: [nm for i2, nm, kd, _, _ in self._cols if i2 == iid and kd == kind]
+            counts[iid] = {kind: [(c[1], c[5]) for c in self._cols if c[0] == iid and c[2] == kind]
                            for kind in ("n", "pop", "miss")}
         return xcol, counts
 
@@ -397,7 +424,7 @@ class SqlStage:
             iid = ind["id"]
             psu_x[iid] = {role: sum(per_pair(c) for c in cs) for role, cs in xcol[iid].items()}
             m.update({name: arr(psu_x[iid][role]) for name, role in moment_names(ind).items()})
-            m.update({f"{iid}:{kind}": arr(sum(per_pair(c) for c in cs))
+            m.update({f"{iid}:{kind}": arr(sum(sign * per_pair(c) for c, sign in cs))
                       for kind, cs in counts[iid].items()})
         return Moments(labels, m, (k_py, k_g, psu_x, L["py_hy"]))
 
@@ -420,7 +447,8 @@ class SqlStage:
             for name, role in moment_names(ind).items():
                 out_cols[name] = f"SUM({' + '.join(xcol[iid][role])})"
             for kind, cs in counts[iid].items():
-                out_cols[f"{iid}:{kind}"] = f"CAST(SUM({' + '.join(cs)}) AS DOUBLE)"
+                terms = " + ".join(c if sign > 0 else f"(-{c})" for c, sign in cs)
+                out_cols[f"{iid}:{kind}"] = f"CAST(SUM({terms}) AS DOUBLE)"
         alias = {f"m{k}": name for k, name in enumerate(out_cols)}
         final = ["a", "h", "yi", "g", "COUNT(*) AS psus", "CAST(SUM(r0) AS DOUBLE) AS r0",
                  "CAST(SUM(lg) AS DOUBLE) AS lg"]

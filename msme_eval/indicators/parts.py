@@ -115,18 +115,16 @@ def centred_ss(psu: tuple, G: int, reqs: dict[str, dict[str, Any]], py_hy: np.nd
     n_present = np.bincount(hy_u, minlength=n_strata * ny).astype(float)
     cell = (hy_u[:, None] * G + np.arange(G)).ravel()
     out: dict[str, np.ndarray] = {}
+    pair_cell = py_hy[k_py] * G + k_g  # (stratum, period, group) of every pair
     for iid, r in reqs.items():
         X = psu_x[iid]
         u = np.zeros((n_py, G))
+        for role in r["domain_roles"]:
+            t = np.bincount(k_py, weights=X[role], minlength=n_py)
+            u += r["coef"][role].reshape(-1, G)[py_hy] * t[:, None]
         for role, e in r["coef"].items():
-            e_py = e.reshape(-1, G)[py_hy]
-            if role in r["domain_roles"]:
-                t = np.bincount(k_py, weights=X[role], minlength=n_py)
-                u += e_py * t[:, None]
-            else:
-                d = np.zeros((n_py, G))
-                d[k_py, k_g] = X[role]
-                u += e_py * d
+            if role not in r["domain_roles"]:  # X is 0 outside the pairs: update them only
+                u[k_py, k_g] += e.ravel()[pair_cell] * X[role]
         dev = u - r["centre"].reshape(-1, G)[py_hy]
         if "cal" in r:  # calibration residual u_i - B_h w_i (w_i: PSU-period weights)
             w_py = np.bincount(k_py, weights=psu_x["__w__"], minlength=n_py)
