@@ -412,8 +412,12 @@ class SqlStage:
         def arr(x: np.ndarray | None) -> np.ndarray:
             return np.bincount(cell, weights=x, minlength=int(np.prod(shape))).reshape(shape)
 
-        def per_pair(col: str) -> np.ndarray:
-            return np.bincount(inv, weights=L[col], minlength=len(pair))
+        done: dict[str, np.ndarray] = {}
+
+        def per_pair(col: str) -> np.ndarray:  # a shared column is summed once
+            if col not in done:
+                done[col] = np.bincount(inv, weights=L[col], minlength=len(pair))
+            return done[col]
 
         m = {"__rows__": arr(per_pair("r0")), "__psus__": arr(None).astype(float)}
         if total:

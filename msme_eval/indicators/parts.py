@@ -111,25 +111,27 @@ def centred_ss(psu: tuple, G: int, reqs: dict[str, dict[str, Any]], py_hy: np.nd
     k_py, k_g, psu_x = psu
     n_py = len(py_hy)
     used = np.bincount(k_py, minlength=n_py) > 0
-    hy_u = py_hy[used]
+    all_used = bool(used.all())
+    hy_u = py_hy if all_used else py_hy[used]
     n_present = np.bincount(hy_u, minlength=n_strata * ny).astype(float)
     cell = (hy_u[:, None] * G + np.arange(G)).ravel()
     out: dict[str, np.ndarray] = {}
     pair_cell = py_hy[k_py] * G + k_g  # (stratum, period, group) of every pair
     for iid, r in reqs.items():
         X = psu_x[iid]
-        u = np.zeros((n_py, G))
+        dev = -r["centre"].reshape(-1, G)[py_hy]  # u_i - c, u_i accumulated below
         for role in r["domain_roles"]:
             t = np.bincount(k_py, weights=X[role], minlength=n_py)
-            u += r["coef"][role].reshape(-1, G)[py_hy] * t[:, None]
+            dev += r["coef"][role].reshape(-1, G)[py_hy] * t[:, None]
         for role, e in r["coef"].items():
             if role not in r["domain_roles"]:  # X is 0 outside the pairs: update them only
-                u[k_py, k_g] += e.ravel()[pair_cell] * X[role]
-        dev = u - r["centre"].reshape(-1, G)[py_hy]
+                dev[k_py, k_g] += e.ravel()[pair_cell] * X[role]
         if "cal" in r:  # calibration residual u_i - B_h w_i (w_i: PSU-period weights)
             w_py = np.bincount(k_py, weights=psu_x["__w__"], minlength=n_py)
             dev -= r["cal"].reshape(-1, G)[py_hy] * w_py[:, None]
-        dev = dev[used]
-        out[iid] = np.bincount(cell, weights=(dev * dev).ravel(),
+        if not all_used:
+            dev = dev[used]
+        np.square(dev, out=dev)
+        out[iid] = np.bincount(cell, weights=dev.ravel(),
                                minlength=n_strata * ny * G).reshape(n_strata, ny, G)
     return out, n_present.reshape(n_strata, ny)
