@@ -137,16 +137,25 @@ def stratum_variance(ss: np.ndarray, n_h: np.ndarray, single: np.ndarray,
     return np.where(single, lone, scaled)
 
 
-def satterthwaite_df(v_sum: np.ndarray, v2_sum: np.ndarray, nominal: Any) -> np.ndarray:
+NO_VARIANCE = 1e-9  # an SE below this share of |estimate| is rounding noise: no variance
+
+
+def satterthwaite_df(v_sum: np.ndarray, v2_sum: np.ndarray, nominal: Any,
+                     estimate: Any = None) -> np.ndarray:
     """Effective degrees of freedom ``(sum_h v_h)^2 / sum_h v_h^2 / (n_h - 1)``.
 
     ``v_sum`` = the variance ``sum_h v_h``, ``v2_sum`` = ``sum_h v_h^2 / max(n_h - 1, 1)``
     (a singleton stratum kept by ``singleton="centre"`` counts as one df). Where the variance
-    is 0 (nothing to estimate) the nominal df is returned. Korn & Graubard (1999) sec. 5.2.
+    is 0 (nothing to estimate) the nominal df is returned; with ``estimate``, so is it where the
+    SE is below ``NO_VARIANCE`` x |estimate| (rounding noise, whose ratio would be arbitrary and
+    differ between engines). Korn & Graubard (1999) sec. 5.2.
     """
     with np.errstate(divide="ignore", invalid="ignore"):
         df = v_sum * v_sum / v2_sum
     ok = (v_sum > 0) & (v2_sum > 0) & np.isfinite(df)
+    if estimate is not None:
+        scale = np.abs(np.nan_to_num(np.asarray(estimate, dtype=float)))
+        ok &= np.sqrt(np.maximum(v_sum, 0)) > NO_VARIANCE * scale
     return np.where(ok, df, np.asarray(nominal, dtype=float))
 
 
@@ -533,7 +542,7 @@ def totals(data: Any, columns: Mapping[str, Any] | Sequence[str], *,
     return t
 
 
-def _df(totals: Totals, gr: np.ndarray, var: np.ndarray, rule: str) -> np.ndarray:
+def _df(totals: Totals, gr: np.ndarray, var: np.ndarray, rule: str, estimate: np.ndarray) -> np.ndarray:
     """Degrees of freedom per domain: nominal, or Satterthwaite from the strata's ``v_h``."""
     nominal = np.full(len(var), float(totals.df))
     if rule == "nominal" or totals.strata_cov is None:
@@ -545,7 +554,7 @@ def _df(totals: Totals, gr: np.ndarray, var: np.ndarray, rule: str) -> np.ndarra
     if totals.absent_single is not None and totals.absent_single.any():
         g0 = np.einsum("dj,dj->d", gr, totals.grand) ** 2
         v2 = v2 + totals.absent_single * g0 * g0
-    return satterthwaite_df(var, v2, nominal)
+    return satterthwaite_df(var, v2, nominal, estimate)
 
 
 def _choices(totals: Totals, alpha: float, rule: str, estimator: str) -> dict[str, Any]:
@@ -592,7 +601,7 @@ def delta(totals: Totals, func: Callable[[np.ndarray], np.ndarray],
     # a quadratic form in a positive semi-definite matrix: clip rounding noise below 0
     var = np.maximum(np.einsum("dj,djm,dm->d", gr, totals.cov, gr), 0.0)
     se = np.sqrt(var)
-    dfs = _df(totals, np.where(np.isfinite(gr), gr, 0.0), var, rule)
+    dfs = _df(totals, np.where(np.isfinite(gr), gr, 0.0), var, rule, g)
     out = totals.keys.copy()
     out["estimate"] = g
     out["se"] = se

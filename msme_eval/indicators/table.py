@@ -1100,7 +1100,8 @@ class _Estimator:
         df = nominal
         if self.df_rule == "satterthwaite":
             df = survey.satterthwaite_df(est["_var"].to_numpy(dtype=float),
-                                         est["_v2"].to_numpy(dtype=float), nominal)
+                                         est["_v2"].to_numpy(dtype=float), nominal,
+                                         est["value"].to_numpy(dtype=float))
         return {"df": df, "df_nominal": nominal.astype(np.int64), "df_rule": self.df_rule,
                 "n_psu": est["n_psu"].to_numpy(dtype=np.int64)}
 
