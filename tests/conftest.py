@@ -7,6 +7,14 @@ generate their own.
 """
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import tempfile
+import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -44,3 +52,54 @@ def template_from(folder: Path, name: str, body: str, scope: tuple[str, ...] = (
     path = folder / f"{name}.ipynb"
     nbformat.write(nb, path)
     return path
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+@contextlib.asynccontextmanager
+async def devtools(on_event: Callable[[dict], None] = lambda msg: None):
+    """Headless Chromium (no network, fresh profile) and a DevTools-protocol ``send(method,
+    **params) -> result`` bound to its first page; other messages go to ``on_event``."""
+    from tornado.websocket import websocket_connect
+
+    profile = tempfile.mkdtemp(prefix="me-chromium-")
+    proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                             "--remote-debugging-port=0", f"--user-data-dir={profile}",
+                             "--window-size=1200,1600", "--no-first-run",
+                             "--disable-background-networking", "--disable-sync",
+                             "--disable-component-update", "about:blank"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        port_file = Path(profile) / "DevToolsActivePort"
+        for _ in range(300):
+            if port_file.exists() and port_file.read_text().count("\n") >= 1:
+                break
+            await asyncio.sleep(0.1)
+        port = port_file.read_text().splitlines()[0]
+        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json").read())
+        ws = await websocket_connect(next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page"),
+                                     max_message_size=64 << 20)
+        counter = 0
+
+        async def send(method: str, **params: object) -> dict:
+            nonlocal counter
+            counter += 1
+            my = counter
+            ws.write_message(json.dumps({"id": my, "method": method, "params": params}))
+            while True:
+                msg = json.loads(await ws.read_message())
+                if msg.get("id") == my:
+                    return msg.get("result", {})
+                on_event(msg)
+
+        send.ws = ws  # type: ignore[attr-defined]  # for callers that wait for events themselves
+        yield send
+        ws.close()
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(profile, ignore_errors=True)

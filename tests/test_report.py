@@ -11,15 +11,13 @@ import asyncio
 import base64
 import json
 import re
-import shutil
-import subprocess
-import tempfile
 import time
 from pathlib import Path
 
 import nbformat
 import pandas as pd
 import pytest
+from conftest import CHROMIUM, devtools
 from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook, new_output
 
 import msme_eval as me
@@ -245,68 +243,35 @@ def test_results_json_identical_across_runs(e2e, tmp_path: Path) -> None:
 
 
 # ------------------------------------------------------------------------------- browser
-CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists()
-                                        else None)
 
 
 async def _browse(url: str, shot: Path) -> tuple[list[str], list[str]]:
     """Open ``url`` in headless chromium over the DevTools protocol; return (console errors,
     network URLs other than file://) and save a screenshot."""
-    from tornado.websocket import websocket_connect
+    errors: list[str] = []
+    requests: list[str] = []
 
-    profile = tempfile.mkdtemp(prefix="me-chromium-")
-    proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu",
-                             "--remote-debugging-port=0", f"--user-data-dir={profile}",
-                             "--window-size=1200,1600", "--no-first-run",
-                             "--disable-background-networking", "--disable-sync",
-                             "--disable-component-update", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        port_file = Path(profile) / "DevToolsActivePort"
-        for _ in range(300):
-            if port_file.exists() and port_file.read_text().count("\n") >= 1:
-                break
-            await asyncio.sleep(0.1)
-        port = port_file.read_text().splitlines()[0]
-        import urllib.request
-        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json").read())
-        ws_url = next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page")
-        ws = await websocket_connect(ws_url, max_message_size=64 << 20)
-        counter = 0
-        errors: list[str] = []
-        requests: list[str] = []
+    def handle(msg: dict) -> None:
+        m, p = msg.get("method"), msg.get("params", {})
+        if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
+            errors.append(str(p.get("args")))
+        elif m == "Runtime.exceptionThrown":
+            errors.append(str(p.get("exceptionDetails")))
+        elif m == "Log.entryAdded" and p["entry"].get("level") == "error":
+            errors.append(p["entry"].get("text", ""))
+        elif m == "Network.requestWillBeSent":
+            u = p["request"]["url"]
+            if not u.startswith(("file://", "data:")):
+                requests.append(u)
 
-        async def send(method: str, **params: object) -> dict:
-            nonlocal counter
-            counter += 1
-            my = counter
-            ws.write_message(json.dumps({"id": my, "method": method, "params": params}))
-            while True:
-                msg = json.loads(await ws.read_message())
-                if msg.get("id") == my:
-                    return msg.get("result", {})
-                handle(msg)
-
-        def handle(msg: dict) -> None:
-            m, p = msg.get("method"), msg.get("params", {})
-            if m == "Runtime.consoleAPICalled" and p.get("type") in ("error", "assert"):
-                errors.append(str(p.get("args")))
-            elif m == "Runtime.exceptionThrown":
-                errors.append(str(p.get("exceptionDetails")))
-            elif m == "Log.entryAdded" and p["entry"].get("level") == "error":
-                errors.append(p["entry"].get("text", ""))
-            elif m == "Network.requestWillBeSent":
-                u = p["request"]["url"]
-                if not u.startswith(("file://", "data:")):
-                    requests.append(u)
-
+    async with devtools(handle) as send:
         for domain in ("Page", "Runtime", "Log", "Network"):
             await send(f"{domain}.enable")
         await send("Page.navigate", url=url)
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
             try:
-                msg = json.loads(await asyncio.wait_for(ws.read_message(), 0.5))
+                msg = json.loads(await asyncio.wait_for(send.ws.read_message(), 0.5))
             except asyncio.TimeoutError:
                 continue
             handle(msg)
@@ -315,15 +280,7 @@ async def _browse(url: str, shot: Path) -> tuple[list[str], list[str]]:
         await asyncio.sleep(0.5)
         img = await send("Page.captureScreenshot", format="png")
         shot.write_bytes(base64.b64decode(img["data"]))
-        ws.close()
-        return errors, requests
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-        shutil.rmtree(profile, ignore_errors=True)
+    return errors, requests
 
 
 @pytest.mark.browser

@@ -19,17 +19,15 @@ import json
 import re
 import shutil
 import subprocess
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import CHROMIUM, devtools
 
 from msme_eval import cycle
 from msme_eval.cli import main
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = [pytest.mark.browser,
               pytest.mark.skipif(CHROMIUM is None, reason="needs Debian chromium (.ci/run installs it)")]
 
@@ -80,35 +78,7 @@ AUDIT = r"""
 
 async def _evaluate(url: str, js: str, width: int) -> dict:
     """Open ``url`` at ``width`` px in headless Chromium and return the value of ``js``."""
-    from tornado.websocket import websocket_connect
-
-    profile = tempfile.mkdtemp(prefix="me-audit-")
-    proc = subprocess.Popen([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                             "--remote-debugging-port=0", f"--user-data-dir={profile}",
-                             "--no-first-run", "--disable-background-networking", "--disable-sync",
-                             "--disable-component-update", "about:blank"],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        port_file = Path(profile) / "DevToolsActivePort"
-        for _ in range(300):
-            if port_file.exists() and port_file.read_text().count("\n") >= 1:
-                break
-            await asyncio.sleep(0.1)
-        port = port_file.read_text().splitlines()[0]
-        targets = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/json").read())
-        ws = await websocket_connect(next(t["webSocketDebuggerUrl"] for t in targets if t["type"] == "page"),
-                                     max_message_size=64 << 20)
-        n = 0
-
-        async def send(method: str, **params: object) -> dict:
-            nonlocal n
-            n += 1
-            ws.write_message(json.dumps({"id": n, "method": method, "params": params}))
-            while True:
-                msg = json.loads(await ws.read_message())
-                if msg.get("id") == n:
-                    return msg.get("result", {})
-
+    async with devtools() as send:
         await send("Emulation.setDeviceMetricsOverride", width=width, height=900, deviceScaleFactor=1,
                    mobile=width < 600)
         await send("Page.navigate", url=url)
@@ -119,12 +89,7 @@ async def _evaluate(url: str, js: str, width: int) -> dict:
                 break
             await asyncio.sleep(0.2)
         r = await send("Runtime.evaluate", expression=js, returnByValue=True)
-        ws.close()
         return r["result"]["value"]
-    finally:
-        proc.terminate()
-        proc.wait(10)
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
