@@ -32,9 +32,9 @@ from ..contract import MSME_CLASSES
 from .parts import BOOL_LABELS, NA_LABELS, TOTAL, Moments, centred_ss, moment_names, parts
 
 _BOOL = ("owner_female", "urban")
-#: largest PSU totals table (bound: PSUs x periods x (1 + groups of the breakdowns)) fetched
-#: into numpy; above it the table stays in the engine and every step is SQL
-FETCH_LIMIT = 4_000_000
+#: most rows of PSU totals fetched into numpy (about 40 columns of 8 bytes for the 10 KPIs:
+#: ~2 GB at the limit); above it they stay in the engine (see SqlStage._psu_totals)
+FETCH_LIMIT = 6_000_000
 
 
 class SqlStage:
@@ -327,6 +327,8 @@ class SqlStage:
         self._n_fine = int(self.run.query(f"SELECT COUNT(*) AS n FROM {self._fine}")["n"].iloc[0])
         if self._n_fine * len(self._shifts) <= self.fetch_limit:  # fewer than the bound said
             self._local = self._fetch(self._shifted(self._fine, list(groups)))
+            self._tables.remove(self._fine)
+            self.run.drop(self._fine)  # its memory (or spill file) goes now
 
     def _fine_sql(self, groups: list[str]) -> str:
         """ONE hash aggregate over the rows ``rows_`` at the finest key: weighted parts
@@ -380,7 +382,8 @@ class SqlStage:
                   {gn for gn, _ in self._groups.values()}]:
             out[g] = _ints(tab.column(g))
         for c in ["r0", "lg", *(c[0] for c in self._phys)]:
-            out[c] = tab.column(c).to_numpy().astype(float, copy=False)
+            out[c] = tab.column(c).to_numpy()
+            tab = tab.drop_columns([c])  # its Arrow buffers go as soon as numpy has them
         return out
 
     def _recipe(self) -> tuple[dict[str, dict[str, list[str]]], dict[str, dict[str, list]]]:
@@ -400,18 +403,21 @@ class SqlStage:
 
     def _local_moments(self, L: dict[str, Any], gcol: str | None, labels: list[str],
                        total: bool) -> Moments:
-        """:meth:`moments` from fetched PSU totals ``L`` (numpy): the rows of each
-        (PSU-period, group) pair summed, then per (stratum, period, group) cell."""
+        """:meth:`moments` from fetched PSU totals ``L`` (numpy): counts summed per (stratum,
+        period, group) cell straight from the fetched rows; the weighted parts summed per
+        (PSU-period, group) pair (kept for the centred pass), then per cell."""
         G = len(labels)
         g = np.zeros(len(L["py"]), dtype=np.int64) if gcol is None else L[gcol]
         pair, inv = np.unique(L["py"] * G + g, return_inverse=True)
         k_py, k_g = pair // G, pair % G
-        shape = (len(self.n_h), self.ny, G)
-        cell = L["py_hy"][k_py] * G + k_g
+        size = len(self.n_h) * self.ny * G
+        row_cell = L["py_hy"][L["py"]] * G + g
 
-        def arr(x: np.ndarray | None) -> np.ndarray:
-            return np.bincount(cell, weights=x, minlength=int(np.prod(shape))).reshape(shape)
+        def arr(cell: np.ndarray, x: np.ndarray | None) -> np.ndarray:
+            out = np.bincount(cell, weights=x, minlength=size)
+            return out.reshape(len(self.n_h), self.ny, G)
 
+        pair_cell = L["py_hy"][k_py] * G + k_g
         done: dict[str, np.ndarray] = {}
 
         def per_pair(col: str) -> np.ndarray:  # a shared column is summed once
@@ -419,16 +425,17 @@ class SqlStage:
                 done[col] = np.bincount(inv, weights=L[col], minlength=len(pair))
             return done[col]
 
-        m = {"__rows__": arr(per_pair("r0")), "__psus__": arr(None).astype(float)}
+        m = {"__rows__": arr(row_cell, L["r0"]), "__psus__": arr(pair_cell, None).astype(float)}
         if total:
-            m["__large__"] = arr(per_pair("lg"))
+            m["__large__"] = arr(row_cell, L["lg"])
         xcol, counts = self._recipe()
         psu_x: dict[str, dict[str, np.ndarray]] = {}
         for ind in self.live:
             iid = ind["id"]
             psu_x[iid] = {role: sum(per_pair(c) for c in cs) for role, cs in xcol[iid].items()}
-            m.update({name: arr(psu_x[iid][role]) for name, role in moment_names(ind).items()})
-            m.update({f"{iid}:{kind}": arr(sum(sign * per_pair(c) for c, sign in cs))
+            m.update({name: arr(pair_cell, psu_x[iid][role])
+                      for name, role in moment_names(ind).items()})
+            m.update({f"{iid}:{kind}": sum(sign * arr(row_cell, L[c]) for c, sign in cs)
                       for kind, cs in counts[iid].items()})
         return Moments(labels, m, (k_py, k_g, psu_x, L["py_hy"]))
 
