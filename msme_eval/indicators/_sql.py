@@ -69,7 +69,7 @@ class SqlStage:
         self.breakdowns = list(breakdowns)
         self._groups: dict[str, tuple[str, list[str]]] = {}
         self._fine: str | None = None
-        self._local: dict[str, Any] | None = None
+        self._local: tuple[dict[str, Any], dict[str, Any]] | None = None
         self._tables: list[str] = []
         self.fetch_limit = FETCH_LIMIT
         self.live = [i for i in inds if not missing_cols[i["id"]]]
@@ -318,15 +318,23 @@ class SqlStage:
         sizes = [len(labels) for _, labels in self._groups.values()]
         if self._psu_periods * float(np.prod(sizes)) <= self.fetch_limit:
             self._fine = "local"
-            self._local = self._fetch(f"WITH rows_ AS ({row_sql}), fine AS ({fine}) "
-                                      + self._shifted("fine", list(groups)))
+            L = self._fetch(f"WITH rows_ AS ({row_sql}), fine AS ({fine}) "
+                            + self._shifted("fine", list(groups)))
+            self._local = (L, L)
             return
         self._fine = f"msme_fine_{uuid.uuid4().hex}"
         self.run.materialise(self._fine, f"WITH rows_ AS ({row_sql}) {fine}")
         self._tables.append(self._fine)
         self._n_fine = int(self.run.query(f"SELECT COUNT(*) AS n FROM {self._fine}")["n"].iloc[0])
         if self._n_fine * len(self._shifts) <= self.fetch_limit:  # fewer than the bound said
-            self._local = self._fetch(self._shifted(self._fine, list(groups)))
+            # the parts with their PSU key; the counts only per fine cell (a small table)
+            gl = list(groups)
+            cells = ", ".join(["a", "h", "yi", *gl])
+            sums = ", ".join(f"{_total(c, 'n')} AS {c}" for c in
+                             ["r0", "lg", *(n for n, kd, _ in self._phys if kd != "x")])
+            self._local = (self._fetch(self._shifted(self._fine, gl, "x")), self._fetch(
+                f"SELECT {cells}, {sums} FROM ({self._shifted(self._fine, gl, 'n')}) AS c "
+                f"GROUP BY {cells}"))
             self._tables.remove(self._fine)
             self.run.drop(self._fine)  # its memory (or spill file) goes now
 
@@ -339,18 +347,22 @@ class SqlStage:
                 + ", ".join(f"{_total(n, kd)} AS {n}" for n, kd, _ in self._phys)
                 + f" FROM rows_ WHERE yi IS NOT NULL GROUP BY {keys}")
 
-    def _shifted(self, src: str, groups: list[str]) -> str:
+    def _shifted(self, src: str, groups: list[str], kinds: str = "xn") -> str:
         """The rows of ``src`` (fine table) with the parts of a one-year shift moved to period
-        ``yi + s`` (``UNION ALL``; a key may repeat: the consumer sums)."""
+        ``yi + s`` (``UNION ALL``; a key may repeat: the consumer sums). ``kinds``: "x" the
+        weighted parts only (with the PSU key), "n" the counts only (no PSU), "xn" both."""
+        phys = [c for c in self._phys if (c[1] == "x" and "x" in kinds)
+                or (c[1] != "x" and "n" in kinds)]
         blocks = []
         for s in self._shifts:
             items = [n if sh == s else f"CAST(0 AS {'DOUBLE' if kd == 'x' else 'BIGINT'})"
-                     for n, kd, sh in self._phys]
-            head = ["a", "h", "p", f"yi + {s} AS yi", *groups,
-                    "r0" if s == 0 else "CAST(0 AS BIGINT) AS r0",
-                    "lg" if s == 0 else "CAST(0 AS BIGINT) AS lg"]
+                     for n, kd, sh in phys]
+            head = ["a", "h", *(["p"] if "x" in kinds else []), f"yi + {s} AS yi", *groups]
+            if "n" in kinds:
+                head += ["r0" if s == 0 else "CAST(0 AS BIGINT) AS r0",
+                         "lg" if s == 0 else "CAST(0 AS BIGINT) AS lg"]
             blocks.append(f"SELECT {', '.join(head)}, "
-                          + ", ".join(f"{e} AS {c[0]}" for e, c in zip(items, self._phys))
+                          + ", ".join(f"{e} AS {c[0]}" for e, c in zip(items, phys))
                           + f" FROM {src}")
         return " UNION ALL ".join(blocks)
 
@@ -363,27 +375,31 @@ class SqlStage:
                 " AS s GROUP BY a, h, p, yi, g")
 
     def _fetch(self, sql: str) -> dict[str, Any]:
-        """PSU totals as numpy arrays (one query, Arrow, text keys dictionary-encoded) and
-        their PSU-period index ``py`` (``py_hy``: stratum * ny + period of each)."""
+        """PSU totals (or cell counts: no ``p`` column) as numpy arrays (one query, Arrow, text
+        keys dictionary-encoded): ``hy`` = stratum * ny + period of each row and, with PSUs,
+        the PSU-period index ``py`` (``py_hy``: the ``hy`` of each)."""
         tab = self.run.query_arrow(sql)
         a, a_lab = _codes(tab.column("a"))
         h, h_lab = _codes(tab.column("h"))
-        p, p_lab = _codes(tab.column("p"))
         ah, first = np.unique(a * len(h_lab) + h, return_inverse=True)
         pairs = pd.MultiIndex.from_arrays([a_lab[ah // len(h_lab)], h_lab[ah % len(h_lab)]])
         hs = self._strata.get_indexer(pairs).astype(np.int64)[first]
         yi = _ints(tab.column("yi"))
-        n_p = max(len(p_lab), 1)
-        py, uniq = pd.factorize((hs * n_p + p) * self.ny + yi)
-        uniq = np.asarray(uniq, dtype=np.int64)
-        out: dict[str, Any] = {"py": py.astype(np.int64),
-                               "py_hy": (uniq // self.ny // n_p) * self.ny + uniq % self.ny}
-        for g in [c for c in tab.column_names if c == "g" or c in
-                  {gn for gn, _ in self._groups.values()}]:
-            out[g] = _ints(tab.column(g))
-        for c in ["r0", "lg", *(c[0] for c in self._phys)]:
-            out[c] = tab.column(c).to_numpy()
-            tab = tab.drop_columns([c])  # its Arrow buffers go as soon as numpy has them
+        out: dict[str, Any] = {"hy": hs * self.ny + yi}
+        if "p" in tab.column_names:
+            p, p_lab = _codes(tab.column("p"))
+            n_p = max(len(p_lab), 1)
+            py, uniq = pd.factorize((hs * n_p + p) * self.ny + yi)
+            uniq = np.asarray(uniq, dtype=np.int64)
+            out.update(py=py.astype(np.int64),
+                       py_hy=(uniq // self.ny // n_p) * self.ny + uniq % self.ny)
+        keys = {"a", "h", "p", "yi", "g", *(gn for gn, _ in self._groups.values())}
+        for c in tab.column_names:
+            if c in keys - {"a", "h", "p", "yi"}:
+                out[c] = _ints(tab.column(c))
+            elif c not in keys:
+                out[c] = tab.column(c).to_numpy()
+                tab = tab.drop_columns([c])  # its Arrow buffers go as soon as numpy has them
         return out
 
     def _recipe(self) -> tuple[dict[str, dict[str, list[str]]], dict[str, dict[str, list]]]:
@@ -401,17 +417,18 @@ class SqlStage:
                            for kind in ("n", "pop", "miss")}
         return xcol, counts
 
-    def _local_moments(self, L: dict[str, Any], gcol: str | None, labels: list[str],
-                       total: bool) -> Moments:
-        """:meth:`moments` from fetched PSU totals ``L`` (numpy): counts summed per (stratum,
-        period, group) cell straight from the fetched rows; the weighted parts summed per
-        (PSU-period, group) pair (kept for the centred pass), then per cell."""
+    def _local_moments(self, L: dict[str, Any], C: dict[str, Any], gcol: str | None,
+                       labels: list[str], total: bool) -> Moments:
+        """:meth:`moments` from fetched PSU totals ``L`` (numpy): the weighted parts summed
+        per (PSU-period, group) pair (kept for the centred pass), then per (stratum, period,
+        group) cell; the counts per cell straight from their rows ``C`` (``L`` or a table of
+        counts per fine cell)."""
         G = len(labels)
         g = np.zeros(len(L["py"]), dtype=np.int64) if gcol is None else L[gcol]
         pair, inv = np.unique(L["py"] * G + g, return_inverse=True)
         k_py, k_g = pair // G, pair % G
         size = len(self.n_h) * self.ny * G
-        row_cell = L["py_hy"][L["py"]] * G + g
+        row_cell = C["hy"] * G + (0 if gcol is None else C[gcol])
 
         def arr(cell: np.ndarray, x: np.ndarray | None) -> np.ndarray:
             out = np.bincount(cell, weights=x, minlength=size)
@@ -425,17 +442,18 @@ class SqlStage:
                 done[col] = np.bincount(inv, weights=L[col], minlength=len(pair))
             return done[col]
 
-        m = {"__rows__": arr(row_cell, L["r0"]), "__psus__": arr(pair_cell, None).astype(float)}
+        m = {"__rows__": arr(row_cell, C["r0"]), "__psus__": arr(pair_cell, None).astype(float)}
         if total:
-            m["__large__"] = arr(row_cell, L["lg"])
+            m["__large__"] = arr(row_cell, C["lg"])
         xcol, counts = self._recipe()
         psu_x: dict[str, dict[str, np.ndarray]] = {}
         for ind in self.live:
             iid = ind["id"]
-            psu_x[iid] = {role: sum(per_pair(c) for c in cs) for role, cs in xcol[iid].items()}
+            psu_x[iid] = {role: per_pair(cs[0]) if len(cs) == 1 else  # no copy of a column
+                          sum(per_pair(c) for c in cs) for role, cs in xcol[iid].items()}
             m.update({name: arr(pair_cell, psu_x[iid][role])
                       for name, role in moment_names(ind).items()})
-            m.update({f"{iid}:{kind}": sum(sign * arr(row_cell, L[c]) for c, sign in cs)
+            m.update({f"{iid}:{kind}": sum(sign * arr(row_cell, C[c]) for c, sign in cs)
                       for kind, cs in counts[iid].items()})
         return Moments(labels, m, (k_py, k_g, psu_x, L["py_hy"]))
 
@@ -443,11 +461,11 @@ class SqlStage:
         self._psu_totals()
         gcol, labels = (None, [TOTAL]) if breakdown is None else self._groups[breakdown]
         if self._local is not None:
-            return self._local_moments(self._local, gcol, labels, breakdown is None)
+            return self._local_moments(*self._local, gcol, labels, breakdown is None)
         bound = min(self._psu_periods * len(labels), self._n_fine * len(self._shifts))
         if bound <= self.fetch_limit:
-            return self._local_moments(self._fetch(self._breakdown_sql(breakdown)), "g",
-                                       labels, breakdown is None)
+            L = self._fetch(self._breakdown_sql(breakdown))
+            return self._local_moments(L, L, "g", labels, breakdown is None)
         table = f"msme_psu_{uuid.uuid4().hex}"
         self.run.materialise(table, self._breakdown_sql(breakdown))
         self._tables.append(table)
