@@ -462,7 +462,9 @@ def connect(*, memory_limit: str | None = None, threads: int | None = None,
     """A new DuckDB connection with a memory cap (``"512MB"``), thread count and spill folder.
 
     ``preserve_insertion_order=false`` lets DuckDB stream aggregates without buffering rows.
-    With a cap and no ``threads``, threads = min(cores, cap / 64 MB): each thread's hash
+    ``threads`` defaults to the cores this process may use (``os.sched_getaffinity``; DuckDB's
+    own default can see the host's cores inside a container). With a cap and no ``threads``,
+    threads = min(cores, cap / 64 MB): each thread's hash
     aggregate needs a few tens of MB before it can spill, so 2 threads under a 64 MB cap run
     out of memory where 1 thread completes (measured on DuckDB 2.0).
     """
@@ -470,15 +472,24 @@ def connect(*, memory_limit: str | None = None, threads: int | None = None,
 
     con = duckdb.connect()
     con.execute("SET preserve_insertion_order = false")
+    if threads is None:
+        threads = _cores()
+        if memory_limit is not None:  # hash aggregation needs ~64 MB per thread (and spill)
+            threads = max(1, min(threads, _megabytes(memory_limit) // 64))
     if memory_limit is not None:
         con.execute(f"SET memory_limit = '{_plain(memory_limit)}'")
-        if threads is None:  # hash aggregation needs ~64 MB per thread to run (and spill)
-            threads = max(1, min(os.cpu_count() or 1, _megabytes(memory_limit) // 64))
-    if threads is not None:
-        con.execute(f"SET threads = {int(threads)}")
+    con.execute(f"SET threads = {int(threads)}")
     if temp_directory is not None:
         con.execute(f"SET temp_directory = '{_plain(str(temp_directory))}'")
     return con
+
+
+def _cores() -> int:
+    """The cores this process may run on (CPU affinity / container limits), else the count."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
 
 
 def _megabytes(size: str) -> int:

@@ -1,23 +1,30 @@
 """Stage (a) of :func:`msme_eval.indicators.compute` in SQL (DuckDB or Spark), out of core.
 
-The firm rows never leave the engine. Per breakdown ONE scan of the source computes
+The firm rows never leave the engine, and they are read twice for the whole table (total and
+every breakdown), whatever the number of indicators and breakdowns:
 
-1. the row features (``msme``, ``start_up``, ... and the next-year ones ``survived_next`` /
-   ``jobs_change_next`` with a self-join on ``(firm_id, year + 1)`` and a join on the
-   country-years present), the weighted part values ``w * value * population`` with the
-   available-case rule, and the record counts;
-2. the PSU totals ``X_a`` per (country, stratum, PSU, period, group) (``GROUP BY``; parts
-   with a one-year shift enter period ``yi + 1`` through a ``UNION ALL``), kept in the engine
-   as a temporary table (DuckDB temp table, spilled to disk under a memory limit; Spark: a
-   persisted view) -- one row per PSU-period-group, far fewer than firm rows;
-3. their sums per (country, stratum, period, group) -- a few thousand rows, to numpy.
+0. one design scan (:meth:`SqlStage._design`): the checks (missing country/year/weight/
+   strata/PSU), the PSUs per stratum, the years and the labels of the text breakdowns;
+1. one aggregation (:meth:`SqlStage._fine_sql`): the row features (``msme``, ``start_up``,
+   ... and the next-year ones ``survived_next`` / ``jobs_change_next`` with a self-join on
+   ``(firm_id, year + 1)``), the weighted part values ``w * value * population`` with the
+   available-case rule, and the record counts (0/1 TINYINT flags summed as BIGINT; each
+   distinct expression once) summed per *fine* key: (country, stratum, PSU, period, the group
+   of every breakdown). Parts with a one-year shift move to period ``yi + 1`` afterwards, on
+   this small table (``UNION ALL``), not on the rows.
 
-The estimator (:class:`compute._Estimator`) turns the sums into point estimates and
-linearisation coefficients; a second query over the PSU table (:meth:`SqlStage.centred_ss`)
-joins those coefficients and returns the centred sums of squares of the linearised variable
-per stratum. The numbers agree with the pandas path to ~1e-12 (summation order only).
-Disclosure cell statistics (contributors, top-2 magnitudes,
-total per fine cell) are one more query (DuckDB ``max(x, 2)``; Spark ``row_number``).
+Each breakdown (and the total) is a roll-up of the fine table -- no re-scan. Where the
+roll-ups happen depends on the size of the fine table (``FETCH_LIMIT`` rows, see
+:meth:`SqlStage._psu_totals`): fetched once through Arrow (text keys dictionary-encoded to
+integer codes) and rolled up in numpy -- the usual case: PSU-periods x groups are far fewer
+than firm rows -- or, for huge PSU tables (the firm as the PSU of a large census), kept in the
+engine (DuckDB temp table spilled under ``memory_limit``; Spark persisted view) with every
+later step in SQL. Either way the estimator (:class:`table._Estimator`) turns the cell sums
+into point estimates and linearisation coefficients, and the centred second pass over the
+PSU totals (:func:`parts.centred_ss` in numpy, or :meth:`SqlStage.centred_ss` joining the
+coefficients in SQL) gives the variance. The numbers agree with the pandas path to ~1e-12
+(summation order only). Disclosure cell statistics (contributors, top-2 magnitudes, total per
+fine cell) are one more query (DuckDB ``max(x, 2)``; Spark ``row_number``).
 """
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ Every value is a ratio of weighted totals (or a weighted total, or the delta-met
 ``(A/B)/(C/D)`` for K04) estimated on the full survey design with Taylor-linearised standard
 errors (:mod:`msme_eval.survey`). The work has three stages:
 
-1. **One grouped pass per breakdown** over the firm rows (stage a, where the data live:
-   ``np.bincount`` in memory, one SQL query on DuckDB/Spark): weighted sums of every
+1. **Grouped sums over the firm rows** (stage a, where the data live: ``np.bincount`` per
+   breakdown in memory; on DuckDB/Spark ONE aggregation at the finest key -- PSU-period x the
+   group of every breakdown -- rolled up per breakdown, :mod:`._sql`): weighted sums of every
    indicator's numerator/denominator parts per (country, stratum, PSU, time period, group)
    -- the only step that touches all rows -- and their sums per (stratum, period, group).
 2. **Linearisation**: point estimates are ratios of the cells' sums (plus a macro
