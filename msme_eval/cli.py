@@ -91,6 +91,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--timeout", type=float, help="wall-clock limit per notebook, seconds")
     r.add_argument("--kernel", help="Jupyter kernel name (default msme-eval)")
     r.add_argument("--output-root", help="folder of published cycles (default reports)")
+    r.add_argument("--compare-with", metavar="CYCLE",
+                   help="published cycle to compare with (default: the latest earlier one)")
     r.add_argument("--templates-dir", help="folder of notebook templates (default: the ones "
                    "shipped with msme-eval; `msme-eval templates DIR` copies them to edit)")
     r.add_argument("--no-install-kernel", action="store_true",
@@ -162,7 +164,7 @@ def _cmd_run(a: argparse.Namespace) -> int:
         "target_year": a.target_year, "report_year": a.report_year,
         "programme_types": a.programme_types, "workers": a.workers, "timeout": a.timeout,
         "kernel": a.kernel, "output_root": a.output_root, "templates_dir": a.templates_dir,
-        "engine": a.engine,
+        "engine": a.engine, "previous_cycle": a.compare_with,
     }
     declined = tuple(k for k, flag in (("macro", a.no_macro), ("targets", a.no_targets)) if flag)
     file = _cycle_file(a)

@@ -153,6 +153,9 @@ def test_cycle_id_reads_its_yaml(sample, tmp_path: Path, monkeypatch, capsys) ->
     assert main(["run", "--cycle", "f25", "--workers", "1"]) == 0
     p = captured["p"]
     assert (p.baseline_year, p.target_year, p.countries, p.workers) == (2017, 2030, ["IDN"], 1)
+    assert p.previous_cycle is None
+    assert main(["run", "--cycle", "f25", "--compare-with", "2023"]) == 0
+    assert captured["p"].previous_cycle == "2023"
     assert "cycles/f25.yaml" in capsys.readouterr().out
 
 
