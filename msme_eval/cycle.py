@@ -61,7 +61,7 @@ from msme_eval.report.params import (
     load_params,
 )
 from msme_eval.report.publish import CycleLock, publish, restore_interrupted_publish
-from msme_eval.report.records import clean, dump_json
+from msme_eval.report.records import dump_json
 from msme_eval.report.redact import panel_redactor, redact_files
 
 __all__ = ["run", "CycleParams", "NotebookParams", "CycleResult", "NotebookRun", "CycleError",
@@ -73,7 +73,6 @@ KERNEL_FIX = (
     "{python} -m ipykernel install --sys-prefix --name {name} "
     "--display-name 'Python (msme-eval)'"
 )
-_clean = clean  # the name tests and notebooks of earlier versions used
 
 
 # --------------------------------------------------------------------------------------------

@@ -50,6 +50,18 @@ def issue_set(issues) -> set[tuple]:
             for i in issues}
 
 
+def refused_as_read_panel_would(frame: pd.DataFrame, path: Path, out: Path) -> schema.ValidationReport:
+    """Write ``frame`` to ``path``: streaming validation refuses it, nothing is written to
+    ``out``, and its report equals read_panel's on the whole file (returned)."""
+    frame.to_csv(path, index=False)
+    with pytest.raises(DataValidationError) as exc:
+        run(path, out)
+    ref = full_report(path)
+    assert issue_set(exc.value.validation.issues) == issue_set(ref.issues)
+    assert not out.exists()
+    return ref
+
+
 def canonical(df: pd.DataFrame, columns) -> pd.DataFrame:
     """Partition columns back to contract dtypes; rows in (firm_id, year) order."""
     df = df.copy()
@@ -181,11 +193,7 @@ def test_firm_rules_across_chunks(panel, tmp_path: Path) -> None:
     firm = bad.loc[r3, "firm_id"]
     bad.loc[bad["firm_id"] == firm, ["first_treated", "programme_type"]] = [2019, "finance"]
     bad.loc[r3, "first_treated"] = 2021
-    bad.to_csv(tmp_path / "bad.csv", index=False)
-    with pytest.raises(DataValidationError) as exc:
-        run(tmp_path / "bad.csv", tmp_path / "ds")
-    ref = full_report(tmp_path / "bad.csv")
-    assert issue_set(exc.value.validation.issues) == issue_set(ref.issues)
+    ref = refused_as_read_panel_would(bad, tmp_path / "bad.csv", tmp_path / "ds")
     varies = [i for i in ref.issues if i.rule == "first_treated_varies"][0]
     assert varies.n_rows == int((bad["firm_id"] == firm).sum())
     assert not (tmp_path / "ds").exists()
@@ -238,11 +246,7 @@ def test_identifier_spellings_across_chunks(panel, tmp_path: Path) -> None:
     firm = bad.loc[10, "firm_id"]
     other = bad.index[(bad["firm_id"] == firm) & (bad.index >= 2 * CHUNK)][0]
     bad.loc[other, "firm_id"] = firm.lower() + "\u200b"
-    bad.to_csv(tmp_path / "ids.csv", index=False)
-    with pytest.raises(DataValidationError) as exc:
-        run(tmp_path / "ids.csv", tmp_path / "ds")
-    ref = full_report(tmp_path / "ids.csv")
-    assert issue_set(exc.value.validation.issues) == issue_set(ref.issues)
+    ref = refused_as_read_panel_would(bad, tmp_path / "ids.csv", tmp_path / "ds")
     hit = [i for i in ref.issues if i.rule == "id_spelling_variants"][0]
     assert other + 1 in hit.rows or hit.n_rows > 5
     assert not list(tmp_path.glob(".ds*"))            # key files removed

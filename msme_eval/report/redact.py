@@ -1,9 +1,9 @@
 """Safety net: remove firm identifiers from everything notebooks produced before rendering.
 
 Reports publish aggregates only. Library messages can still quote a firm id (e.g. "a cohort
-with a single unit, firm_id = ..."); the runner replaces every whole token equal to a firm id
-of the panel with ``REDACTED`` in executed notebooks, logs, result fragments, tables and error
-messages, and says how many it removed.
+with a single unit, firm_id = ..."); as each notebook ends, the runner replaces every firm id
+of the panel (`panel_redactor`) with ``REDACTED`` in its executed notebook, log, result fragment
+and tables (`redact_files`) and in its error message, and says how many it removed.
 """
 from __future__ import annotations
 
@@ -92,19 +92,4 @@ def redact_files(paths: Iterable[Path], redact: Callable[[str], tuple[str, int]]
             if n:
                 f.write_text(new, encoding="utf-8")
                 total += n
-    return total
-
-
-def redact_firm_ids(work: Path, runs: list[Any]) -> int:
-    """Remove firm identifiers from everything notebooks produced (executed notebooks, logs,
-    result fragments, tables, error messages) before rendering: a safety net under the rule
-    that reports show aggregates only. Returns the number of replacements."""
-    redact = panel_redactor(work)
-    if redact is None:
-        return 0
-    total = redact_files([work / sub for sub in ("executed", "logs", "results", "tables")
-                          if (work / sub).exists()], redact)
-    for r in runs:
-        r.error, n = redact(r.error)
-        total += n
     return total
