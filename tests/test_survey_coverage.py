@@ -1,0 +1,237 @@
+"""Coverage of the indicators' 95% intervals in repeated two-stage samples (issue #14).
+
+A census-like population of MSMEs (and the large firms K02/K04 compare them with) in two
+countries: strata = country x size class, PSUs = districts (150 per country, every district
+has firms of every size class), firms with a district effect (intra-cluster correlation) on
+size, productivity, online sales, international activity and registration, and owner sex
+shifting them too. Each replicate is a stratified two-stage sample -- ``n_psu`` districts per
+stratum by simple random sampling without replacement, then ``PER_PSU`` firms of the stratum
+in each chosen district (all of them when fewer) -- with weights ``M_h / n_psu * N_hd / m_hd``.
+
+The indicators go through the real code path, :func:`msme_eval.indicators.compute`, on all
+replicates at once: replicate ``r`` is the period ``r`` of one stacked panel, and a sampled
+district's PSU label is its draw order within the stratum, so every period holds one
+complete, independent sample whose variance and Satterthwaite df involve only its own rows
+(periods are domains of the full design; the other periods' rows contribute 0 to its PSU
+totals, and every stratum has exactly ``n_psu`` PSU labels). The truth is the same
+``compute`` on the whole population (weight 1).
+
+Reported per indicator x PSUs per stratum x domain (overall, women-owned, men-owned):
+relative bias of the estimator, SE ratio (mean SE / empirical SD of the estimates) and
+coverage of the 95% t intervals with the effective (Satterthwaite) df. Run with
+``-s`` to print the table.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from msme_eval import indicators
+
+INDICATORS = ("K02", "K04", "K05", "K08", "K09")
+COUNTRIES = ("KHM", "THA")
+CLASSES = ("micro", "small", "medium", "large")
+N_DISTRICTS = 150
+PER_PSU = 10
+REPS = 1000
+DOMAINS = {"total": ("total", "total"), "women": ("owner_female", "female"),
+           "men": ("owner_female", "male")}
+
+
+def _logistic(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
+
+
+def population(seed: int = 14) -> pd.DataFrame:
+    """The census: firms sorted by (country, size class, district), one row each.
+
+    Firms per district and class: Poisson(40) micro, Poisson(12) small, 1 + Poisson(4)
+    medium, 1 + Poisson(2) large (about 9,000 firms per country). District effect
+    ``u_d ~ N(0, 1)``; a firm's employees lognormal within its class's range, value added per
+    employee ``exp(a_class + 0.35 u_d - 0.2 female + N(0, 0.6^2))``, and 0/1 traits logistic in
+    the class, ``u_d`` and owner sex (online sales, international activity, registration).
+    """
+    rng = np.random.default_rng(seed)
+    frames = []
+    lam = {"micro": 40, "small": 12, "medium": 4, "large": 2}
+    floor = {"micro": 0, "small": 0, "medium": 1, "large": 1}
+    emp_range = {"micro": (1, 9), "small": (10, 49), "medium": (50, 249), "large": (250, 3000)}
+    shift = {"micro": 0.0, "small": 0.6, "medium": 1.0, "large": 1.4}
+    female_p = {"micro": 0.40, "small": 0.25, "medium": 0.15, "large": 0.10}
+    for ci, country in enumerate(COUNTRIES):
+        u = rng.normal(0.0, 1.0, N_DISTRICTS)
+        for cls in CLASSES:
+            n_d = floor[cls] + rng.poisson(lam[cls], N_DISTRICTS)
+            district = np.repeat(np.arange(N_DISTRICTS), n_d)
+            ud = u[district]
+            n = len(district)
+            female = rng.random(n) < female_p[cls]
+            lo, hi = emp_range[cls]
+            emp = np.clip(np.round(np.exp(rng.normal(np.log(lo + 1) + 0.4 + 0.3 * ud, 0.7))),
+                          lo, hi)
+            vape = np.exp(1.5 + shift[cls] + 0.2 * ci + 0.35 * ud - 0.2 * female
+                          + rng.normal(0.0, 0.6, n))
+            exporter = rng.random(n) < _logistic(-2.5 + 1.2 * shift[cls] + 0.7 * ud)
+            frames.append(pd.DataFrame({
+                "country": country, "size_class": cls, "district": district,
+                "owner_female": female, "employees": emp, "value_added": emp * vape,
+                "exports": np.where(exporter, emp * vape * rng.uniform(0.05, 0.6, n), 0.0),
+                "imports_or_gvc": rng.random(n) < _logistic(-2.0 + shift[cls] + 0.6 * ud),
+                "sells_online": rng.random(n) < _logistic(-1.0 + 0.8 * ud + shift[cls]
+                                                          - 0.3 * female),
+                "registered": rng.random(n) < _logistic(0.3 + 0.9 * ud + 2 * shift[cls]
+                                                        - 0.4 * female),
+            }))
+    pop = pd.concat(frames, ignore_index=True)
+    pop["firm_id"] = np.arange(len(pop))
+    pop["sector"] = "C"
+    return pop
+
+
+def _cells(pop: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Start and size of every (country, class, district) cell in ``pop``'s row order, and each
+    cell's stratum (country, class) code; cells are ordered stratum-major, district-minor."""
+    key = (pop["country"].map({c: i for i, c in enumerate(COUNTRIES)}).to_numpy() * len(CLASSES)
+           + pop["size_class"].map({c: i for i, c in enumerate(CLASSES)}).to_numpy())
+    cell = key * N_DISTRICTS + pop["district"].to_numpy()
+    assert (np.diff(cell) >= 0).all(), "population must be sorted by stratum and district"
+    size = np.bincount(cell, minlength=len(COUNTRIES) * len(CLASSES) * N_DISTRICTS)
+    start = np.concatenate([[0], np.cumsum(size)[:-1]])
+    stratum = np.repeat(np.arange(len(COUNTRIES) * len(CLASSES)), N_DISTRICTS)
+    return start, size, stratum
+
+
+def two_stage_samples(pop: pd.DataFrame, n_psu: int, reps: int, seed: int) -> pd.DataFrame:
+    """``reps`` stratified two-stage samples stacked as periods 0..reps-1 (module docstring)."""
+    rng = np.random.default_rng(seed)
+    start, size, _ = _cells(pop)
+    n_strata = len(COUNTRIES) * len(CLASSES)
+    # stage 1: n_psu of the N_DISTRICTS districts per (replicate, stratum), SRSWOR
+    chosen = rng.random((reps, n_strata, N_DISTRICTS)).argsort(axis=2)[:, :, :n_psu]
+    cell = (np.arange(n_strata)[None, :, None] * N_DISTRICTS + chosen).reshape(-1)
+    rep = np.repeat(np.arange(reps), n_strata * n_psu)
+    label = np.tile(np.arange(n_psu), reps * n_strata)
+    # stage 2: min(PER_PSU, N_hd) firms per chosen cell, SRSWOR (random keys, absent at inf)
+    big = int(size.max())
+    keys = rng.random((len(cell), big))
+    keys[np.arange(big)[None, :] >= size[cell][:, None]] = np.inf
+    pick = keys.argsort(axis=1)[:, :PER_PSU]
+    m = np.minimum(size[cell], PER_PSU)
+    ok = np.arange(PER_PSU)[None, :] < m[:, None]
+    rows = (start[cell][:, None] + pick)[ok]
+    s = pop.iloc[rows].reset_index(drop=True)
+    per_firm = np.broadcast_to(np.arange(len(cell))[:, None], ok.shape)[ok]
+    s["weight"] = (N_DISTRICTS / n_psu * size[cell] / m)[per_firm]
+    s["year"] = rep[per_firm]
+    s["strata"] = s["size_class"]
+    s["psu"] = label[per_firm]
+    return s
+
+
+def _estimates(panel: pd.DataFrame, design: tuple[str, ...]) -> pd.DataFrame:
+    out = indicators.compute(panel, breakdowns=["owner_female"], indicators=list(INDICATORS),
+                             aggregate=False, disclosure=False, design=design)
+    return pd.DataFrame(out)
+
+
+def coverage_table(pop: pd.DataFrame, n_psu: int, reps: int = REPS) -> pd.DataFrame:
+    """Per indicator x domain for ``n_psu`` PSUs per stratum, pooled over the countries:
+    relative bias ``mean(est / truth - 1)``, ``se_ratio`` mean SE / empirical SD and
+    ``var_ratio`` mean SE^2 / empirical variance (per country, then averaged; for small df the
+    SE ratio is below 1 even for an unbiased variance, E sqrt(chi2_v / v) < 1), ``coverage`` of
+    the t intervals with the effective df, ``oracle`` coverage of ``est +- 1.96 x empirical SD``
+    (is the estimator's own distribution near normal?), ``median_df`` and NaN intervals."""
+    truth = _estimates(pop.assign(year=0), design=()).set_index(
+        ["indicator", "ref_area", "breakdown", "group"])["value"]
+    est = _estimates(two_stage_samples(pop, n_psu, reps, seed=1000 + n_psu),
+                     design=("weight", "strata", "psu"))
+    rows = []
+    for ind in INDICATORS:
+        for dom, (brk, grp) in DOMAINS.items():
+            sel = est[(est["indicator"] == ind) & (est["breakdown"] == brk) & (est["group"] == grp)]
+            assert len(sel) == reps * len(COUNTRIES), (ind, dom, len(sel))
+            rows.append({"indicator": ind, "n_psu": n_psu, "domain": dom,
+                         **_cell_stats(sel, truth.xs((ind, brk, grp), level=[0, 2, 3]))})
+    return pd.DataFrame(rows)
+
+
+def _cell_stats(sel: pd.DataFrame, truth: pd.Series) -> dict[str, float]:
+    t = truth.loc[sel["ref_area"]].to_numpy()
+    v, se = sel["value"].to_numpy(), sel["se"].to_numpy()
+    by_area = sel.assign(v=v, se2=se**2, se=se).groupby("ref_area")
+    sd = by_area["v"].std(ddof=1)
+    sd_row = sd.loc[sel["ref_area"]].to_numpy()
+    return {"rel_bias_pct": 100 * float(np.mean(v / t - 1)),
+            "se_ratio": float((by_area["se"].mean() / sd).mean()),
+            "var_ratio": float((by_area["se2"].mean() / sd**2).mean()),
+            "coverage": float(np.mean((sel["ci_low"].to_numpy() <= t)
+                                      & (t <= sel["ci_high"].to_numpy()))),
+            "oracle": float(np.mean(np.abs(v - t) <= 1.959964 * sd_row)),
+            "median_df": float(np.median(sel["df"])),
+            "nan_ci": int(np.isnan(sel["ci_low"].to_numpy()).sum())}
+
+
+@pytest.fixture(scope="module")
+def census() -> pd.DataFrame:
+    return population()
+
+
+def test_samples_are_stratified_two_stage_and_weights_estimate_counts(census):
+    # the sampler itself: every stratum holds n_psu PSU labels per replicate, at most PER_PSU
+    # firms each, and the weights are unbiased for the stratum counts (mean over replicates)
+    s = two_stage_samples(census, n_psu=3, reps=400, seed=5)
+    per = s.groupby(["year", "country", "strata"])["psu"].nunique()
+    assert (per == 3).all() and len(per) == 400 * len(COUNTRIES) * len(CLASSES)
+    assert s.groupby(["year", "country", "strata", "psu"]).size().max() <= PER_PSU
+    per_rep = s.groupby(["year", "country", "strata"])["weight"].sum().groupby(
+        ["country", "strata"])
+    true = census.groupby(["country", "size_class"]).size()
+    true.index = true.index.set_names(["country", "strata"])
+    mc_se = per_rep.std() / np.sqrt(400)
+    assert (np.abs(per_rep.mean() - true.loc[mc_se.index]) <= 4 * mc_se).all()
+    # a take-all cell (N_hd <= PER_PSU) has weight M_h / n_psu exactly
+    small_cells = s[s["strata"] == "large"].groupby(["year", "country", "psu"])
+    assert np.allclose(small_cells["weight"].first() * 3 / N_DISTRICTS,
+                       np.maximum(small_cells.size() / PER_PSU, 1.0)
+                       * (small_cells.size() <= PER_PSU))
+
+
+#: cells measured below the 93-97% band (coverage, seed fixed; 2000 intervals, MC SE 0.49
+#: points). Diagnosis (see the module docstring of msme_eval.survey and the report of issue
+#: #14): K04 -- the linearised variance of (A/B)/(C/D) understates the variance (var_ratio
+#: 0.6-0.75 even at 8 PSUs) because the large-firm stratum's value added per employee is
+#: heavy-tailed and the denominator C/D is estimated from ~3 firms per PSU: a nonlinearity
+#: (bias 7-23%) that no df rule fixes; proportions (K05, K08, K09), mostly in the women-owned
+#: domain and at 3 PSUs: the variance is unbiased (var_ratio 0.9-1.0) and the oracle
+#: interval covers 95%, but the estimated Satterthwaite df is positively correlated with the
+#: error of the variance estimate (a stratum whose v_h is underestimated raises df_eff), so
+#: |z| is large exactly when t is small (corr(df, |z|) ~ 0.4 at 3 PSUs).
+KNOWN_SHORTFALL: dict[tuple[str, int, str], float] = {
+    ("K04", 2, "women"): 0.9035, ("K05", 2, "women"): 0.9215,
+    ("K04", 3, "total"): 0.9160, ("K04", 3, "women"): 0.8490, ("K04", 3, "men"): 0.9110,
+    ("K05", 3, "women"): 0.9105, ("K08", 3, "women"): 0.9145, ("K09", 3, "total"): 0.9145,
+    ("K09", 3, "women"): 0.9235, ("K09", 3, "men"): 0.9240,
+    ("K04", 8, "total"): 0.9050, ("K04", 8, "women"): 0.8515, ("K04", 8, "men"): 0.9060,
+    ("K05", 8, "women"): 0.9245, ("K08", 8, "women"): 0.9265,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("n_psu", [2, 3, 8])
+def test_indicator_interval_coverage_on_a_census(census, n_psu):
+    table = coverage_table(census, n_psu)
+    print("\n" + table.to_string(index=False, float_format=lambda x: f"{x:.3f}"))
+    assert (table["nan_ci"] == 0).all()
+    # the estimators' own sampling distributions are near normal: +-1.96 true SD covers
+    assert table["oracle"].between(0.93, 0.97).all(), table.to_string()
+    # proportions: the linearised variance is unbiased (mean SE^2 / variance)
+    props = table[table["indicator"].isin(["K05", "K08", "K09"])]
+    assert props["var_ratio"].between(0.85, 1.15).all(), props.to_string()
+    for row in table.itertuples():
+        key = (row.indicator, row.n_psu, row.domain)
+        if key in KNOWN_SHORTFALL:
+            # measured shortfall: must not get worse (2 MC SEs), and a fix must update the list
+            assert KNOWN_SHORTFALL[key] - 0.01 <= row.coverage < 0.93, (key, row.coverage)
+        else:
+            assert 0.93 <= row.coverage <= 0.97, (key, row.coverage)
