@@ -23,9 +23,11 @@ from ._checks import ImpactInputError
 from .balance import balance_table
 from .did import did, prepare_panel
 from .evaluate import Evaluation, build_outcomes, evaluate, interpret
+from .match import MatchResult, love_plot, match
 from .power import PowerResult, mde, sample_size
 from .results import DidResult, Estimate, WaldTest
 from .survival import SurvivalResult, survival_did
+from .tables import ModelTable, model_table
 from .twfe import TwfeResult, twfe, twfe_event_study
 from .weighting import WeightingResult, weighting
 
@@ -33,5 +35,6 @@ __all__ = [
     "did", "prepare_panel", "DidResult", "Estimate", "WaldTest", "ImpactInputError",
     "twfe", "twfe_event_study", "TwfeResult", "weighting", "WeightingResult", "balance_table",
     "evaluate", "Evaluation", "build_outcomes", "interpret", "mde", "sample_size", "PowerResult",
-    "survival_did", "SurvivalResult",
+    "survival_did", "SurvivalResult", "model_table", "ModelTable",
+    "match", "MatchResult", "love_plot",
 ]

@@ -61,6 +61,11 @@ class TwfeResult(Result):
             "pvalue": self.pvalue.to_numpy(), "nobs": self.nobs,
         })
 
+    @property
+    def n_units(self) -> int:
+        """Units in the estimation sample (levels of the unit fixed effect after pyfixest's drops)."""
+        return int(self.model._data["_u"].nunique())
+
     def notes(self) -> list[str]:
         return ["Under staggered adoption with heterogeneous effects the TWFE coefficient mixes 2x2 comparisons, "
                 "some with negative weights (Goodman-Bacon 2021); a baseline only, beside did()."]
