@@ -46,7 +46,7 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from msme_eval import provenance, spark
 from msme_eval.contract import AREAS, REGION, area_name
 from msme_eval.report import render, site
-from msme_eval.report.context import build_cache, notebook_context
+from msme_eval.report.context import build_cache, notebook_context, plan_impact
 from msme_eval.report.execute import KernelWorker, Status, execute_notebook, stop_all
 from msme_eval.report.params import (
     DEFAULT_KERNEL,
@@ -85,9 +85,10 @@ class Template:
     name: str
     path: Path
     title: str
-    scope: tuple[str, ...] = ("region",)  # "region" and/or "country"
-    phase: int = 1  # phase-2 templates (the summary) run after all phase-1 notebooks
+    scope: tuple[str, ...] = ("region",)  # "region", "country" and/or "lead" (`lead_areas`)
+    phase: int = 1  # later phases (impact pages, the summary) run after the earlier ones
     cost: float = 1.0  # relative run time; costly notebooks start first (shorter makespan)
+    needs: tuple[str, ...] = ()  # shared work the runner does first: "impact" (`plan_impact`)
 
 
 def discover_templates(folder: Path, sections: Iterable[str] | None = None) -> list[Template]:
@@ -111,7 +112,8 @@ def discover_templates(folder: Path, sections: Iterable[str] | None = None) -> l
         found.append(Template(name=path.stem, path=path, title=meta.get("title", path.stem),
                               scope=tuple(meta.get("scope", ["region"])),
                               phase=int(meta.get("phase", 1)),
-                              cost=float(meta.get("cost", 1.0))))
+                              cost=float(meta.get("cost", 1.0)),
+                              needs=tuple(meta.get("needs", []))))
     if sections is not None:
         wanted = list(sections)
         missing = sorted(set(wanted) - {t.name for t in found})
@@ -141,18 +143,65 @@ class Job:
         return f"{self.country}/{self.template.name}.html"
 
 
+def lead_areas(countries: Iterable[str]) -> list[str]:
+    """The areas a run reports on first (its executive summary and full impact analysis): the
+    region when it is in the run, otherwise each member state of the run. A ministry running
+    its own country reads one summary of its own country, not an aggregate of the set."""
+    countries = list(countries)
+    return [REGION] if REGION in countries else countries
+
+
+def _in_scope(template: Template, area: str, lead: list[str]) -> bool:
+    return (area == REGION and "region" in template.scope) or \
+        (area != REGION and "country" in template.scope) or \
+        ("lead" in template.scope and area in lead)
+
+
 def plan(params: CycleParams, templates: list[Template]) -> list[Job]:
-    """Every (template, area) pair to run: region templates once, country ones per country."""
-    jobs: list[Job] = []
-    for t in templates:
-        for area in params.countries:
-            if (area == REGION and "region" in t.scope) or \
-               (area != REGION and "country" in t.scope):
-                jobs.append(Job(t, area))
+    """Every (template, area) pair to run: region templates once, country ones per country,
+    "lead" ones for each of `lead_areas`."""
+    lead = lead_areas(params.countries)
+    jobs = [Job(t, area) for t in templates for area in params.countries if _in_scope(t, area, lead)]
     if not jobs:
         raise CycleError(f"nothing to run: templates {[t.name for t in templates]} have no "
                          f"scope matching countries {params.countries}")
     return jobs
+
+
+@dataclass
+class FitJob:
+    """One shared impact computation (`msme_eval.report.context.run_impact_call`) run on a
+    worker before the impact pages, which then read it from the cache by its key."""
+
+    area: str
+    call: dict[str, Any]
+    digest: str
+    phase: float
+    cost: float
+
+    @property
+    def key(self) -> str:
+        types = self.call["programme_type"]
+        part = "headline" if self.call.get("robustness") is False else "+".join(types)
+        return f"impact-fit/{self.area}/{part}"
+
+
+def fit_jobs(params: CycleParams, jobs: list[Job], cache: Path,
+             inputs: dict[str, str]) -> list[FitJob]:
+    """The impact calls of the areas whose pages need them (`plan_impact`), in the first phase
+    that runs before those pages; costly first (by rows and programme types)."""
+    needing = [j for j in jobs if "impact" in j.template.needs]
+    if not needing:
+        return []
+    first_needing = min(j.template.phase for j in needing)
+    earlier = [j.template.phase for j in jobs if j.template.phase < first_needing]
+    phase = min(earlier) if earlier else first_needing - 0.5
+    areas = list(dict.fromkeys(j.country for j in needing))
+    calls = plan_impact(params, cache, areas, lead_areas(params.countries), inputs)
+    out = [FitJob(area, call, digest, phase, len(call["programme_type"]) * (
+        1.0 if call.get("robustness") is False else 2.4) * (10 if area == REGION else 1))
+        for area, call, digest in calls]
+    return sorted(out, key=lambda f: -f.cost)
 
 
 # --------------------------------------------------------------------------------------------
@@ -373,7 +422,8 @@ def _build(params: CycleParams, build: Path, templates: list[Template], jobs: li
                            error=r.error, failing_cell=r.failing_cell)
         t_render += time.perf_counter() - t
 
-    runs = _run_jobs(params, jobs, work, say, finish)
+    fits = fit_jobs(params, jobs, work / "cache", {k: v["sha256"] for k, v in inputs.items()})
+    runs = _run_jobs(params, jobs, work, say, finish, fits)
     if n_red:
         say(f"WARNING: removed {n_red} firm identifier(s) that notebook output quoted "
             "(library messages); the published report shows '[firm id removed]'")
@@ -446,9 +496,12 @@ def _keep_logs(work: Path, build: Path) -> None:
 
 
 def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[str], None],
-              finish: Callable[[Job, NotebookRun], None]) -> list[NotebookRun]:
+              finish: Callable[[Job, NotebookRun], None],
+              fits: list[FitJob] | None = None) -> list[NotebookRun]:
     """Run jobs phase by phase on ``params.workers`` kernel workers (one kernel each, reused
-    from notebook to notebook), longest first; ``finish`` each as soon as it ends."""
+    from notebook to notebook), longest first; ``finish`` each as soon as it ends. ``fits``
+    (shared impact computations) run on the same workers, first in their phase."""
+    fits = fits or []
     results: dict[str, NotebookRun] = {}
     threads = max(1, (os.cpu_count() or 1) // params.workers)
     idle: queue.SimpleQueue[KernelWorker] = queue.SimpleQueue()
@@ -456,39 +509,67 @@ def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[s
                for i in range(params.workers)]
     for w in workers:
         idle.put(w)
-    progress = _Progress(len(jobs), say)
+    progress = _Progress(len(jobs) + len(fits), say)
 
-    def one(job: Job) -> NotebookRun:
+    def one(job: Job | FitJob) -> NotebookRun | None:
         worker = idle.get()
         try:
+            if isinstance(job, FitJob):
+                return _fit(params, job, work, worker, progress)
             r = _execute(params, job, work, worker, progress)
         finally:
             idle.put(worker)
         finish(job, r)
         return progress.done(job, r)
 
-    say(f"running {len(jobs)} notebooks on {params.workers} kernel worker(s) x {threads} "
-        f"thread(s), kernel {params.kernel!r}, limit {params.timeout:g}s each")
+    say(f"running {len(jobs)} notebooks ({len(fits)} shared impact fits first) on "
+        f"{params.workers} kernel worker(s) x {threads} thread(s), kernel {params.kernel!r}, "
+        f"limit {params.timeout:g}s each")
     try:
-        for phase in sorted({j.template.phase for j in jobs}):
-            batch = sorted((j for j in jobs if j.template.phase == phase),
-                           key=lambda j: -j.template.cost)  # longest first; sort is stable
-            # twice the workers: a thread rendering a finished page never holds a kernel idle
-            pool = ThreadPoolExecutor(max_workers=2 * params.workers)
-            try:
-                for job, r in zip(batch, pool.map(one, batch)):
-                    results[job.key] = r
-            except BaseException:  # Ctrl-C / SIGTERM: stop every notebook now, not at its limit
-                pool.shutdown(wait=False, cancel_futures=True)
-                n = stop_all()
-                say(f"interrupted: stopped {n} notebook worker(s); nothing was published")
-                raise
-            pool.shutdown()
-            _collect_tables(work, batch)
+        for phase in sorted({j.template.phase for j in jobs} | {f.phase for f in fits}):
+            batch: list[Job | FitJob] = [f for f in fits if f.phase == phase]
+            batch += sorted((j for j in jobs if j.template.phase == phase),
+                            key=lambda j: -j.template.cost)  # longest first; sort is stable
+            _run_batch(params, batch, one, results, say)
+            _collect_tables(work, [j for j in batch if isinstance(j, Job)])
     finally:
         for w in workers:
             w.close()
     return [results[j.key] for j in jobs]
+
+
+def _run_batch(params: CycleParams, batch: list[Job | FitJob],
+               one: Callable[[Job | FitJob], NotebookRun | None], results: dict[str, NotebookRun],
+               say: Callable[[str], None]) -> None:
+    """One phase: every job of ``batch`` on the workers, outcomes into ``results``."""
+    # twice the workers: a thread rendering a finished page never holds a kernel idle
+    pool = ThreadPoolExecutor(max_workers=2 * params.workers)
+    try:
+        for job, r in zip(batch, pool.map(one, batch)):
+            if r is not None:
+                results[job.key] = r
+    except BaseException:  # Ctrl-C / SIGTERM: stop every notebook now, not at its limit
+        pool.shutdown(wait=False, cancel_futures=True)
+        n = stop_all()
+        say(f"interrupted: stopped {n} notebook worker(s); nothing was published")
+        raise
+    pool.shutdown()
+
+
+def _fit(params: CycleParams, job: FitJob, work: Path, worker: KernelWorker,
+         progress: _Progress) -> None:
+    """One shared impact computation on a worker. A failure is logged, not fatal: the impact
+    page then computes that part itself and shows the error where it occurs."""
+    logp = work / "logs" / f"{job.key}.log"
+    logp.parent.mkdir(parents=True, exist_ok=True)
+    progress.start(job)
+    t = time.perf_counter()
+    status, err = worker.call("msme_eval.report.context:run_impact_call",
+                              {"cache_dir": str(work / "cache"), "area": job.area,
+                               "call": job.call, "key": job.digest},
+                              timeout=params.timeout, log_path=logp)
+    progress.finished(job.key, status, time.perf_counter() - t, err)
+    return None
 
 
 def _execute(params: CycleParams, job: Job, work: Path, worker: KernelWorker,
@@ -514,17 +595,22 @@ class _Progress:
         self.total, self.say, self.n = total, say, 0
         self.lock = threading.Lock()
 
-    def start(self, job: Job) -> None:
+    def start(self, job: Job | FitJob) -> None:
         with self.lock:
             self.say(f"  start  {job.key}")
 
     def done(self, job: Job, r: NotebookRun) -> NotebookRun:
+        self.finished(job.key, r.status, r.duration, r.error,
+                      f"  cell {r.failing_cell}: " if r.error else "")
+        return r
+
+    def finished(self, key: str, status: str, seconds: float, error: str = "",
+                 where: str = "  ") -> None:
         with self.lock:
             self.n += 1
             bar = "#" * int(20 * self.n / self.total)
-            self.say(f"[{bar:<20}] {self.n}/{self.total} {r.status:<7} {job.key} {r.duration:.1f}s"
-                     + (f"  cell {r.failing_cell}: {r.error.splitlines()[0][:80]}" if r.error else ""))
-        return r
+            self.say(f"[{bar:<20}] {self.n}/{self.total} {status:<7} {key} {seconds:.1f}s"
+                     + (f"{where}{error.splitlines()[0][:80]}" if error else ""))
 
 
 def _collect_tables(work: Path, jobs: list[Job]) -> None:

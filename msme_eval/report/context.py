@@ -12,17 +12,20 @@ function fails the notebook, which the runner marks failed; nothing degrades sil
 """
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import re
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 from pydantic import ValidationError
 
+import msme_eval
 from msme_eval import impact, indicators, io, plausibility, progress, spark
 from msme_eval.contract import COUNTRIES, REGION, area_name
 from msme_eval.report import display, protect
@@ -189,6 +192,119 @@ def build_cache(params: Any, cache: Path) -> list[str]:
     return notes
 
 
+# --------------------------------------------------------------------------------------------
+# Impact fits: split into independent calls, run by the runner's workers, cached by a key
+# --------------------------------------------------------------------------------------------
+IMPACT_DIR = "impact"
+# depth of an area's impact page: "full" (headline, robustness, inclusion) or "headline"
+IMPACT_PLAN_FILE = "impact_plan.json"
+_KEY_INPUTS = ("panel", "macro", "codebook")  # the files an impact estimate reads
+
+
+def impact_calls(programme_types: Sequence[str], depth: str = "full") -> list[dict[str, Any]]:
+    """The independent `impact.evaluate` calls that together give
+    ``evaluate(data, programme_type=programme_types, macro=macro)`` (`merge_impact`).
+
+    The first call gives every table that depends on all headline tests at once (the headline
+    with its Holm-adjusted pre-trend p-values, interpretation, Six Steps level, event studies,
+    jobs); each further call adds one programme type's robustness and inclusion rows, which
+    depend only on that type's sample. ``depth="headline"`` keeps the first call only.
+    """
+    if depth not in ("full", "headline"):
+        raise ValueError(f"impact depth {depth!r}: use 'full' or 'headline'")
+    calls: list[dict[str, Any]] = [{"programme_type": list(programme_types), "subgroups": [],
+                                    "robustness": False}]
+    if depth == "full":
+        calls += [{"programme_type": [pt]} for pt in programme_types]
+    return calls
+
+
+def code_fingerprint() -> str:
+    """SHA-256 of the impact package's source and the msme_eval version: a changed estimator
+    never reads an estimate cached by the old one."""
+    h = hashlib.sha256(msme_eval.__version__.encode())
+    for path in sorted(Path(impact.__file__).parent.glob("*.py")):
+        h.update(path.name.encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def impact_key(inputs: Mapping[str, str], params: Any, area: str, call: Mapping[str, Any]) -> str:
+    """Cache key of one impact call: SHA-256 over the input files' SHA-256 (``inputs``: role ->
+    hash), the parameters that shape the validated panel, the area, the call's arguments and the
+    estimator's code (`code_fingerprint`). Any changed byte or parameter gives another key."""
+    payload = {"inputs": {k: inputs.get(k) for k in _KEY_INPUTS},
+               "panel_options": getattr(params, "panel_options", {}),
+               "area": area, "call": dict(call), "code": code_fingerprint()}
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def input_hashes(params: Any) -> dict[str, str]:
+    """SHA-256 of the files an impact estimate reads (`io.sha256_file`)."""
+    paths = {"panel": params.panel, "macro": params.macro,
+             "codebook": (getattr(params, "panel_options", None) or {}).get("codebook")}
+    return {k: io.sha256_file(p) for k, p in paths.items() if p is not None}
+
+
+def area_rows(panel: pd.DataFrame, area: str) -> pd.DataFrame:
+    """The panel rows of ``area`` (all rows for the region)."""
+    return panel if area == REGION else panel[panel["country"] == area]
+
+
+def supported_types(panel: pd.DataFrame, wanted: Iterable[str]) -> tuple[list[str], list[str]]:
+    """(requested programme types with supported firms in ``panel``, those without)."""
+    wanted = list(wanted)
+    if "programme_type" not in panel or "first_treated" not in panel:
+        return [], wanted
+    have = set(panel.loc[panel["first_treated"].notna(), "programme_type"].dropna().astype(str))
+    return [t for t in wanted if t in have], [t for t in wanted if t not in have]
+
+
+def run_impact_call(cache_dir: str, area: str, call: dict[str, Any], key: str) -> str:
+    """Compute one impact call on the cached panel of ``area`` and store it as
+    ``<cache>/impact/<key>.pkl`` (what the runner's workers execute). Returns the path."""
+    cache = Path(cache_dir)
+    panel = area_rows(pd.read_pickle(cache / "panel.pkl"), area)
+    macro = pd.read_pickle(cache / "macro.pkl")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ev = impact.evaluate(panel, macro=macro, **call)
+    path = cache / IMPACT_DIR / f"{key}.pkl"
+    _write_pickle(ev, path)
+    return str(path)
+
+
+def merge_impact(parts: Sequence[Any]) -> Any:
+    """One `impact.Evaluation` from the calls of `impact_calls` (in that order): the first call's
+    headline, event studies, jobs and evidence level; the robustness and inclusion tables of the
+    per-type calls, concatenated in programme-type order (as one `evaluate` call orders them)."""
+    head, rest = parts[0], list(parts[1:])
+    if not rest:
+        return head
+    tables = {name: pd.concat([getattr(p, name) for p in rest], ignore_index=True)
+              for name in ("robustness", "inclusion", "inclusion_tests", "inclusion_shares")}
+    settings = {**rest[0].settings, "programme_types": head.settings["programme_types"]}
+    notes = list(dict.fromkeys([*head.notes, *(n for p in rest for n in p.notes)]))
+    return dataclasses.replace(head, settings=settings, notes=notes, **tables)
+
+
+def plan_impact(params: Any, cache: Path, areas: Sequence[str], lead: Sequence[str],
+                inputs: Mapping[str, str]) -> list[tuple[str, dict[str, Any], str]]:
+    """The impact calls of a cycle as (area, call, key), written with each area's page depth to
+    ``<cache>/impact_plan.json``: the lead areas get the full analysis, the others the headline
+    effects only. Areas without supported firms get no call (their page says so)."""
+    panel = pd.read_pickle(cache / "panel.pkl")
+    plan: dict[str, str] = {}
+    calls: list[tuple[str, dict[str, Any], str]] = []
+    for area in areas:
+        types, _ = supported_types(area_rows(panel, area), params.programme_types)
+        plan[area] = "full" if area in lead else "headline"
+        for call in impact_calls(types, plan[area]) if types else []:
+            calls.append((area, call, impact_key(inputs, params, area, call)))
+    _write_text(json.dumps({"depth": plan, "inputs": dict(inputs)}, sort_keys=True),
+                cache / IMPACT_PLAN_FILE)
+    return calls
+
+
 def notebook_context(namespace: Mapping[str, Any], before: Iterable[str] = ()) -> NotebookContext:
     """Check a notebook's parameters and return its `NotebookContext`.
 
@@ -316,13 +432,41 @@ class NotebookContext:
             self.panel(area=False), rules=self.rules()))
         return table[table["area"] == self.country].drop(columns="area").reset_index(drop=True)
 
+    def impact_plan(self) -> dict[str, Any]:
+        """The runner's impact plan (``impact_plan.json``): page depth per area and the input
+        hashes; empty without a runner cache."""
+        path = self.cache / IMPACT_PLAN_FILE if self.cache else None
+        if path is None or not path.exists():
+            return {}
+        return json.loads(path.read_text(encoding="utf-8"))
+
+    def impact_depth(self) -> str:
+        """"full" (headline, robustness, inclusion) or "headline" (the runner's choice for a
+        member state when the region leads the cycle); "full" when run on its own."""
+        return self.impact_plan().get("depth", {}).get(self.country, "full")
+
     def impact(self, programme_types: list[str]) -> tuple[Any, dict[str, pd.DataFrame]]:
-        """`impact.evaluate` on this area's panel and the publishable (protected) tables."""
+        """`impact.evaluate` on this area's panel (at `impact_depth`) and the publishable
+        (protected) tables. In a cycle the estimates come from the runner's cache
+        (`run_impact_call`, found by `impact_key`); a call missing there is computed here."""
         def compute() -> Any:
             data = self.panel()
-            ev = impact.evaluate(data, programme_type=programme_types, macro=self.macro())
+            ev = self._evaluate(data, list(programme_types))
             return ev, protect.impact_tables(ev, data, rules=self.rules())
         return self._cached(f"impact-{self.country}", compute)
+
+    def _evaluate(self, data: pd.DataFrame, types: list[str]) -> Any:
+        plan = self.impact_plan()
+        if not plan:  # on its own: the one reference call
+            return impact.evaluate(data, programme_type=types, macro=self.macro())
+        parts = []
+        for call in impact_calls(types, self.impact_depth()):
+            key = impact_key(plan["inputs"], self.params, self.country, call)
+            path = self.cache / IMPACT_DIR / f"{key}.pkl"
+            if not path.exists():
+                run_impact_call(str(self.cache), self.country, call, key)
+            parts.append(pd.read_pickle(path))
+        return merge_impact(parts)
 
     # ---- outputs --------------------------------------------------------------------------
     def record(self, key: str, value: Any) -> None:

@@ -9,6 +9,7 @@ failing cell back for the run summary.
 from __future__ import annotations
 
 import ctypes
+import importlib
 import json
 import os
 import select
@@ -277,10 +278,34 @@ class KernelWorker:
             log_path: Path) -> tuple[Status, int | None, str]:
         """Execute ``src`` into ``out``; same contract as `execute_notebook`."""
         out.parent.mkdir(parents=True, exist_ok=True)
-        if self.proc is None or self.proc.poll() is not None:
-            self.proc = self._start()
         job = {"src": str(src), "out": str(out), "parameters": dict(parameters),
                "timeout": timeout, "log": str(log_path)}
+        reply = self._send(job, timeout)
+        if reply is None:  # the wall-clock limit: stop this worker, the next job gets a new one
+            return _timed_out(src, out, timeout)
+        if not reply:  # the worker died (e.g. killed, out of memory)
+            return _outcome(src, out, False, log_path, "the notebook worker stopped unexpectedly")
+        done = json.loads(reply)
+        return _outcome(src, out, done["ok"], log_path, done.get("error") or "papermill failed")
+
+    def call(self, function: str, kwargs: Mapping[str, Any], *, timeout: float,
+             log_path: Path) -> tuple[Status, str]:
+        """Run ``function`` ("package.module:name", JSON-safe ``kwargs``) in the worker process
+        (not its kernel) under the same wall-clock limit; returns (status, 'ename: evalue').
+        The runner fans library work out this way (e.g. impact fits) on the notebook workers."""
+        reply = self._send({"call": function, "kwargs": dict(kwargs), "log": str(log_path)}, timeout)
+        if reply is None:
+            return "timeout", f"TimeoutError: exceeded {timeout:g} s wall-clock limit"
+        if not reply:
+            return "failed", "the worker stopped unexpectedly"
+        done = json.loads(reply)
+        return ("ok" if done["ok"] else "failed"), done.get("error", "")
+
+    def _send(self, job: dict[str, Any], timeout: float) -> str | None:
+        """One job to the worker; its reply line, None on timeout, '' when the worker died
+        (a worker that timed out or died is stopped; the next job starts a fresh one)."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = self._start()
         assert self.proc.stdin is not None and self.proc.stdout is not None
         try:
             self.proc.stdin.write(json.dumps(job) + "\n")
@@ -289,14 +314,9 @@ class KernelWorker:
             reply = self.proc.stdout.readline() if ready else None
         except (BrokenPipeError, OSError):
             reply = ""
-        if reply is None:  # the wall-clock limit: stop this worker, the next job gets a new one
+        if not reply:
             self.close(force=True)
-            return _timed_out(src, out, timeout)
-        if not reply:  # the worker died (e.g. killed, out of memory)
-            self.close(force=True)
-            return _outcome(src, out, False, log_path, "the notebook worker stopped unexpectedly")
-        done = json.loads(reply)
-        return _outcome(src, out, done["ok"], log_path, done.get("error") or "papermill failed")
+        return reply
 
     def close(self, force: bool = False) -> None:
         """Stop the worker and its kernel (at once when ``force``)."""
@@ -345,15 +365,14 @@ def worker_main() -> None:
             handler = logging.FileHandler(job["log"], mode="w", encoding="utf-8")
             logger.addHandler(handler)
             try:
-                if not km.is_alive():
-                    km.restart_kernel(now=True)
-                _reset_kernel(km)
-                pm.execute_notebook(job["src"], job["out"], parameters=job["parameters"],
-                                    kernel_name=kernel, km=km, progress_bar=False, log_output=True,
-                                    request_save_on_cell_execute=True,
-                                    execution_timeout=int(max(1, job["timeout"])))
+                if "call" in job:
+                    _call(job, logger)
+                else:
+                    _notebook(job, km, kernel, pm)
                 reply = {"ok": True, "error": ""}
             except Exception as exc:  # noqa: BLE001 - reported to the runner, which reads the notebook
+                if "call" in job:
+                    logger.exception("%s failed", job["call"])
                 reply = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:500]}
             finally:
                 logger.removeHandler(handler)
@@ -363,6 +382,25 @@ def worker_main() -> None:
             protocol.flush()
     finally:
         km.shutdown_kernel(now=True)
+
+
+def _notebook(job: dict[str, Any], km: Any, kernel: str, pm: Any) -> None:
+    """One notebook job on the worker's kernel (namespace reset first)."""
+    if not km.is_alive():
+        km.restart_kernel(now=True)
+    _reset_kernel(km)
+    pm.execute_notebook(job["src"], job["out"], parameters=job["parameters"],
+                        kernel_name=kernel, km=km, progress_bar=False, log_output=True,
+                        request_save_on_cell_execute=True,
+                        execution_timeout=int(max(1, job["timeout"])))
+
+
+def _call(job: dict[str, Any], logger: Any) -> None:
+    """One function job ("module:name" with keyword arguments) in this worker process."""
+    module, _, name = job["call"].partition(":")
+    t = time.perf_counter()
+    getattr(importlib.import_module(module), name)(**job["kwargs"])
+    logger.info("%s done in %.2f s", job["call"], time.perf_counter() - t)
 
 
 def _watch_parent(interval: float = 0.5) -> None:

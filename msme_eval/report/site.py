@@ -149,13 +149,14 @@ def member_progress(results: dict[str, Any] | None, indicator: str) -> str:
     return ", ".join(f"{counts[s]} {s}" for s in order if counts.get(s))
 
 
-def _changes(results: dict[str, Any], previous: dict[str, Any] | None) -> list[dict[str, Any]]:
-    """KPI by KPI: previous cycle's value and status beside this cycle's (region level)."""
+def _changes(results: dict[str, Any], previous: dict[str, Any] | None,
+             area: str = REGION) -> list[dict[str, Any]]:
+    """KPI by KPI: previous cycle's value and status beside this cycle's (``area`` level)."""
     if not previous:
         return []
-    before = {k.get("id"): k for k in _kpis(previous)}
+    before = {k.get("id"): k for k in _kpis(previous, area)}
     rows = []
-    for k in _kpis(results):
+    for k in _kpis(results, area):
         p = before.get(k.get("id"), {})
         cur, old = _num(k.get("value")), _num(p.get("value"))
         rows.append({
@@ -172,14 +173,18 @@ def write_cycle_index(build: Path, *, params: Any, jobs: list[Any], runs: list[A
                       results: dict[str, Any], templates: list[Any], previous: str | None,
                       previous_results: dict[str, Any] | None,
                       provenance: dict[str, Any]) -> None:
-    """``<cycle>/index.html``: executive summary, links to every page, run summary."""
+    """``<cycle>/index.html``: executive summary, links to every page, run summary.
+
+    The summary is the lead area's (`lead_area`): the region's, or in a run without the region
+    the first member state's, whose pages then head the index."""
+    lead = lead_area(params.countries)
     kpis = [dict(k, value_fmt=_fmt_value(k.get("value"), k.get("unit", "")),
                  ci_fmt=_ci(k.get("ci_low"), k.get("ci_high"), k.get("unit", "")),
                  target_fmt=_fmt_value(k.get("target"), k.get("unit", "")),
                  css=status_class(k.get("status")) if k.get("status") else "st-nodata",
                  symbol=status_symbol(k.get("status") or NO_ASSESSMENT), note=k.get("note") or "",
-                 members=member_progress(results, k.get("id")))
-            for k in _kpis(results)]
+                 members=member_progress(results, k.get("id")) if lead == REGION else "")
+            for k in _kpis(results, lead)]
     notes: dict[str, list[str]] = {}  # one footnote per distinct note, naming its indicators
     for k in kpis:
         if k["note"]:
@@ -188,19 +193,20 @@ def write_cycle_index(build: Path, *, params: Any, jobs: list[Any], runs: list[A
     for k in kpis:
         k["note_n"] = numbers.get(k["note"])
     footnotes = [{"n": numbers[t], "ids": ", ".join(ids), "text": t} for t, ids in notes.items()]
-    impact_frag = results.get("notebooks", {}).get("30_impact", {}).get(REGION, {})
+    impact_frag = results.get("notebooks", {}).get("30_impact", {}).get(lead, {})
     impacts = [_impact_row(i) for i in impact_frag.get("results", {}).get("impacts", [])]
-    dq = results.get("notebooks", {}).get("10_data_quality", {}).get(REGION, {})
+    dq = results.get("notebooks", {}).get("10_data_quality", {}).get(lead, {})
     coverage = dq.get("results", {}).get("coverage", {})
     programmes = [dict(p, type_label=value_label(p.get("programme_type", "")))
                   for p in dq.get("results", {}).get("programmes", [])
-                  if p.get("area", REGION) == REGION]
+                  if p.get("area", REGION) in (REGION, lead)]
     by_job = {(r.template, r.country): r for r in runs}
     region_pages = [{"title": j.template.title, "href": j.relpath,
                      "code": j.relpath.replace(".html", ".code.html"),
                      "status": by_job[(j.template.name, j.country)].status}
-                    for j in jobs if j.country == REGION]
-    country_templates = [t for t in templates if "country" in t.scope]
+                    for j in jobs if j.country == lead]
+    country_templates = [t for t in templates
+                         if "country" in t.scope or ("lead" in t.scope and lead != REGION)]
     countries = []
     for c in params.countries:
         if c == REGION:
@@ -224,12 +230,19 @@ def write_cycle_index(build: Path, *, params: Any, jobs: list[Any], runs: list[A
         six_steps=impact_frag.get("results", {}).get("six_steps"),
         coverage=coverage, programmes=programmes, region_pages=region_pages,
         country_templates=country_templates, countries=countries, runs=run_rows,
-        previous=previous, changes=_changes(results, previous_results),
+        previous=previous, changes=_changes(results, previous_results, lead),
         downloads=downloads, params=params, provenance=provenance,
-        area=covered_area(coverage.get("countries")), statuses=_status_legend(),
+        area=covered_area(coverage.get("countries")) if lead == REGION else area_name(lead),
+        statuses=_status_legend(),
         pdfs=[{"href": f"pdf/{p.name}", "name": p.name}
               for p in sorted((build / "pdf").glob("*.pdf"))] if (build / "pdf").exists() else [])
     write_atomic(build / "index.html", text)
+
+
+def lead_area(countries: list[str]) -> str:
+    """The area an index page summarises: the region when it is in the run, else the run's
+    first member state (as `msme_eval.cycle.lead_areas`)."""
+    return REGION if REGION in countries else countries[0]
 
 
 def covered_area(countries: Any) -> str:

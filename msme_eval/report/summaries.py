@@ -652,8 +652,9 @@ def country_overview(res: dict[str, Any]) -> pd.DataFrame | None:
     return wide.astype("float64").reset_index()
 
 
-def collected_impacts(res: dict[str, Any]) -> pd.DataFrame | None:
-    imp = res.get("30_impact", {}).get("ASEAN", {}).get("impacts")
+def collected_impacts(res: dict[str, Any], area: str = REGION) -> pd.DataFrame | None:
+    """Headline effects recorded by ``area``'s impact page (the runner's fragments)."""
+    imp = res.get("30_impact", {}).get(area, {}).get("impacts")
     if not imp:
         return None
     cols = ["programme_type", "outcome", "label", "estimate", "ci_low", "ci_high",
@@ -698,3 +699,29 @@ def progress_view(progress: pd.DataFrame, area: str, ids: Iterable[str] = KPI_ID
     if "reason" in out and out["reason"].isna().all():
         out = out.drop(columns="reason")
     return out
+
+
+_UNIT_IDS = re.compile(r"\s*\((?:firm_id|unit)\s*=[^)]*\)")
+
+
+def estimation_gaps(notes: Iterable[str]) -> list[str]:
+    """The evaluation notes that say why an effect was not estimated, without the firm
+    identifiers the library quotes (a report names no firm)."""
+    return list(dict.fromkeys(_UNIT_IDS.sub("", str(n)) for n in notes if "not estimated" in str(n)))
+
+
+def no_estimate_text(area: str) -> str:
+    """Why an impact page shows no effect although ``area`` has supported firms."""
+    return (f"No effect of support could be estimated for {area}: its supported firms are too "
+            "few, or spread over too many start years, for the comparison "
+            "(each reason is listed below). Nothing is wrong with the report; more years or "
+            "more supported firms are needed.")
+
+
+def headline_only_text(area: str) -> str:
+    """Why a member state's impact page in a regional cycle has no robustness or inclusion."""
+    return (f"This cycle reports {area}'s headline effects; robustness checks and the inclusion "
+            "breakdowns are estimated for the region (see the regional impact page). Running the "
+            "cycle for this member state alone (msme-eval run --countries CODE) gives its full "
+            "analysis.")
+
