@@ -541,6 +541,73 @@ def test_calibrated_domain_ratio_clustered_matches_brute_force():
         assert res.loc[dom, "se"] == pytest.approx(_residual_se(d, dom, "psu"), rel=1e-10)
 
 
+# samplics 0.6.1 calibrates weights (SampleWeight.poststratify / .calibrate) but estimates as if
+# they were design weights: its CalibrateEstimator.estimate is an empty stub (``pass``) and
+# TaylorEstimator has no calibration argument. The GREG variance (Deville & Sarndal 1992;
+# Sarndal, Swensson & Wretman 1992, eq. 6.6.4; R survey::calibrate) is the Taylor variance of the
+# calibrated-weight total of the residuals e = u - x'B (here x = the stratum dummies, so
+# B_h = sum_h w u / sum_h w): samplics computes that variance from residuals formed here.
+def _raw_and_samplics_weights(seed: int, clustered: bool) -> tuple[pd.DataFrame, dict]:
+    d = _post_stratified(seed=seed, clustered=clustered)
+    big_n = d.groupby("stratum")["w"].sum().round().to_dict()
+    rng = np.random.default_rng(seed + 100)
+    raw = d["w"].to_numpy() * rng.uniform(0.6, 1.4, len(d))  # design weights before calibration
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from samplics import SampleWeight
+        d["w"] = SampleWeight().poststratify(samp_weight=raw, control=big_n,
+                                             domain=d["stratum"].to_numpy())
+        dummies = pd.get_dummies(d["stratum"]).astype(float)
+        greg = SampleWeight().calibrate(samp_weight=raw, aux_vars=dummies.to_numpy(),
+                                        control={k: big_n[k] for k in dummies.columns})
+    # linear calibration on the stratum dummies is post-stratification
+    np.testing.assert_allclose(greg, d["w"], rtol=1e-10)
+    return d, big_n
+
+
+def _greg_residuals(d: pd.DataFrame, u: np.ndarray) -> np.ndarray:
+    """e_i = u_i - B_h, B_h = sum_{i in h} w_i u_i / sum_{i in h} w_i."""
+    w = d["w"].to_numpy()
+    b = (pd.Series(w * u).groupby(d["stratum"]).transform("sum")
+         / d.groupby("stratum")["w"].transform("sum")).to_numpy()
+    return u - b
+
+
+@pytest.mark.parametrize("clustered", [True, False])
+def test_calibrated_ses_match_samplics(clustered):
+    d, big_n = _raw_and_samplics_weights(seed=21, clustered=clustered)
+    design = dict(weight="w", strata="stratum", psu="psu" if clustered else None, df="nominal")
+    psu = d["psu"] if clustered else None
+    taylor = dict(samp_weight=d["w"], stratum=d["stratum"], psu=psu)
+    # K01 with the size classes as calibration strata: the share is known -> SE 0; samplics,
+    # blind to the calibration, reports a positive SE for the same weights
+    k01 = survey.ratio(d, "msme", calibrated_to="strata", **design)
+    naive = oracle(PopParam.mean, d["msme"], **taylor)
+    assert float(naive["se"]) > 1e-4 and k01["se"].item() < 1e-7 * float(naive["se"])
+    assert k01["estimate"].item() == pytest.approx(
+        sum(v for k, v in big_n.items() if k != "large") / sum(big_n.values()), rel=1e-12)
+    # a total: residuals of y
+    tot = survey.total(d, "y", calibrated_to="strata", **design)
+    ref = oracle(PopParam.total, _greg_residuals(d, d["y"].to_numpy()), **taylor)
+    assert tot["se"].item() == pytest.approx(float(ref["se"]), rel=RTOL)
+    # a mean and a ratio in domains: residuals of the linearised variable of each domain
+    y, x, w = d["y"].to_numpy(), d["msme"].to_numpy() + 1.0, d["w"].to_numpy()
+    for num, den in (("y", None), ("y", "x")):
+        data = d.assign(x=x)
+        res = survey.ratio(data, num, den, by="dom", calibrated_to="strata",
+                           **design).set_index("dom")
+        xs = np.ones(len(d)) if den is None else x
+        for dom in ("a", "b"):
+            ind = (d["dom"] == dom).to_numpy(float)
+            big_x = (w * ind * xs).sum()
+            r_d = (w * ind * y).sum() / big_x
+            u = ind * (y - r_d * xs) / big_x
+            ref = oracle(PopParam.total, _greg_residuals(d, u), **taylor)
+            assert res.loc[dom, "estimate"] == pytest.approx(r_d, rel=1e-12)
+            assert res.loc[dom, "se"] == pytest.approx(float(ref["se"]), rel=RTOL)
+            assert res.loc[dom, "df"] == ref["df"]
+
+
 def test_calibrated_to_rejects_unknown_values():
     with pytest.raises(ValueError, match="calibrated_to must be None or 'strata'"):
         survey.ratio(hand_table(), "y", calibrated_to="size_class", **DESIGN)
