@@ -23,6 +23,7 @@ from ._checks import ImpactInputError
 from .balance import balance_table
 from .did import did, prepare_panel
 from .evaluate import Evaluation, build_outcomes, evaluate, interpret
+from .match import MatchResult, love_plot, match
 from .power import PowerResult, mde, sample_size
 from .results import DidResult, Estimate, WaldTest
 from .survival import SurvivalResult, survival_did
@@ -35,4 +36,5 @@ __all__ = [
     "twfe", "twfe_event_study", "TwfeResult", "weighting", "WeightingResult", "balance_table",
     "evaluate", "Evaluation", "build_outcomes", "interpret", "mde", "sample_size", "PowerResult",
     "survival_did", "SurvivalResult", "model_table", "ModelTable",
+    "match", "MatchResult", "love_plot",
 ]

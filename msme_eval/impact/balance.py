@@ -83,10 +83,23 @@ def _weights(data: pd.DataFrame, weight: str | np.ndarray | pd.Series | None) ->
     return w
 
 
+def _independent_columns(X: np.ndarray) -> np.ndarray:
+    """Columns of X that are linearly independent of the intercept and earlier columns (e.g. all
+    levels of a categorical: the last is dropped, as R's ``lm`` aliases it)."""
+    keep: list[int] = []
+    for j in range(X.shape[1]):
+        trial = np.column_stack([np.ones(len(X)), X[:, keep + [j]]])
+        if np.linalg.matrix_rank(trial) == len(keep) + 2:
+            keep.append(j)
+    return X[:, keep]
+
+
 def _joint_test(X: np.ndarray, d: np.ndarray, w: np.ndarray) -> dict[str, float]:
-    """HC1 Wald F that all slopes of D ~ covariates are zero (iebaltab ``ftest``)."""
+    """HC1 Wald F that all slopes of D ~ covariates are zero (iebaltab ``ftest``); collinear
+    columns are left out first."""
     import statsmodels.api as sm
 
+    X = _independent_columns(X)
     k = X.shape[1]
     if k == 0:
         return {"F": np.nan, "df1": 0, "df2": 0, "pvalue": np.nan}
