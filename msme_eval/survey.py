@@ -49,6 +49,16 @@ Conventions (and why):
   in the output (``df``, ``df_nominal``, ``df_rule``) with ``n_psu``, the PSUs holding members
   of the domain. Intervals ``estimate +- t_{df, 1-alpha/2} * se``; ``df <= 0`` gives NaN
   intervals; an estimate with zero variance keeps the nominal df.
+  Known limit (issue #14, ``tests/test_survey_coverage.py``): ``df_eff`` is estimated from the
+  same PSU totals as the variance, so when one stratum dominates the variance and has few PSUs,
+  an underestimated ``v_h`` of that stratum also *raises* ``df_eff`` (corr(df_eff, var) ~
+  -0.5): with 3 PSUs per stratum, proportions whose linearised variance is unbiased cover
+  91-92% instead of 95% (with the true, unknown df: 95%; nominal df: 84-87%). Satterthwaite's
+  rule assumes the ``v_h`` known (Valliant & Rust 2010, *J. Official Statistics* 26:585-602,
+  on estimated df; Campbell & Meyer 1978 on the correlation of estimate and SE). A df that
+  does not depend on the outcome, e.g. from a working model of iid unit residuals
+  (``(tr A)^2 / tr A^2`` of the variance estimator's quadratic form; Bell & McCaffrey 2002,
+  Imbens & Kolesar 2016) restored 95% in that simulation, but is not implemented.
 * **Calibrated weights** (``calibrated_to="strata"``): weights post-stratified to known stratum
   counts ``N_h`` (``sum_{i in h} w_i = N_h``). The variance is that of the calibration
   residuals (GREG form; Deville & Sarndal 1992; Sarndal, Swensson & Wretman 1992, sec. 7.6; R
