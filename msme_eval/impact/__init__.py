@@ -20,6 +20,7 @@ evaluation layer (evaluate.py). Every result shares msme_eval.results' interface
 from __future__ import annotations
 
 from ._checks import ImpactInputError
+from .bacon import BaconResult, bacon
 from .balance import balance_table
 from .did import did, prepare_panel
 from .evaluate import Evaluation, build_outcomes, evaluate, interpret
@@ -36,5 +37,6 @@ __all__ = [
     "twfe", "twfe_event_study", "TwfeResult", "weighting", "WeightingResult", "balance_table",
     "evaluate", "Evaluation", "build_outcomes", "interpret", "mde", "sample_size", "PowerResult",
     "survival_did", "SurvivalResult", "model_table", "ModelTable",
+    "bacon", "BaconResult",
     "match", "MatchResult", "love_plot",
 ]

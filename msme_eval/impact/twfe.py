@@ -21,6 +21,7 @@ import pandas as pd
 from msme_eval.results import Result, check_alpha, inference
 
 from ._checks import ImpactInputError, as_float, check_unit_ids, integer_time, require_columns
+from .bacon import BaconResult, bacon
 
 __all__ = ["TwfeResult", "twfe", "twfe_event_study"]
 
@@ -41,6 +42,10 @@ class TwfeResult(Result):
     model: Any = field(repr=False)
     alpha: float = 0.05
     covariates: tuple[str, ...] = ()
+    unit: str = "firm_id"
+    time: str = "year"
+    _panel: pd.DataFrame | None = field(default=None, repr=False)
+    _bacon: BaconResult | None = field(default=None, repr=False)
 
     @property
     def title(self) -> str:  # type: ignore[override]
@@ -66,9 +71,25 @@ class TwfeResult(Result):
         """Units in the estimation sample (levels of the unit fixed effect after pyfixest's drops)."""
         return int(self.model._data["_u"].nunique())
 
+    def bacon(self) -> BaconResult:
+        """Goodman-Bacon (2021) decomposition of this coefficient into every 2x2 DiD and its weight
+        (:func:`msme_eval.impact.bacon`); needs one 0/1 absorbing treatment, no covariates and a balanced panel."""
+        if self._bacon is None:
+            if self._panel is None:
+                raise ImpactInputError("the Goodman-Bacon decomposition covers one 0/1 treatment without covariates "
+                                       f"(this fit has {list(self.coef.index)}); refit twfe() with one treatment "
+                                       "and no covariates, or call msme_eval.impact.bacon().")
+            treat = self._panel.columns[1]
+            self._bacon = bacon(self._panel, self.outcome, treat, unit=self.unit, time=self.time)
+        return self._bacon
+
     def notes(self) -> list[str]:
-        return ["Under staggered adoption with heterogeneous effects the TWFE coefficient mixes 2x2 comparisons, "
-                "some with negative weights (Goodman-Bacon 2021); a baseline only, beside did()."]
+        out = ["Under staggered adoption with heterogeneous effects the TWFE coefficient mixes 2x2 comparisons, "
+               "some using already-treated firms as controls (Goodman-Bacon 2021); a baseline only, beside did()"
+               + ("; see .bacon() for the decomposition." if self._panel is not None else ".")]
+        if self._bacon is not None:
+            out += self._bacon.notes()[:1]
+        return out
 
     def __repr__(self) -> str:
         terms = ", ".join(f"{k}={v:.4g}" for k, v in self.coef.items())
@@ -143,8 +164,9 @@ def twfe(
     n_drop = len(frame) - int(m._N)
     ren = lambda s: s.rename(index=names)  # noqa: E731
     ci = m.confint(alpha=alpha).rename(index=names)
+    panel = data[[outcome, treat[0], unit, time]].copy() if len(treat) == 1 and not covs else None
     return TwfeResult(outcome, ren(m.coef()), ren(m.se()), ren(m.pvalue()), ci, int(m._N), n_drop, label,
-                      (unit, time), m, alpha, tuple(covs))
+                      (unit, time), m, alpha, tuple(covs), unit, time, panel)
 
 
 def twfe_event_study(
