@@ -286,9 +286,28 @@ def _relations(table: pd.DataFrame, keys: list[str], group_cols: list[str],
     return pd.concat(parts, ignore_index=True)
 
 
+def _union_fails(rel: np.ndarray, rows: np.ndarray, n: np.ndarray, tops: np.ndarray,
+                 total: np.ndarray, n_rel: int, rule_kw: dict[str, Any]) -> np.ndarray:
+    """Per relation: do the cells ``rows`` (relation ``rel``) taken together fail the primary
+    rules? Contributors and totals add; the top contributions are the largest of the cells'."""
+    u_n = np.bincount(rel, weights=n[rows], minlength=n_rel)
+    u_total = np.bincount(rel, weights=total[rows], minlength=n_rel)
+    k = tops.shape[1]
+    u_tops = np.zeros((n_rel, k))
+    if k and len(rows):
+        long = pd.DataFrame({"rel": np.repeat(rel, k), "v": tops[rows].reshape(-1)})
+        long = long.sort_values(["rel", "v"], ascending=[True, False], kind="stable")
+        long["r"] = long.groupby("rel").cumcount()
+        long = long[long["r"] < k]
+        u_tops[long["rel"].to_numpy(), long["r"].to_numpy()] = long["v"].to_numpy()
+    return _rule_codes(u_n, u_tops, u_total, **rule_kw) != "F"
+
+
 def _unsafe_relations(mem: pd.DataFrame, supp: np.ndarray, n: np.ndarray, tops: np.ndarray,
-                      total: np.ndarray, rule_kw: dict[str, Any]) -> np.ndarray:
-    """Relation ids where a suppressed cell is recoverable (or their sum is disclosive)."""
+                      total: np.ndarray, rule_kw: dict[str, Any],
+                      comparison: tuple | None = None) -> np.ndarray:
+    """Relation ids where a suppressed cell is recoverable (or their sum, or the union of their
+    comparison groups, is disclosive)."""
     if mem.empty:
         return np.array([], dtype=np.int64)
     m = mem.assign(s=supp[mem["row"].to_numpy()])
@@ -302,17 +321,13 @@ def _unsafe_relations(mem: pd.DataFrame, supp: np.ndarray, n: np.ndarray, tops: 
     sc = cells[cells["s"]]
     rows = sc["row"].to_numpy()
     rel = sc["rel"].to_numpy()
-    u_n = np.bincount(rel, weights=n[rows], minlength=n_rel)
-    u_total = np.bincount(rel, weights=total[rows], minlength=n_rel)
-    k = tops.shape[1]
-    u_tops = np.zeros((n_rel, k))
-    if k and len(rows):
-        long = pd.DataFrame({"rel": np.repeat(rel, k), "v": tops[rows].reshape(-1)})
-        long = long.sort_values(["rel", "v"], ascending=[True, False], kind="stable")
-        long["r"] = long.groupby("rel").cumcount()
-        long = long[long["r"] < k]
-        u_tops[long["rel"].to_numpy(), long["r"].to_numpy()] = long["v"].to_numpy()
-    union_bad = _rule_codes(u_n, u_tops, u_total, **rule_kw) != "F"
+    union_bad = _union_fails(rel, rows, n, tops, total, n_rel, rule_kw)
+    if comparison is not None:  # ... and so is the union of their comparison groups
+        c_n, c_tops, c_total, has = comparison
+        keep = has[rows]
+        with_cmp = np.bincount(rel[keep], minlength=n_rel) > 0
+        union_bad |= with_cmp & _union_fails(rel[keep], rows[keep], c_n, c_tops, c_total,
+                                             n_rel, rule_kw)
     unsafe = np.where(margin_supp, n_supp == 0,
                       (n_supp == 1) | ((n_supp >= 2) & union_bad))
     has_any = np.bincount(m["rel"], weights=m["s"].astype(float), minlength=n_rel) > 0
@@ -324,7 +339,7 @@ def protect(table: pd.DataFrame, *, keys: Sequence[str], group_col: str | Sequen
             min_contributors: int = 3, dominance_n: int = 2, dominance_k: float = 0.85,
             p_percent: float | None = None, n_col: str = "n_contrib",
             value_cols: Sequence[str] | None = None, drop_stats: bool = True,
-            max_iter: int = 1000) -> pd.DataFrame:
+            max_iter: int = 1000, comparison: str | None = None) -> pd.DataFrame:
     """Apply primary and secondary suppression to a published table.
 
     ``table``: one row per published cell, with the :func:`cell_stats` columns (``n_contrib``,
@@ -344,6 +359,17 @@ def protect(table: pd.DataFrame, *, keys: Sequence[str], group_col: str | Sequen
     ``result.attrs["disclosure"]`` records the parameters and counts; relations that could not
     be protected (every member already suppressed but their sum still disclosive) are listed
     there as ``unprotectable`` row positions.
+
+    ``comparison``: the prefix of a second set of :func:`cell_stats` columns (e.g. ``"cmp_"``:
+    ``cmp_n_contrib``, ``cmp_top1``, ...) describing each cell's *comparison group*, for a
+    value that is a ratio against another group (K04: MSMEs' productivity relative to the
+    large firms'; with one large firm the ratio reveals its productivity). The same primary
+    rules apply to that group; a cell whose own statistics pass but whose comparison group
+    fails gets the failed rule's code (A, O, T, M). Rows with a missing ``{comparison}{n_col}``
+    have no comparison group. Secondary suppression also checks the union of the suppressed
+    cells' comparison groups (the countries' large firms adding up to the region's). The
+    result then has ``conf_group``: "" (published), "cell" (own statistics failed),
+    "comparison" (only the comparison group failed) or "secondary".
 
     Example (tidy indicator rows; the national total has breakdown = group = "total")::
 
@@ -383,12 +409,41 @@ def protect(table: pd.DataFrame, *, keys: Sequence[str], group_col: str | Sequen
                    p_percent=p_percent)
     n, tops, total = _stat_arrays(table, n_col=n_col, dominance_n=dominance_n, p_percent=p_percent)
     status = _rule_codes(n, tops, total, **rule_kw)
+    cmp = None if comparison is None else _comparison_stats(
+        table, comparison, n_col=n_col, dominance_n=dominance_n, p_percent=p_percent)
+    by_comparison = np.zeros(len(table), dtype=bool)
+    if cmp is not None:
+        c_codes = np.where(cmp[3], _rule_codes(*cmp[:3], **rule_kw), "F")
+        by_comparison = (status == "F") & (c_codes != "F")
+        status = np.where(status == "F", c_codes, status).astype(object)
     mem = _relations(table, keys, group_cols, margins)
 
-    unprotectable = _secondary(status, mem, n, tops, total, rule_kw, max_iter)
+    unprotectable = _secondary(status, mem, n, tops, total, rule_kw, max_iter, cmp)
 
-    return _publish(table, status, value_cols, drop_stats, unprotectable,
-                    {**rule_kw, "min_contributors": min_contributors})
+    out = _publish(table, status, value_cols, drop_stats, unprotectable,
+                   {**rule_kw, "min_contributors": min_contributors}, comparison or "")
+    if comparison is not None:
+        group = np.where(status == "F", "", np.where(status == "D", "secondary", "cell")).astype(object)
+        group[by_comparison] = "comparison"
+        out["conf_group"] = pd.array(group.astype(str), dtype="str")
+    return out
+
+
+def _comparison_stats(table: pd.DataFrame, prefix: str, *, n_col: str, dominance_n: int,
+                      p_percent: float | None) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                        np.ndarray]:
+    """(n, tops, total, has) of the comparison groups: the ``prefix`` columns; ``has`` False
+    where the cell has no comparison group (missing count)."""
+    if f"{prefix}{n_col}" not in table.columns:
+        raise KeyError(f"comparison={prefix!r} needs column '{prefix}{n_col}' (and {prefix}top1.., "
+                       f"{prefix}total). Fix: merge the comparison group's disclosure.cell_stats "
+                       f"with its columns prefixed {prefix!r}.")
+    sub = table[[c for c in table.columns if c.startswith(prefix)]]
+    sub = sub.rename(columns=lambda c: c[len(prefix):])
+    has = sub[n_col].notna().to_numpy()
+    n, tops, total = _stat_arrays(sub.fillna(0.0), n_col=n_col, dominance_n=dominance_n,
+                                  p_percent=p_percent)
+    return n, tops, total, has
 
 
 def _margins(margin: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | None,
@@ -417,13 +472,14 @@ def _margins(margin: Mapping[str, Any] | Sequence[Mapping[str, Any] | None] | No
 
 
 def _secondary(status: np.ndarray, mem: pd.DataFrame, n: np.ndarray, tops: np.ndarray,
-               total: np.ndarray, rule_kw: dict[str, Any], max_iter: int) -> list[int]:
+               total: np.ndarray, rule_kw: dict[str, Any], max_iter: int,
+               comparison: tuple | None = None) -> list[int]:
     """Secondary suppression in place on ``status`` (``D``); returns unprotectable rows."""
     order_key = mem.assign(n=n[mem["row"]], t=total[mem["row"]])
     unprotectable: list[int] = []
     for _ in range(max_iter):
         supp = status != "F"
-        bad = _unsafe_relations(mem, supp, n, tops, total, rule_kw)
+        bad = _unsafe_relations(mem, supp, n, tops, total, rule_kw, comparison)
         if len(bad) == 0:
             break
         cand = order_key[order_key["rel"].isin(bad) & ~supp[order_key["row"].to_numpy()]]
@@ -440,8 +496,14 @@ def _secondary(status: np.ndarray, mem: pd.DataFrame, n: np.ndarray, tops: np.nd
     return unprotectable
 
 
+def _is_magnitude(col: str) -> bool:
+    """A firm-level magnitude column of :func:`cell_stats` (``total``, ``top1``, ...)."""
+    return col == "total" or (col.startswith("top") and col[3:].isdigit())
+
+
 def _publish(table: pd.DataFrame, status: np.ndarray, value_cols: Sequence[str] | None,
-             drop_stats: bool, unprotectable: list[int], params: dict[str, Any]) -> pd.DataFrame:
+             drop_stats: bool, unprotectable: list[int], params: dict[str, Any],
+             comparison: str = "") -> pd.DataFrame:
     """The table with ``conf_status``, suppressed values NaN, magnitudes dropped, attrs."""
     out = table.copy()
     out["conf_status"] = pd.array(status.astype(str), dtype="str")
@@ -452,8 +514,8 @@ def _publish(table: pd.DataFrame, status: np.ndarray, value_cols: Sequence[str] 
         out[c] = out[c].astype("float64")
         out.loc[hidden, c] = np.nan
     if drop_stats:
-        out = out.drop(columns=[c for c in out.columns
-                                if c == "total" or (c.startswith("top") and c[3:].isdigit())])
+        out = out.drop(columns=[c for c in out.columns if _is_magnitude(c) or (
+            comparison and c.startswith(comparison) and _is_magnitude(c[len(comparison):]))])
     counts = pd.Series(status).value_counts().to_dict()
     out.attrs["disclosure"] = {
         **params, "counts": {k: int(v) for k, v in counts.items()},

@@ -158,6 +158,60 @@ def test_protect_input_errors():
 
 
 # --------------------------------------------------------------------------------------------
+# comparison groups (a ratio against another group: K04's large firms)
+# --------------------------------------------------------------------------------------------
+def comparison_row(cell, own, cmp):
+    """A cell with its own statistics and, prefixed cmp_, its comparison group's (or None)."""
+    row = {"cell": cell, **stats_row(*own), "value": 1.0}
+    c = stats_row(*cmp) if cmp is not None else dict.fromkeys(stats_row(0, [0, 0], 0))
+    return {**row, **{f"cmp_{k}": (np.nan if cmp is None else v) for k, v in c.items()}}
+
+
+def test_comparison_group_primary_rules_by_hand():
+    """The cell's own statistics pass everywhere; its comparison group decides: 1 firm -> A,
+    top firm 95% -> O, top two 90% -> T, balanced -> F, no comparison group -> F."""
+    t = pd.DataFrame([
+        comparison_row("a", (6, [10, 10], 60), (1, [100, 0], 100)),
+        comparison_row("b", (6, [10, 10], 60), (4, [95, 2], 100)),
+        comparison_row("c", (6, [10, 10], 60), (4, [50, 40], 100)),
+        comparison_row("d", (6, [10, 10], 60), (4, [30, 30], 100)),
+        comparison_row("e", (6, [10, 10], 60), None),
+        comparison_row("f", (2, [10, 10], 20), (4, [30, 30], 100)),  # own count fails first
+    ])
+    out = dc.protect(t, keys=["cell"], group_col="cell", margin=None, comparison="cmp_")
+    primary = out.set_index("cell")
+    assert primary.loc[["a", "b", "c", "f"], "conf_status"].tolist() == ["A", "O", "T", "A"]
+    assert primary.loc[["a", "b", "c"], "conf_group"].eq("comparison").all()
+    assert primary.loc["f", "conf_group"] == "cell"
+    assert primary.loc[["a", "b", "c", "f"], "value"].isna().all()
+    # firm-level magnitudes of both groups are dropped; the counts stay for the caller
+    assert not {"cmp_top1", "cmp_top2", "cmp_total", "top1", "total"} & set(out.columns)
+    assert {"n_contrib", "cmp_n_contrib"} <= set(out.columns)
+    with pytest.raises(KeyError, match="cmp_n_contrib"):
+        dc.protect(t.drop(columns="cmp_n_contrib"), keys=["cell"], group_col="cell",
+                   comparison="cmp_")
+
+
+def test_union_of_suppressed_comparison_groups_needs_a_third_cell():
+    """a and b each rest on one comparison firm (A); their own cells together pass (10 firms,
+    20%), but the total minus the published cells reveals a ratio against the union of their
+    comparison groups -- 2 firms -- so a third cell (c: fewest own contributors) goes D.
+    Without the comparison columns nothing is suppressed at all."""
+    t = pd.DataFrame([
+        comparison_row("a", (5, [10, 10], 50), (1, [100, 0], 100)),
+        comparison_row("b", (5, [10, 10], 50), (1, [120, 0], 120)),
+        comparison_row("c", (6, [10, 10], 60), (5, [50, 50], 250)),
+        comparison_row("d", (9, [10, 10], 90), (5, [50, 50], 250)),
+    ])
+    out = dc.protect(t, keys=["cell"], group_col="cell", margin=None, comparison="cmp_")
+    assert out["conf_status"].tolist() == ["A", "A", "D", "F"]
+    assert out["conf_group"].tolist() == ["comparison", "comparison", "secondary", ""]
+    plain = dc.protect(t.drop(columns=[c for c in t if c.startswith("cmp_")]), keys=["cell"],
+                       group_col="cell", margin=None)
+    assert (plain["conf_status"] == "F").all()
+
+
+# --------------------------------------------------------------------------------------------
 # property-based: no published row violates the rules; nothing is recoverable
 # --------------------------------------------------------------------------------------------
 def passes_rules(values: np.ndarray, min_contributors=3, dominance_n=2, dominance_k=0.85) -> bool:

@@ -86,3 +86,140 @@ def test_dominance_rule():
     assert rules.dominated(np.array([90.0, 5, 5])) == "O"
     assert rules.dominated(np.array([50.0, 40, 5, 5])) == "T"
     assert rules.dominated(np.array([30.0, 30, 20, 20])) == "F"
+
+
+# --------------------------------------------------------------------------------------------
+# K04: the comparison group (large firms) obeys the rules too, on both engines
+# --------------------------------------------------------------------------------------------
+BALANCED = [(300, 9000.0), (400, 11000.0), (350, 10000.0), (500, 12000.0)]
+#: large firms (employees, value added) per country-year: IDN 2020 has ONE large firm; THA
+#: 2021 has three, one of them holding 99.998% of their value added; every other cell is fine
+LARGE = {("IDN", 2020): [(300, 9000.0)], ("THA", 2021): [(300, 1e6), (400, 10.0), (350, 10.0)]}
+COUNTRIES, YEARS = ("IDN", "THA", "VNM"), (2020, 2021, 2022)
+
+
+def k04_panel() -> pd.DataFrame:
+    """A census (weight 1): 6 MSMEs per country-year (3 women-owned), value added spread
+    evenly so their own cells always pass, and the large firms of ``LARGE`` (else BALANCED)."""
+    rows = []
+    for k, c in enumerate(COUNTRIES):
+        for y in YEARS:
+            for i in range(6):
+                rows.append(dict(firm_id=f"{c}m{i}", country=c, year=y, owner_female=bool(i % 2),
+                                 size_class=("micro", "small", "medium")[i % 3],
+                                 employees=5 + 3 * i + k, value_added=100.0 + 20 * i + 7 * k + y % 10))
+            for j, (emp, va) in enumerate(LARGE.get((c, y), BALANCED)):
+                rows.append(dict(firm_id=f"{c}L{j}", country=c, year=y, owner_female=False,
+                                 size_class="large", employees=emp + k, value_added=va))
+    p = pd.DataFrame(rows)
+    p["owner_female"] = p["owner_female"].astype("boolean")
+    return p
+
+
+def k04_by_hand(p: pd.DataFrame, country: str, year: int, female: bool | None = None) -> float:
+    """(VA / employee of the cell's MSMEs) / (VA / employee of ALL large firms of the
+    country-year), weight 1."""
+    cy = p[(p["country"] == country) & (p["year"] == year)]
+    m = cy[cy["size_class"] != "large"]
+    if female is not None:
+        m = m[m["owner_female"] == female]
+    large = cy[cy["size_class"] == "large"]
+    return (m["value_added"].sum() / m["employees"].sum()) / (
+        large["value_added"].sum() / large["employees"].sum())
+
+
+@pytest.fixture(scope="module")
+def k04(tmp_path_factory) -> dict[str, pd.DataFrame]:
+    p = k04_panel()
+    path = tmp_path_factory.mktemp("k04") / "panel.parquet"
+    p.to_parquet(path, index=False)
+    macro = pd.DataFrame([(c, y, 1.0) for c in COUNTRIES for y in YEARS],
+                         columns=["country", "year", "usd_per_lcu"])
+    kw = dict(indicators=["K04"], breakdowns=["owner_female"])
+    return {"panel": p, "pandas": me.indicators.compute(p, macro, **kw),
+            "duckdb": me.indicators.compute(str(path), macro, engine="duckdb", **kw),
+            "raw": me.indicators.compute(p, macro, disclosure=False, **kw)}
+
+
+def _rows(res: pd.DataFrame, area: str, year: int) -> pd.DataFrame:
+    return res[(res["ref_area"] == area) & (res["time_period"] == year)]
+
+
+def test_k04_suppressed_where_one_large_firm(k04):
+    """IDN 2020 (one large firm): the total and every owner_female cell are suppressed (A)
+    with a comment naming the comparison group; without disclosure the value is there."""
+    res, raw = k04["pandas"], k04["raw"]
+    idn = _rows(res, "IDN", 2020)
+    assert len(idn) == 3 and (idn["conf_status"] == "A").all() and idn["value"].isna().all()
+    assert idn["se"].isna().all() and idn["ci_low"].isna().all()
+    assert idn["comment"].str.contains(
+        "comparison group (large firms of IDN 2020) has fewer than 3 contributing firms",
+        regex=False).all()
+    assert (idn["n"] == [6, 3, 3]).all()  # the MSME cells alone would have passed
+    unprotected = _rows(raw, "IDN", 2020).set_index("group")["value"]
+    assert unprotected["total"] == pytest.approx(k04_by_hand(k04["panel"], "IDN", 2020), rel=1e-12)
+
+
+def test_k04_suppressed_where_the_large_firms_are_dominated(k04):
+    """THA 2021: three large firms, one with 99.998% of their value added -> O, and the
+    ASEAN 2021 cells (their union) too; the reason names the failed group."""
+    res = k04["pandas"]
+    for area, where in (("THA", "large firms of THA 2021"),
+                        ("ASEAN", "large firms of the included countries")):
+        rows = _rows(res, area, 2021)
+        assert len(rows) == 3 and (rows["conf_status"] == "O").all() and rows["value"].isna().all()
+        assert rows["comment"].str.contains(f"comparison group ({where}) is dominated",
+                                            regex=False).all()
+
+
+def test_k04_published_elsewhere_with_hand_values(k04):
+    """Every cell with enough, undominated large firms is published with the hand value."""
+    res, p = k04["pandas"], k04["panel"]
+    checked = 0
+    for c in COUNTRIES:
+        for y in YEARS:
+            if (c, y) in LARGE:
+                continue
+            rows = _rows(res, c, y).set_index("group")
+            if (rows["conf_status"] == "D").any():
+                continue  # secondary suppression, checked below
+            assert (rows["conf_status"] == "F").all()
+            assert rows.loc["total", "value"] == pytest.approx(k04_by_hand(p, c, y), rel=1e-12)
+            for g, fem in (("female", True), ("male", False)):
+                assert rows.loc[g, "value"] == pytest.approx(k04_by_hand(p, c, y, fem), rel=1e-12)
+            assert not rows["comment"].str.contains("comparison").any()
+            checked += 1
+    assert checked >= 4
+    assert (_rows(res, "ASEAN", 2022)["conf_status"] == "F").all()
+
+
+def test_k04_secondary_suppression_across_member_states(k04):
+    """IDN 2020 suppressed, ASEAN 2020 published (its 9 large firms pass): IDN would be
+    recoverable from ASEAN and the others, so one more member state is suppressed (D); no
+    relation (countries -> ASEAN; groups -> total) has exactly one suppressed cell."""
+    res = k04["pandas"]
+    y20 = res[(res["time_period"] == 2020) & (res["breakdown"] == "total")].set_index("ref_area")
+    assert y20.loc["ASEAN", "conf_status"] == "F"
+    assert (y20.loc[["THA", "VNM"], "conf_status"] == "D").sum() == 1
+    hidden = res["conf_status"] != "F"
+    for _, rel in res.assign(hidden=hidden).groupby(["time_period", "breakdown", "group"]):
+        members = rel[rel["ref_area"] != "ASEAN"]
+        if (rel.loc[rel["ref_area"] == "ASEAN", "conf_status"] == "F").all():
+            assert members["hidden"].sum() != 1
+    for _, rel in res.assign(hidden=hidden).groupby(["ref_area", "time_period"]):
+        total = rel[rel["breakdown"] == "total"]
+        if (total["conf_status"] == "F").all():
+            assert rel.loc[rel["breakdown"] == "owner_female", "hidden"].sum() != 1
+
+
+def test_k04_protection_identical_across_engines(k04):
+    """DuckDB computes the comparison group's statistics in SQL: same statuses, comments and
+    values (1e-9) as pandas."""
+    a, b = k04["pandas"], k04["duckdb"]
+    assert len(a) == len(b) == 3 * len(YEARS) * (len(COUNTRIES) + 1)
+    for col in ("ref_area", "time_period", "group", "conf_status", "obs_status", "comment"):
+        assert a[col].tolist() == b[col].tolist(), col
+    for col in ("value", "se", "ci_low", "ci_high"):
+        np.testing.assert_allclose(a[col].to_numpy(float), b[col].to_numpy(float),
+                                   rtol=1e-9, equal_nan=True)
+    assert (a["conf_status"] != "F").sum() >= 9

@@ -36,7 +36,7 @@ import pandas as pd
 
 from .. import engines
 from ..contract import MSME_CLASSES
-from .parts import BOOL_LABELS, NA_LABELS, TOTAL, Moments, centred_ss, moment_names, parts
+from .parts import BOOL_LABELS, NA_LABELS, TOTAL, Moments, centred_ss, disclosure_parts, moment_names, parts
 
 _BOOL = ("owner_female", "urban")
 #: most rows of PSU totals fetched into numpy (about 40 columns of 8 bytes for the 10 KPIs:
@@ -576,7 +576,8 @@ class SqlStage:
     # -- disclosure ---------------------------------------------------------------------------
     def fine_stats(self, inds: list[dict[str, Any]], breakdowns: list[str]
                    ) -> dict[str, pd.DataFrame]:
-        """Contributors, top-2 |magnitude| and total per (indicator, fine cell) in SQL."""
+        """Contributors, top-2 |magnitude| and total per (key, fine cell) in SQL, one query:
+        the keys of :func:`parts.disclosure_parts` (numerator; K04's comparison group)."""
         if not inds:
             return {}
         gexprs, sizes = {}, []
@@ -596,19 +597,18 @@ class SqlStage:
                 v, pop = self._value(p.value), self._value(p.population)
                 return f"({pop} IS NOT NULL AND ({pop} = 0 OR {v} IS NOT NULL))"
 
-            for p in ps:
-                if p.role not in ("num", "num2"):
-                    continue
-                v, pop = self._value(p.value), self._value(p.population)
-                use = ok(p) if ind["kind"] == "total" else " AND ".join(ok(x) for x in ps)
-                k = len(pieces)
-                sel.append(f"(CASE WHEN {pop} = 1 AND {v} IS NOT NULL AND {use} THEN {v} "
-                           f"ELSE NULL END) AS mag{k}")
-                pieces.append(f"SELECT '{ind['id']}' AS ind, a, yi + {p.shift} AS yi{gcols}, "
-                              f"fid, mag{k} AS mag FROM rows_ WHERE mag{k} IS NOT NULL "
-                              "AND yi IS NOT NULL")
-            if sum(p.role in ("num", "num2") for p in ps) > 1:
-                multi.append(ind["id"])
+            for key, mine in disclosure_parts(ind).items():  # numerator; K04's comparison
+                for p in mine:
+                    v, pop = self._value(p.value), self._value(p.population)
+                    use = ok(p) if ind["kind"] == "total" else " AND ".join(ok(x) for x in ps)
+                    k = len(pieces)
+                    sel.append(f"(CASE WHEN {pop} = 1 AND {v} IS NOT NULL AND {use} THEN {v} "
+                               f"ELSE NULL END) AS mag{k}")
+                    pieces.append(f"SELECT '{key}' AS ind, a, yi + {p.shift} AS yi{gcols}, "
+                                  f"fid, mag{k} AS mag FROM rows_ WHERE mag{k} IS NOT NULL "
+                                  "AND yi IS NOT NULL")
+                if len(mine) > 1:
+                    multi.append(key)
         row_sql = f"SELECT {', '.join(sel)} FROM {frm}"
         keys = f"ind, a, yi{gcols}"
         contrib = (f"SELECT {keys}, fid, ABS(SUM(mag)) AS m FROM ({' UNION ALL '.join(pieces)}) u "

@@ -15,12 +15,15 @@ from typing import Any
 import numpy as np
 
 __all__ = ["TOTAL", "BOOL_LABELS", "NA_LABELS", "Part", "parts", "roles", "share_roles",
-           "is_share", "moment_names", "Moments", "centred_ss"]
+           "is_share", "moment_names", "Moments", "centred_ss", "COMPARISON", "disclosure_parts",
+           "comparison_of"]
 
 #: labels of a boolean breakdown (False, True); missing -> NA_LABELS or "not stated"
 BOOL_LABELS = {"owner_female": ("male", "female"), "urban": ("rural", "urban")}
 NA_LABELS = {"programme_type": "not supported"}
 TOTAL = "total"
+#: suffix of the disclosure-statistics key of an indicator's comparison group (``K04:cmp``)
+COMPARISON = ":cmp"
 
 
 @dataclass
@@ -47,6 +50,30 @@ def parts(ind: dict[str, Any]) -> list[Part]:
         out.append(Part(role, spec["value"], spec.get("population", "all"),
                          int(spec.get("shift", shift0))))
     return out
+
+
+def disclosure_parts(ind: dict[str, Any]) -> dict[str, list[Part]]:
+    """Whose unweighted contributions a published cell reveals: key -> parts.
+
+    ``{id: numerator parts (num, num2)}`` and, for a ratio against a comparison group
+    (``relative_ratio``, K04: MSMEs' productivity over the large firms'), ``{id + COMPARISON:
+    [rnum]}``: the comparison group's numerator (large firms' value added). The ratio reveals
+    that group's magnitude as much as the cell's own (one large firm: its productivity), so
+    the disclosure rules apply to both (DESIGN.md section 4; Hundepool et al. 2012,
+    *Statistical Disclosure Control*, chapter 4 on magnitude tables).
+    """
+    ps = parts(ind)
+    out = {ind["id"]: [p for p in ps if p.role in ("num", "num2")]}
+    ref = [p for p in ps if p.role == "rnum"]
+    if ref:
+        out[ind["id"] + COMPARISON] = ref
+    return out
+
+
+def comparison_of(ind: dict[str, Any]) -> str | None:
+    """The comparison group's population feature (``"large"`` for K04), or None."""
+    ref = [p for p in parts(ind) if p.role == "rnum"]
+    return ref[0].population if ref else None
 
 
 def roles(ind: dict[str, Any]) -> list[str]:

@@ -65,7 +65,19 @@ from ..contract import MSME_CLASSES, REGION
 from ..results import ResultFrame, check_alpha
 from ._protect import breakdown_cell_stats, collect_fine_stats, protect_table
 from ._sql import stage_for
-from .parts import BOOL_LABELS, NA_LABELS, TOTAL, Moments, centred_ss, is_share, moment_names, parts, roles, share_roles
+from .parts import (
+    BOOL_LABELS,
+    NA_LABELS,
+    TOTAL,
+    Moments,
+    centred_ss,
+    disclosure_parts,
+    is_share,
+    moment_names,
+    parts,
+    roles,
+    share_roles,
+)
 from .registry import registry as load_registry
 
 __all__ = ["compute", "availability", "OUTPUT_COLUMNS", "OBS_STATUS", "BREAKDOWNS", "FEATURES",
@@ -105,7 +117,9 @@ def rules() -> dict[str, str]:
                            "countries independent strata (covariances add)",
         "obs_status": "; ".join(f"{k} {v}" for k, v in OBS_STATUS.items()),
         "disclosure": "disclosure.protect on every row (>= 3 contributing firms, (2, 85%) "
-                      "dominance on unweighted magnitudes, secondary suppression)",
+                      "dominance on unweighted magnitudes, secondary suppression); K04 also "
+                      "needs its comparison group (the large firms of the country-year) to "
+                      "pass both rules, else it is suppressed and the comment says so",
     }
 
 
@@ -398,9 +412,10 @@ class _PandasStage:
 
     def fine_stats(self, inds: list[dict[str, Any]], breakdowns: list[str]
                    ) -> dict[str, pd.DataFrame]:
-        """Per magnitude indicator: contributors, top-2 |magnitude| and total per fine cell
-        (area, period, group of every breakdown), unweighted, on the estimate's records."""
-        des, ctx, ny = self.des, self.ctx, self.ny
+        """Contributors, top-2 |magnitude| and total per fine cell (area, period, group of
+        every breakdown), unweighted, on the estimate's records: for each key of
+        :func:`parts.disclosure_parts` (the numerator; the comparison group of K04)."""
+        des, ny = self.des, self.ny
         codes, sizes = [], []
         for b in breakdowns:
             c, labels = _group_codes(self.panel, b)
@@ -410,28 +425,36 @@ class _PandasStage:
         n_cells = self.n_areas_total() * ny * int(np.prod(sizes, dtype=np.int64))
         out: dict[str, pd.DataFrame] = {}
         for ind in inds:
-            ps = [p for p in parts(ind) if p.role in ("num", "num2")]
             usable = self._usable(ind)
-            cells, mags, rows = [], [], []
-            for p in ps:
-                val, pop = ctx.get(p.value), ctx.get(p.population)
-                idx = np.flatnonzero((pop == 1) & ~np.isnan(val) & usable[p.role])
-                c = base[idx] + p.shift
-                for code, size in zip(codes, sizes):
-                    c = c * size + code[idx]
-                cells.append(c)
-                mags.append(val[idx])
-                rows.append(idx)
-            cell, mag = np.concatenate(cells), np.concatenate(mags)
-            if len(ps) > 1:  # a firm may reach one cell through two ps: sum them first
-                firm = pd.factorize(self.panel["firm_id"])[0][np.concatenate(rows)]
-                pair, uniq = pd.factorize(cell * (int(firm.max()) + 1) + firm)
-                mag = np.bincount(pair, weights=mag, minlength=len(uniq))
-                cell = np.asarray(uniq) // (int(firm.max()) + 1)
-            st = disclosure.top2_by_code(cell, mag, n_cells)
-            seen = np.bincount(cell, minlength=n_cells) > 0
-            out[ind["id"]] = _decode_cells(np.flatnonzero(seen), ny, sizes, st)
+            for key, ps in disclosure_parts(ind).items():
+                cell, mag = self._contributions(ps, usable, base, codes, sizes)
+                st = disclosure.top2_by_code(cell, mag, n_cells)
+                seen = np.bincount(cell, minlength=n_cells) > 0
+                out[key] = _decode_cells(np.flatnonzero(seen), ny, sizes, st)
         return out
+
+    def _contributions(self, ps: list[Any], usable: dict[str, np.ndarray], base: np.ndarray,
+                       codes: list[np.ndarray], sizes: list[int]) -> tuple[np.ndarray, np.ndarray]:
+        """(fine cell code, magnitude) per (cell, contributor): the rows of the parts' population
+        with a value, a firm reaching one cell through two parts summed first."""
+        ctx = self.ctx
+        cells, mags, rows = [], [], []
+        for p in ps:
+            val, pop = ctx.get(p.value), ctx.get(p.population)
+            idx = np.flatnonzero((pop == 1) & ~np.isnan(val) & usable[p.role])
+            c = base[idx] + p.shift
+            for code, size in zip(codes, sizes):
+                c = c * size + code[idx]
+            cells.append(c)
+            mags.append(val[idx])
+            rows.append(idx)
+        cell, mag = np.concatenate(cells), np.concatenate(mags)
+        if len(ps) > 1:  # a firm may reach one cell through two ps: sum them first
+            firm = pd.factorize(self.panel["firm_id"])[0][np.concatenate(rows)]
+            pair, uniq = pd.factorize(cell * (int(firm.max()) + 1) + firm)
+            mag = np.bincount(pair, weights=mag, minlength=len(uniq))
+            cell = np.asarray(uniq) // (int(firm.max()) + 1)
+        return cell, mag
 
     def n_areas_total(self) -> int:
         return len(self.des.areas)
