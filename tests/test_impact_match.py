@@ -265,3 +265,23 @@ def test_missing_covariate_refused_with_rows() -> None:
     df.loc[3, "x"] = np.nan
     with pytest.raises(ImpactInputError, match=r"'x' has missing values at rows \[3\]"):
         match(df, "d", ["x"])
+
+
+def test_mahalanobis_without_replacement_ratio2_equals_a_plain_loop(lalonde) -> None:
+    """Rounds in data order; each treated takes the nearest free control (scipy distances)."""
+    from scipy.spatial.distance import cdist
+
+    covs = ["age", "educ", "re74", "re75"]
+    r = match(lalonde, "treat", covs, distance="mahalanobis", ratio=2)
+    X, t = lalonde[covs].to_numpy(float), lalonde["treat"].to_numpy() == 1
+    cen = X.copy()
+    for g in (True, False):
+        cen[t == g] -= X[t == g].mean(axis=0)
+    D = cdist(X[t], X[~t], metric="mahalanobis", VI=np.linalg.inv(cen.T @ cen / (len(X) - 2)))
+    free, ctrl = np.ones(D.shape[1], dtype=bool), np.flatnonzero(~t)
+    for rnd in range(2):
+        for k in range(D.shape[0]):
+            dk = np.where(free, D[k], np.inf)
+            j = int(np.flatnonzero(dk <= dk.min() * (1 + 1e-10))[0])
+            free[j] = False
+            assert r.match_matrix[k, rnd] == ctrl[j], (rnd, k)

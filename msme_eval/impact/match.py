@@ -292,9 +292,10 @@ def _score_without_replacement(score: np.ndarray, focal: np.ndarray, cell: np.nd
     focal_rows = np.flatnonzero(focal)
     mm = np.full((len(focal_rows), ratio), -1, dtype=np.int64)
     alive = np.ones(len(focal_rows), dtype=bool)
+    left = sum(len(p) for p in pools.values())
     for r in range(ratio):
         for t in order:
-            if not alive[t] or sum(len(p) for p in pools.values()) == 0:
+            if not alive[t] or left == 0:
                 continue
             i = focal_rows[t]
             pool = pools[cell[i]]
@@ -304,6 +305,7 @@ def _score_without_replacement(score: np.ndarray, focal: np.ndarray, cell: np.nd
                 continue
             mm[t, r] = sort[pool[j]]
             pools[cell[i]] = np.delete(pool, j)
+            left -= 1
     return mm
 
 
@@ -336,28 +338,54 @@ def _score_with_replacement(score: np.ndarray, focal: np.ndarray, cell: np.ndarr
 # ---------------------------------------------------------------- Mahalanobis matching
 
 
+def _k_nearest_free(tree: Any, rows: np.ndarray, free: np.ndarray, z: np.ndarray, k: int) -> np.ndarray:
+    """Up to ``k`` rows (of ``rows``, indexed by ``tree``) nearest to ``z`` among those still ``free``.
+
+    Distances equal to 1e-10 relative count as ties and go to the first in data order; the KD-tree
+    query widens until the k-th free candidate's ties are all in view."""
+    q = min(len(rows), 4 * k + 4)
+    while True:
+        dist, idx = tree.query(z, k=q)
+        dist, idx = np.atleast_1d(dist), np.atleast_1d(idx)
+        ok = free[rows[idx]]
+        if ok.sum() >= k or q == len(rows):
+            cand_d, cand = dist[ok], rows[idx[ok]]
+            if len(cand) == 0:
+                return cand
+            bound = cand_d[min(k, len(cand)) - 1] * (1 + 1e-10)
+            if dist[-1] > bound or q == len(rows):
+                scale = max(cand_d[0], 1e-300)
+                keep = cand_d <= bound
+                pick = np.lexsort((cand[keep], np.round(cand_d[keep] / scale, 9)))[:k]
+                return cand[keep][pick]
+        q = min(len(rows), 4 * q)
+
+
 def _mahalanobis_match(Z: np.ndarray, focal: np.ndarray, cell: np.ndarray, order: np.ndarray, ratio: int,
                        replace: bool) -> np.ndarray:
-    """Nearest comparison units by Euclidean distance in Mahalanobis coordinates Z (first in data order on ties)."""
+    """Nearest comparison units by Euclidean distance in Mahalanobis coordinates Z (KD-tree per
+    exact cell; ties to the first in data order); without replacement in ``ratio`` rounds."""
+    from scipy.spatial import cKDTree
+
     focal_rows = np.flatnonzero(focal)
     mm = np.full((len(focal_rows), ratio), -1, dtype=np.int64)
-    eligible = ~focal.copy()
+    free = ~focal.copy()
+    pools = {c: np.flatnonzero(~focal & (cell == c)) for c in np.unique(cell)}
+    trees = {c: cKDTree(Z[rows]) for c, rows in pools.items() if len(rows)}
     alive = np.ones(len(focal_rows), dtype=bool)
     for r in range(1 if replace else ratio):
         for t in order:
             i = focal_rows[t]
-            pool = np.flatnonzero(eligible & (cell == cell[i]))
-            if not alive[t] or len(pool) == 0:
+            take = _k_nearest_free(trees[cell[i]], pools[cell[i]], free, Z[i], ratio if replace else 1) \
+                if alive[t] and cell[i] in trees else np.empty(0, dtype=np.int64)
+            if len(take) == 0:
                 alive[t] = alive[t] and r > 0
                 continue
-            dist = np.sqrt(((Z[pool] - Z[i]) ** 2).sum(axis=1))
             if replace:
-                take = pool[np.argsort(np.round(dist / max(dist.min(), 1e-300), 9), kind="stable")[:ratio]]
                 mm[t, :len(take)] = take
             else:
-                j = pool[np.flatnonzero(dist <= dist.min() * (1 + 1e-10))[0]]  # ties: first in data order
-                mm[t, r] = j
-                eligible[j] = False
+                mm[t, r] = take[0]
+                free[take[0]] = False
     return mm
 
 
