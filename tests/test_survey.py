@@ -614,6 +614,46 @@ def test_calibrated_to_rejects_unknown_values():
 
 
 # --------------------------------------------------------------------------------------------
+# logit intervals for proportions (samplics PopParam.prop, R svyciprop(method="logit"))
+# --------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("by", [None, "female"])
+def test_logit_interval_matches_samplics_prop(by):
+    d = synthetic(seed=11)
+    ours = survey.ratio(d, "online", by=by, ci="logit", **DESIGN)
+    kw = dict(samp_weight=d.w, stratum=d.stratum, psu=d.psu)
+    ref = oracle(PopParam.prop, d.online.astype(int), **kw, **({"domain": d[by]} if by else {}))
+    for i in range(len(ours)):
+        level = {k: v[ours[by].iloc[i]] for k, v in ref.items() if k != "df"} if by else ref
+        for col in ("estimate", "se", "ci_low", "ci_high"):
+            assert ours[col].iloc[i] == pytest.approx(level[col][1], rel=RTOL)
+    assert (ours["df"] == ref["df"]).all() and ours.choices["ci"] == "logit"
+    wald = survey.ratio(d, "online", by=by, **DESIGN)
+    np.testing.assert_array_equal(wald["se"], ours["se"])
+    assert wald.choices["ci"] == "wald" and not np.allclose(wald["ci_low"], ours["ci_low"])
+
+
+def test_logit_interval_hand_and_edges():
+    # p = 0.2, se = 0.05, df = 10: logit(0.2) = -ln 4, se of the logit 0.05 / 0.16 = 0.3125
+    from scipy import stats
+    q = stats.t.ppf(0.975, 10)
+    lo, hi = survey.logit_interval(np.array([0.2, 0.0, 1.0, 0.3, np.nan]),
+                                   np.array([0.05, 0.0, 0.0, 0.1, 0.1]),
+                                   np.array([10, 10, 10, 0, 10]), 0.05)
+    expit = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    assert lo[0] == pytest.approx(expit(-np.log(4) - q * 0.3125), rel=1e-12)
+    assert hi[0] == pytest.approx(expit(-np.log(4) + q * 0.3125), rel=1e-12)
+    assert 0 < lo[0] < 0.2 < hi[0] < 1 and hi[0] - 0.2 > 0.2 - lo[0]  # asymmetric, inside (0,1)
+    assert (lo[1], hi[1], lo[2], hi[2]) == (0.0, 0.0, 1.0, 1.0)  # degenerate, as samplics/R
+    assert np.isnan([lo[3], hi[3], lo[4], hi[4]]).all()            # df <= 0, missing p
+    with pytest.raises(ValueError, match="proportions in \\[0, 1\\].*divide percentages"):
+        survey.logit_interval(np.array([35.0]), np.array([2.0]), np.array([10]), 0.05)
+    with pytest.raises(ValueError, match="ci must be one of"):
+        survey.mean(hand_table(), "y", ci="wilson", **DESIGN)
+    with pytest.raises(ValueError, match="proportions in"):
+        survey.mean(hand_table(), "y", ci="logit", **DESIGN)  # a mean of 23/12 is no proportion
+
+
+# --------------------------------------------------------------------------------------------
 # one result interface
 # --------------------------------------------------------------------------------------------
 def test_result_frame_choices_alpha_title():
