@@ -18,8 +18,9 @@ totals, and every stratum has exactly ``n_psu`` PSU labels). The truth is the sa
 
 Reported per indicator x PSUs per stratum x domain (overall, women-owned, men-owned):
 relative bias of the estimator, SE ratio (mean SE / empirical SD of the estimates) and
-coverage of the 95% t intervals with the effective (Satterthwaite) df. Run with
-``-s`` to print the table.
+coverage of the 95% t intervals with the effective (Satterthwaite) df -- what compute()
+publishes -- and, for the proportions, of the logit interval on the same estimate, SE and df
+(``survey.logit_interval``). Run with ``-s`` to print the table.
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ CLASSES = ("micro", "small", "medium", "large")
 N_DISTRICTS = 150
 PER_PSU = 10
 REPS = 1000
+PROPORTIONS = ("K05", "K08", "K09")  # within-group shares of MSMEs: logit intervals apply
 DOMAINS = {"total": ("total", "total"), "women": ("owner_female", "female"),
            "men": ("owner_female", "male")}
 
@@ -153,12 +155,18 @@ def coverage_table(pop: pd.DataFrame, n_psu: int, reps: int = REPS) -> pd.DataFr
             sel = est[(est["indicator"] == ind) & (est["breakdown"] == brk) & (est["group"] == grp)]
             assert len(sel) == reps * len(COUNTRIES), (ind, dom, len(sel))
             rows.append({"indicator": ind, "n_psu": n_psu, "domain": dom,
-                         **_cell_stats(sel, truth.xs((ind, brk, grp), level=[0, 2, 3]))})
+                         **_cell_stats(sel, truth.xs((ind, brk, grp), level=[0, 2, 3]),
+                                       proportion=ind in PROPORTIONS)})
     return pd.DataFrame(rows)
 
 
-def _cell_stats(sel: pd.DataFrame, truth: pd.Series) -> dict[str, float]:
+def _cell_stats(sel: pd.DataFrame, truth: pd.Series, proportion: bool) -> dict[str, float]:
     t = truth.loc[sel["ref_area"]].to_numpy()
+    cover_logit = np.nan
+    if proportion:  # the same estimates and SEs, interval on the logit scale (percent / 100)
+        lo, hi = survey.logit_interval(sel["value"].to_numpy() / 100, sel["se"].to_numpy() / 100,
+                                       sel["df"].to_numpy(), 0.05)
+        cover_logit = float(np.mean((100 * lo <= t) & (t <= 100 * hi)))
     v, se = sel["value"].to_numpy(), sel["se"].to_numpy()
     by_area = sel.assign(v=v, se2=se**2, se=se).groupby("ref_area")
     sd = by_area["v"].std(ddof=1)
@@ -168,6 +176,7 @@ def _cell_stats(sel: pd.DataFrame, truth: pd.Series) -> dict[str, float]:
             "var_ratio": float((by_area["se2"].mean() / sd**2).mean()),
             "coverage": float(np.mean((sel["ci_low"].to_numpy() <= t)
                                       & (t <= sel["ci_high"].to_numpy()))),
+            "coverage_logit": cover_logit,
             "oracle": float(np.mean(np.abs(v - t) <= 1.959964 * sd_row)),
             "median_df": float(np.median(sel["df"])),
             "nan_ci": int(np.isnan(sel["ci_low"].to_numpy()).sum())}
@@ -207,7 +216,8 @@ def test_samples_are_stratified_two_stage_and_weights_estimate_counts(census):
 #: proportions (K05, K08, K09), mostly women-owned firms and 3 PSUs: the variance is unbiased
 #: (var_ratio 0.9-1.0) and the oracle interval covers 95%, but the estimated Satterthwaite df
 #: rises when the dominant stratum's v_h is underestimated, so t is small exactly when the SE
-#: is (test_proportion_shortfall_at_three_psus_is_the_estimated_df).
+#: is (test_proportion_shortfall_at_three_psus_is_the_estimated_df); and in small domains
+#: the estimate and its SE are correlated (0.4-0.7), which the logit interval absorbs.
 KNOWN_SHORTFALL: dict[tuple[str, int, str], float] = {
     ("K04", 2, "women"): 0.9035, ("K05", 2, "women"): 0.9215,
     ("K04", 3, "total"): 0.9160, ("K04", 3, "women"): 0.8490, ("K04", 3, "men"): 0.9110,
@@ -227,8 +237,15 @@ def test_indicator_interval_coverage_on_a_census(census, n_psu):
     # the estimators' own sampling distributions are near normal: +-1.96 true SD covers
     assert table["oracle"].between(0.93, 0.97).all(), table.to_string()
     # proportions: the linearised variance is unbiased (mean SE^2 / variance)
-    props = table[table["indicator"].isin(["K05", "K08", "K09"])]
+    props = table[table["indicator"].isin(PROPORTIONS)]
     assert props["var_ratio"].between(0.85, 1.15).all(), props.to_string()
+    # the logit interval (survey.logit_interval, ci="logit") on the same estimates and SEs
+    # keeps every proportion near 95% (measured 92.6-97.5%; the two cells just outside the
+    # band are K09 at 3 PSUs, the estimated-df effect, and K08 overall at 2 PSUs, 97.45%) and
+    # every women-owned cell in the band (94.5-95.6%)
+    assert props["coverage_logit"].between(0.925, 0.975).all(), props.to_string()
+    women = props[props["domain"] == "women"]
+    assert women["coverage_logit"].between(0.93, 0.97).all(), women.to_string()
     for row in table.itertuples():
         key = (row.indicator, row.n_psu, row.domain)
         if key in KNOWN_SHORTFALL:
