@@ -43,6 +43,10 @@ OPTIONAL_COLUMNS: tuple[str, ...] = (
 
 # Canonical layout, dtypes and accepted spellings.
 PANEL_COLUMNS: tuple[str, ...] = (*REQUIRED_COLUMNS, *OPTIONAL_COLUMNS)
+# Optional programme-register columns, accepted and typed when given, never added (outside the
+# survey layout PANEL_COLUMNS): selected_year = year the firm was selected/approved (the
+# intention-to-treat cohort of survival and net jobs), distinct from first_treated (first year paid).
+REGISTER_COLUMNS: tuple[str, ...] = ("selected_year",)
 SIZE_CLASS_DTYPE = pd.CategoricalDtype(list(SIZE_CLASSES), ordered=True)
 YEAR_MIN, YEAR_MAX = 2000, 2100
 ROW_CONVENTION = (
@@ -58,6 +62,7 @@ PANEL_KINDS: dict[str, str] = {
     **{c: "bool" for c in BOOL_COLUMNS}, "birth_year": "Int64", "weight": "float",
     "strata": "text", "psu": "text", "region": "text", "programme": "text",
     "programme_type": "code", "first_treated": "Int64", "support_amount": "float",
+    "selected_year": "Int64",
 }
 PANEL_NOT_NULL: frozenset[str] = frozenset({*REQUIRED_COLUMNS, "weight"})
 

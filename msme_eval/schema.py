@@ -40,6 +40,7 @@ from msme_eval.contract import (  # noqa: F401  (re-exported: the column vocabul
     PANEL_KINDS,
     PANEL_NOT_NULL,
     PROGRAMME_TYPES,
+    REGISTER_COLUMNS,
     REQUIRED_COLUMNS,
     ROW_CONVENTION,
     SIZE_CLASS_DTYPE,
@@ -153,9 +154,24 @@ RULES: dict[str, tuple[str, str, str]] = {
                              "first_treated is a firm attribute (first year of support): use the "
                              "same value in every year of the firm"),
     "programme_type_without_first_treated": (
-        "error", "programme_type is filled in but first_treated is empty",
-        "give the first year of support in first_treated, or empty programme_type for firms "
-        "never supported"),
+        "error", "programme_type is filled in but first_treated (and selected_year) is empty",
+        "give the first year of support in first_treated (or, for a selected firm never paid, "
+        "the year it was selected in selected_year), or empty programme_type for firms never "
+        "supported"),
+    "selected_year_out_of_range": ("error", "selected_year is outside {lo}-{hi}",
+                                   "selected_year is the calendar year the firm was selected "
+                                   "(approved); leave it empty for firms never selected"),
+    "selected_year_varies": ("error", "selected_year differs between years of the same firm",
+                             "selected_year is a firm attribute (year of selection): use the same "
+                             "value in every year of the firm"),
+    "selected_after_first_treated": (
+        "error", "selected_year is after first_treated (paid before being selected)",
+        "selected_year is the year of selection/approval and first_treated the first year of "
+        "payment, so selected_year <= first_treated: correct one of them"),
+    "first_treated_without_selected_year": (
+        "error", "first_treated is filled in but selected_year is empty (the column is given)",
+        "when the register has selected_year, fill it in for every supported firm (the year it "
+        "was selected), so survival and net jobs count every selected firm"),
     "first_treated_without_programme_type": (
         "error", "first_treated is filled in but programme_type is empty",
         "fill in programme_type (finance, market_access or capacity_building) for every row of a "
@@ -860,6 +876,7 @@ class RowRule:
     needs: tuple[str, ...]
     check: Callable[[pd.DataFrame], pd.Series]
     fmt: Fmt = field(default_factory=dict)
+    optional: tuple[str, ...] = ()  # passed to `check` too when present (the rule runs without them)
 
 
 @dataclass(frozen=True)
@@ -1049,7 +1066,7 @@ _MONEY_NONNEG = tuple(c for c in (*MONEY_COLUMNS, "support_amount") if c != "val
 
 PANEL_SPEC = TableSpec(
     name="panel",
-    columns=PANEL_COLUMNS,
+    columns=(*PANEL_COLUMNS, *REGISTER_COLUMNS),
     kinds=PANEL_KINDS,
     required=REQUIRED_COLUMNS,
     not_null=PANEL_NOT_NULL,
@@ -1074,6 +1091,8 @@ PANEL_SPEC = TableSpec(
                    {"allowed": "/".join(PROGRAMME_TYPES)}),
         ColumnRule("first_treated", "first_treated_out_of_range", _between(YEAR_MIN, YEAR_MAX),
                    {"lo": YEAR_MIN, "hi": YEAR_MAX}),
+        ColumnRule("selected_year", "selected_year_out_of_range", _between(YEAR_MIN, YEAR_MAX),
+                   {"lo": YEAR_MIN, "hi": YEAR_MAX}),
     ),
     row_rules=(
         RowRule("birth_year", "birth_year_after_year", ("birth_year", "year"),
@@ -1082,7 +1101,16 @@ PANEL_SPEC = TableSpec(
                 _varies_within("firm_id", "first_treated")),
         RowRule("programme_type", "programme_type_without_first_treated",
                 ("programme_type", "first_treated"),
-                lambda d: ~(d["programme_type"].notna() & d["first_treated"].isna())),
+                lambda d: ~(d["programme_type"].notna() & d["first_treated"].isna()
+                            & (d["selected_year"].isna() if "selected_year" in d else True)),
+                optional=("selected_year",)),
+        RowRule("selected_year", "selected_year_varies", ("firm_id", "selected_year"),
+                _varies_within("firm_id", "selected_year")),
+        RowRule("selected_year", "selected_after_first_treated", ("selected_year", "first_treated"),
+                lambda d: _ok(d["selected_year"] <= d["first_treated"])),
+        RowRule("selected_year", "first_treated_without_selected_year",
+                ("selected_year", "first_treated"),
+                lambda d: ~(d["first_treated"].notna() & d["selected_year"].isna())),
         RowRule("first_treated", "first_treated_without_programme_type",
                 ("first_treated", "programme_type"),
                 lambda d: ~(d["first_treated"].notna() & d["programme_type"].isna())),
@@ -1211,7 +1239,8 @@ def check_rules(df: pd.DataFrame, spec: TableSpec, file: str) -> list[Issue]:
     for r in spec.row_rules:
         if not set(r.needs) <= present:
             continue
-        frame = df[list(r.needs)]
+        cols = [*r.needs, *(c for c in r.optional if c in present)]
+        frame = df[cols]
         sch = pa.DataFrameSchema(checks=[pa.Check(r.check, name=r.rule, ignore_na=False)])
         fc = _failures(sch, frame)
         if fc.empty:
@@ -1224,7 +1253,7 @@ def check_rules(df: pd.DataFrame, spec: TableSpec, file: str) -> list[Issue]:
         bad = pd.Series(False, index=df.index)
         bad.iloc[rows] = True
         shown = frame.iloc[rows[:N_SHOW]]
-        vals = [", ".join(f"{k}={_fmt_value(v)}" for k, v in zip(r.needs, t))
+        vals = [", ".join(f"{k}={_fmt_value(v)}" for k, v in zip(cols, t))
                 for t in shown.itertuples(index=False)]
         fmt = r.fmt(frame, bad) if callable(r.fmt) else r.fmt
         issues.append(make_issue(file, r.column, r.rule, rows + 1, vals, n_rows=len(rows),
@@ -1363,7 +1392,7 @@ def validate_panel(data: pd.DataFrame, *, file: str = "<DataFrame>",
         report.issues += check_rules(df[["size_class"]], TableSpec(
             "panel", ("size_class",), {"size_class": "code"}, (), frozenset(),
             tuple(r for r in PANEL_SPEC.column_rules if r.column == "size_class"), (), ()), file)
-        df = df[[c for c in PANEL_COLUMNS if c in df.columns]
+        df = df[[c for c in PANEL_SPEC.columns if c in df.columns]
                 + [c for c in df.columns if c not in PANEL_KINDS]]
     if "size_class" in df.columns and report.ok:
         df["size_class"] = df["size_class"].astype(SIZE_CLASS_DTYPE)

@@ -239,16 +239,21 @@ def weighted_panel() -> pd.DataFrame:
 
 
 def _headline(ev) -> pd.DataFrame:
-    return ev.headline.set_index(["outcome", "programme_type"])[["att", "se"]]
+    return ev.headline.set_index(["outcome", "programme_type"])
 
 
 def test_constant_weights_equal_unweighted(weighted_panel) -> None:
+    """The population ATT with constant weights equals the sample ATT; both are shown and labelled."""
     kw = {"outcomes": ["log_turnover", "employees"], "subgroups": (), "robustness": False}
     a = evaluate(weighted_panel, **kw)
     b = evaluate(weighted_panel.assign(w=7.0), weight="w", **kw)
     ha, hb = _headline(a), _headline(b)
-    assert np.allclose(ha["att"], hb["att"], rtol=1e-9, atol=1e-12)
-    assert np.allclose(ha["se"], hb["se"], rtol=1e-6)
+    assert np.allclose(ha["att"], hb["att_population"], rtol=1e-9, atol=1e-12)
+    assert np.allclose(ha["se"], hb["se_population"], rtol=1e-6)
+    assert np.allclose(ha["att"], hb["att"], rtol=1e-12)  # the headline att stays the sample ATT
+    assert (hb["estimand"].str.startswith("sample ATT")).all()
+    assert (hb["estimand_population"].str.startswith("population ATT (weighted by _w_ref")).all()
+    assert "att_population" not in a.headline  # no weight, no population column
     assert any("first observed year" in n for n in b.notes)
 
 
@@ -266,8 +271,10 @@ def test_weights_use_the_first_observed_year_and_move_towards_weighted_truth(wei
     sup = p[p["programme_type"] == "finance"].groupby("firm_id")["owner_female"].first().astype(bool)
     s, s_w = sup.mean(), (5 * sup).sum() / (5 * sup + ~sup).sum()
     truth, truth_w = 0.20 * (1 + 0.5 * s), 0.20 * (1 + 0.5 * s_w)
-    rw = ev.headline.set_index(["outcome", "programme_type"]).loc[("log_turnover", "finance")]
+    row = ev.headline.set_index(["outcome", "programme_type"]).loc[("log_turnover", "finance")]
+    rw = {"att": row["att_population"], "se": row["se_population"]}
     ru = un.headline.set_index(["outcome", "programme_type"]).loc[("log_turnover", "finance")]
+    assert row["att"] == pytest.approx(ru["att"], rel=1e-12)  # sample ATT beside the population ATT
     assert abs(rw["att"] - truth_w) < Z99 * rw["se"], (rw["att"], truth_w)
     assert abs(ru["att"] - truth) < Z99 * ru["se"], (ru["att"], truth)
     assert abs(rw["att"] - truth_w) < abs(rw["att"] - truth)

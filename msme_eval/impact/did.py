@@ -408,5 +408,9 @@ def did(
         "n_bootstrap": int(n_bootstrap), "seed": seed, "engine": "diff_diff.CallawaySantAnna",
         "engine_version": diff_diff.__version__, "cells": "R DRDID" if r_cells else "diff-diff",
         "pscore_trim": pscore_trim if r_cells else None,
+        "estimand": (f"population ATT (weighted by {weight}: the supported firms the sample represents)" if weight
+                     else "sample ATT (unweighted average over the supported firms in the sample)"),
+        "firms_counted": "firms of the supported cohorts in the estimation sample (each ATT(g,t) uses those "
+                         "observed in its base period and in t)",
     }
     return DidResult(outcome=outcome, settings=settings, counts=counts, notes=notes, raw=raw, _design=design)

@@ -115,7 +115,8 @@ def build_outcomes(panel: pd.DataFrame, *, unit: str = "firm_id", time: str = "y
     base = p[p[time] == first].set_index(unit)
     attrs = pd.DataFrame(index=span.index)
     attrs["first_treated"] = base["first_treated"]
-    for c in ("programme_type", "programme", "country", "sector", "region", "owner_female", "urban", "weight"):
+    for c in ("programme_type", "programme", "country", "sector", "region", "owner_female", "urban", "weight",
+              "selected_year", "psu", "strata"):
         if c in base:
             attrs[c] = base[c]
     # time-invariant programme info: take it from any row where it is set
@@ -211,7 +212,22 @@ def _row(res: DidResult, outcome: str, pt: str, spec: str = "main") -> dict[str,
             "n_treated": n["n_treated"], "n_never_treated": n["n_never_treated"], "n_cohorts": n["n_cohorts"],
             "pretrend_stat": pre.stat, "pretrend_df": pre.df, "pretrend_pvalue": pre.pvalue,
             "control": res.choices["control"], "method": res.choices["method"],
-            "covariates": ",".join(res.choices["covariates"])}
+            "covariates": ",".join(res.choices["covariates"]), "estimand": res.choices.get("estimand", ""),
+            "firms_counted": res.choices.get("firms_counted", ""),
+            "cluster": res.choices.get("cluster") or res.choices.get("unit")}
+
+
+POPULATION_COLUMNS = ("att_population", "se_population", "ci_low_population", "ci_high_population",
+                      "pvalue_population")
+
+
+def _population_columns(res: DidResult | None) -> dict[str, Any]:
+    """The population-weighted ATT beside the sample ATT (NaN when not estimated)."""
+    if res is None:
+        return dict.fromkeys(POPULATION_COLUMNS, np.nan) | {"estimand_population": ""}
+    o = res.overall
+    return dict(zip(POPULATION_COLUMNS, (o.estimate, o.se, o.ci_low, o.ci_high, o.pvalue))) | {
+        "estimand_population": res.choices.get("estimand", "")}
 
 
 def interpret(row: pd.Series | dict[str, Any], alpha: float = 0.05) -> str:
@@ -317,6 +333,12 @@ class Evaluation(_SettingsFace):
 
     title = "Impact evaluation (Callaway-Sant'Anna staggered DiD)"
 
+    @property
+    def recipients_only(self) -> bool:
+        """True when a survival register check says the register looks like recipients only (the page
+        shows it: survival and net jobs are then biased upward; see ``choices["register_check"]``)."""
+        return bool(self.settings.get("recipients_only", False))
+
     def tidy(self) -> pd.DataFrame:
         """Headline, robustness and inclusion effects in one long table (column ``table``), with the
         common columns estimate, se, ci_low, ci_high, pvalue."""
@@ -389,6 +411,7 @@ def _fit(frame: pd.DataFrame, outcome: str, **kw: Any) -> DidResult | None:
     """did() or, for survival, survival_did(); None (and the reason in ``notes``) if refused."""
     notes = kw.pop("notes")
     surv_covs = kw.pop("survival_covariates", None)
+    selected = kw.pop("selected", None)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
@@ -398,7 +421,9 @@ def _fit(frame: pd.DataFrame, outcome: str, **kw: Any) -> DidResult | None:
                 kw.pop("control", None)
                 covs = kw.pop("covariates", surv_covs)
                 kw.pop("method", None)
-                return survival_did(frame, alive="alive", outcome=outcome, covariates=covs, **kw)
+                return survival_did(frame, alive="alive", outcome=outcome, covariates=covs, selected=selected, **kw)
+            if selected:  # growth/employees: paid cohorts; selected-but-never-paid firms are no controls
+                frame = frame[~(frame[selected].notna() & frame["first_treated"].isna())]
             return did(frame, outcome, **kw)
         except ImpactInputError as exc:
             notes.append(f"{outcome}: not estimated ({exc})")
@@ -414,7 +439,7 @@ def evaluate(
     covariates: Sequence[str] | None = None,
     survival_covariates: Sequence[str] | None = None,
     eligible_sizes: Sequence[str] | None = ("micro", "small", "medium"),
-    cluster: str | None = None,
+    cluster: str | None = "auto",
     macro: pd.DataFrame | None = None,
     subgroups: Sequence[str] | None = tuple(SUBGROUPS),
     subgroup_outcomes: Sequence[str] = CORE_SUBGROUP,
@@ -439,10 +464,19 @@ def evaluate(
     ``subgroups``: inclusion breakdowns (women-owned, rural, micro, young), estimated within the
     subgroup (supported and comparison firms of that group) for ``subgroup_outcomes``.
     Main estimates: ``control`` comparison firms, no covariates (survival: with
-    ``survival_covariates``), SEs clustered by firm (or ``cluster``).
+    ``survival_covariates``). ``cluster``: "auto" (default) clusters SEs by the survey's primary
+    sampling unit ``psu`` when the panel carries one (each firm's baseline PSU), else by firm; None
+    = by firm; or a column name. The choice is in ``choices["cluster"]`` and each row's ``cluster``.
+    ``selected_year`` in the panel (year selected; DESIGN.md section 3): survival and net jobs are
+    then intention-to-treat effects on every selected firm (cohort = year selected); growth and
+    employees keep paid cohorts (``first_treated``) and leave selected-but-never-paid firms out.
+    ``choices["register_check"]`` / ``recipients_only`` flag a register that looks like recipients
+    only (:func:`msme_eval.impact.survival.register_check`).
 
     ``weight``: a survey-weight column of ``panel`` for population-weighted effects (ATT for the
-    population of supported firms the sample represents). DiD needs one time-invariant weight per
+    population of supported firms the sample represents), reported BESIDE the sample ATT: the
+    headline ``att`` is always the unweighted sample ATT (column ``estimand``) and, with ``weight``,
+    ``att_population`` (+ se, ci, p; ``estimand_population``) the weighted one. DiD needs one time-invariant weight per
     firm, so each firm gets its weight in its REFERENCE PERIOD = its first observed (baseline) year,
     w_i = weight_{i, first year}, used in every year (sample weights that change within a firm,
     e.g. from non-response adjustment, would otherwise re-weight the before/after comparison).
@@ -459,13 +493,16 @@ def evaluate(
     outs = _outcome_list(frame, outcomes)
     covs = _robustness_covariates(frame, covariates)
     scovs = _survival_covariates(frame, survival_covariates)
+    cluster, cluster_text = _cluster_choice(frame, cluster, unit)
+    selected = "selected_year" if "selected_year" in frame and frame["selected_year"].notna().any() else None
     base_kw = {"unit": unit, "time": time, "cluster": cluster, "alpha": alpha, "notes": notes,
-               "survival_covariates": scovs, "weight": "_w_ref" if weight is not None else None}
+               "survival_covariates": scovs, "selected": selected}
     usd = _support_usd(frame, macro, time)
     run = _Run(base_kw=base_kw, control=control, covs=covs, alpha=alpha, unit=unit, time=time, cluster=cluster,
-               usd=usd is not None, single_country="country" not in frame or frame["country"].nunique() == 1)
+               usd=usd is not None, single_country="country" not in frame or frame["country"].nunique() == 1,
+               weight="_w_ref" if weight is not None else None, selected=selected)
     for pt in pts:
-        treated = frame["first_treated"].notna()
+        treated = frame["first_treated"].notna() | (frame[selected].notna() if selected else False)
         sample = frame if pt == "all" else frame[~treated | (frame["programme_type"].astype("str") == pt)]
         for o in outs:
             _outcome_rows(run, sample, o, pt, robustness)
@@ -475,7 +512,11 @@ def evaluate(
     settings = {"estimator": "Callaway-Sant'Anna via msme_eval.impact.did (survival: survival_did)",
                 "control": control, "covariates_robustness": covs, "survival_covariates": scovs,
                 "eligible_sizes": list(eligible_sizes) if eligible_sizes is not None else None,
-                "cluster": cluster or unit, "alpha": alpha, "programme_types": pts, "outcomes": outs,
+                "cluster": cluster_text, "alpha": alpha, "programme_types": pts, "outcomes": outs,
+                "estimand": "sample ATT (unweighted) on supported firms; with weight also the population ATT",
+                "cohort_survival_jobs": ("year selected (selected_year): every selected firm, intention to treat"
+                                         if selected else "first_treated (the register must list every selected "
+                                         "firm; see register_check)"),
                 "subgroups": list(subgroups or ()), "subgroup_outcomes": list(subgroup_outcomes),
                 "young_max_age": YOUNG_MAX_AGE,
                 "weight": (f"{weight} in each firm's first observed year (survival/jobs unweighted)"
@@ -483,11 +524,37 @@ def evaluate(
                 "sample_rule": "per programme type: its supported firms + never-supported eligible firms",
                 "pretrend_rule": "a page says 'trends differ' only if a Holm-adjusted pre-trend p-value "
                                  "(over the headline tests) is below alpha"}
+    _register_flag(run, settings, notes)
     if "survival" in outs or "jobs" in outs:
         notes.append("Survival and net jobs (exits counted as zero jobs): compared among firms alive in the year "
                      f"before support, conditioning on the exit drivers {scovs}; no pre-trend test and no TWFE "
                      "baseline exist for these outcomes.")
     return _assemble(run, settings, notes)
+
+
+def _cluster_choice(frame: pd.DataFrame, cluster: str | None, unit: str) -> tuple[str | None, str]:
+    """Resolve ``cluster="auto"``: the survey PSU (each firm's baseline ``psu``) when every firm has
+    one and there are >= 2, else the firm. Returns (column or None, text for ``choices``)."""
+    if cluster != "auto":
+        return cluster, (f"{cluster} (as requested)" if cluster else f"{unit} (firm-level influence function)")
+    if "psu" in frame and frame["psu"].notna().all() and frame["psu"].nunique() >= 2:
+        return "psu", "psu (survey primary sampling unit, default when the panel has one; firms nested in PSUs)"
+    return None, f"{unit} (no psu column in the panel; firm-level influence function)"
+
+
+def _register_flag(run: _Run, settings: dict[str, Any], notes: list[str]) -> None:
+    """Collect the survival register checks; a page shows ``settings["recipients_only"]``."""
+    checks: dict[str, dict[str, Any]] = {}
+    for (o, pt), r in sorted(run.results.items(), key=lambda kv: kv[0][0] != "survival"):
+        if o in ("survival", "jobs") and pt not in checks:  # survival's check first, else net jobs'
+            checks[pt] = r.register_check  # type: ignore[attr-defined]
+    settings["register_check"] = checks
+    flagged = sorted(pt for pt, c in checks.items() if c.get("recipients_only"))
+    settings["recipients_only"] = bool(flagged)
+    if flagged:
+        notes.append("WARNING: the programme register looks like recipients only (no selected firm exits in its "
+                     f"cohort year; programme types {flagged}): survival and net jobs are biased upward. Fix: list "
+                     "every selected firm, including those that closed before they were paid, with selected_year.")
 
 
 def holm(pvalues: Sequence[float]) -> np.ndarray:
@@ -522,6 +589,8 @@ class _Run:
     cluster: str | None
     usd: bool
     single_country: bool
+    weight: str | None = None
+    selected: str | None = None
     head: list[dict[str, Any]] = field(default_factory=list)
     rob: list[dict[str, Any]] = field(default_factory=list)
     incl: list[dict[str, Any]] = field(default_factory=list)
@@ -619,6 +688,10 @@ def _outcome_rows(run: _Run, sample: pd.DataFrame, o: str, pt: str, robustness: 
         return
     run.results[(o, pt)] = res
     row = _row(res, o, pt)
+    if run.weight is not None:
+        pop = (_fit(sample, o, control=run.control, weight=run.weight, **run.base_kw)
+               if o not in ("survival", "jobs") else None)
+        row.update(_population_columns(pop))
     run.head.append(row)
     run.ess[(o, pt)] = res.event_study
     if robustness and o in CORE:
@@ -653,16 +726,53 @@ def _robustness_rows(run: _Run, sample: pd.DataFrame, o: str, pt: str, res: DidR
                     "control": "all other firm-years", "method": "ols"})
 
 
-def _jobs_row(run: _Run, sample: pd.DataFrame, pt: str, res: DidResult) -> None:
-    sup = sample.loc[sample["first_treated"].notna()]
-    cur = "USD" if run.usd else "LCU"
-    money = float(sup["support_usd"].sum() if run.usd else sup["support_amount"].sum())
+FIXED_HORIZON = 2  # event time of the fixed-horizon cost per job (years after the cohort year)
+
+
+def _support_spent(run: _Run, sample: pd.DataFrame, cohorts: Sequence[Any] | None = None) -> tuple[float, str]:
+    """Support spent on the selected firms of the sample (of ``cohorts`` only, if given) and its currency."""
+    coh = _cohort_column(sample, run.selected)
+    sup = sample.loc[coh.notna() if cohorts is None else coh.isin(list(cohorts))]
     if not run.usd and not run.single_country:
-        money, cur = np.nan, "n/a (several currencies; pass macro with usd_per_lcu)"
+        return np.nan, "n/a (several currencies; pass macro with usd_per_lcu)"
+    return float(sup["support_usd"].sum() if run.usd else sup["support_amount"].sum()), ("USD" if run.usd else "LCU")
+
+
+def _cohort_column(sample: pd.DataFrame, selected: str | None) -> pd.Series:
+    """Each row's cohort as the survival/net-jobs estimator defines it (selected year, else first_treated)."""
+    return sample[selected] if selected else sample["first_treated"]
+
+
+def _fixed_horizon(run: _Run, sample: pd.DataFrame, res: Any, e: int = FIXED_HORIZON) -> dict[str, Any]:
+    """Net jobs per firm at event time ``e`` (cohorts observed e years after their cohort year) and
+    cost per job = support spent on those cohorts / (their firms counted x effect at e)."""
+    es = res.event_study.set_index("event_time")
+    counts = getattr(res, "cell_counts", None) or {}
+    cells = [c for c in counts if int(c[1]) - int(c[0]) == e]
+    if e not in es.index or not cells:
+        return {"horizon_e": e, "net_jobs_per_firm_e": np.nan, "se_e": np.nan, "cost_per_job_e": np.nan,
+                "cost_ci_low_e": np.nan, "cost_ci_high_e": np.nan, "n_supported_e": 0,
+                "cost_ci_note_e": f"no cohort is observed {e} years after its cohort year"}
+    r = es.loc[e]
+    n_e = int(sum(counts[c][0] for c in cells))
+    money, _ = _support_spent(run, sample, sorted({c[0] for c in cells}))
+    c = _jobs_cost(float(r["estimate"]), (float(r["ci_low"]), float(r["ci_high"])), n_e, money)
+    return {"horizon_e": e, "net_jobs_per_firm_e": float(r["estimate"]), "se_e": float(r["se"]),
+            "n_supported_e": n_e, **{f"{k}_e": c[k] for k in ("cost_per_job", "cost_ci_low", "cost_ci_high",
+                                                              "cost_ci_note", "jobs_created", "support_total")}}
+
+
+def _jobs_row(run: _Run, sample: pd.DataFrame, pt: str, res: DidResult) -> None:
+    """Net jobs and cost per job: average over the post-support years (the headline effect) and at a
+    fixed horizon (``FIXED_HORIZON`` years after the cohort year); firms counted stated."""
+    money, cur = _support_spent(run, sample)
     o_ = res.overall
     run.jobs.append({"programme_type": pt, "net_jobs_per_firm": o_.estimate, "se": o_.se, "ci_low": o_.ci_low,
                      "ci_high": o_.ci_high, "n_supported": res.counts["n_treated"], "currency": cur,
-                     **_jobs_cost(o_.estimate, (o_.ci_low, o_.ci_high), res.counts["n_treated"], money)})
+                     "horizon": "average over the post-support years observed (simple aggregation)",
+                     "firms_counted": res.choices.get("firms_counted", ""),
+                     **_jobs_cost(o_.estimate, (o_.ci_low, o_.ci_high), res.counts["n_treated"], money),
+                     **_fixed_horizon(run, sample, res)})
 
 
 def _subgroup_rows(run: _Run, sample: pd.DataFrame, sg: str, pt: str, sub_outs: list[str]) -> None:

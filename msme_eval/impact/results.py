@@ -516,6 +516,8 @@ class DidResult(_Aggregations, _SettingsFace):
             "Clustering: " + (f"by {c['cluster']} ({n.get('n_clusters', '?')} clusters)" if c["cluster"]
                               else f"by {c['unit']} (unit-level influence function)"),
             "Weights: " + (f"{c['weight']} (sampling weights, constant within firm)" if c["weight"] else "none"),
+            *([f"Estimand: {c['estimand']}"] if c.get("estimand") else []),
+            *([f"Firms counted: {c['firms_counted']}"] if c.get("firms_counted") else []),
             "Inference: " + (f"multiplier bootstrap, {c['n_bootstrap']} draws (seed {c['seed']})"
                              if c["n_bootstrap"] else "analytical influence-function SEs"),
             f"Sample: {n['n_units']} units ({n['n_treated']} treated, {n['n_never_treated']} never treated), "

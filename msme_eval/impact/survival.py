@@ -22,6 +22,19 @@ to firms and combined: aggregations (simple, by cohort, event time, calendar yea
 :func:`msme_eval.impact.results._aggregate_psi`, clustered by firm (a firm used as a control
 for several cohorts is one cluster) or by ``cluster``. There is no pre-trend test: the sample is
 conditioned on being alive in g - 1, so earlier survival is 1 for everyone by construction.
+
+Selected, not paid (intention to treat). The estimand is about SELECTED firms: cohort g = the
+year a firm was selected (``selected``, e.g. the register's ``selected_year``), so a selected firm
+that closes before it is paid counts as a selected firm that did not survive. Without
+``selected`` the cohort is ``first_treated``, which is right only if that column lists every
+selected firm under its scheduled year. A register of RECIPIENTS only is alive when paid by
+construction, which biases survival and net jobs upward. :func:`register_check` tests that
+pattern: among cohort firms alive in g - 1, D = number not alive in g (the cohort year). If the
+cohort exited at the comparison firms' rate h_g, D ~ sum_g Binomial(n_g, h_g); the register
+"looks like recipients only" when D = 0, P(D = 0) = prod_g (1 - h_g)^{n_g} < alpha, and the
+event-time-0 survival effect is > 0 with one-sided p < alpha (a programme cannot make exit in its
+first year impossible). The result then carries ``register_check["recipients_only"] = True`` and
+a warning in ``notes()``.
 """
 from __future__ import annotations
 
@@ -32,12 +45,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
-from ._checks import ImpactInputError, require_columns
+from ._checks import ImpactInputError, _show, require_columns
 from .did import did
 from .results import DidResult, Estimate, WaldTest, _Design, _se, _vcov_from_psi, normal_inference
 
-__all__ = ["SurvivalResult", "survival_did"]
+__all__ = ["SurvivalResult", "survival_did", "register_check"]
+
+ESTIMAND = "sample ATT on selected firms alive in the year before their cohort year (g - 1), intention to treat"
 
 
 @dataclass
@@ -47,6 +63,13 @@ class SurvivalResult(DidResult):
     cells: dict[tuple[int, int], float] | None = None
     influence: dict[tuple[int, int], dict[str, np.ndarray]] | None = None
     cell_counts: dict[tuple[int, int], tuple[int, int]] | None = None
+    register: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def register_check(self) -> dict[str, Any]:
+        """The recipients-only check (module docstring): exits in the cohort year, their p-value
+        under the comparison hazard, the event-time-0 effect and the flag ``recipients_only``."""
+        return dict(self.register)
 
     @property
     def title(self) -> str:  # type: ignore[override]
@@ -112,6 +135,9 @@ class SurvivalResult(DidResult):
         lines = super().choices_text()
         lines[0] = ("Estimator: survival ATT per cohort on firms alive in the year before support (Callaway-Sant'Anna "
                     "cells via diff-diff, combined by firm-level influence functions)")
+        cohort = self.settings.get("cohort")
+        if cohort:
+            lines.insert(1, f"Cohort: {cohort}")
         return lines
 
 
@@ -141,6 +167,7 @@ def survival_did(
     seed: int = 0,
     age_range: tuple[float, float] | None = None,
     outcome: str | None = None,
+    selected: str | None = None,
 ) -> SurvivalResult:
     """Survival effect of support (see module docstring). ``frame`` is a firm x year grid with an
     ``alive`` 0/1 column (e.g. from :func:`msme_eval.impact.build_outcomes`), ``first_treated``
@@ -149,10 +176,12 @@ def survival_did(
     cohort from ``birth_year``. ``age_range=(lo, hi)`` keeps, per cohort, only firms aged lo..hi
     in year g (a subgroup defined at support, e.g. young firms). ``outcome``: estimate the effect
     on another column (e.g. ``"jobs"`` = employees with 0 after exit, net jobs) on the same
-    sample of firms alive in g - 1 (default: ``alive`` itself)."""
+    sample of firms alive in g - 1 (default: ``alive`` itself). ``selected``: column with the year
+    each firm was selected (intention-to-treat cohort; see the module docstring); firms with
+    neither ``selected`` nor ``first_treated`` are the comparison firms."""
     covariates = list(covariates or [])
     y_col = outcome or alive
-    a, t, gser = _checked_inputs(frame, alive, y_col, unit, time, first_treated, covariates, age_range)
+    a, t, gser = _checked_inputs(frame, alive, y_col, unit, time, first_treated, covariates, age_range, selected)
     cohorts = sorted(int(x) for x in gser.dropna().unique())
     uid, ucode = np.unique(frame[unit].to_numpy().astype(str), return_inverse=True)
     gv = gser.fillna(0).to_numpy(dtype=float)
@@ -171,6 +200,7 @@ def survival_did(
                     cluster=cluster, alpha=alpha, seed=seed)
         _collect_cells(r, sub[unit], uid, g, acc)
     design = _restrict_design(frame, cluster, ucode, g_unit, acc)
+    check = register_check(a, t, gv, ucode, cohorts, alpha)
     keep = np.flatnonzero(acc.used)
     n_tr = int((g_unit[keep] > 0).sum())
     counts_all = {"n_obs": int(sum(np.isfinite(a))), "n_units": int(len(keep)), "n_treated": n_tr,
@@ -180,12 +210,18 @@ def survival_did(
     acc.notes.append("Survival is compared among firms alive in the year before each cohort's support starts; "
                      "no pre-trend test is possible for this outcome.")
     settings = {"unit": unit, "time": time, "first_treated": first_treated, "treatment": None,
+                "selected": selected, "estimand": ESTIMAND,
+                "cohort": (f"year selected ({selected}): every selected firm, paid or not (intention to treat)"
+                           if selected else f"{first_treated} (must list every selected firm, see register_check)"),
+                "firms_counted": "selected firms alive in the year before their cohort year (g - 1)",
                 "control": "never_treated", "covariates": covariates, "method": method if covariates else "dr",
                 "anticipation": 0, "base_period": "year before support, g - 1 (per cohort)", "cluster": cluster,
                 "weight": None, "alpha": alpha, "n_bootstrap": 0, "seed": seed,
                 "engine": "msme_eval.impact.survival_did", "engine_version": __import__("diff_diff").__version__}
-    return SurvivalResult(outcome=y_col, settings=settings, counts=counts_all, notes=acc.notes, raw=None,
-                          _design=design, cells=acc.cells, influence=acc.infl, cell_counts=acc.counts)
+    res = SurvivalResult(outcome=y_col, settings=settings, counts=counts_all, notes=acc.notes, raw=None,
+                         _design=design, cells=acc.cells, influence=acc.infl, cell_counts=acc.counts)
+    _finish_register_check(res, check, alpha, selected, frame, first_treated, ucode, gv, a, t)
+    return res
 
 
 @dataclass
@@ -200,9 +236,12 @@ class _Cells:
 
 
 def _checked_inputs(frame: pd.DataFrame, alive: str, y_col: str, unit: str, time: str, first_treated: str,
-                    covariates: list[str], age_range: Any) -> tuple[np.ndarray, np.ndarray, pd.Series]:
-    """Required columns present, ``alive`` 0/1/missing, at least one supported firm."""
-    need = [alive, y_col, unit, time, first_treated, *[c for c in covariates if not c.startswith("age_at_support")]]
+                    covariates: list[str], age_range: Any,
+                    selected: str | None) -> tuple[np.ndarray, np.ndarray, pd.Series]:
+    """Required columns present, ``alive`` 0/1/missing, at least one supported firm; the cohort per
+    row (``selected`` when given, else ``first_treated``; NaN = comparison firm)."""
+    need = [alive, y_col, unit, time, first_treated, *([selected] if selected else []),
+            *[c for c in covariates if not c.startswith("age_at_support")]]
     if any(c.startswith("age_at_support") for c in covariates) or age_range is not None:
         need.append("birth_year")
     require_columns(frame, need, "survival_did()")
@@ -211,9 +250,33 @@ def _checked_inputs(frame: pd.DataFrame, alive: str, y_col: str, unit: str, time
         raise ImpactInputError(f"{alive!r} must be 0/1 (or missing for gaps).")
     gser = pd.to_numeric(frame[first_treated]).astype("Float64")
     gser = gser.where(gser != 0)  # 0 = never treated (R, Stata, diff-diff convention)
+    if selected:
+        gser = _selected_cohort(frame, selected, first_treated, unit, gser)
     if gser.dropna().empty:
         raise ImpactInputError("no supported firms: nothing to estimate.")
     return a, pd.to_numeric(frame[time]).to_numpy(), gser
+
+
+def _selected_cohort(frame: pd.DataFrame, selected: str, first_treated: str, unit: str,
+                     paid: pd.Series) -> pd.Series:
+    """Cohort = year selected; refuse a paid firm without a selection year or selected after payment."""
+    sel = pd.to_numeric(frame[selected]).astype("Float64")
+    sel = sel.where(sel != 0)
+    bad = paid.notna() & sel.isna()
+    if bad.any():
+        ids = pd.unique(frame.loc[bad.to_numpy(), unit])
+        raise ImpactInputError(
+            f"{len(ids)} firm(s) have {first_treated!r} but no {selected!r} ({unit} = {_show(ids)}). Fix: give "
+            f"every supported firm the year it was selected in {selected!r}.")
+    late = (sel > paid).fillna(False)
+    if late.any():
+        ids = pd.unique(frame.loc[late.to_numpy(), unit])
+        raise ImpactInputError(
+            f"{selected!r} is after {first_treated!r} for {len(ids)} firm(s) ({unit} = {_show(ids)}): a firm is "
+            "selected before it is paid. Fix one of the two columns.")
+    if (sel.groupby(frame[unit].to_numpy()).nunique() > 1).any():
+        raise ImpactInputError(f"{selected!r} must be one value per firm (the year it was selected).")
+    return sel
 
 
 def _cohort_sample(frame: pd.DataFrame, g: int, a: np.ndarray, t: np.ndarray, gv: np.ndarray, ucode: np.ndarray,
@@ -275,3 +338,86 @@ def _restrict_design(frame: pd.DataFrame, cluster: str | None, ucode: np.ndarray
         clus_unit[ucode] = pd.factorize(frame[cluster])[0]
         clus = pd.factorize(clus_unit[keep])[0].astype(np.int64)
     return _Design(cohort=g_unit[keep], survey_w=None, cluster=clus, n_units=len(keep))
+
+
+def _binomial_sum_cdf(d: int, n: np.ndarray, h: np.ndarray) -> float:
+    """P(D <= d) for D = sum_g Binomial(n_g, h_g) (exact, by convolving the pmfs up to d)."""
+    pmf = np.zeros(d + 1)
+    pmf[0] = 1.0
+    for n_g, h_g in zip(n, h):
+        part = stats.binom.pmf(np.arange(d + 1), int(n_g), float(h_g))
+        pmf = np.convolve(pmf, part)[: d + 1]
+    return float(min(1.0, pmf.sum()))
+
+
+def register_check(a: np.ndarray, t: np.ndarray, gv: np.ndarray, ucode: np.ndarray, cohorts: list[int],
+                   alpha: float) -> dict[str, Any]:
+    """Exits in the cohort year among cohort firms alive in g - 1, against the comparison hazard.
+
+    Per cohort g: n_g cohort firms alive in g - 1 and observed (0/1) in g, d_g of them not alive in
+    g; h_g = exit rate in g of comparison firms (gv = 0) alive in g - 1. Under "the cohort exits at
+    the comparison rate" D = sum d_g ~ sum_g Binomial(n_g, h_g); ``pvalue_exits`` = P(D <= d)
+    (one-sided: too few exits). A recipients-only register gives d = 0 by construction.
+    """
+    n_units = int(ucode.max()) + 1 if len(ucode) else 0
+    n, d, h = [], [], []
+    for g in cohorts:
+        alive_b, state_g = np.zeros(n_units, bool), np.full(n_units, np.nan)
+        alive_b[ucode[(t == g - 1) & (a == 1)]] = True
+        state_g[ucode[t == g]] = a[t == g]
+        g_u = np.zeros(n_units)
+        g_u[ucode] = gv
+        coh = alive_b & (g_u == g) & ~np.isnan(state_g)
+        comp = alive_b & (g_u == 0) & ~np.isnan(state_g)
+        if coh.sum() == 0 or comp.sum() == 0:
+            continue
+        n.append(int(coh.sum()))
+        d.append(int((state_g[coh] == 0).sum()))
+        h.append(float((state_g[comp] == 0).mean()))
+    d_tot = int(sum(d))
+    p = _binomial_sum_cdf(d_tot, np.array(n), np.array(h)) if n else np.nan
+    return {"cohort_firms_alive_before": int(sum(n)), "exits_in_cohort_year": d_tot,
+            "expected_exits_at_comparison_rate": float(np.dot(n, h)) if n else np.nan,
+            "pvalue_exits": p, "alpha": alpha}
+
+
+def _finish_register_check(res: SurvivalResult, check: dict[str, Any], alpha: float, selected: str | None,
+                           frame: pd.DataFrame, first_treated: str, ucode: np.ndarray, gv: np.ndarray,
+                           a: np.ndarray, t: np.ndarray) -> None:
+    """Add the event-time-0 effect and exits before payment; set the flag and the warning note."""
+    es = res.event_study.set_index("event_time")
+    e0 = es.loc[0] if 0 in es.index else None
+    att0, se0 = (float(e0["estimate"]), float(e0["se"])) if e0 is not None else (np.nan, np.nan)
+    p0 = float(stats.norm.sf(att0 / se0)) if se0 > 0 else np.nan
+    check.update({"att_e0": att0, "se_e0": se0, "pvalue_att_e0_positive": p0,
+                  "exits_before_payment": _exits_before_payment(frame, first_treated, ucode, gv, a, t)
+                  if selected else None})
+    flag = bool(check["exits_in_cohort_year"] == 0 and check["pvalue_exits"] < alpha and p0 < alpha)
+    check["recipients_only"] = flag
+    check["rule"] = ("no cohort firm exits in its cohort year, P(no exit | comparison hazard) < alpha, and the "
+                     "event-time-0 survival effect > 0 (one-sided p < alpha)")
+    res.register.update(check)
+    if flag:
+        res.notes.append(
+            f"WARNING: the register looks like recipients only: none of the {check['cohort_firms_alive_before']} "
+            f"cohort firms exits in its cohort year, where {check['expected_exits_at_comparison_rate']:.1f} exits "
+            f"are expected at the comparison firms' rate (p = {check['pvalue_exits']:.2g}), and the survival effect "
+            f"in the first year is {att0:+.3f} (SE {se0:.3f}). Firms that closed before they were paid seem to be "
+            "missing, which biases survival and net jobs upward. Fix: list every selected firm and give the "
+            "selection year in selected_year.")
+
+
+def _exits_before_payment(frame: pd.DataFrame, first_treated: str, ucode: np.ndarray, gv: np.ndarray,
+                          a: np.ndarray, t: np.ndarray) -> int:
+    """Selected firms that exit before their first year paid (or are never paid and exit)."""
+    n_units = int(ucode.max()) + 1
+    paid = np.full(n_units, np.nan)
+    paid[ucode] = pd.to_numeric(frame[first_treated]).to_numpy(dtype=float, na_value=np.nan)
+    exit_year = np.full(n_units, np.inf)
+    dead = a == 0
+    np.minimum.at(exit_year, ucode[dead], t[dead].astype(float))
+    g_u = np.zeros(n_units)
+    g_u[ucode] = gv
+    sel = g_u > 0
+    before = np.isfinite(exit_year) & (np.isnan(paid) | (exit_year <= paid))
+    return int((sel & before).sum())
