@@ -20,7 +20,9 @@ Rules (each names its evidence; none needs an outside figure):
   macro column is in thousands / millions / billions (error). A panel total below 1e-5 of the macro
   total means the opposite slip (warning).
 * **survey design**: strata with a single PSU in a country-year (no within-stratum variance
-  can be estimated) are reported with the rule the cycle applies to them (warning).
+  can be estimated) are reported with the rule the cycle applies to them (warning; ``n_rows``
+  counts their records; the stratum labels are listed for the evaluator, and left out of the
+  published page by `report.protect.validation_findings`).
 * **exchange rates**: a year-on-year change of the rate beyond x2 (warning); a country whose
   median turnover per employee in USD is over 1,000 times (or under 1/1,000 of) the median across
   member states — income differences within ASEAN are far smaller — means its rate is inverted
@@ -218,11 +220,13 @@ def _fx_income(panel: pd.DataFrame, m: pd.DataFrame, file: str) -> list[Issue]:
 def _single_psu(panel: pd.DataFrame, file: str, rule: str) -> list[Issue]:
     if not {"strata", "psu"} <= set(panel.columns):
         return []
-    n_psu = panel.groupby(["country", "year", "strata"], observed=True)["psu"].nunique()
+    keys = ["country", "year", "strata"]
+    n_psu = panel.groupby(keys, observed=True)["psu"].nunique()
     single = n_psu[n_psu == 1]
     if single.empty:
         return []
-    return [_issue(file, "strata", "single_psu_stratum", "warning", [],
+    in_single = pd.MultiIndex.from_frame(panel[keys].astype(object)).isin(list(single.index))
+    return [_issue(file, "strata", "single_psu_stratum", "warning", _rows(in_single),
                    [f"{c} {y} stratum {h}" for c, y, h in single.index],
                    f"{len(single)} stratum-year(s) hold a single PSU, so their sampling variance "
                    f"cannot be estimated; they are handled by the rule '{rule}' ("

@@ -223,3 +223,84 @@ def test_k04_protection_identical_across_engines(k04):
         np.testing.assert_allclose(a[col].to_numpy(float), b[col].to_numpy(float),
                                    rtol=1e-9, equal_nan=True)
     assert (a["conf_status"] != "F").sum() >= 9
+
+
+# --------------------------------------------------------------------------------------------
+# data-quality page: a panel with a tiny cell
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(panel) -> tuple[pd.DataFrame, str, int]:
+    """The small sample with one country-year cut to 2 firms."""
+    country = sorted(panel["country"].astype(str).unique())[0]
+    year = int(panel["year"].max())
+    cell = (panel["country"].astype(str) == country) & (panel["year"] == year)
+    keep = set(panel.loc[cell, "firm_id"].unique()[:2])
+    return panel[~cell | panel["firm_id"].isin(keep)].reset_index(drop=True), country, year
+
+
+def test_coverage_counts_suppress_a_tiny_cell_and_protect_it(tiny):
+    """The 2-firm cell is A; its country row and its year column each get a second
+    suppression (D), so neither the country's record count nor the region's year total
+    reveals it; every published count is the hand count (distinct firms) and >= 3."""
+    p, country, year = tiny
+    counts = protect.coverage_counts(p)
+    by = counts.set_index(["country", "year"])
+    assert by.loc[(country, year), "conf_status"] == "A" and pd.isna(by.loc[(country, year), "firms"])
+    hidden = counts["conf_status"] != "F"
+    assert counts.loc[hidden, "conf_status"].isin(["A", "D"]).all()
+    for key in ("country", "year"):  # no row/column keeps a single suppressed cell
+        per = hidden.groupby(counts[key]).sum()
+        assert not (per == 1).any(), per[per == 1]
+    assert hidden.groupby(counts["country"]).sum()[country] >= 2
+    hand = p.groupby([p["country"].astype(str), "year"])["firm_id"].nunique()
+    pub = counts[~hidden]
+    assert (pub["firms"].to_numpy() == hand.loc[list(zip(pub["country"], pub["year"]))].to_numpy()).all()
+    assert (pub["firms"] >= 3).all()
+    wide = protect.coverage_table(counts, country)
+    assert wide["country"].tolist() == [country] and wide.loc[0, str(year)] == "[c]"
+    assert len(protect.coverage_table(counts, REGION)) == p["country"].nunique()
+
+
+def test_outlier_rows_need_enough_firms_with_a_value(tiny, panel):
+    """A country page on 2 firms: every variable row is suppressed (A); on the full sample
+    nothing is, and the numbers are unchanged."""
+    from msme_eval.report import summaries as S
+
+    p, country, year = tiny
+    two = p[(p["country"].astype(str) == country) & (p["year"] == year)]
+    small = protect.outlier_rows(S.outliers(two), two)
+    assert (small["conf_status"] == "A").all()
+    assert small.drop(columns=["column", "conf_status"]).isna().all().all()
+    full_table = S.outliers(panel)
+    full = protect.outlier_rows(full_table, panel)
+    assert (full["conf_status"] == "F").all()
+    pd.testing.assert_frame_equal(full.drop(columns="conf_status"), full_table)
+
+
+def test_validation_findings_name_no_row_value_or_stratum(panel):
+    """A single-PSU stratum and a negative value: the published findings keep the rule, the
+    count of affected records and the fix, never the stratum labels, rows or values."""
+    from msme_eval import plausibility
+
+    p = panel.copy()
+    p["strata"] = p["strata"].astype(str)
+    p["psu"] = p["psu"].astype(str)
+    first = p.index[(p["country"] == p["country"].iloc[0]) & (p["year"] == p["year"].iloc[0])]
+    p.loc[first[:4], "strata"] = "LONELY"
+    p.loc[first[:4], "psu"] = "P-LONELY"
+    issues = plausibility.check_inputs(p).table
+    single = issues[issues["rule"] == "single_psu_stratum"]
+    assert len(single) == 1 and "LONELY" in single["message"].iloc[0]
+    schema_like = pd.DataFrame([{
+        "file": "panel.csv", "column": "employees", "rule": "negative_employees",
+        "severity": "warning", "n_rows": 1, "rows": (7,), "values": (-5,),
+        "message": "panel.csv: column 'employees' [negative_employees]: employees is negative; "
+                   "1 row, first: row 7 (-5)", "fix": "correct it"}])
+    out = protect.validation_findings(pd.concat([single, schema_like], ignore_index=True))
+    assert out.columns.tolist() == ["severity", "column", "rule", "n_rows", "finding", "fix"]
+    text = " ".join(out["finding"]) + " ".join(out["fix"])
+    assert "LONELY" not in text and "row 7" not in text and "-5" not in text
+    assert "hold a single PSU" in out["finding"].iloc[0]
+    assert out["n_rows"].tolist() == [4, 1]  # the stratum's records; the one bad row
+    ids = set(p["firm_id"].astype(str))
+    assert not any(tok.strip("(),;") in ids for tok in text.split())

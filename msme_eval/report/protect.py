@@ -17,9 +17,31 @@ support that one woman-owned firm received. The same rules apply to them (DESIGN
 
 Suppressed cells are NaN with an SDMX ``conf_status`` (``A`` count, ``O``/``T`` dominance, ``D``
 secondary); published cells are ``F``.
+
+**Data-quality page** (``notebooks/10_data_quality.ipynb``). What each table publishes and why
+it may (decisions under DESIGN.md section 4: a cell describing firms needs ``min_contributors``
+of them; a count of *problems* may describe fewer when it reveals no firm's value):
+
+* firms observed by country and year (`coverage_counts`, `coverage_table`): a count of firms
+  per cell, so fewer than ``min_contributors`` is suppressed, with secondary suppression along
+  the country (years add up to the country's published record count) and the year (countries
+  add up to the region's);
+* zeros and extreme values by variable (`outlier_rows`): shares and counts among the firms of
+  the area with a value; the row is suppressed when those firms are fewer than
+  ``min_contributors`` (a share of zeros or the count of negative values of one or two firms
+  is their value); with enough firms, the counts of extreme and negative values are counts of
+  problems, as a proportion's numerator is (K05, K08);
+* missing values (% of records with no value, by country and column): published at any size:
+  item non-response is a count of problems, not a value a firm reported;
+* validation findings (`validation_findings`): the rule, how many records break it and the
+  fix; never the row numbers, the values or the listed strata/country-years that the full
+  report names (a single-PSU stratum list names design cells of possibly one firm; a
+  panel/macro ratio is the panel's weighted total of a country-year);
+* supported firms by programme (`programme_counts`) as above. No table carries a firm id.
 """
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -29,8 +51,10 @@ import pandas as pd
 from msme_eval import disclosure
 from msme_eval.contract import REGION
 from msme_eval.impact import build_outcomes
+from msme_eval.report.display import SUPPRESSED
 
-__all__ = ["Rules", "impact_tables", "programme_counts"]
+__all__ = ["Rules", "impact_tables", "programme_counts", "coverage_counts", "coverage_table",
+           "outlier_rows", "validation_findings"]
 
 EFFECT_COLUMNS = ("att", "estimate", "se", "ci_low", "ci_high", "pvalue", "pretrend_stat",
                   "pretrend_pvalue", "pvalue_adjusted", "pretrend_pvalue_holm")
@@ -174,3 +198,84 @@ def programme_counts(panel: pd.DataFrame, *, unit: str = "firm_id", rules: Rules
     protected["firms_supported"] = protected["firms_supported"].astype("Int64")
     out = protected.rename(columns={"country": "area"})
     return out[[*cols, "area", "firms_supported", "conf_status"]].sort_values([*cols, "area"]).reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# data-quality page
+# --------------------------------------------------------------------------------------------
+def coverage_counts(panel: pd.DataFrame, *, unit: str = "firm_id", rules: Rules | None = None
+                    ) -> pd.DataFrame:
+    """Firms observed (distinct ``unit``) per country and year of the *whole* panel, protected:
+    columns country, year, firms, conf_status.
+
+    A cell with fewer than ``min_contributors`` firms is suppressed (A). The table is two-way
+    with both margins published elsewhere (a country's record count on its page; the
+    region's), so `disclosure.protect` runs with the years and the countries as relations
+    (implicit totals): no country row or year column keeps a single suppressed cell (D).
+    """
+    rules = rules or Rules()
+    stats = disclosure.cell_stats(panel, None, ["country", "year"], contributor=unit, top=rules.n)
+    stats["country"] = stats["country"].astype(str)
+    stats["firms"] = stats["n_contrib"].astype(float)
+    out = disclosure.protect(stats, keys=["country", "year"], group_col=["year", "country"],
+                             margin=[None, None], min_contributors=rules.m, dominance_n=rules.n,
+                             dominance_k=rules.k, value_cols=["firms"])
+    out["firms"] = out["firms"].astype("Int64")
+    return out[["country", "year", "firms", "conf_status"]].sort_values(
+        ["country", "year"]).reset_index(drop=True)
+
+
+def coverage_table(counts: pd.DataFrame, area: str | None = None) -> pd.DataFrame:
+    """`coverage_counts` as the page shows it: one row per country (``area``: that country
+    only; None or ``REGION``: all), one column per year, suppressed cells ``[c]``, years
+    without records blank."""
+    if area is not None and area != REGION:
+        counts = counts[counts["country"] == area]
+    text = counts["firms"].astype(object).where(counts["conf_status"] == "F", SUPPRESSED)
+    wide = counts.assign(firms=text).pivot(index="country", columns="year", values="firms")
+    wide.columns = [str(c) for c in wide.columns]
+    return wide.astype(object).where(wide.notna(), None).reset_index()
+
+
+def outlier_rows(table: pd.DataFrame, panel: pd.DataFrame, *, unit: str = "firm_id",
+                 rules: Rules | None = None) -> pd.DataFrame:
+    """Rows of the zeros-and-extremes table (one per variable, ``column``) with ``conf_status``:
+    a row whose variable has a value for fewer than ``min_contributors`` firms of ``panel`` (the
+    area) has its numbers suppressed (A). See the module docstring for why the rest may show."""
+    rules = rules or Rules()
+    out = table.copy()
+    out["conf_status"] = "F"
+    numbers = tuple(c for c in out.columns if c not in ("column", "conf_status"))
+    for i, col in out["column"].items():
+        firms = panel.loc[panel[col].notna(), unit].nunique() if col in panel else 0
+        if firms < rules.m:
+            _blank(out, out.index == i, numbers, "A")
+    return out
+
+
+_DETAIL = re.compile(r"[;,]?\s*\d[\d,]*\s+rows?,\s*first:.*$", re.DOTALL)
+
+
+def validation_findings(report: pd.DataFrame | None) -> pd.DataFrame:
+    """The validation report as the page publishes it: severity, column, rule, n_rows (records
+    breaking the rule: a count of problems), finding, fix. The finding is the message without
+    its file prefix and without any detail that names rows or values: the schema's "N rows,
+    first: row ... (value)" and the cross-table checks' value list "(KHM 2020 stratum S3; ...)"
+    (the issue's ``values``, cut where the first one starts)."""
+    cols = ["severity", "column", "rule", "n_rows", "finding", "fix"]
+    if report is None or len(report) == 0:
+        return pd.DataFrame(columns=cols)
+    out = report.copy()
+    files = out["file"].astype(str) if "file" in out else pd.Series("", index=out.index)
+    values = out["values"] if "values" in out else pd.Series([()] * len(out), index=out.index)
+    out["finding"] = [_finding(str(m), f, v) for m, f, v in zip(out["message"], files, values)]
+    return out[[c for c in cols if c in out.columns]].reset_index(drop=True)
+
+
+def _finding(message: str, file: str, values: Any) -> str:
+    text = _DETAIL.sub("", message.removeprefix(f"{file}: ").removeprefix(f"{file}, "))
+    shown = [str(v) for v in (values if isinstance(values, (list, tuple, np.ndarray)) else ())]
+    if shown:
+        cut = text.find(f" ({shown[0]}")
+        text = text[:cut] if cut >= 0 else text
+    return text.strip()
