@@ -137,3 +137,53 @@ def test_selected_year_refusals(itt) -> None:
     late = f.assign(selected_year=f["selected_year"] + 5)
     with pytest.raises(Exception, match="is after"):
         survival_did(late, selected="selected_year")
+
+
+# ---------------------------------------------------------------- evaluate(): defaults shown
+@pytest.fixture(scope="module")
+def ev_psu():
+    p = register_panel(4000, seed=12, n_psu=60)
+    return p, evaluate(p, outcomes=["employees", "jobs", "survival"], subgroups=(), robustness=False)
+
+
+def test_evaluate_clusters_by_psu_by_default_and_says_so(ev_psu) -> None:
+    from msme_eval.impact import did
+
+    p, ev = ev_psu
+    assert ev.choices["cluster"].startswith("psu (survey primary sampling unit")
+    h = ev.headline[ev.headline["programme_type"] == "all"].set_index("outcome")
+    assert (h["cluster"] == "psu").all()
+    f, _ = build_outcomes(p)
+    f = f[~(f["selected_year"].notna() & f["first_treated"].isna())]  # selected, never paid: not controls
+    ref = did(f, "employees", cluster="psu").overall
+    firm = did(f, "employees").overall
+    assert h.loc["employees", "att"] == pytest.approx(ref.estimate, rel=1e-12)
+    assert h.loc["employees", "se"] == pytest.approx(ref.se, rel=1e-10)
+    assert h.loc["employees", "se"] != pytest.approx(firm.se, rel=1e-3)
+    ev_firm = evaluate(p, outcomes=["employees"], subgroups=(), robustness=False, cluster=None)
+    assert ev_firm.headline.set_index("programme_type").loc["all", "se"] == pytest.approx(firm.se, rel=1e-10)
+    assert ev_firm.choices["cluster"].startswith("firm_id")
+
+
+def test_evaluate_itt_register_and_stated_estimands(ev_psu) -> None:
+    _, ev = ev_psu
+    assert not ev.recipients_only and "intention to treat" in ev.choices["cohort_survival_jobs"]
+    h = ev.headline[ev.headline["programme_type"] == "all"].set_index("outcome")
+    assert abs(h.loc["survival", "att"] - np.mean([truth_survival(e) for e in range(4)])) < 0.05  # sanity
+    assert h.loc["survival", "estimand"].startswith("sample ATT on selected firms")
+    assert "alive in the year before" in h.loc["jobs", "firms_counted"]
+    assert "supported cohorts" in h.loc["employees", "firms_counted"]
+    j = ev.jobs.set_index("programme_type").loc["all"]
+    assert j["horizon"].startswith("average over the post-support years")
+    assert j["horizon_e"] == 2
+    assert abs(j["net_jobs_per_firm_e"] - truth_jobs(2)) < Z99 * j["se_e"]
+    assert j["cost_per_job_e"] == pytest.approx(j["support_total_e"] / (j["n_supported_e"] * j["net_jobs_per_firm_e"]))
+    assert j["n_supported_e"] == j["n_supported"]  # every cohort (2016-2019) is observed at e = 2 by 2021
+
+
+def test_evaluate_flags_a_recipients_only_register() -> None:
+    p = recipients_only(register_panel(4000, seed=12, n_psu=60))
+    ev = evaluate(p, outcomes=["survival"], subgroups=(), robustness=False)
+    assert ev.recipients_only and ev.choices["register_check"]["all"]["recipients_only"]
+    assert any(n.startswith("WARNING: the programme register looks like recipients only") for n in ev.notes())
+    assert "first_treated (the register must list every selected" in ev.choices["cohort_survival_jobs"]
