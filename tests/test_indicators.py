@@ -255,7 +255,6 @@ EXPECTED_AVAILABLE = {
 @pytest.mark.parametrize("area,year,ind", [(a, y, i) for (a, y), ids in EXPECTED_AVAILABLE.items()
                                            for i in ids])
 def test_every_indicator_matches_hand_computation(out, out_nominal, area, year, ind):
-    from scipy import stats
     value, se = _reference(ind, area, year)
     for table in (out, out_nominal):
         row = cell(table, ind, area, year)
@@ -263,19 +262,37 @@ def test_every_indicator_matches_hand_computation(out, out_nominal, area, year, 
         assert row["value"] == pytest.approx(value, rel=1e-9)
         assert row["se"] == pytest.approx(se, rel=1e-9, abs=1e-12)
         assert row["df_nominal"] == 2  # the country's design: 4 PSUs - 2 strata
-    # df="nominal": CI t with the country's design df, as before
+    # df="nominal": CI with the country's design df (R svyciprop(method="logit", df=degf) for
+    # percentages of firms, svymean + confint(df=degf) otherwise)
     row = cell(out_nominal, ind, area, year)
     assert row["df"] == 2 and row["df_rule"] == "nominal"
-    half = stats.t.ppf(0.975, 2) * se
-    assert row["ci_low"] == pytest.approx(value - half, rel=1e-9, abs=1e-12)
-    assert row["ci_high"] == pytest.approx(value + half, rel=1e-9, abs=1e-12)
-    # default: Satterthwaite df in [1, 2] (2 strata of 2 PSUs), CI t with it
+    lo, hi = _hand_interval(ind, value, se, 2)
+    assert row["ci_low"] == pytest.approx(lo, rel=1e-9, abs=1e-12)
+    assert row["ci_high"] == pytest.approx(hi, rel=1e-9, abs=1e-12)
+    # default: Satterthwaite df in [1, 2] (2 strata of 2 PSUs), CI with it
     row = cell(out, ind, area, year)
     assert row["df_rule"] == "satterthwaite"
     if se > 0:
         assert 1.0 - 1e-9 <= row["df"] <= 2.0 + 1e-9
-        half = stats.t.ppf(0.975, row["df"]) * se
-        assert row["ci_low"] == pytest.approx(value - half, rel=1e-9, abs=1e-12)
+        lo, hi = _hand_interval(ind, value, se, row["df"])
+        assert row["ci_low"] == pytest.approx(lo, rel=1e-9, abs=1e-12)
+        assert row["ci_high"] == pytest.approx(hi, rel=1e-9, abs=1e-12)
+
+
+#: percentages of firms (a mean of a 0/1 feature): logit interval, as R svyciprop's default
+PERCENT_OF_FIRMS = {"K01", "K05", "K08", "K09", "K10", "O01", "O02", "O03", "O05", "O06"}
+
+
+def _hand_interval(ind: str, value: float, se: float, df: float) -> tuple[float, float]:
+    from scipy import stats
+    t = stats.t.ppf(0.975, df)
+    if ind not in PERCENT_OF_FIRMS:
+        return value - t * se, value + t * se
+    p = value / 100
+    if p in (0.0, 1.0):
+        return value, value
+    half = t * (se / 100) / (p * (1 - p))
+    return tuple(100 / (1 + np.exp(-(np.log(p / (1 - p)) + s * half))) for s in (-1, 1))
 
 
 @pytest.mark.parametrize("ind,num,den", [("K05", "sells_online", None), ("K02", None, None)])
@@ -389,9 +406,9 @@ def test_asean_pooled_ratio_with_countries_as_strata(out):
     assert r["value"] == pytest.approx(value, rel=1e-9)
     assert r["se"] == pytest.approx(se, rel=1e-9)
     assert r["n"] == cell(out, "K09", "IDN", 2021)["n"] + cell(out, "K09", "VNM", 2021)["n"]
-    from scipy import stats  # nominal df = (4 - 2) + (2 - 1)
-    assert r["df_nominal"] == 3
-    assert r["ci_high"] - r["value"] == pytest.approx(stats.t.ppf(0.975, r["df"]) * se, rel=1e-9)
+    assert r["df_nominal"] == 3  # (4 - 2) + (2 - 1)
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx(_hand_interval("K09", value, se, r["df"]),
+                                                        rel=1e-9)
     y, x = np.nan_to_num(f("registered") * MSME), MSME
     w = PANEL["weight"].to_numpy() * d
     ratio = (w * y).sum() / (w * x).sum()
