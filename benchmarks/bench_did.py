@@ -1,23 +1,46 @@
-"""Benchmark: msme_eval.impact.did() vs bare diff-diff, csdid and differences on the same estimate.
+"""Benchmark: msme_eval.impact.did() vs bare diff-diff, csdid, moderndid and differences on the same estimate.
 
     .venv/bin/python benchmarks/bench_did.py            # 100,000 firms x 10 years
     .venv/bin/python benchmarks/bench_did.py --big      # also 1,000,000 firms x 10 years
 
 All fit Callaway-Sant'Anna ATT(g,t) with never-treated controls, no covariates, analytical SEs,
-and the simple aggregation; the overall ATTs are printed so the runs can be checked to agree.
-"bare diff-diff" gets the user's frame after the minimal preparation a user must do anyway
-(first_treated NA -> 0); a second diff-diff row fits the integer-coded frame did() hands it, so
-the cost of did()'s checks and coding is visible. did() includes its input checks and the
-DidResult; the extra numbers it
-adds lazily (event study with bands, pre-trend test, calendar aggregation) are timed separately.
-csdid and differences run only on 100,000 firms and only if installed (they are oracles, not
-dependencies); each timing is the best of ``--repeat`` runs.
+and the simple aggregation; the overall ATTs are printed and checked to agree (max |difference|
+to bare diff-diff per size). "bare diff-diff" gets the user's frame after the minimal preparation a
+user must do anyway (first_treated NA -> 0); a second diff-diff row fits the integer-coded frame
+did() hands it, so the cost of did()'s checks and coding is visible. did() includes its input
+checks and the DidResult; the extra numbers it adds lazily (event study with bands, pre-trend test,
+calendar aggregation) are timed separately. ``ratio_to_diff_diff`` is each tool's time over bare
+diff-diff's unconditional path on the same panel.
+
+The oracles (csdid ``ATTgt``, moderndid ``att_gt`` + ``aggte``, differences ``ATTgt``) run only if
+installed, once each, in a child process that builds the same panel (same seed) and is stopped
+after ``--oracle-timeout`` seconds (default 120) or when its resident memory passes
+``--oracle-mem-gb`` (default 8; the machine is shared); a stopped oracle is listed with the reason.
+differences runs at 100,000 firms only.
+
+Measured 2026-12-03 (``--big --repeat 2``; 2 cores shared with other jobs, so +-20%):
+
+    n_firms  tool                                       seconds  ratio_to_diff_diff
+    100000   diff-diff (bare)                              0.31   1.00
+    100000   diff-diff on did()'s integer-coded frame      0.16   0.52
+    100000   msme_eval did()                               0.30   0.98
+    100000   csdid                                         7.59  24.6
+    100000   moderndid                                    17.97  58.1
+    100000   differences                                  24.84  80.4
+    1000000  diff-diff (bare)                              4.90   1.00
+    1000000  diff-diff on did()'s integer-coded frame      2.09   0.43
+    1000000  msme_eval did()                               6.65   1.36
+    1000000  csdid                                        52.44  10.7
+    1000000  moderndid (skipped: over 8 GB resident memory)
+
+Overall ATT 0.146403 (100k) and 0.143963 (1M); all fits agree to < 1e-16.
 """
 from __future__ import annotations
 
 import argparse
 import contextlib
 import io
+import multiprocessing as mp
 import time
 import warnings
 from collections.abc import Callable
@@ -53,7 +76,89 @@ def best(fn: Callable[[], Any], repeat: int) -> tuple[float, Any]:
     return min(times), out
 
 
-def run(n: int, repeat: int, oracles: bool) -> list[dict[str, Any]]:
+def oracle_frame(n: int) -> pd.DataFrame:
+    """The benchmark panel with an integer unit id and g = 0 for never treated (what the oracles take)."""
+    df = make_panel(n)
+    return df.assign(id=np.repeat(np.arange(n), 10), g=df["first_treated"].fillna(0).astype("int64"))
+
+
+def fit_csdid(d: pd.DataFrame) -> float:
+    from csdid.att_gt import ATTgt
+
+    o = ATTgt(yname="log_turnover", gname="g", idname="id", tname="year", data=d).fit(est_method="dr", bstrap=False)
+    return float(o.aggte(typec="simple", bstrap=False).atte["overall_att"])
+
+
+def fit_moderndid(d: pd.DataFrame) -> float:
+    import moderndid
+
+    mp_ = moderndid.att_gt(d, yname="log_turnover", tname="year", idname="id", gname="g", est_method="dr",
+                           boot=False, cband=False, control_group="nevertreated")
+    return float(moderndid.aggte(mp_, type="simple", boot=False, cband=False).overall_att)
+
+
+def fit_differences(d: pd.DataFrame) -> float:
+    import differences
+
+    x = d.assign(cohort=d["g"].where(d["g"] > 0)).set_index(["id", "year"])[["log_turnover", "cohort"]]
+    m = differences.ATTgt(data=x, cohort_column="cohort")
+    m.fit(formula="log_turnover", est_method="dr", control_group="never_treated", progress_bar=False)
+    return float(m.aggregate("simple").iloc[0, 0])
+
+
+ORACLES: dict[str, Callable[[pd.DataFrame], float]] = {
+    "csdid": fit_csdid, "moderndid": fit_moderndid, "differences": fit_differences}
+
+
+def _oracle_child(name: str, n: int, out: Any) -> None:
+    try:
+        d = oracle_frame(n)
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            warnings.simplefilter("ignore")
+            t = time.perf_counter()
+            att = ORACLES[name](d)
+            out.put(("ok", time.perf_counter() - t, att))
+    except ImportError:
+        out.put(("skipped: not installed", np.nan, np.nan))
+    except Exception as err:  # report any failure of a third-party oracle as a row, not a crash
+        out.put((f"failed: {type(err).__name__}: {str(err)[:80]}", np.nan, np.nan))
+
+
+def _rss_gb(pid: int) -> float:
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            kb = next(int(line.split()[1]) for line in fh if line.startswith("VmRSS:"))
+        return kb / 2**20
+    except (OSError, StopIteration):
+        return 0.0
+
+
+def run_oracle(name: str, n: int, timeout: float, mem_gb: float) -> dict[str, Any]:
+    """Time one oracle in a child process (fit only; building the panel is not timed); stop it at
+    ``timeout`` seconds or ``mem_gb`` resident memory."""
+    ctx = mp.get_context("spawn")  # fork after threaded libraries (polars, BLAS) can deadlock
+    out = ctx.Queue()
+    proc = ctx.Process(target=_oracle_child, args=(name, n, out), daemon=True)
+    proc.start()
+    start, reason = time.perf_counter(), None
+    while proc.is_alive() and out.empty():
+        if time.perf_counter() - start > timeout:
+            reason = f"skipped: still running after {timeout:.0f} s"
+        elif _rss_gb(proc.pid) > mem_gb:
+            reason = f"skipped: over {mem_gb:g} GB resident memory"
+        if reason:
+            proc.terminate()
+            proc.join()
+            return {"tool": f"{name} ({reason})", "seconds": np.nan, "att": np.nan}
+        time.sleep(0.2)
+    proc.join(timeout=30)
+    if out.empty():
+        return {"tool": f"{name} (failed: child exited with code {proc.exitcode})", "seconds": np.nan, "att": np.nan}
+    status, secs, att = out.get()
+    return {"tool": name if status == "ok" else f"{name} ({status})", "seconds": secs, "att": att}
+
+
+def run(n: int, repeat: int, oracles: bool, timeout: float = 120.0, mem_gb: float = 8.0) -> list[dict[str, Any]]:
     import diff_diff
 
     from msme_eval.impact import did
@@ -88,36 +193,10 @@ def run(n: int, repeat: int, oracles: bool) -> list[dict[str, Any]]:
                  "seconds": time.perf_counter() - t,
                  "att": np.nan})
     if oracles:
-        d = df.assign(id=np.repeat(np.arange(n), 10), g=df["first_treated"].fillna(0).astype("int64"))
-        try:
-            from csdid.att_gt import ATTgt
-
-            def cs() -> float:
-                with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                    warnings.simplefilter("ignore")
-                    o = ATTgt(yname="log_turnover", gname="g", idname="id", tname="year", data=d.copy()).fit(
-                        est_method="dr", bstrap=False)
-                    return float(o.aggte(typec="simple", bstrap=False).atte["overall_att"])
-
-            t_cs, a_cs = best(cs, 1)
-            rows.append({"n_firms": n, "tool": "csdid", "seconds": t_cs, "att": a_cs})
-        except ImportError:
-            rows.append({"n_firms": n, "tool": "csdid (not installed)", "seconds": np.nan, "att": np.nan})
-        try:
-            import differences
-
-            def dif() -> float:
-                x = d.assign(cohort=d["g"].where(d["g"] > 0)).set_index(["id", "year"])[["log_turnover", "cohort"]]
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore")
-                    m = differences.ATTgt(data=x, cohort_column="cohort")
-                    m.fit(formula="log_turnover", est_method="dr", control_group="never_treated", progress_bar=False)
-                    return float(m.aggregate("simple").iloc[0, 0])
-
-            t_d, a_d = best(dif, 1)
-            rows.append({"n_firms": n, "tool": "differences", "seconds": t_d, "att": a_d})
-        except ImportError:
-            rows.append({"n_firms": n, "tool": "differences (not installed)", "seconds": np.nan, "att": np.nan})
+        for name in ORACLES:
+            if name == "differences" and n > 100_000:
+                continue
+            rows.append({"n_firms": n, **run_oracle(name, n, timeout, mem_gb)})
     for row in rows:
         row["ratio_to_diff_diff"] = row["seconds"] / t_bare
     return rows
@@ -128,10 +207,12 @@ def main() -> None:
     ap.add_argument("--big", action="store_true", help="also run 1,000,000 firms x 10 years")
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-oracles", action="store_true")
+    ap.add_argument("--oracle-timeout", type=float, default=120.0, help="seconds before an oracle is stopped")
+    ap.add_argument("--oracle-mem-gb", type=float, default=8.0, help="resident GB before an oracle is stopped")
     a = ap.parse_args()
-    rows = run(100_000, a.repeat, not a.no_oracles)
+    rows = run(100_000, a.repeat, not a.no_oracles, a.oracle_timeout, a.oracle_mem_gb)
     if a.big:
-        rows += run(1_000_000, max(1, a.repeat - 2), False)
+        rows += run(1_000_000, max(1, a.repeat - 2), not a.no_oracles, a.oracle_timeout, a.oracle_mem_gb)
     out = pd.DataFrame(rows)
     with pd.option_context("display.width", 160, "display.float_format", lambda x: f"{x:.4f}"):
         print(out.to_string(index=False))
@@ -142,6 +223,10 @@ def main() -> None:
         over_coded = 100 * (t["msme_eval did()"] / t[coded_label] - 1)
         print(f"{n:,} firms: did() vs bare diff-diff on the user frame {over_bare:+.1f}%; vs diff-diff on the "
               f"same integer-coded frame {over_coded:+.1f}% (checks + coding + result; target < +20% over bare)")
+        atts = grp.dropna(subset=["att"]).set_index("tool")["att"]
+        gap = (atts - atts["diff-diff (bare)"]).abs()
+        print(f"{n:,} firms: overall ATT {atts['diff-diff (bare)']:.6f}; max |difference| across "
+              f"{len(atts)} fits {gap.max():.2e} ({'agree' if gap.max() < 1e-6 else 'DISAGREE: ' + gap.idxmax()})")
 
 
 if __name__ == "__main__":

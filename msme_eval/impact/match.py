@@ -251,12 +251,12 @@ def _mahalanobis_space(X: np.ndarray, d: np.ndarray) -> np.ndarray:
     keep = np.ptp(X, axis=0) >= np.sqrt(np.finfo(float).eps)
     if not keep.any():
         raise ImpactInputError("every covariate is constant; Mahalanobis matching has nothing to match on.")
-    X = X[:, keep]
+    X = X[:, keep] / X[:, keep].std(axis=0, ddof=1)  # scaled first, as MatchIt (distances unchanged)
     centred = X.copy()
     for g in (0.0, 1.0):
         centred[d == g] -= X[d == g].mean(axis=0)
     S = centred.T @ centred / (len(X) - 2)
-    Sinv = np.linalg.pinv(S) if np.linalg.det(S) <= 1e-8 else np.linalg.inv(S)
+    Sinv = np.linalg.pinv(S)  # the inverse, or MatchIt's generalised inverse when S is singular
     vals, vecs = np.linalg.eigh((Sinv + Sinv.T) / 2)
     return X @ (vecs * np.sqrt(np.clip(vals, 0, None)))
 
