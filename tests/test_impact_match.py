@@ -285,3 +285,21 @@ def test_mahalanobis_without_replacement_ratio2_equals_a_plain_loop(lalonde) -> 
             j = int(np.flatnonzero(dk <= dk.min() * (1 + 1e-10))[0])
             free[j] = False
             assert r.match_matrix[k, rnd] == ctrl[j], (rnd, k)
+
+
+def test_weighted_variance_ratio_uses_matchits_reliability_weights(lalonde) -> None:
+    """MatchIt summary() Var. Ratio after matching with replacement: wvar(x, w) =
+    sum v (x - m)^2 / (1 - sum v^2), v = w / sum w (R/utils.R), per arm, over the matched units."""
+    r = match(lalonde, "treat", LALONDE_COVS, replace=True, ratio=2)
+    t = lalonde["treat"].to_numpy() == 1
+
+    def wvar(x: np.ndarray, w: np.ndarray) -> float:
+        v = w / w.sum()
+        m = (v * x).sum()
+        return float((v * (x - m) ** 2).sum() / (1 - (v**2).sum()))
+
+    for cov in ("age", "re74"):
+        x, w = lalonde[cov].to_numpy(float), r.weights
+        hand = wvar(x[t & (w > 0)], w[t & (w > 0)]) / wvar(x[~t & (w > 0)], w[~t & (w > 0)])
+        assert _after(r).loc[cov, "var_ratio"] == pytest.approx(hand, rel=1e-12)
+    assert len(set(np.round(r.weights[~t & (r.weights > 0)], 8))) > 1  # weights really vary

@@ -12,7 +12,8 @@ For a 0/1 covariate the group s.d. is sqrt(p (1 - p)) and no variance ratio is r
 fixed by the means), as MatchIt's ``summary()``. The denominator is always computed in the
 unweighted sample, so a table after weighting or
 matching uses the same s as before and the change in std_diff reflects only the change in means
-(cobalt and MatchIt do the same). Variance ratio v1 / v0 of the (weighted) variances; SE, CI and
+(cobalt and MatchIt do the same). Variance ratio v1 / v0 of the (weighted) variances, each
+sum v (x - m)^2 / (1 - sum v^2) with v = w / sum w (MatchIt's ``wvar``); SE, CI and
 p-value of the difference from the regression x = a + b D (WLS when weighted, HC1 SEs, normal
 reference).
 Joint test (Stata ``iebaltab`` ``ftest``): regress D on all covariates and F-test that all slopes
@@ -49,10 +50,12 @@ def _treat01(data: pd.DataFrame, treatment: str) -> np.ndarray:
 
 
 def _wstats(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
-    """Weighted mean and variance sum w (x - m)^2 / sum w x n / (n - 1)."""
-    m = float(np.average(x, weights=w))
-    v = float(np.sum(w * (x - m) ** 2) / np.sum(w) * (len(x) / max(len(x) - 1, 1)))
-    return m, v
+    """Weighted mean and reliability-weights variance sum v (x - m)^2 / (1 - sum v^2), v = w / sum w
+    (MatchIt ``wvar``, cobalt, R ``cov.wt``); with equal weights the usual n - 1 variance."""
+    v = w / np.sum(w)
+    m = float(np.sum(v * x))
+    denom = 1 - float(np.sum(v**2))
+    return m, float(np.sum(v * (x - m) ** 2) / denom) if denom > 0 else np.nan
 
 
 def _is_binary(x: np.ndarray) -> bool:
