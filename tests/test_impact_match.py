@@ -303,3 +303,25 @@ def test_weighted_variance_ratio_uses_matchits_reliability_weights(lalonde) -> N
         hand = wvar(x[t & (w > 0)], w[t & (w > 0)]) / wvar(x[~t & (w > 0)], w[~t & (w > 0)])
         assert _after(r).loc[cov, "var_ratio"] == pytest.approx(hand, rel=1e-12)
     assert len(set(np.round(r.weights[~t & (r.weights > 0)], 8))) > 1  # weights really vary
+
+
+def test_adjusted_effect_is_g_computation_with_pyfixest_cluster_se(m1, lalonde) -> None:
+    """Vignette: lm(re78 ~ treat * (covariates), weights) then avg_comparisons(newdata = treated,
+    vcov = ~subclass). g-computation by hand from pyfixest's uncentred fit (predict with treat set
+    to 1 and 0 for the matched treated); the SE equals pyfixest CRV1 of treat with the covariates
+    centred at the matched treated's mean (same contrast, same G/(G-1)(n-1)/(n-k))."""
+    pf = pytest.importorskip("pyfixest")
+    r = match(lalonde, "treat", LALONDE_COVS, outcome="re78", adjust=True)
+    md = r.matched_data(lalonde)
+    for lev in ("hispan", "white"):
+        md["race" + lev] = (md["race"] == lev).astype(float)
+    xs = ["age", "educ", "racehispan", "racewhite", "married", "nodegree", "re74", "re75"]
+    fit = pf.feols(f"re78 ~ treat * ({' + '.join(xs)})", data=md, weights="weights")
+    tr = md[md.treat == 1]
+    g = np.mean(fit.predict(newdata=tr.assign(treat=1)) - fit.predict(newdata=tr.assign(treat=0)))
+    assert r.att == pytest.approx(g, rel=1e-8)
+    centred = md.assign(**{x: md[x] - tr[x].mean() for x in xs})
+    fit_c = pf.feols(f"re78 ~ treat * ({' + '.join(xs)})", data=centred, weights="weights",
+                     vcov={"CRV1": "subclass"})
+    assert r.se == pytest.approx(float(fit_c.se()["treat"]), rel=1e-8)
+    assert r.att != pytest.approx(m1.att, rel=1e-3) and "g-computation" in r.choices["effect"]

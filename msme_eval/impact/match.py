@@ -28,8 +28,11 @@ Steps (Ho, Imai, King and Stuart 2011, J. Stat. Softw. 42(8); MatchIt 4.x source
 5. **Effect** (MatchIt vignette "Estimating Effects After Matching"): the weighted difference in
    means of the outcome in the matched sample, i.e. the coefficient of D in the WLS fit
    y = a + tau D with the matching weights (``lm(y ~ treat, weights = weights)``).
+   ``adjust=True``: y = a + tau D + Xc'b + D Xc'g with Xc the covariates centred at the matched
+   focal units' mean; tau is then the g-computation effect over the focal units (vignette:
+   ``lm(y ~ treat * (covariates), weights)`` + ``avg_comparisons(newdata = subset(treat == 1))``).
    SE without replacement: cluster-robust by subclass, CR1 as ``sandwich::vcovCL`` (type HC1),
-   V = G/(G-1) (n-1)/(n-2) B^-1 [sum_g s_g s_g'] B^-1, s_g = sum_{i in g} w_i x_i e_i,
+   V = G/(G-1) (n-1)/(n-k) B^-1 [sum_g s_g s_g'] B^-1, s_g = sum_{i in g} w_i x_i e_i,
    B = X'WX (Abadie and Spiess 2022, JASA 117(538)). With replacement: HC3 robust
    V = B^-1 [sum_i w_i^2 x_i x_i' e_i^2 / (1 - h_ii)^2] B^-1, h_ii = w_i x_i' B^-1 x_i, as the
    vignette recommends (``vcov = "HC3"``; Hill and Reiter 2006, Stat. Med. 25(13)). Normal
@@ -413,24 +416,40 @@ def _weights_and_subclass(mm: np.ndarray, focal: np.ndarray, replace: bool) -> t
     return w, sub
 
 
-def _effect(y: np.ndarray, d: np.ndarray, w: np.ndarray, sub: np.ndarray, replace: bool) -> tuple[float, float]:
-    """WLS of y on (1, D) with weights w in the matched sample; CR1-by-subclass or HC3 SE (module docstring)."""
+def _outcome_design(d: np.ndarray, Xcov: np.ndarray | None, focal: np.ndarray) -> np.ndarray:
+    """(1, D) or, with covariates, (1, D, Xc, D Xc) with Xc centred at the focal units' mean, so the
+    coefficient of D is the g-computation effect averaged over the focal units (marginaleffects
+    ``avg_comparisons(newdata = focal)`` for a linear model); aliased columns are dropped."""
+    base = np.column_stack([np.ones(len(d)), d])
+    if Xcov is None or Xcov.shape[1] == 0:
+        return base
+    Xc = Xcov - Xcov[focal].mean(axis=0)
+    X = np.column_stack([base, Xc, d[:, None] * Xc])
+    keep = [0, 1]
+    for j in range(2, X.shape[1]):
+        if np.linalg.matrix_rank(X[:, keep + [j]]) == len(keep) + 1:
+            keep.append(j)
+    return X[:, keep]
+
+
+def _effect(y: np.ndarray, X: np.ndarray, w: np.ndarray, sub: np.ndarray, replace: bool) -> tuple[float, float]:
+    """WLS of y on X (column 1 = D) with weights w in the matched sample; CR1-by-subclass or HC3 SE
+    (module docstring; k = number of columns of X in (n - 1)/(n - k))."""
     keep = w > 0
-    y, d, w, sub = y[keep], d[keep], w[keep], sub[keep]
-    X = np.column_stack([np.ones(len(y)), d])
+    y, X, w, sub = y[keep], X[keep], w[keep], sub[keep]
     Binv = np.linalg.inv((X * w[:, None]).T @ X)
     beta = Binv @ ((X * w[:, None]).T @ y)
     e = y - X @ beta
-    n = len(y)
+    n, k = X.shape
     if replace:
         h = w * np.einsum("ij,jk,ik->i", X, Binv, X)
         u = X * (w * e / (1 - h))[:, None]
         meat = u.T @ u
     else:
         codes, G = pd.factorize(sub)[0], len(np.unique(sub))
-        s = np.zeros((G, 2))
+        s = np.zeros((G, k))
         np.add.at(s, codes, X * (w * e)[:, None])
-        meat = s.T @ s * G / (G - 1) * (n - 1) / (n - 2)
+        meat = s.T @ s * G / (G - 1) * (n - 1) / (n - k)
     V = Binv @ meat @ Binv
     return float(beta[1]), float(np.sqrt(V[1, 1]))
 
@@ -509,6 +528,7 @@ def match(
     exact: Sequence[str] | None = None,
     m_order: str | None = None,
     estimand: str = "ATT",
+    adjust: bool = False,
     seed: int = 0,
     alpha: float = 0.05,
 ) -> MatchResult:
@@ -520,7 +540,9 @@ def match(
     ``caliper`` on the score, in s.d. of the score when ``std_caliper``; ``exact`` columns that
     must agree within a match; ``m_order`` "largest" / "smallest" / "data" / "random" (None:
     MatchIt's default, "largest" for the ATT on a score, "smallest" for the ATC, "data" for
-    Mahalanobis; "random" uses ``seed``); ``estimand`` "ATT" (treated focal) or "ATC".
+    Mahalanobis; "random" uses ``seed``); ``estimand`` "ATT" (treated focal) or "ATC";
+    ``adjust`` adds the covariates and their interactions with D to the outcome model
+    (g-computation over the focal units, the vignette's recommended estimate).
     """
     covariates, exact = list(covariates), list(exact or [])
     _check_options(ratio, m_order, distance, estimand, caliper, alpha)
@@ -545,13 +567,17 @@ def match(
         if np.isnan(y[w > 0]).any():
             raise ImpactInputError(f"outcome {outcome!r} is missing for matched rows "
                                    f"{list(data.index[(w > 0) & np.isnan(y)][:5])}. Fix: drop them before matching.")
-        est = normal_inference(*_effect(np.nan_to_num(y), d, w, sub, bool(replace)), alpha, term=estimand)
+        Xcov = expanded[logit_names].to_numpy(float) if adjust else None
+        X = _outcome_design(d, Xcov, focal & (w > 0))
+        est = normal_inference(*_effect(np.nan_to_num(y), X, w, sub, bool(replace)), alpha, term=estimand)
     options = {"method": "nearest neighbour (greedy), as MatchIt matchit(method='nearest')",
                "distance": "logit propensity score" if score is not None else "Mahalanobis (pooled within-group cov.)",
                "estimand": estimand, "ratio": int(ratio), "replace": bool(replace),
                "caliper": "none" if caliper is None else f"{caliper:g} {'s.d. of the score' if std_caliper else 'raw'}"
                f" (= {cal:.4g})", "exact": exact, "m_order": order_rule,
                "weights": "focal 1; comparison sum of 1/k per focal unit served, normalised to mean 1 per arm",
+               "effect": ("g-computation from WLS y ~ D * covariates (centred at the focal mean)" if adjust
+                          else "weighted difference in means (WLS y ~ D)") if outcome else "none (no outcome)",
                "se": "HC3 robust (with replacement)" if replace else "cluster-robust CR1 by matched subclass",
                "covariates": names, "alpha": alpha}
     counts = {"n_focal": int(focal.sum()), "n_comparison": int((~focal).sum()),
