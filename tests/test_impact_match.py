@@ -325,3 +325,18 @@ def test_adjusted_effect_is_g_computation_with_pyfixest_cluster_se(m1, lalonde) 
                      vcov={"CRV1": "subclass"})
     assert r.se == pytest.approx(float(fit_c.se()["treat"]), rel=1e-8)
     assert r.att != pytest.approx(m1.att, rel=1e-3) and "g-computation" in r.choices["effect"]
+
+
+def test_result_face_shared_with_every_impact_result(m1, lalonde) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from msme_eval.contract import ESTIMATE_COLUMNS
+    from msme_eval.results import Result
+
+    for res in (m1, match(lalonde, "treat", ["age", "educ"])):
+        assert isinstance(res, Result) and set(ESTIMATE_COLUMNS) <= set(res.tidy().columns)
+        assert res.title in res.summary() and res.title in res._repr_html_() and res.alpha == 0.05
+        assert res.plot() is not None
+    assert m1.choices["estimand"] == "ATT" and m1.choices["covariates"][2] == "raceblack"
+    assert m1.tidy()["estimate"].iloc[0] == m1.att == m1.estimate.estimate
