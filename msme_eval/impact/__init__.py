@@ -24,6 +24,7 @@ from .bacon import BaconResult, bacon
 from .balance import balance_table
 from .did import did, prepare_panel
 from .evaluate import Evaluation, build_outcomes, evaluate, interpret
+from .honest import HonestResult, honest_bounds, honest_did
 from .match import MatchResult, love_plot, match
 from .power import PowerResult, mde, sample_size
 from .results import DidResult, Estimate, WaldTest
@@ -37,6 +38,7 @@ __all__ = [
     "twfe", "twfe_event_study", "TwfeResult", "weighting", "WeightingResult", "balance_table",
     "evaluate", "Evaluation", "build_outcomes", "interpret", "mde", "sample_size", "PowerResult",
     "survival_did", "SurvivalResult", "model_table", "ModelTable",
+    "honest_did", "honest_bounds", "HonestResult",
     "bacon", "BaconResult",
     "match", "MatchResult", "love_plot",
 ]
