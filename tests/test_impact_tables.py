@@ -9,7 +9,7 @@ import pytest
 from test_impact_helpers import simulate
 
 from msme_eval.impact import did, model_table, twfe, weighting
-from msme_eval.impact.tables import SPEC_ROWS, tex_escape
+from msme_eval.impact.tables import BACON_ROW, SPEC_ROWS, tex_escape
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,10 @@ def test_display_cells_round_the_same_numbers(table, fits):
 
 def test_specification_rows_state_every_choice(table, fits, panel):
     spec = table.specification
-    assert list(spec.index) == list(SPEC_ROWS)
+    assert list(spec.index) == [*SPEC_ROWS, BACON_ROW]
+    share = fits["twfe"].bacon().forbidden_weight
+    assert 0 < share < 1 and spec.loc[BACON_ROW, "TWFE"] == f"{100 * share:.1f}%"
+    assert spec.loc[BACON_ROW, "CS never"] == "n/a"
     assert spec.loc["Control group", "CS never"] == "never treated"
     assert spec.loc["Base period", "CS never"] == "varying"
     assert spec.loc["Anticipation", "CS never"] == "0"
@@ -69,7 +72,10 @@ def test_specification_rows_state_every_choice(table, fits, panel):
     assert spec.loc["N obs", "TWFE"] == fits["twfe"].nobs
     assert "clustered by firm_id" in spec.loc["Clustering", "TWFE"]
     nyt = model_table([fits["cs_notyet"]], names=["nyt"]).specification
-    assert nyt.loc["Control group", "nyt"] == "not yet treated"
+    assert nyt.loc["Control group", "nyt"] == "not yet treated" and BACON_ROW not in nyt.index
+    cov = model_table({"cov": twfe(panel, "y", "post", covariates=["x"])}).specification
+    assert cov.loc[BACON_ROW, "cov"].startswith("n/a (not a single 0/1 treatment")
+    assert BACON_ROW not in model_table({"t": fits["twfe"]}, bacon=False).specification.index
 
 
 def test_ci_layout_and_alpha_checks(panel, fits):

@@ -10,7 +10,8 @@ Rows are the estimates (for a DiD result the overall row of each requested aggre
 ``did::aggte``; for TWFE the named coefficients; for weighting the ATT), each cell
 ``estimate`` with stars and ``(se)`` under it, or ``[ci_low, ci_high]`` (``show="ci"``), then one
 row per specification choice (estimator, control group, base period, anticipation, covariates,
-clustering, weights) and the sample (N firms, N obs); columns are the models. Every number is
+clustering, weights) and the sample (N firms, N obs), and for TWFE columns the Goodman-Bacon weight
+on already-treated controls (:mod:`msme_eval.impact.bacon`); columns are the models. Every number is
 taken unrounded from the result's own ``tidy()`` (kept in :attr:`ModelTable.values`); only the
 display rounds.
 
@@ -35,6 +36,7 @@ import pandas as pd
 from msme_eval.contract import ESTIMATE_COLUMNS
 from msme_eval.io import atomic_write, write_excel_safe
 
+from ._checks import ImpactInputError
 from .results import DidResult, Estimate
 from .twfe import TwfeResult
 from .weighting import WeightingResult
@@ -44,6 +46,7 @@ __all__ = ["ModelTable", "model_table", "SPEC_ROWS", "AGGREGATION_LABELS"]
 NA = "n/a"
 SPEC_ROWS = ("Estimator", "Control group", "Base period", "Anticipation", "Covariates", "Clustering",
              "Weights", "N firms", "N obs")
+BACON_ROW = "TWFE weight on already-treated controls"
 AGGREGATION_LABELS = {"simple": "ATT", "group": "ATT (by cohort)", "dynamic": "ATT (event time)",
                       "calendar": "ATT (calendar)"}
 _CONTROL = {"never_treated": "never treated", "not_yet_treated": "not yet treated"}
@@ -90,7 +93,16 @@ def _did_column(res: DidResult, name: str, aggregations: Sequence[str]) -> Colum
     return Column(name, res.outcome, est, spec, res.alpha, tuple(notes))
 
 
-def _twfe_column(res: TwfeResult, name: str, terms: Sequence[str] | None) -> Column:
+def _bacon_share(res: TwfeResult) -> str:
+    """Goodman-Bacon weight on later-vs-earlier 2x2s, or why it is not available (shown, not hidden)."""
+    try:
+        return f"{100 * res.bacon().forbidden_weight:.1f}%"
+    except ImpactInputError as err:
+        reason = "unbalanced panel" if "not balanced" in str(err) else "not a single 0/1 treatment without covariates"
+        return f"{NA} ({reason})"
+
+
+def _twfe_column(res: TwfeResult, name: str, terms: Sequence[str] | None, bacon: bool) -> Column:
     tidy = res.tidy().set_index("term")
     keep = list(tidy.index) if terms is None else [t for t in tidy.index if t in set(terms)]
     spec = {
@@ -99,6 +111,8 @@ def _twfe_column(res: TwfeResult, name: str, terms: Sequence[str] | None) -> Col
         "Base period": NA, "Anticipation": NA, "Covariates": _listing(res.covariates),
         "Clustering": res.vcov, "Weights": "none", "N firms": res.n_units, "N obs": int(res.nobs),
     }
+    if bacon:
+        spec[BACON_ROW] = _bacon_share(res)
     return Column(name, res.outcome, tidy.loc[keep, list(ESTIMATE_COLUMNS)].astype(float), spec, res.alpha)
 
 
@@ -136,11 +150,11 @@ def _generic_column(res: Any, name: str) -> Column:
     return Column(name, outcome, est, spec, float(getattr(res, "alpha", 0.05)))
 
 
-def _column(res: Any, name: str, aggregations: Sequence[str], terms: Sequence[str] | None) -> Column:
+def _column(res: Any, name: str, aggregations: Sequence[str], terms: Sequence[str] | None, bacon: bool) -> Column:
     if isinstance(res, DidResult):
         return _did_column(res, name, aggregations)
     if isinstance(res, TwfeResult):
-        return _twfe_column(res, name, terms)
+        return _twfe_column(res, name, terms, bacon)
     if isinstance(res, WeightingResult):
         return _weighting_column(res, name)
     if isinstance(res, Estimate) or hasattr(res, "tidy"):
@@ -229,8 +243,14 @@ class ModelTable:
     @property
     def specification(self) -> pd.DataFrame:
         """One row per specification choice and sample size, one column per model (raw values)."""
-        return pd.DataFrame({c.name: [c.spec.get(r, NA) for r in SPEC_ROWS] for c in self.columns},
-                            index=pd.Index(SPEC_ROWS, name="row"))
+        rows = self.spec_rows
+        return pd.DataFrame({c.name: [c.spec.get(r, NA) for r in rows] for c in self.columns},
+                            index=pd.Index(rows, name="row"))
+
+    @property
+    def spec_rows(self) -> list[str]:
+        """SPEC_ROWS, plus the Goodman-Bacon row when a TWFE column carries it."""
+        return list(SPEC_ROWS) + ([BACON_ROW] if any(BACON_ROW in c.spec for c in self.columns) else [])
 
     def notes(self) -> list[str]:
         lvl = round(100 * (1 - self.alpha))
@@ -257,7 +277,7 @@ class ModelTable:
             raise ImportError("model tables need maketables: pip install 'msme-eval[tables]'") from err
 
         models = [_Model(c, self.labels, text) for c in self.columns]
-        spec = {text(r): [text(_spec_text(c.spec.get(r))) for c in self.columns] for r in SPEC_ROWS}
+        spec = {text(r): [text(_spec_text(c.spec.get(r))) for c in self.columns] for r in self.spec_rows}
         heads = [text(n) for n in self.names] if self.named else None
         return ETable(models, coef_fmt=self._coef_fmt(), signif_code=list(self.signif), model_stats=[],
                       custom_model_stats=spec, show_fe=False, model_heads=heads,
@@ -296,7 +316,7 @@ class ModelTable:
             for stat in ESTIMATE_COLUMNS:
                 rows.append({"row": label, "statistic": stat,
                              **{n: (sub.loc[n, stat] if n in sub.index else None) for n in self.names}})
-        for r in SPEC_ROWS:
+        for r in self.spec_rows:
             rows.append({"row": r, "statistic": "", **{c.name: c.spec.get(r, NA) for c in self.columns}})
         return pd.DataFrame(rows, columns=["row", "statistic", *self.names])
 
@@ -346,6 +366,7 @@ def model_table(
     signif: Sequence[float] = (0.01, 0.05, 0.10),
     digits: int = 3,
     caption: str | None = None,
+    bacon: bool = True,
 ) -> ModelTable:
     """Compare results side by side (``etable``-like): one column per result, one row per estimate, then
     the specification rows (see the module docstring).
@@ -355,7 +376,9 @@ def model_table(
     R ``did::aggte``); TWFE results their coefficients (``terms`` to keep some); weighting results
     their ATT; anything else with ``tidy()`` its rows. ``labels`` renames rows, e.g. ``{"post": "ATT"}``
     to put a TWFE coefficient on the DiD row. ``show="ci"`` prints ``[ci_low, ci_high]`` (each result's
-    own ``1 - alpha`` interval; all results must share ``alpha``) instead of ``(se)``.
+    own ``1 - alpha`` interval; all results must share ``alpha``) instead of ``(se)``. ``bacon``: add the
+    row "TWFE weight on already-treated controls" (Goodman-Bacon 2021, :func:`msme_eval.impact.bacon`) for
+    TWFE columns, or why it is not available.
     """
     if isinstance(results, Mapping):
         names, results = list(results.keys()) if names is None else names, list(results.values())
@@ -363,7 +386,7 @@ def model_table(
     if not results:
         raise ValueError("model_table(): no results given; pass a list of did/twfe/weighting results.")
     _check_options(show, aggregations, signif, digits)
-    cols = [_column(r, n, aggregations, terms) for r, n in zip(results, _names(results, names))]
+    cols = [_column(r, n, aggregations, terms, bacon) for r, n in zip(results, _names(results, names))]
     alphas = sorted({c.alpha for c in cols})
     if show == "ci" and len(alphas) > 1:
         raise ValueError(f"model_table(show='ci'): the results use different alpha {alphas}; refit with one alpha "
