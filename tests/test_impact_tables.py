@@ -171,3 +171,19 @@ def test_html_display(table, fits):
     assert "<table" in html and "CS never" in html and "Control group" in html
     assert f"{fits['cs_never'].overall.estimate:.3f}" in html
     assert np.isfinite(table.values["estimate"]).all()
+
+
+def test_any_result_with_tidy_and_choices(panel):
+    """The generic path (here impact.match): rows from tidy()'s term, choices by name, counts from tidy()."""
+    from msme_eval.impact import match
+
+    cross = panel[panel["year"] == 2020].assign(treated=lambda d: d["first_treated"].notna().astype(int))
+    m = match(cross, "treated", ["x"], outcome="y")
+    tab = model_table({"NN": m})
+    ref = m.tidy().iloc[0]
+    got = tab.values.iloc[0]
+    assert got["row"] == ref["term"] and got["estimate"] == ref["estimate"] and got["se"] == ref["se"]
+    spec = tab.specification["NN"]
+    assert spec["Estimator"] == m.choices["method"] and spec["Covariates"] == "x"
+    assert spec["N firms"] == int(ref["n_focal"] + ref["n_comparison"]) == len(cross)
+    assert spec["Base period"] == "n/a"

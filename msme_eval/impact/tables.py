@@ -131,6 +131,27 @@ def _weighting_column(res: WeightingResult, name: str) -> Column:
     return Column(name, res.outcome, est, spec, res.alpha)
 
 
+_ALIASES = {"Estimator": ("estimator", "method"), "Control group": ("control group", "control"),
+            "Base period": ("base period",), "Anticipation": ("anticipation",), "Covariates": ("covariates",),
+            "Clustering": ("clustering", "cluster", "se", "vcov"), "Weights": ("weights", "weight")}
+
+
+def _generic_spec(choices: Mapping[str, Any], tidy: pd.DataFrame) -> dict[str, Any]:
+    """Specification rows from a result's ``choices`` (first matching key) and its sample counts from
+    ``tidy()`` (``nobs``/``n``; firms = treated + control or focal + comparison units)."""
+    ch = {k.lower().replace("_", " "): v for k, v in choices.items()}
+    spec: dict[str, Any] = {}
+    for row, keys in _ALIASES.items():
+        val = next((ch[k] for k in keys if k in ch), None)
+        spec[row] = _listing(val) if isinstance(val, (list, tuple)) else (NA if val is None else str(val))
+    first = tidy.iloc[0] if len(tidy) else pd.Series(dtype=object)
+    pairs = [("n_treated", "n_control"), ("n_focal", "n_comparison")]
+    firms = next((int(first[a]) + int(first[b]) for a, b in pairs if a in first and b in first), None)
+    nobs = next((int(first[c]) for c in ("nobs", "n") if c in first), firms)
+    spec["N firms"], spec["N obs"] = (NA if firms is None else firms), (NA if nobs is None else nobs)
+    return spec
+
+
 def _generic_column(res: Any, name: str) -> Column:
     """Any result with ``tidy()`` and ``choices``: rows labelled by term/level, choices by key."""
     tidy = res.tidy()
@@ -144,8 +165,7 @@ def _generic_column(res: Any, name: str) -> Column:
     if est.index.duplicated().any():
         dup = sorted(set(est.index[est.index.duplicated()]))
         raise ValueError(f"model_table(): {name} has repeated row labels {dup}; pass a result with one row per term.")
-    ch = {k.lower().replace("_", " "): v for k, v in dict(getattr(res, "choices", {})).items()}
-    spec = {row: ch.get(row.lower(), NA) for row in SPEC_ROWS}
+    spec = _generic_spec(dict(getattr(res, "choices", {})), tidy)
     outcome = str(getattr(res, "outcome", getattr(res, "title", name)))
     return Column(name, outcome, est, spec, float(getattr(res, "alpha", 0.05)))
 
