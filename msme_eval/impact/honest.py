@@ -20,7 +20,8 @@ which needs cvxpy). diff-diff 3.13 also has ``HonestDiD``, but its Delta^RM inte
 identified set widened by z * se, not R's C-LF (on R's Medicaid README example it gives
 [0.0113, 0.0816] at Mbar = 2 where R reports [-0.0011, 0.0883]), so it is not used. Like R, the
 C-LF grid is [-20, 20] standard errors of theta with 1,000 points, so interval ends are exact up
-to one grid step.
+to one grid step; the least-favourable critical value is simulated with a fixed seed (0), so a
+re-run gives identical intervals. C-LF is slow (cvxpy solves: ~10-25 s per Mbar on 7 coefficients).
 
 From a :class:`DidResult`: beta and its covariance come from the event-time aggregation (R
 ``aggte(type="dynamic")``) and its influence functions, V = psi' psi (clustered as the fit); as R's

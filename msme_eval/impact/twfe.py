@@ -7,7 +7,8 @@ factor of fixest) or ``vcov="iid"``/``"hetero"``.
 With staggered adoption and effects that vary by cohort or over time, the static TWFE coefficient
 is a weighted average of 2x2 comparisons, some using already-treated firms as controls and some
 with negative weights (Goodman-Bacon 2021, J. Econometrics 225(2); de Chaisemartin and
-D'Haultfoeuille 2020, AER 110(9)). It is reported only as a baseline beside :func:`did`.
+D'Haultfoeuille 2020, AER 110(9)). It is reported only as a baseline beside :func:`did`;
+``TwfeResult.bacon()`` decomposes it into those 2x2 comparisons and their weights (:mod:`.bacon`).
 """
 from __future__ import annotations
 
