@@ -304,3 +304,18 @@ def test_validation_findings_name_no_row_value_or_stratum(panel):
     assert out["n_rows"].tolist() == [4, 1]  # the stratum's records; the one bad row
     ids = set(p["firm_id"].astype(str))
     assert not any(tok.strip("(),;") in ids for tok in text.split())
+
+
+def test_k04_comparison_rule_without_a_magnitude_in_the_registry(k04):
+    """A ministry registry with K04's ``magnitude`` null (count rule for its own cells): the
+    comparison group is still checked -- IDN 2020 suppressed, the balanced cells published."""
+    reg = me.indicators.registry()
+    reg.loc[reg["id"] == "K04", "magnitude"] = None
+    res = me.indicators.compute(k04["panel"], indicators=["K04"], registry=reg, aggregate=False)
+    by = res.set_index(["ref_area", "time_period"])
+    assert by.loc[("IDN", 2020), "conf_status"] == "A"
+    assert "comparison group (large firms of IDN 2020)" in by.loc[("IDN", 2020), "comment"]
+    assert by.loc[("THA", 2021), "conf_status"] == "O"
+    assert by.loc[("VNM", 2022), "conf_status"] == "F"
+    assert by.loc[("VNM", 2022), "value"] == pytest.approx(k04_by_hand(k04["panel"], "VNM", 2022),
+                                                          rel=1e-12)

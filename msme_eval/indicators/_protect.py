@@ -47,14 +47,16 @@ def _has_magnitude(ind: dict[str, Any]) -> bool:
 
 
 def collect_fine_stats(est: Any, breakdowns: list[str]) -> None:
-    """Contributor statistics of every magnitude indicator on the finest cells.
+    """Contributor statistics of every magnitude indicator, and of every comparison group
+    (also of an indicator whose own cells are counts), on the finest cells.
 
     Cells are (country, period, group of every breakdown), computed by the stage-(a) engine
     (``stage.fine_stats``: numpy for pandas, SQL for DuckDB/Spark); a firm has one row per
     year, so coarser cells are unions of fine cells: contributors and totals add up and the
     top two are the two largest of the fine cells' top twos (see :func:`_merge_tops`).
     """
-    inds = [ind for ind in est.inds if _has_magnitude(ind) and not est.missing_cols[ind["id"]]]
+    inds = [ind for ind in est.inds if (_has_magnitude(ind) or comparison_of(ind))
+            and not est.missing_cols[ind["id"]]]
     est.fine_stats = est.stage.fine_stats(inds, list(breakdowns))
     est.fine_groups = list(breakdowns)
 
