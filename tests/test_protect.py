@@ -319,3 +319,32 @@ def test_k04_comparison_rule_without_a_magnitude_in_the_registry(k04):
     assert by.loc[("VNM", 2022), "conf_status"] == "F"
     assert by.loc[("VNM", 2022), "value"] == pytest.approx(k04_by_hand(k04["panel"], "VNM", 2022),
                                                           rel=1e-12)
+
+
+def test_k04_protection_identical_on_spark(k04, tmp_path):
+    """Spark computes the comparison group's statistics with ROW_NUMBER (not DuckDB's
+    ``max(x, 2)``): same statuses, comments and values as pandas."""
+    pytest.importorskip("pyspark")
+    import shutil
+
+    if not shutil.which("java"):
+        pytest.skip("Java is not on PATH; pyspark needs a JVM")
+    from pyspark.sql import SparkSession
+
+    session = (SparkSession.builder.master("local[1]").appName("msme-eval-k04")
+               .config("spark.ui.enabled", "false").config("spark.ui.showConsoleProgress", "false")
+               .config("spark.sql.shuffle.partitions", "2").getOrCreate())
+    try:
+        path = tmp_path / "panel.parquet"
+        k04["panel"].to_parquet(path, index=False)
+        macro = pd.DataFrame([(c, y, 1.0) for c in COUNTRIES for y in YEARS],
+                             columns=["country", "year", "usd_per_lcu"])
+        got = me.indicators.compute(session.read.parquet(str(path)), macro, engine="spark",
+                                    indicators=["K04"], breakdowns=["owner_female"])
+    finally:
+        session.stop()
+    want = k04["pandas"]
+    for col in ("ref_area", "time_period", "group", "conf_status", "comment"):
+        assert got[col].tolist() == want[col].tolist(), col
+    np.testing.assert_allclose(got["value"].to_numpy(float), want["value"].to_numpy(float),
+                               rtol=1e-9, equal_nan=True)
