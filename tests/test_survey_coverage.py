@@ -18,9 +18,10 @@ totals, and every stratum has exactly ``n_psu`` PSU labels). The truth is the sa
 
 Reported per indicator x PSUs per stratum x domain (overall, women-owned, men-owned):
 relative bias of the estimator, SE ratio (mean SE / empirical SD of the estimates) and
-coverage of the 95% t intervals with the effective (Satterthwaite) df -- what compute()
-publishes -- and, for the proportions, of the logit interval on the same estimate, SE and df
-(``survey.logit_interval``). Run with ``-s`` to print the table.
+coverage of the 95% intervals compute() publishes (effective Satterthwaite df; the logit
+interval for the percentages of firms K05 K08 K09, the t interval otherwise) and, for the
+proportions, of the symmetric t interval on the same estimate, SE and df
+(``survey.t_interval``; what the logit interval gains). Run with ``-s`` to print the table.
 """
 from __future__ import annotations
 
@@ -143,8 +144,9 @@ def coverage_table(pop: pd.DataFrame, n_psu: int, reps: int = REPS) -> pd.DataFr
     relative bias ``mean(est / truth - 1)``, ``se_ratio`` mean SE / empirical SD and
     ``var_ratio`` mean SE^2 / empirical variance (per country, then averaged; for small df the
     SE ratio is below 1 even for an unbiased variance, E sqrt(chi2_v / v) < 1), ``coverage`` of
-    the t intervals with the effective df, ``oracle`` coverage of ``est +- 1.96 x empirical SD``
-    (is the estimator's own distribution near normal?), ``median_df`` and NaN intervals."""
+    the published intervals, ``coverage_wald`` (proportions) of the symmetric t interval,
+    ``oracle`` coverage of ``est +- 1.96 x empirical SD`` (is the estimator's own distribution
+    near normal?), ``median_df`` and NaN intervals."""
     truth = _estimates(pop.assign(year=0), design=()).set_index(
         ["indicator", "ref_area", "breakdown", "group"])["value"]
     est = _estimates(two_stage_samples(pop, n_psu, reps, seed=1000 + n_psu),
@@ -162,11 +164,11 @@ def coverage_table(pop: pd.DataFrame, n_psu: int, reps: int = REPS) -> pd.DataFr
 
 def _cell_stats(sel: pd.DataFrame, truth: pd.Series, proportion: bool) -> dict[str, float]:
     t = truth.loc[sel["ref_area"]].to_numpy()
-    cover_logit = np.nan
-    if proportion:  # the same estimates and SEs, interval on the logit scale (percent / 100)
-        lo, hi = survey.logit_interval(sel["value"].to_numpy() / 100, sel["se"].to_numpy() / 100,
-                                       sel["df"].to_numpy(), 0.05)
-        cover_logit = float(np.mean((100 * lo <= t) & (t <= 100 * hi)))
+    cover_wald = np.nan
+    if proportion:  # the same estimates, SEs and df, symmetric t interval
+        lo, hi = survey.t_interval(sel["value"].to_numpy(), sel["se"].to_numpy(),
+                                   sel["df"].to_numpy(), 0.05)
+        cover_wald = float(np.mean((lo <= t) & (t <= hi)))
     v, se = sel["value"].to_numpy(), sel["se"].to_numpy()
     by_area = sel.assign(v=v, se2=se**2, se=se).groupby("ref_area")
     sd = by_area["v"].std(ddof=1)
@@ -176,7 +178,7 @@ def _cell_stats(sel: pd.DataFrame, truth: pd.Series, proportion: bool) -> dict[s
             "var_ratio": float((by_area["se2"].mean() / sd**2).mean()),
             "coverage": float(np.mean((sel["ci_low"].to_numpy() <= t)
                                       & (t <= sel["ci_high"].to_numpy()))),
-            "coverage_logit": cover_logit,
+            "coverage_wald": cover_wald,
             "oracle": float(np.mean(np.abs(v - t) <= 1.959964 * sd_row)),
             "median_df": float(np.median(sel["df"])),
             "nan_ci": int(np.isnan(sel["ci_low"].to_numpy()).sum())}
@@ -207,25 +209,40 @@ def test_samples_are_stratified_two_stage_and_weights_estimate_counts(census):
                        * (small_cells.size() <= PER_PSU))
 
 
-#: cells measured below the 93-97% band (coverage, seed fixed; 2000 intervals, MC SE 0.49
-#: points). Diagnosis, each checked by a test below: K04 -- the covariance of its four totals
-#: is unbiased, but the plug-in gradient of (A/B)/(C/D) shrinks with the estimate (the
-#: large-firm stratum's value added per employee is heavy-tailed, ~3 firms per PSU), so the
-#: linearised variance is 0.6-0.75 of the estimator's (bias 7-23%): a small-sample
-#: nonlinearity that no df rule fixes (test_k04_shortfall_is_the_plug_in_gradient);
-#: proportions (K05, K08, K09), mostly women-owned firms and 3 PSUs: the variance is unbiased
-#: (var_ratio 0.9-1.0) and the oracle interval covers 95%, but the estimated Satterthwaite df
-#: rises when the dominant stratum's v_h is underestimated, so t is small exactly when the SE
-#: is (test_proportion_shortfall_at_three_psus_is_the_estimated_df); and in small domains
-#: the estimate and its SE are correlated (0.4-0.7), which the logit interval absorbs.
+#: cells measured outside the 93-97% band with the published intervals (coverage, seeds fixed;
+#: 2000 intervals per cell, MC SE 0.49 points). Rule: a listed cell must not get worse (2 MC
+#: SEs) and must stay outside the band -- a fix must update the list.
+#: Below the band. K04 (all domains at 3 and 8 PSUs, women-owned at 2): the covariance of its
+#: four totals is unbiased, but the plug-in gradient of (A/B)/(C/D) shrinks with the estimate
+#: (the large-firm stratum's value added per employee is heavy-tailed, ~3 firms per PSU), so
+#: the linearised variance is 0.58-0.75 of the estimator's (bias 4-23%): a small-sample
+#: nonlinearity that no df rule fixes (test_k04_shortfall_is_the_plug_in_gradient).
+#: K09 overall at 3 PSUs (92.6%): the variance is unbiased (var_ratio 0.96) and the oracle
+#: interval covers 95%, but the estimated Satterthwaite df rises when the dominant stratum's
+#: v_h is underestimated, so t is small exactly when the SE is
+#: (test_proportion_shortfall_at_three_psus_is_the_estimated_df).
+#: The logit interval (published for K05 K08 K09 since 2fe93d0) brought the women-owned
+#: proportions into the band (symmetric t: 91.0-94.2% at 2, 3 and 8 PSUs; logit 94.6-96.4%).
 KNOWN_SHORTFALL: dict[tuple[str, int, str], float] = {
-    ("K04", 2, "women"): 0.9035, ("K05", 2, "women"): 0.9215,
+    ("K04", 2, "women"): 0.9035,
     ("K04", 3, "total"): 0.9160, ("K04", 3, "women"): 0.8490, ("K04", 3, "men"): 0.9110,
-    ("K05", 3, "women"): 0.9105, ("K08", 3, "women"): 0.9145, ("K09", 3, "total"): 0.9145,
-    ("K09", 3, "women"): 0.9235, ("K09", 3, "men"): 0.9240,
+    ("K09", 3, "total"): 0.9260,
     ("K04", 8, "total"): 0.9050, ("K04", 8, "women"): 0.8515, ("K04", 8, "men"): 0.9060,
-    ("K05", 8, "women"): 0.9245, ("K08", 8, "women"): 0.9265,
 }
+#: Above the band: K08 overall at 2 PSUs (97.45%; median df 1.4, the t quantile with ~1 df is
+#: wide and the variance slightly overestimated, var_ratio 1.08). Must not exceed it by more
+#: than 2 MC SEs, and must stay above 97% (a fix updates the list).
+KNOWN_EXCESS: dict[tuple[str, int, str], float] = {("K08", 2, "total"): 0.9745}
+
+
+def _check_band(key: tuple[str, int, str], coverage: float) -> None:
+    """The cell is in 93-97%, or listed as a known shortfall / excess and not worse."""
+    if key in KNOWN_SHORTFALL:
+        assert KNOWN_SHORTFALL[key] - 0.01 <= coverage < 0.93, (key, coverage)
+    elif key in KNOWN_EXCESS:
+        assert 0.97 < coverage <= KNOWN_EXCESS[key] + 0.01, (key, coverage)
+    else:
+        assert 0.93 <= coverage <= 0.97, (key, coverage)
 
 
 @pytest.mark.slow
@@ -239,20 +256,15 @@ def test_indicator_interval_coverage_on_a_census(census, n_psu):
     # proportions: the linearised variance is unbiased (mean SE^2 / variance)
     props = table[table["indicator"].isin(PROPORTIONS)]
     assert props["var_ratio"].between(0.85, 1.15).all(), props.to_string()
-    # the logit interval (survey.logit_interval, ci="logit") on the same estimates and SEs
-    # keeps every proportion near 95% (measured 92.6-97.5%; the two cells just outside the
-    # band are K09 at 3 PSUs, the estimated-df effect, and K08 overall at 2 PSUs, 97.45%) and
-    # every women-owned cell in the band (94.5-95.6%)
-    assert props["coverage_logit"].between(0.925, 0.975).all(), props.to_string()
+    # the published (logit) interval keeps every proportion near 95% (measured 92.6-97.45%)
+    # and every women-owned cell in the band (94.6-96.4%), where the symmetric t interval on
+    # the same estimates, SEs and df misses more often
+    assert props["coverage"].between(0.925, 0.975).all(), props.to_string()
     women = props[props["domain"] == "women"]
-    assert women["coverage_logit"].between(0.93, 0.97).all(), women.to_string()
+    assert women["coverage"].between(0.93, 0.97).all(), women.to_string()
+    assert (women["coverage"] >= women["coverage_wald"]).all(), women.to_string()
     for row in table.itertuples():
-        key = (row.indicator, row.n_psu, row.domain)
-        if key in KNOWN_SHORTFALL:
-            # measured shortfall: must not get worse (2 MC SEs), and a fix must update the list
-            assert KNOWN_SHORTFALL[key] - 0.01 <= row.coverage < 0.93, (key, row.coverage)
-        else:
-            assert 0.93 <= row.coverage <= 0.97, (key, row.coverage)
+        _check_band((row.indicator, row.n_psu, row.domain), row.coverage)
 
 
 def _stratum_contributions(s: pd.DataFrame, column: str) -> tuple[np.ndarray, pd.DataFrame]:
