@@ -50,7 +50,8 @@ def register_panel(n: int, seed: int, n_psu: int = 0) -> pd.DataFrame:
         paid_by |= sel & (pay == y) & alive[:, k]
     paid_year = np.where(paid_by, pay, 0)
     base = 1 + rng.poisson(MU - 1, size=n)
-    emp = base[:, None] + rng.normal(0, 1.5, size=(n, T)) + TAU * ((paid_year[:, None] > 0) & (YEARS >= paid_year[:, None]))
+    paid_now = (paid_year[:, None] > 0) & (YEARS >= paid_year[:, None])
+    emp = base[:, None] + rng.normal(0, 1.5, size=(n, T)) + TAU * paid_now
     psu = rng.integers(0, n_psu, size=n) if n_psu else np.arange(n)
     fi, ti = np.nonzero(alive)
     ft = pd.array(np.where(paid_year[fi] > 0, paid_year[fi], 0), dtype="Int64")
@@ -89,7 +90,8 @@ def test_itt_on_selected_firms_recovers_planted_truth(itt, outcome, truth) -> No
     r = survival_did(f, outcome=outcome, selected="selected_year")
     es = _es(r)
     for e in range(0, 4):
-        assert abs(es.loc[e, "estimate"] - truth(e)) < Z99 * es.loc[e, "se"], (outcome, e, es.loc[e, "estimate"], truth(e))
+        est, se = es.loc[e, "estimate"], es.loc[e, "se"]
+        assert abs(est - truth(e)) < Z99 * se, (outcome, e, est, truth(e))
     assert not r.register_check["recipients_only"]
     assert r.register_check["exits_in_cohort_year"] > 0 and r.register_check["exits_before_payment"] > 0
     assert "intention to treat" in r.choices["cohort"] and "WARNING" not in " ".join(r.notes())
@@ -131,7 +133,8 @@ def test_register_check_counts_by_hand() -> None:
 
 def test_selected_year_refusals(itt) -> None:
     f, _ = build_outcomes(itt)
-    bad = f.assign(selected_year=f["selected_year"].where(f["firm_id"] != f.loc[f["first_treated"].notna(), "firm_id"].iloc[0]))
+    paid_firm = f.loc[f["first_treated"].notna(), "firm_id"].iloc[0]
+    bad = f.assign(selected_year=f["selected_year"].where(f["firm_id"] != paid_firm))
     with pytest.raises(Exception, match="no 'selected_year'"):
         survival_did(bad, selected="selected_year")
     late = f.assign(selected_year=f["selected_year"] + 5)

@@ -32,13 +32,14 @@ from ._checks import (
     unit_constant,
 )
 from .drdid import R_TRIM, drdid_panel, independent_columns, std_ipw_panel
-from .results import DidResult, _Design, _vcov_from_psi, normal_inference
+from .results import DidResult, _Design, _if_matrix, _se, _vcov_from_psi, normal_inference
 
 __all__ = ["did", "prepare_panel"]
 
 _CONTROLS = ("never_treated", "not_yet_treated")
 _METHODS = ("dr", "ipw", "reg")
 _BASES = ("varying", "universal")
+_PANELS = ("pairwise", "balanced", "rcs")
 
 
 def _first_treated_from_indicator(
@@ -266,6 +267,52 @@ def prepare_panel(
     return frame, counts, notes, cluster_unit
 
 
+def _check_panel_option(panel: str, covariates: list[str], weight: str | None, n_bootstrap: int) -> None:
+    if panel not in _PANELS:
+        raise ImpactInputError(f"panel must be one of {_PANELS}, got {panel!r}.")
+    if panel == "rcs" and (covariates or weight or n_bootstrap):
+        raise ImpactInputError(
+            "panel='rcs' (R's allow_unbalanced_panel = TRUE) is available without covariates, weights and bootstrap "
+            "only. Fix: use panel='pairwise' (default) or 'balanced' for those.")
+
+
+def _balanced_rows(data: pd.DataFrame, outcome: str, unit: str, time: str, covariates: list[str],
+                   notes: list[str]) -> tuple[pd.DataFrame, int]:
+    """R ``did``'s balanced panel: complete cases (outcome, covariates), then only firms observed in every
+    period (``BMisc::makeBalancedPanel``). Returns (rows kept, firms dropped); the drop is noted."""
+    ok = data[[outcome, *covariates]].notna().all(axis=1).to_numpy()
+    d = data.loc[ok]
+    per_unit = d.groupby(unit, sort=False)[time].nunique()
+    keep = per_unit.index[per_unit == d[time].nunique()]
+    n_drop = int(data[unit].nunique() - len(keep))
+    if n_drop:
+        notes.append(f"panel='balanced': {n_drop} firm(s) not observed with {outcome} in every period were dropped "
+                     f"(R did's default); {len(keep)} firm(s) used.")
+    return d[d[unit].isin(keep)], n_drop
+
+
+def _rcs_unit_design(raw: Any, frame: pd.DataFrame, cluster_unit: np.ndarray | None, alpha: float) -> _Design:
+    """R ``allow_unbalanced_panel = TRUE``: diff-diff's per-observation influence functions summed by firm
+    (duplicate indices add up in the sparse IF matrix), cohort masses per firm, and each cell's SE from
+    V = sum_i psi_i^2 over firms (R: no G/(G-1) factor; diff-diff's own cell SEs carry it)."""
+    book = raw._aggregation_kit.bookkeeping
+    obs = np.asarray(book["all_units"]).astype(np.int64)
+    units, uidx = np.unique(frame["_unit"].to_numpy()[obs], return_inverse=True)
+    cohort = np.zeros(len(units))
+    cohort[uidx] = np.asarray(book["unit_cohorts"], dtype=float)
+    design = _Design(cohort=cohort, survey_w=None, n_units=len(units),
+                     cluster=None if cluster_unit is None else pd.factorize(cluster_unit[units])[0].astype(np.int64))
+    for cell, info in raw._aggregation_kit.influence.items():
+        info["treated_idx"] = uidx[np.asarray(info["treated_idx"], dtype=np.int64)]
+        info["control_idx"] = uidx[np.asarray(info["control_idx"], dtype=np.int64)]
+        d = raw.group_time_effects[cell]
+        psi = _if_matrix(raw._aggregation_kit.influence, [cell], len(units)).toarray().ravel()
+        e = normal_inference(d["effect"], _se(psi, design), alpha)
+        d.update({"se": e.se, "t_stat": e.estimate / e.se if e.se > 0 else np.nan, "p_value": e.pvalue,
+                  "conf_int": (e.ci_low, e.ci_high)})
+    return design
+
+
 def _check_options(method: str, base_period: str, anticipation: int, alpha: float, pscore_trim: float,
                    covariates: list[str], n_bootstrap: int) -> None:
     if method not in _METHODS:
@@ -354,6 +401,7 @@ def did(
     n_bootstrap: int = 0,
     seed: int = 0,
     pscore_trim: float = R_TRIM,
+    panel: str = "pairwise",
 ) -> DidResult:
     """Callaway-Sant'Anna staggered DiD on a firm-year panel.
 
@@ -370,6 +418,13 @@ def did(
     ``pscore_trim``: comparison units with propensity score >= pscore_trim are dropped from a cell
     (R's ``trim.level``, default 0.995; 1 keeps all).
 
+    ``panel`` (firms missing in some years): "pairwise" (default) - each ATT(g,t) uses the firms
+    observed in its base period and in t, aggregated with cohort masses fixed over all firms;
+    "balanced" - R ``did``'s default, firms not observed in every period dropped first
+    (``allow_unbalanced_panel = FALSE``); "rcs" - R's ``allow_unbalanced_panel = TRUE``, the
+    repeated-cross-section levels estimator with influence functions summed by firm (no covariates
+    or weights). The choice and the firms used are in ``choices``/``counts``/``notes``.
+
     Returns a :class:`DidResult` (``.overall``, ``.att_gt``, ``.event_study``, ``.pretrend``,
     ``.aggregate()``, ``.summary()``, ``.tidy()``, ``.plot()``, ``.choices``).
     """
@@ -378,14 +433,23 @@ def did(
 
     covariates = list(covariates or [])
     _check_options(method, base_period, anticipation, alpha, pscore_trim, covariates, n_bootstrap)
+    _check_panel_option(panel, covariates, weight, n_bootstrap)
+    pre_notes: list[str] = []
+    n_dropped = 0
+    if panel == "balanced":
+        data, n_dropped = _balanced_rows(data, outcome, unit, time, covariates, pre_notes)
     frame, counts, notes, cluster_unit = prepare_panel(
         data, outcome, unit=unit, time=time, first_treated=first_treated, treatment=treatment,
         control=control, covariates=covariates, cluster=cluster, weight=weight, anticipation=int(anticipation),
     )
+    notes[:0] = pre_notes
+    counts["n_units_dropped_unbalanced"] = n_dropped
+    if panel == "rcs":  # complete cases, as R's pre_process_did (diff-diff drops them too)
+        frame = frame[np.isfinite(frame["_y"].to_numpy())].reset_index(drop=True)
     est = CallawaySantAnna(
         control_group=control, anticipation=int(anticipation), estimation_method=method, alpha=alpha,
         cluster="_cluster" if cluster else None, n_bootstrap=int(n_bootstrap), seed=seed,
-        base_period=base_period, cband=True,
+        base_period=base_period, cband=True, allow_unbalanced_panel=panel == "rcs",
     )
     survey = diff_diff.SurveyDesign(weights="_w") if weight else None
     raw = est.fit(frame, "_y", "_unit", "_time", "_g", covariates=covariates or None, survey_design=survey)
@@ -398,6 +462,10 @@ def did(
         cluster=None if cluster_unit is None else pd.factorize(cluster_unit[all_units])[0].astype(np.int64),
         n_units=len(all_units),
     )
+    if panel == "rcs" and not book["is_panel"]:
+        design = _rcs_unit_design(raw, frame, cluster_unit, alpha)
+        notes.append(f"panel='rcs': {design.n_units} firm(s), {len(frame)} firm-year(s) pooled as repeated "
+                     "cross-sections (R allow_unbalanced_panel = TRUE).")
     r_cells = bool(covariates) and method in ("dr", "ipw")
     if r_cells:
         _r_drdid_cells(raw, frame, covariates, method, pscore_trim, design, base_period, int(anticipation), alpha)
@@ -407,7 +475,7 @@ def did(
         "base_period": base_period, "cluster": cluster, "weight": weight, "alpha": alpha,
         "n_bootstrap": int(n_bootstrap), "seed": seed, "engine": "diff_diff.CallawaySantAnna",
         "engine_version": diff_diff.__version__, "cells": "R DRDID" if r_cells else "diff-diff",
-        "pscore_trim": pscore_trim if r_cells else None,
+        "pscore_trim": pscore_trim if r_cells else None, "panel": panel,
         "estimand": (f"population ATT (weighted by {weight}: the supported firms the sample represents)" if weight
                      else "sample ATT (unweighted average over the supported firms in the sample)"),
         "firms_counted": "firms of the supported cohorts in the estimation sample (each ATT(g,t) uses those "

@@ -35,7 +35,16 @@ from msme_eval.results import Result, inference
 
 from .plots import event_study_plot
 
-__all__ = ["DidResult", "Estimate", "WaldTest", "Notes", "normal_inference"]
+__all__ = ["DidResult", "Estimate", "WaldTest", "Notes", "normal_inference", "PANEL_TEXT"]
+
+PANEL_TEXT = {
+    "pairwise": "pairwise: each ATT(g,t) uses the firms observed in its base period and in t; cohort masses fixed "
+                "over all firms (default)",
+    "balanced": "balanced: firms not observed (with the outcome) in every period dropped first, as R did's "
+                "default (allow_unbalanced_panel = FALSE)",
+    "rcs": "repeated cross-sections: R did's allow_unbalanced_panel = TRUE (levels estimator on the pooled "
+           "observations, influence functions summed by firm)",
+}
 
 
 class Notes(list):
@@ -510,6 +519,7 @@ class DidResult(_Aggregations, _SettingsFace):
             f"Control group: {ctrl.get(c['control'], c['control'])}",
             f"Base period: {c['base_period']}",
             f"Anticipation: {c['anticipation']} period(s)",
+            *([f"Unbalanced panel: {PANEL_TEXT.get(c['panel'], c['panel'])}"] if c.get("panel") else []),
             f"Method: {meth.get(c['method'], c['method'])}; covariates: {covs}"
             + (f"; comparison units with propensity score >= {trim} dropped (R DRDID trim.level)"
                if c.get("cells") == "R DRDID" else ""),
