@@ -151,7 +151,9 @@ def lead_areas(countries: Iterable[str]) -> list[str]:
     return [REGION] if REGION in countries else countries
 
 
-def _in_scope(template: Template, area: str, lead: list[str]) -> bool:
+def _in_scope(template: Template, area: str, lead: list[str], country_impact: bool) -> bool:
+    if area not in lead and "impact" in template.needs and not country_impact:
+        return False  # member-state impact pages in a regional cycle are opt-in (country_impact)
     return (area == REGION and "region" in template.scope) or \
         (area != REGION and "country" in template.scope) or \
         ("lead" in template.scope and area in lead)
@@ -159,9 +161,12 @@ def _in_scope(template: Template, area: str, lead: list[str]) -> bool:
 
 def plan(params: CycleParams, templates: list[Template]) -> list[Job]:
     """Every (template, area) pair to run: region templates once, country ones per country,
-    "lead" ones for each of `lead_areas`."""
+    "lead" ones for each of `lead_areas`. Pages that need the impact fits run for the lead
+    areas, and for every member state too when ``params.country_impact``."""
     lead = lead_areas(params.countries)
-    jobs = [Job(t, area) for t in templates for area in params.countries if _in_scope(t, area, lead)]
+    wide = bool(getattr(params, "country_impact", False))
+    jobs = [Job(t, area) for t in templates for area in params.countries
+            if _in_scope(t, area, lead, wide)]
     if not jobs:
         raise CycleError(f"nothing to run: templates {[t.name for t in templates]} have no "
                          f"scope matching countries {params.countries}")

@@ -228,13 +228,15 @@ def code_fingerprint() -> str:
     return h.hexdigest()
 
 
-def impact_key(inputs: Mapping[str, str], params: Any, area: str, call: Mapping[str, Any]) -> str:
+def impact_key(inputs: Mapping[str, str], params: Any, area: str, call: Mapping[str, Any],
+               code: str | None = None) -> str:
     """Cache key of one impact call: SHA-256 over the input files' SHA-256 (``inputs``: role ->
     hash), the parameters that shape the validated panel, the area, the call's arguments and the
-    estimator's code (`code_fingerprint`). Any changed byte or parameter gives another key."""
+    estimator's code (``code``, default `code_fingerprint`; the runner takes it once, at the start,
+    as it hashes the inputs). Any changed byte or parameter gives another key."""
     payload = {"inputs": {k: inputs.get(k) for k in _KEY_INPUTS},
                "panel_options": getattr(params, "panel_options", {}),
-               "area": area, "call": dict(call), "code": code_fingerprint()}
+               "area": area, "call": dict(call), "code": code or code_fingerprint()}
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
 
 
@@ -273,6 +275,9 @@ def run_impact_call(cache_dir: str, area: str, call: dict[str, Any], key: str) -
     return str(path)
 
 
+_PART_SETTINGS = ("subgroups", "subgroup_outcomes")  # what the first call leaves out
+
+
 def merge_impact(parts: Sequence[Any]) -> Any:
     """One `impact.Evaluation` from the calls of `impact_calls` (in that order): the first call's
     headline, event studies, jobs and evidence level; the robustness and inclusion tables of the
@@ -282,7 +287,9 @@ def merge_impact(parts: Sequence[Any]) -> Any:
         return head
     tables = {name: pd.concat([getattr(p, name) for p in rest], ignore_index=True)
               for name in ("robustness", "inclusion", "inclusion_tests", "inclusion_shares")}
-    settings = {**rest[0].settings, "programme_types": head.settings["programme_types"]}
+    # the first call saw every programme type; the per-type calls made the inclusion choices
+    settings = {**head.settings, **{k: v for k, v in rest[0].settings.items()
+                                    if k in _PART_SETTINGS or k not in head.settings}}
     notes = list(dict.fromkeys([*head.notes, *(n for p in rest for n in p.notes)]))
     return dataclasses.replace(head, settings=settings, notes=notes, **tables)
 
@@ -294,13 +301,14 @@ def plan_impact(params: Any, cache: Path, areas: Sequence[str], lead: Sequence[s
     effects only. Areas without supported firms get no call (their page says so)."""
     panel = pd.read_pickle(cache / "panel.pkl")
     plan: dict[str, str] = {}
+    code = code_fingerprint()
     calls: list[tuple[str, dict[str, Any], str]] = []
     for area in areas:
         types, _ = supported_types(area_rows(panel, area), params.programme_types)
         plan[area] = "full" if area in lead else "headline"
         for call in impact_calls(types, plan[area]) if types else []:
-            calls.append((area, call, impact_key(inputs, params, area, call)))
-    _write_text(json.dumps({"depth": plan, "inputs": dict(inputs)}, sort_keys=True),
+            calls.append((area, call, impact_key(inputs, params, area, call, code)))
+    _write_text(json.dumps({"depth": plan, "inputs": dict(inputs), "code": code}, sort_keys=True),
                 cache / IMPACT_PLAN_FILE)
     return calls
 
@@ -461,7 +469,7 @@ class NotebookContext:
             return impact.evaluate(data, programme_type=types, macro=self.macro())
         parts = []
         for call in impact_calls(types, self.impact_depth()):
-            key = impact_key(plan["inputs"], self.params, self.country, call)
+            key = impact_key(plan["inputs"], self.params, self.country, call, plan["code"])
             path = self.cache / IMPACT_DIR / f"{key}.pkl"
             if not path.exists():
                 run_impact_call(str(self.cache), self.country, call, key)

@@ -161,9 +161,14 @@ INLINE_BACKEND = "module://matplotlib_inline.backend_inline"
 
 
 def _environment(threads: int | None) -> dict[str, str]:
-    """The papermill/kernel environment: unbuffered, inline figures, quiet, capped threads."""
+    """The papermill/kernel environment: unbuffered, inline figures, quiet, capped threads,
+    a fixed hash seed."""
     env = dict(os.environ, PYTHONUNBUFFERED="1", PYDEVD_DISABLE_FILE_VALIDATION="1",
                MPLBACKEND=INLINE_BACKEND)
+    # one string-hash seed for every kernel and worker: set iteration order reaches some numerics
+    # (pyfixest's fixed-effect demeaning: TWFE SEs moved ~1e-7 between processes), and the same
+    # inputs must give the same numbers in every run
+    env.setdefault("PYTHONHASHSEED", "0")
     # pandera imports pyspark.pandas whenever pyspark is installed, which warns about the
     # pandas version on every import: noise on every report page, unrelated to the results
     quiet = "ignore:PySpark does not yet fully support pandas:FutureWarning"

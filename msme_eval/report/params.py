@@ -235,6 +235,9 @@ class CycleParams(_DataParams):
     output_root: PathParam = Field(Path("reports"), description="where cycles are published")
     previous_cycle: str | None = Field(None, description="cycle to compare with; None = the "
                                                          "latest earlier cycle in output_root")
+    country_impact: bool = Field(False, description="in a cycle with the region, also give each "
+                                 "member state an impact page with its headline effects (each "
+                                 "costs a few seconds); a run without the region always has them")
 
     @model_validator(mode="after")
     def _explicit_inputs(self) -> CycleParams:
