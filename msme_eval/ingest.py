@@ -11,12 +11,14 @@ the same `io.ReadOptions` and sniffing as ``read_panel`` (separator, title rows,
 from the first chunk, codebook); the encoding is UTF-8 unless declared. Rules that look
 across rows run once over the whole file, so they report the same rows as ``read_panel``:
 the per-firm ones (duplicate firm-year keys, a firm's first_treated/programme_type varying,
-gaps in a firm's years, first_treated outside the panel's years, identifier spellings) as
-DuckDB queries over small Parquet key files spilled per chunk (``_KeyStore``), the
-country-year ones (medians, weight dispersion) in pandas over numeric columns only. Memory
-is one chunk plus ~35 bytes per row. Measured (2.0 M rows, 411 MB CSV, 2 cores,
-/usr/bin/time -v): chunk_rows=100,000 peak RSS 0.80 GB, 28 s (in-memory key frame before:
-1.00 GB, 31 s); chunk_rows=250,000 1.08 GB either way (the chunk dominates).
+gaps in a firm's years, first_treated outside the panel's years, identifier spellings) and
+the country-year screening (turnover per employee against its cell median, currency
+clusters and jumps, weight dispersion) are DuckDB queries over small Parquet key files
+spilled per chunk (``_KeyStore``; DuckDB's ``memory_limit`` with a spill folder). Medians
+are exact and equal pandas' to the last bit; only the count and the first ``N_SHOW`` rows
+of each rule come back to Python. Between chunks nothing grows with the rows, so memory is
+one chunk plus DuckDB's cap. Measured at 9,986,740 rows (2.17 GB CSV, 250k-row chunks,
+2 cores; benchmarks/bench_ingest.py): see that file's docstring.
 
 Output: ``<out_dir>/country=IDN/year=2020/part-<chunk>-<i>.parquet`` (hive partitions) plus
 ``<out_dir>/_manifest.json`` (ignored by Parquet readers: leading underscore). Written to a
@@ -32,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import shutil
 import uuid
@@ -45,7 +48,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import io, schema
+from . import engines, io, schema
 from .schema import DataValidationError, Issue, ValidationReport
 
 __all__ = ["IngestResult", "validate_to_dataset", "iter_chunks", "GLOBAL_COLUMNS",
@@ -67,11 +70,7 @@ GLOBAL_RULES = GLOBAL_ROW_RULES | {"duplicate_firm_year", "id_spelling_variants"
 FIRM_RULES = frozenset({"first_treated_varies", "programme_type_varies", "non_consecutive_years",
                         "first_treated_outside_panel"})
 _FIRM_RULE_SPECS = tuple(r for r in schema.PANEL_SPEC.row_rules if r.rule in FIRM_RULES)
-# ... and in pandas over numeric columns (country-year statistics)
-_STATS_SPEC = dataclasses.replace(
-    schema.PANEL_SPEC, column_rules=(), required=(), not_null=frozenset(), unique=(),
-    row_rules=tuple(r for r in schema.PANEL_SPEC.row_rules
-                    if r.rule in GLOBAL_ROW_RULES - FIRM_RULES))
+# ... and as DuckDB aggregates per country-year (medians, weight dispersion)
 GLOBAL_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(
     [*schema.PANEL_SPEC.unique,
      *(c for r in schema.PANEL_SPEC.row_rules if r.rule in GLOBAL_ROW_RULES for c in r.needs)]))
@@ -315,65 +314,67 @@ def _manifest(src: Path, sha: str, tmp: Path, rows: int, chunks: int, chunk_rows
 
 
 # ---------------------------------------------------------------------------------------------
-# Whole-file rules: per-firm rules in DuckDB over spilled key files, country-year rules in memory
+# Whole-file rules: DuckDB queries over the key files spilled per chunk
 # ---------------------------------------------------------------------------------------------
 class _KeyStore:
-    """Keeps what the whole-file rules need with memory flat in the number of rows.
+    """Keeps what the whole-file rules need on disk, so memory is flat in the number of rows.
 
-    Per-firm rules (duplicate firm-year, first_treated / programme_type varying, year gaps,
-    first_treated outside the panel's years, identifier spellings) need the text firm_id of
-    every row: each chunk's ``_row`` (1-based row of the file), firm_id (typed and as written),
-    year, first_treated and programme_type go to a Parquet file in `folder` and the rules run
-    as DuckDB queries over those files (DuckDB spills to disk beyond ``memory_limit``).
-    Country-year rules (medians, weights) keep only numeric columns in memory (~30 bytes a
-    row, no strings)."""
+    Each chunk goes to ``folder/keys-<chunk>.parquet``: ``_row`` (1-based row of the file),
+    the per-firm columns (firm_id typed and as written, year, first_treated, programme_type)
+    and the country-year screening columns (country, turnover, employees, weight, and ``_lt``
+    = log10 turnover per employee computed with numpy exactly as `schema` does). The rules
+    run as DuckDB queries over those files (``memory_limit``, spilling to ``folder/spill``);
+    between chunks the store keeps only the chunk count and the column names."""
 
-    FIRM = ("firm_id", "year", "first_treated", "programme_type")
-    STATS = ("country", "year", "turnover", "employees", "weight")
+    COLUMNS = ("firm_id", "year", "first_treated", "programme_type", "country", "turnover",
+               "employees", "weight")
 
     def __init__(self, folder: Path, memory_limit: str = "512MB"):
         self.folder, self.memory_limit = folder, memory_limit
-        self.stats: list[pd.DataFrame] = []
         self.columns: set[str] = set()
         self.n = 0
 
     def add(self, typed: pd.DataFrame, raw_id: pd.Series | None, offset: int) -> None:
         import pyarrow.parquet as pq
 
-        cols = [c for c in self.FIRM if c in typed.columns]
-        keys = typed[cols].copy()
+        keys = typed[[c for c in self.COLUMNS if c in typed.columns]].copy()
         keys.insert(0, "_row", pd.RangeIndex(offset + 1, offset + len(typed) + 1))
+        if {"turnover", "employees"} <= set(keys.columns):
+            keys["_lt"] = log_turnover_per_employee(typed)
         if raw_id is not None:
             keys["_id_raw"] = raw_id.astype(object).where(raw_id.notna(), None).map(
                 lambda v: v if v is None or isinstance(v, str) else str(v)).to_numpy()
         self.columns |= set(keys.columns)
         self.folder.mkdir(exist_ok=True)
         pq.write_table(pa.Table.from_pandas(keys, preserve_index=False),
-                       self.folder / f"keys-{self.n:05d}.parquet")
-        stats = typed[[c for c in self.STATS if c in typed.columns]].copy()
-        if "country" in stats:
-            stats["country"] = stats["country"].astype("category")
-        self.stats.append(stats)
+                       self.folder / f"keys-{self.n:06d}.parquet")
         self.n += 1
 
-    def stat_frame(self) -> pd.DataFrame:
-        frame = pd.concat(self.stats, ignore_index=True) if self.stats else pd.DataFrame()
-        self.stats = []
-        if "country" in frame:
-            frame["country"] = frame["country"].astype("str")
-        return frame
-
     def connect(self) -> Any:
-        import duckdb
-
-        con = duckdb.connect(config={"memory_limit": self.memory_limit, "threads": 2})
-        con.execute(f"CREATE VIEW keys AS SELECT * FROM read_parquet('{self.folder}/*.parquet',"
-                    " union_by_name = true)")
+        con = engines.connect(memory_limit=self.memory_limit,
+                              temp_directory=self.folder / "spill")
+        con.execute(f"CREATE VIEW keys AS SELECT * FROM read_parquet('{self.folder}/keys-*."
+                    "parquet', union_by_name = true)")
         return con
 
 
-def _rows(con: Any, sql: str) -> np.ndarray:
-    return np.asarray([r[0] for r in con.execute(sql).fetchall()], dtype=np.int64)
+def log_turnover_per_employee(df: pd.DataFrame) -> pd.Series:
+    """log10(turnover / max(employees, 1)), missing unless turnover > 0: the statistic the
+    outlier and currency screening compares with its country-year median (`schema._log_tpe`,
+    the same numpy operations, so the medians agree with read_panel's to the last bit)."""
+    t = df["turnover"].astype("float64")
+    e = df["employees"].astype("Float64").astype("float64").clip(lower=1)
+    return np.log10(t.where(t > 0) / e)
+
+
+def _hits(con: Any, sql: str) -> tuple[int, np.ndarray]:
+    """(how many rows `sql` selects, the first `N_SHOW` of their ``_row``): the full list of
+    offending rows is never brought into Python (it can be the whole file)."""
+    n, first = con.execute(
+        f"WITH h AS MATERIALIZED ({sql}) SELECT (SELECT count(*) FROM h), (SELECT "
+        f"list(_row ORDER BY _row) FROM (SELECT _row FROM h ORDER BY _row LIMIT "
+        f"{schema.N_SHOW}))").fetchone()
+    return int(n), np.asarray(first or [], dtype=np.int64)
 
 
 def _shown(con: Any, rows: np.ndarray, needs: tuple[str, ...]) -> pd.DataFrame:
@@ -382,76 +383,267 @@ def _shown(con: Any, rows: np.ndarray, needs: tuple[str, ...]) -> pd.DataFrame:
                        "ORDER BY _row").df()
 
 
+def _shown_values(con: Any, rows: np.ndarray, needs: tuple[str, ...]) -> list[str]:
+    """'col=value, ...' of the first rows, formatted as `schema.check_rules` shows them."""
+    return [", ".join(f"{k}={schema._fmt_value(v)}" for k, v in zip(needs, t))
+            for t in _shown(con, rows, needs).itertuples(index=False)]
+
+
 def _varies_sql(col: str) -> str:
     return (f"SELECT _row FROM keys WHERE firm_id IN (SELECT firm_id FROM keys GROUP BY "
-            f"firm_id HAVING count(DISTINCT {col}) + max(({col} IS NULL)::INT) > 1) "
-            "ORDER BY _row")
+            f"firm_id HAVING count(DISTINCT {col}) + max(({col} IS NULL)::INT) > 1)")
 
 
 _FIRM_SQL = {
     "first_treated_varies": _varies_sql("first_treated"),
     "programme_type_varies": _varies_sql("programme_type"),
     "non_consecutive_years": "SELECT _row FROM (SELECT _row, year - lag(year) OVER (PARTITION "
-                             "BY firm_id ORDER BY year, _row) AS d FROM keys) WHERE d > 1 "
-                             "ORDER BY _row",
+                             "BY firm_id ORDER BY year, _row) AS d FROM keys) WHERE d > 1",
     "first_treated_outside_panel": "SELECT _row FROM keys, (SELECT min(year) AS lo, max(year) "
                                    "AS hi FROM keys) WHERE first_treated < lo OR first_treated "
-                                   "> hi ORDER BY _row",
+                                   "> hi",
 }
 _DUPLICATES_SQL = ("SELECT _row FROM keys k JOIN (SELECT firm_id, year FROM keys GROUP BY "
                    "firm_id, year HAVING count(*) > 1) d ON k.firm_id IS NOT DISTINCT FROM "
-                   "d.firm_id AND k.year IS NOT DISTINCT FROM d.year ORDER BY _row")
+                   "d.firm_id AND k.year IS NOT DISTINCT FROM d.year")
 
 
-def _firm_issues(store: _KeyStore, label: str) -> list[Issue]:
+def _firm_issues(con: Any, columns: set[str], label: str) -> list[Issue]:
     """The per-firm whole-file rules as DuckDB queries, reported like `schema.check_rules`."""
+    issues: list[Issue] = []
+    if {"firm_id", "year"} <= columns:
+        n, rows = _hits(con, _DUPLICATES_SQL)
+        if n:
+            vals = [f"firm_id={f}, year={y}" for f, y in
+                    _shown(con, rows, ("firm_id", "year")).itertuples(index=False)]
+            issues.append(schema.make_issue(label, "firm_id+year", "duplicate_firm_year",
+                                            rows, vals, n_rows=n, quote=False,
+                                            keys="firm_id + year"))
+    for rule in _FIRM_RULE_SPECS:
+        if not set(rule.needs) <= columns:
+            continue
+        n, rows = _hits(con, _FIRM_SQL[rule.rule])
+        if n:
+            fmt = (dict(zip(("lo", "hi"), con.execute(
+                "SELECT min(year), max(year) FROM keys").fetchone()))
+                if callable(rule.fmt) else rule.fmt)
+            issues.append(schema.make_issue(label, rule.column, rule.rule, rows,
+                                            _shown_values(con, rows, rule.needs), n_rows=n,
+                                            quote=False, **fmt))
+    if "_id_raw" in columns:
+        issues += _id_issues(con, label)
+    return issues
+
+
+class _FirstRows(tuple):
+    """The first offending rows, with ``len()`` = how many rows offend in all: what
+    `schema.id_issues` needs (it takes ``len(rows)`` as the count and shows the first ones)."""
+
+    count: int
+
+    def __new__(cls, first: np.ndarray, count: int) -> _FirstRows:
+        obj = super().__new__(cls, (int(r) for r in first))
+        obj.count = count
+        return obj
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def _spelling_keys(con: Any, batch_rows: int = 100_000) -> None:
+    """Table ``_spellings``: every distinct firm_id as written, its first row, its
+    `schema.id_key` and whether it holds invisible characters, computed in batches of
+    `batch_rows` spellings (never all of them in Python at once)."""
+    con.execute("CREATE OR REPLACE TABLE _spellings(v VARCHAR, first BIGINT, k VARCHAR, "
+                "odd BOOLEAN)")
+    reader = con.cursor().sql(
+        "SELECT _id_raw AS v, min(_row) AS first FROM keys WHERE _id_raw IS NOT NULL GROUP BY "
+        "_id_raw").to_arrow_reader(batch_rows)
+    for batch in reader:
+        values = batch.column(0).to_pylist()
+        _batch = pa.table({"v": batch.column(0), "first": batch.column(1),
+                           "k": [schema.id_key(v) for v in values],
+                           "odd": [bool(schema._INVISIBLE.search(v)) for v in values]})
+        con.execute("INSERT INTO _spellings SELECT * FROM _batch")
+
+
+def _id_issues(con: Any, label: str) -> list[Issue]:
+    """Identifier spellings (`schema.identifier_issues`) over the whole file. Only the
+    spellings that share their key with another or hold invisible characters come back to
+    Python (in order of first appearance); on them `schema.id_spelling_groups` gives the same
+    twins, odd spellings and twin groups as on every spelling."""
+    _spelling_keys(con)
+    suspects = [r[0] for r in con.execute(
+        "SELECT v FROM _spellings WHERE odd OR k IN (SELECT k FROM _spellings GROUP BY k "
+        "HAVING count(*) > 1) ORDER BY first").fetchall()]
+    groups = schema.id_spelling_groups(suspects)
+
+    def rows_of(values: set[str]) -> tuple[_FirstRows, list[str]]:
+        con.execute("CREATE OR REPLACE TEMP TABLE _ids(v VARCHAR)")
+        con.executemany("INSERT INTO _ids VALUES (?)", [[v] for v in sorted(values)])
+        n, first = _hits(con, "SELECT _row FROM keys WHERE _id_raw IN (SELECT v FROM _ids)")
+        return _FirstRows(first, n), list(_shown(con, first, ("_id_raw",))["_id_raw"])
+
+    return schema.id_issues(groups, rows_of, "firm_id", label)
+
+
+# Country-year screening (the outlier / currency / weight rules of `schema.PANEL_SPEC`) as
+# DuckDB queries. Medians are exact and equal pandas' to the last bit: the mean of the lower
+# and upper middle values (``quantile_disc`` of x and of -x), as pandas' group median does,
+# rather than ``quantile_cont``'s lo + (hi - lo) / 2, which can differ by one unit in the
+# last place. Sums of weights are Kahan sums (``fsum``) in file order on one thread (the same
+# result on every run); they may differ from pandas' Kahan sums in the 16th digit.
+_SPEC_OF = {r.rule: r for r in schema.PANEL_SPEC.row_rules}
+_SAME_CELL = "k.country IS NOT DISTINCT FROM c.country AND k.year IS NOT DISTINCT FROM c.year"
+
+
+def _median_sql(col: str) -> str:
+    return f"(quantile_disc({col}, 0.5) - quantile_disc(-{col}, 0.5)) / 2"
+
+
+def _screening_tables(con: Any) -> None:
+    """Per country-year cell (a missing country or year is a cell too, as pandas' groupby
+    with dropna=False): rows with a log turnover per employee, their median (cells of at
+    least MIN_GROUP_FOR_STATS values), and each row's deviation from it (view ``dev``); the
+    numbers of rows beyond the cluster limit on either side (``sides``)."""
+    con.execute("CREATE TEMP TABLE lim(tpe DOUBLE, cluster DOUBLE, share DOUBLE, jump DOUBLE)")
+    con.execute("INSERT INTO lim VALUES (?, ?, ?, ?)", [
+        math.log10(schema.TURNOVER_PER_EMPLOYEE_FACTOR), math.log10(schema.CURRENCY_CLUSTER_FACTOR),
+        schema.CURRENCY_CLUSTER_SHARE, math.log10(schema.CURRENCY_JUMP_FACTOR)])
+    con.execute(f"CREATE TEMP TABLE cells AS SELECT country, year, count(_lt) AS n, CASE WHEN "
+                f"count(_lt) >= {schema.MIN_GROUP_FOR_STATS} THEN {_median_sql('_lt')} END "
+                "AS med FROM keys GROUP BY country, year")
+    con.execute("CREATE TEMP VIEW dev AS SELECT k._row, k.country, k.year, k._lt - c.med AS dev"
+                f" FROM keys k JOIN cells c ON {_SAME_CELL} WHERE c.med IS NOT NULL")
+    con.execute("CREATE TEMP TABLE sides AS SELECT country, year, greatest(3, (SELECT share "
+                "FROM lim) * count(dev)) AS need, count(*) FILTER (WHERE dev < -(SELECT "
+                "cluster FROM lim)) AS lo, count(*) FILTER (WHERE dev > (SELECT cluster FROM "
+                "lim)) AS hi FROM dev GROUP BY country, year")
+
+
+_TPE_SQL = "SELECT _row FROM dev WHERE abs(dev) > (SELECT tpe FROM lim)"
+_CLUSTER_SQL = (f"SELECT k._row, k.country, k.year FROM dev k JOIN sides c ON {_SAME_CELL} "
+                "WHERE (k.dev < -(SELECT cluster FROM lim) AND c.lo >= c.need) OR (k.dev > "
+                "(SELECT cluster FROM lim) AND c.hi >= c.need)")
+_JUMPS_SQL = (
+    "SELECT * FROM (SELECT country, year, med, lag(year) OVER w AS prev_year, lag(med) OVER w "
+    "AS prev_median, med - lag(med) OVER w AS jump FROM cells WHERE country IS NOT NULL AND "
+    f"year IS NOT NULL AND n >= {schema.MIN_GROUP_FOR_STATS} WINDOW w AS (PARTITION BY "
+    "country ORDER BY year)) WHERE abs(jump) >= (SELECT jump FROM lim)")
+_WEIGHT_CELLS_SQL = (
+    "SELECT country, year, count(weight) AS n, fsum(weight) AS s1, fsum(weight * weight) AS "
+    f"s2, max(weight) AS mx, min(weight) AS mn, {_median_sql('weight')} AS med FROM keys "
+    "WHERE country IS NOT NULL AND year IS NOT NULL GROUP BY country, year")
+
+
+def _cell_label(country: Any, year: Any) -> str:
+    """A cell as pandas prints it in the rule details (missing country 'nan', year '<NA>')."""
+    return f"{'nan' if country is None else country} {'<NA>' if year is None else year}"
+
+
+def _cluster_detail(con: Any) -> dict[str, Any]:
+    """`schema._currency_cluster_fmt`: the first cells holding flagged rows (in row order),
+    flagged rows of all rows of each (a missing key matches no row, as in pandas)."""
+    cells = con.execute(
+        f"WITH b AS ({_CLUSTER_SQL}), f AS (SELECT country, year, count(*) AS bad, min(_row) "
+        f"AS first FROM b GROUP BY country, year ORDER BY first LIMIT {schema.N_SHOW}) SELECT "
+        "f.country, f.year, CASE WHEN f.country IS NULL OR f.year IS NULL THEN 0 ELSE f.bad "
+        "END, (SELECT count(*) FROM keys k WHERE k.country = f.country AND k.year = f.year) "
+        "FROM f ORDER BY f.first").fetchall()
+    return {"factor": schema.CURRENCY_CLUSTER_FACTOR, "detail": "; ".join(
+        f"{_cell_label(c, y)}: {bad} of {n} rows" for c, y, bad, n in cells)}
+
+
+def _jump_detail(jumps: pd.DataFrame) -> dict[str, Any]:
+    """`schema._currency_jump_fmt` of the flagged (country, year) jumps."""
+    return {"factor": schema.CURRENCY_JUMP_FACTOR, "detail": "; ".join(
+        f"{r.country} {int(r.prev_year)} -> {int(r.year)}: median {10 ** r.prev_median:,.4g} "
+        f"-> {10 ** r.med:,.4g} (x{10 ** r.jump:,.3g})"
+        for r in jumps.head(schema.N_SHOW).itertuples())}
+
+
+def _weight_detail(flagged: pd.DataFrame) -> dict[str, Any]:
+    """`schema._weights_fmt` of the flagged cells."""
+    return {"detail": "; ".join(
+        f"{r.country} {int(r.year)}: Kish 1+CV^2 = {r.deff:.3g}, max/min = {r.ratio:,.0f}"
+        for r in flagged.head(schema.N_SHOW).itertuples())
+        + f"; limit {schema.WEIGHT_DEFF_MAX:g}; rows shown: weights 10x above or below the "
+        "cell median"}
+
+
+def _flag_cells(con: Any, name: str, frame: pd.DataFrame, columns: list[str]) -> None:
+    """Store the flagged (country, year) cells as table `name` for the row queries."""
+    con.register(f"_{name}_df", frame[columns].reset_index(drop=True))
+    con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM _{name}_df")
+    con.unregister(f"_{name}_df")
+
+
+def _weight_cells(con: Any) -> pd.DataFrame:
+    """Cells whose Kish design effect 1 + CV^2 = n sum(w^2) / sum(w)^2 exceeds the limit
+    (Kish 1965, Survey Sampling, 11.7), sorted by country and year (`schema._weights_stats`);
+    computed on one thread so the Kahan sums run in file order."""
+    con.execute("SET threads = 1")
+    try:
+        st = con.execute(f"SELECT * FROM ({_WEIGHT_CELLS_SQL}) ORDER BY country, year").df()
+    finally:
+        con.execute("SET threads = 2")
+    st["deff"] = st["n"] * st["s2"] / st["s1"] ** 2
+    st["ratio"] = st["mx"] / st["mn"]
+    return st[(st["n"] >= schema.MIN_GROUP_FOR_STATS) & (st["deff"] > schema.WEIGHT_DEFF_MAX)]
+
+
+def _screen_issue(con: Any, label: str, rule: str, sql: str, fmt: dict[str, Any]
+                  ) -> list[Issue]:
+    spec = _SPEC_OF[rule]
+    n, rows = _hits(con, sql)
+    if not n:
+        return []
+    return [schema.make_issue(label, spec.column, rule, rows,
+                              _shown_values(con, rows, spec.needs), n_rows=n, quote=False,
+                              **fmt)]
+
+
+def _screening_issues(con: Any, columns: set[str], label: str) -> list[Issue]:
+    """The country-year rules of `schema.PANEL_SPEC` (turnover per employee 1000x from its
+    cell median, currency clusters within a year and jumps of the median between years,
+    dispersed weights) over the whole file, in the spec's order, as `schema.check_rules`
+    reports them."""
+    issues: list[Issue] = []
+    if {"country", "year", "_lt"} <= columns:
+        _screening_tables(con)
+        issues += _screen_issue(con, label, "turnover_per_employee_extreme", _TPE_SQL,
+                                {"factor": schema.TURNOVER_PER_EMPLOYEE_FACTOR})
+        if con.execute(f"SELECT count(*) FROM ({_CLUSTER_SQL})").fetchone()[0]:
+            issues += _screen_issue(con, label, "mixed_currency_within_year", _CLUSTER_SQL,
+                                    _cluster_detail(con))
+        jumps = con.execute(f"{_JUMPS_SQL} ORDER BY country, year").df()
+        if len(jumps):
+            _flag_cells(con, "jumps", jumps, ["country", "year"])
+            issues += _screen_issue(con, label, "mixed_currency_between_years",
+                                    "SELECT k._row FROM keys k JOIN jumps j ON k.country = "
+                                    "j.country AND k.year = j.year", _jump_detail(jumps))
+    if {"country", "year", "weight"} <= columns:
+        flagged = _weight_cells(con)
+        if len(flagged):
+            _flag_cells(con, "wflag", flagged, ["country", "year", "med"])
+            issues += _screen_issue(con, label, "weights_dispersed",
+                                    "SELECT k._row FROM keys k JOIN wflag f ON k.country = "
+                                    "f.country AND k.year = f.year WHERE k.weight >= 10 * f.med"
+                                    " OR k.weight <= f.med / 10", _weight_detail(flagged))
+    return issues
+
+
+def _global_issues(store: _KeyStore, label: str) -> list[Issue]:
+    """Every whole-file rule: country-year screening first, then the per-firm rules (the
+    order `io.read_panel` reports them in)."""
     if store.n == 0:
         return []
     con = store.connect()
     try:
-        issues: list[Issue] = []
-        if {"firm_id", "year"} <= store.columns:
-            rows = _rows(con, _DUPLICATES_SQL)
-            if len(rows):
-                vals = [f"firm_id={f}, year={y}" for f, y in
-                        _shown(con, rows, ("firm_id", "year")).itertuples(index=False)]
-                issues.append(schema.make_issue(label, "firm_id+year", "duplicate_firm_year",
-                                                rows, vals, n_rows=len(rows), quote=False,
-                                                keys="firm_id + year"))
-        for rule in _FIRM_RULE_SPECS:
-            if not set(rule.needs) <= store.columns:
-                continue
-            rows = _rows(con, _FIRM_SQL[rule.rule])
-            if len(rows):
-                vals = [", ".join(f"{k}={schema._fmt_value(v)}" for k, v in zip(rule.needs, t))
-                        for t in _shown(con, rows, rule.needs).itertuples(index=False)]
-                fmt = (dict(zip(("lo", "hi"), con.execute(
-                    "SELECT min(year), max(year) FROM keys").fetchone()))
-                    if callable(rule.fmt) else rule.fmt)
-                issues.append(schema.make_issue(label, rule.column, rule.rule, rows, vals,
-                                                n_rows=len(rows), quote=False, **fmt))
-        if "_id_raw" in store.columns:
-            issues += _id_issues(con, label)
-        return issues
+        return _screening_issues(con, store.columns, label) + _firm_issues(con, store.columns,
+                                                                            label)
     finally:
         con.close()
-
-
-def _id_issues(con: Any, label: str) -> list[Issue]:
-    spellings = [r[0] for r in con.execute(
-        "SELECT _id_raw FROM keys WHERE _id_raw IS NOT NULL GROUP BY _id_raw "
-        "ORDER BY min(_row)").fetchall()]
-    groups = schema.id_spelling_groups(spellings)
-
-    def rows_of(values: set[str]) -> tuple[np.ndarray, list[str]]:
-        con.execute("CREATE OR REPLACE TEMP TABLE _ids(v VARCHAR)")
-        con.executemany("INSERT INTO _ids VALUES (?)", [[v] for v in sorted(values)])
-        found = con.execute("SELECT _row, _id_raw FROM keys WHERE _id_raw IN (SELECT v FROM "
-                            "_ids) ORDER BY _row").fetchall()
-        return (np.asarray([r for r, _ in found], dtype=np.int64),
-                [v for _, v in found[:schema.N_SHOW]])
-
-    return schema.id_issues(groups, rows_of, "firm_id", label)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -508,8 +700,7 @@ def validate_to_dataset(path: PathLike, out_dir: PathLike, *, chunk_rows: int = 
         collector, rows, n_chunks, schema_, derived = _run(chunks, reader, store, tmp, tick)
         if n_chunks == 0:  # header only: validate_panel reports "no data rows"
             schema.validate_panel(pd.DataFrame(), file=label)[1].raise_for_errors()
-        global_issues = schema.check_rules(store.stat_frame(), _STATS_SPEC, label)
-        global_issues += _firm_issues(store, label)
+        global_issues = _global_issues(store, label)
         report = ValidationReport(label, reader.issues + collector.issues(global_issues,
                                                                           derived))
         report.raise_for_errors()
