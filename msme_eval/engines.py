@@ -107,19 +107,22 @@ def product_key(wpow: int, vars_: Sequence[int | None]) -> ProductKey:
 
 
 def sum_name(key: ProductKey, names: Sequence[str]) -> str:
-    """Column name of a product in the sums table: ``w*turnover``, ``w2*y*x`` (w2 = w^2)."""
+    """Column name of a product in the sums table: ``w*turnover``, ``w2*y*x`` (w2 = w^2),
+    ``w4`` (w^4)."""
     wpow, vars_ = key
-    parts = ["w" if wpow == 1 else "w2"] + [names[v] for v in vars_]
+    parts = ["w" if wpow == 1 else f"w{wpow}"] + [names[v] for v in vars_]
     return "*".join(parts)
 
 
 def needed_products(k_vars: int, ones: Sequence[bool], *, rows_are_psus: bool, deff: bool,
-                    calibrated: bool = False) -> list[ProductKey]:
+                    calibrated: bool = False, design_df: bool = False) -> list[ProductKey]:
     """Product columns stage (a) must sum, deduplicated (a constant-1 variable drops out).
 
     Always ``w*y_j``; for the design effect ``w`` and ``w*y_j*y_l``; when rows are the PSUs
     ``w2*y_j*y_l`` (their squares); for a calibrated variance ``w`` and, when rows are the PSUs,
-    ``w2*y_j`` and ``w2`` (cross-products with the calibration variable, the weight).
+    ``w2*y_j`` and ``w2`` (cross-products with the calibration variable, the weight); for the
+    degrees of freedom from the design (``survey`` ``df="design"``) ``w2`` and, when rows are
+    the PSUs, ``w4`` (each PSU's sum of squared weights and its square).
     """
     var = [None if ones[j] else j for j in range(k_vars)]
     keys: list[ProductKey] = []
@@ -142,12 +145,16 @@ def needed_products(k_vars: int, ones: Sequence[bool], *, rows_are_psus: bool, d
         for j in range(k_vars):
             add(product_key(2, [var[j]]))
         add(product_key(2, []))
+    if design_df:
+        add(product_key(2, []))
+        if rows_are_psus:
+            add(product_key(4, []))
     return keys
 
 
 def check_domain_names(by_cols: Sequence[str], extra_prefixes: tuple[str, ...] = ()) -> None:
     """Refuse domain column names that clash with the sums table's own columns."""
-    reserved = [c for c in by_cols if c in ("n", "w", STRATUM, PSU, EXCLUDED)
+    reserved = [c for c in by_cols if c in ("n", "w", "w2", "w4", STRATUM, PSU, EXCLUDED)
                 or c.startswith(("w*", "w2*", *extra_prefixes))]
     if reserved:
         raise ValueError(f"domain column name(s) {reserved} clash with the names of the sums "
@@ -156,9 +163,11 @@ def check_domain_names(by_cols: Sequence[str], extra_prefixes: tuple[str, ...] =
 
 def _set_table_attrs(table: pd.DataFrame, *, names: list[str], ones: list[bool],
                      by_cols: list[str], weight: str | None, strata: str | None,
-                     psu: str | None, deff: bool, calibrated: bool) -> pd.DataFrame:
+                     psu: str | None, deff: bool, calibrated: bool,
+                     design_df: bool = False) -> pd.DataFrame:
     table.attrs.update(variables=names, ones=ones, by=by_cols, rows_are_psus=psu is None,
-                       deff=deff, calibrated=calibrated, strata=strata, psu=psu, weight=weight)
+                       deff=deff, calibrated=calibrated, strata=strata, psu=psu, weight=weight,
+                       design_df=design_df)
     return table
 
 
@@ -351,8 +360,8 @@ def _bincount_products(gid: np.ndarray, n_groups: int, w: np.ndarray,
                        names: list[str]) -> dict[str, np.ndarray]:
     """``SUM(w^p * y_j * y_l ...)`` per group, reusing shared prefixes of the products."""
     cache: dict[ProductKey, np.ndarray] = {(1, ()): w}
-    if any(wpow == 2 for wpow, _ in products):
-        cache[(2, ())] = w * w
+    for wpow in sorted({wpow for wpow, _ in products} - {1}):
+        cache[(wpow, ())] = w**wpow
 
     def product(key: ProductKey) -> np.ndarray:
         if key not in cache:  # reuse the product of all but the last factor
@@ -373,13 +382,14 @@ def pandas_grouped_sums(data: pd.DataFrame, columns: Mapping[str, Any] | Sequenc
                         weight: str | None = None, strata: str | None = None,
                         psu: str | None = None, by: str | Sequence[str] | None = None,
                         na_rm: bool = False, deff: bool = True,
-                        calibrated: bool = False) -> pd.DataFrame:
+                        calibrated: bool = False, design_df: bool = False) -> pd.DataFrame:
     """Stage (a) in memory: the small table of weighted sums per (domain, stratum[, PSU]).
 
     Columns: the ``by`` columns, ``__stratum__``, ``__psu__`` (absent when rows are the PSUs),
     ``__excluded__`` (True for the rows left out of every domain by ``na_rm``), ``n`` (row count)
     and one column per product (:func:`needed_products`), named like ``w*turnover``,
-    ``w*turnover*employees``, ``w2*turnover*turnover`` (``w2`` = squared weight). ``columns``
+    ``w*turnover*employees``, ``w2*turnover*turnover`` (``w2`` = squared weight; ``design_df``
+    adds ``w2`` and, without PSUs, ``w4``). ``columns``
     maps estimate names to column names (or arrays aligned with ``data``); a value of ``None``
     means the constant 1. The table's attrs carry ``variables`` (names, in order),
     ``rows_are_psus`` and the design column names.
@@ -399,7 +409,7 @@ def pandas_grouped_sums(data: pd.DataFrame, columns: Mapping[str, Any] | Sequenc
     check_domain_names(by_cols)
     ones = [v is None for v in values]
     products = needed_products(len(names), ones, rows_are_psus=psu is None, deff=deff,
-                               calibrated=calibrated)
+                               calibrated=calibrated, design_df=design_df)
 
     # one grouped pass: combine the key codes into one group id (excluded flag, domains,
     # stratum, PSU; combined right to left: PSU within stratum), then bincount
@@ -422,7 +432,8 @@ def pandas_grouped_sums(data: pd.DataFrame, columns: Mapping[str, Any] | Sequenc
     # Index objects keep the dtype of the domain columns (category, boolean, str, int)
     table = pd.DataFrame({k: (v.array if isinstance(v, pd.Index) else v) for k, v in out.items()})
     return _set_table_attrs(table, names=names, ones=ones, by_cols=by_cols, weight=weight,
-                            strata=strata, psu=psu, deff=deff, calibrated=calibrated)
+                            strata=strata, psu=psu, deff=deff, calibrated=calibrated,
+                            design_df=design_df)
 
 
 # --------------------------------------------------------------------------------------------
@@ -844,7 +855,7 @@ def grouped_sums(data: Any, columns: Mapping[str, Any] | Sequence[str], *,
                  calibrated: bool = False, engine: str | None = None, con: Any = None,
                  memory_limit: str | None = None, threads: int | None = None,
                  temp_directory: str | os.PathLike | None = None,
-                 sort: bool = False) -> pd.DataFrame:
+                 sort: bool = False, design_df: bool = False) -> pd.DataFrame:
     """Stage (a) on the engine of ``data``: the table of weighted sums per (domain, stratum, PSU).
 
     ``columns``: names or ``{name: column | None}`` (``None`` = constant 1; arrays only in
@@ -853,6 +864,8 @@ def grouped_sums(data: Any, columns: Mapping[str, Any] | Sequence[str], *,
     :func:`pandas_grouped_sums` table whatever the engine. Rows come in the engine's order
     (stage (b) does not depend on it); ``sort=True`` sorts them by ``__excluded__``, the ``by``
     columns, ``__stratum__``, ``__psu__`` (seconds on millions of groups, hence off by default).
+    ``design_df=True`` adds the squared-weight sums the design-based df needs
+    (:func:`needed_products`).
     """
     engine = engine_of(data) if engine is None else engine
     if engine == "pandas":
@@ -861,11 +874,13 @@ def grouped_sums(data: Any, columns: Mapping[str, Any] | Sequence[str], *,
         if any(v is not None for v in (con, memory_limit, threads, temp_directory)):
             raise ValueError("con/memory_limit/threads/temp_directory apply to DuckDB only")
         table = pandas_grouped_sums(data, columns, weight=weight, strata=strata, psu=psu, by=by,
-                                    na_rm=na_rm, deff=deff, calibrated=calibrated)
+                                    na_rm=na_rm, deff=deff, calibrated=calibrated,
+                                    design_df=design_df)
         return _sorted(table) if sort else table
     run = runner(data, engine, con=con, memory_limit=memory_limit, threads=threads,
                   temp_directory=temp_directory)
-    design = _SqlDesign(_spec(columns), weight, strata, psu, as_list(by), na_rm, deff, calibrated)
+    design = _SqlDesign(_spec(columns), weight, strata, psu, as_list(by), na_rm, deff, calibrated,
+                        design_df)
     table = _sql_grouped_sums(run, design)
     return _sorted(table) if sort else table
 
@@ -891,6 +906,7 @@ class _SqlDesign:
     na_rm: bool
     deff: bool
     calibrated: bool
+    design_df: bool = False
 
     @property
     def names(self) -> list[str]:
@@ -907,7 +923,8 @@ class _SqlDesign:
     @property
     def products(self) -> list[ProductKey]:
         return needed_products(len(self.spec), self.ones, rows_are_psus=self.psu is None,
-                               deff=self.deff, calibrated=self.calibrated)
+                               deff=self.deff, calibrated=self.calibrated,
+                               design_df=self.design_df)
 
     @property
     def keys(self) -> list[str]:
@@ -1049,7 +1066,7 @@ def _sql_grouped_sums(run: _Runner, s: _SqlDesign) -> pd.DataFrame:
         table[STRATUM] = table[STRATUM].astype(np.int64)
     return _set_table_attrs(table, names=s.names, ones=s.ones, by_cols=s.by_cols,
                             weight=s.weight, strata=s.strata, psu=s.psu, deff=s.deff,
-                            calibrated=s.calibrated)
+                            calibrated=s.calibrated, design_df=s.design_df)
 
 
 

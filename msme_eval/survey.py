@@ -38,7 +38,7 @@ Conventions (and why):
 * **No design information** (no ``strata``/``psu``): simple random sampling with replacement of
   rows (each row its own PSU, one stratum); ``strata`` only: each row is its own PSU within
   its stratum.
-* **Degrees of freedom** (``df=``): by default (``"satterthwaite"``) the effective df of each
+* **Degrees of freedom** (``df=``, :data:`DF_RULES`): by default (``"satterthwaite"``) the effective df of each
   estimate, ``df_eff = (sum_h v_h)^2 / sum_h (v_h^2 / (n_h - 1))`` with ``v_h`` stratum h's
   contribution to the estimate's variance and ``n_h`` its PSUs (Satterthwaite 1946; Korn &
   Graubard 1999, *Analysis of Health Surveys*, sec. 5.2; Valliant, Dever & Kreuter 2018,
@@ -50,16 +50,17 @@ Conventions (and why):
   of the domain. Intervals ``estimate +- t_{df, 1-alpha/2} * se`` (``ci="logit"``: for a
   proportion, on the logit scale, :func:`logit_interval`); ``df <= 0`` gives NaN
   intervals; an estimate with zero variance keeps the nominal df.
-  Known limit (issue #14, ``tests/test_survey_coverage.py``): ``df_eff`` is estimated from the
-  same PSU totals as the variance, so when one stratum dominates the variance and has few PSUs,
-  an underestimated ``v_h`` of that stratum also *raises* ``df_eff`` (corr(df_eff, var) ~
-  -0.5): with 3 PSUs per stratum, proportions whose linearised variance is unbiased cover
-  91-92% instead of 95% (with the true, unknown df: 95%; nominal df: 84-87%). Satterthwaite's
-  rule assumes the ``v_h`` known (Valliant & Rust 2010, *J. Official Statistics* 26:585-602,
-  on estimated df; Campbell & Meyer 1978 on the correlation of estimate and SE). A df that
-  does not depend on the outcome, e.g. from a working model of iid unit residuals
-  (``(tr A)^2 / tr A^2`` of the variance estimator's quadratic form; Bell & McCaffrey 2002,
-  Imbens & Kolesar 2016) restored 95% in that simulation, but is not implemented.
+  ``df="design"``: the df from the weights, PSUs and domain only, not the outcome
+  (:func:`design_df`: ``(tr A)^2 / tr A^2`` of the variance estimator's quadratic form under
+  independent unit residuals; Bell & McCaffrey 2002, Kott 1994, Valliant & Rust 2010); it
+  ignores calibration. Known limit of Satterthwaite (issue #14,
+  ``tests/test_survey_coverage.py``): ``df_eff`` is estimated from the same PSU totals as the
+  variance, so when one stratum dominates the variance and has few PSUs, an underestimated
+  ``v_h`` of that stratum also *raises* ``df_eff``: with 3 PSUs per stratum, a proportion
+  whose linearised variance is unbiased covers 92.6% (logit interval; the true, unknown df:
+  95%). ``df="design"`` fixes that cell (95.0%) but over-covers: 14 of the 18 proportion
+  cells at 2 and 3 PSUs go above 97% (up to 99.3%; its df is no larger than Satterthwaite's
+  on average and does not adapt), so Satterthwaite stays the default.
 * **Calibrated weights** (``calibrated_to="strata"``): weights post-stratified to known stratum
   counts ``N_h`` (``sum_{i in h} w_i = N_h``). The variance is that of the calibration
   residuals (GREG form; Deville & Sarndal 1992; Sarndal, Swensson & Wretman 1992, sec. 7.6; R
@@ -108,12 +109,12 @@ from .results import ResultFrame, check_alpha
 __all__ = [
     "SurveyDesignError", "Totals", "ratio", "total", "mean", "totals", "delta",
     "grouped_sums", "totals_from_sums", "psu_centre", "stratum_variance", "satterthwaite_df",
-    "t_interval", "logit_interval", "check_options", "SINGLETON_OPTIONS", "DF_RULES",
+    "design_df_terms", "design_df", "t_interval", "logit_interval", "check_options", "SINGLETON_OPTIONS", "DF_RULES",
     "CALIBRATION_OPTIONS", "CI_METHODS",
 ]
 
 SINGLETON_OPTIONS = ("fail", "certainty", "centre")
-DF_RULES = ("satterthwaite", "nominal")
+DF_RULES = ("satterthwaite", "nominal", "design")
 CALIBRATION_OPTIONS = (None, "strata")
 CI_METHODS = ("wald", "logit")
 VARIANCE_METHOD = "Taylor linearisation, with-replacement PSUs (ultimate cluster)"
@@ -169,6 +170,50 @@ def satterthwaite_df(v_sum: np.ndarray, v2_sum: np.ndarray, nominal: Any,
     if estimate is not None:
         scale = np.abs(np.nan_to_num(np.asarray(estimate, dtype=float)))
         ok &= np.sqrt(np.maximum(v_sum, 0)) > NO_VARIANCE * scale
+    return np.where(ok, df, np.asarray(nominal, dtype=float))
+
+
+def design_df_terms(s1: np.ndarray, s2: np.ndarray, n_h: np.ndarray, single: np.ndarray,
+                    singleton: str) -> tuple[np.ndarray, np.ndarray]:
+    """Stratum h's terms ``tr(A_h)`` and ``tr(A_h^2)`` of the design-based df (:func:`design_df`).
+
+    The with-replacement variance of a domain estimate is a quadratic form ``v = e' A e`` in
+    the unit residuals ``e`` of its linearised variable; under a working model of independent
+    residuals of equal variance (the weights and PSUs fixed, the outcome not used) the PSU
+    totals ``z_hi`` have variances proportional to ``d_hi = sum_{k in PSU hi, k in domain}
+    w_k^2``, and with ``c_h = n_h / (n_h - 1)``, ``S1 = sum_i d_hi``, ``S2 = sum_i d_hi^2`` over
+    the stratum's ``n_h`` PSUs (absent ones at ``d = 0``)::
+
+        tr(A_h)   = c_h (1 - 1/n_h) S1 = S1
+        tr(A_h^2) = c_h^2 [(1 - 2/n_h) S2 + S1^2 / n_h^2]
+
+    (``A_h = c_h W_h' (I - J/n_h) W_h``, ``W_h W_h' = diag(d_h)``). Singleton strata:
+    ``"certainty"`` 0 and 0; ``"centre"`` ``S1`` and ``S2`` (no centring within the stratum).
+    Arrays broadcast (one entry per (domain, stratum) cell).
+    """
+    n = np.asarray(n_h, dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        c = n / np.maximum(n - 1, 1)
+        tr2 = c * c * ((1 - 2 / n) * s2 + s1 * s1 / (n * n))
+    lone_tr, lone_tr2 = (s1, s2) if singleton == "centre" else (0 * s1, 0 * s2)
+    return np.where(single, lone_tr, s1), np.where(single, lone_tr2, tr2)
+
+
+def design_df(tr: np.ndarray, tr2: np.ndarray, nominal: Any) -> np.ndarray:
+    """Degrees of freedom from the design: ``(sum_h tr A_h)^2 / sum_h tr(A_h^2)``.
+
+    The Satterthwaite (1946) df of the quadratic form ``e' A e`` under the working model of
+    :func:`design_df_terms` -- ``E v = sigma^2 tr A``, ``Var v = 2 sigma^4 tr A^2`` for normal
+    residuals -- i.e. the Bell & McCaffrey (2002, *Survey Methodology* 28:169-181) df with an
+    independence working model, as in Kott's (1994, *Survey Methodology* 20:159-164) df "from
+    the weights" and Valliant & Rust (2010, *J. Official Statistics* 26:585-602). It depends
+    on the weights, PSUs and domain only, not on the outcome: equal ``d_hi`` give the nominal
+    ``sum_h (n_h - 1)``; a domain in few PSUs or unequal weights give fewer. ``tr``/``tr2``
+    are the per-domain sums of :func:`design_df_terms`; ``nominal`` where ``tr2 = 0``.
+    """
+    with np.errstate(divide="ignore", invalid="ignore"):
+        df = tr * tr / tr2
+    ok = (tr2 > 0) & np.isfinite(df)
     return np.where(ok, df, np.asarray(nominal, dtype=float))
 
 
@@ -228,11 +273,11 @@ def grouped_sums(data: Any, columns: Mapping[str, Any] | Sequence[str], *,
                  weight: str | None = None, strata: str | None = None, psu: str | None = None,
                  by: str | Sequence[str] | None = None, na_rm: bool = False, deff: bool = True,
                  calibrated: bool = False, engine: str | None = None,
-                 **engine_options: Any) -> pd.DataFrame:
+                 design_df: bool = False, **engine_options: Any) -> pd.DataFrame:
     """Stage (a) on any engine: :func:`msme_eval.engines.grouped_sums` (see there)."""
     return engines.grouped_sums(data, columns, weight=weight, strata=strata, psu=psu, by=by,
                                 na_rm=na_rm, deff=deff, calibrated=calibrated, engine=engine,
-                                **engine_options)
+                                design_df=design_df, **engine_options)
 
 
 # --------------------------------------------------------------------------------------------
@@ -249,7 +294,9 @@ class Totals:
     method, calibration). ``strata_cov`` / ``strata_domain`` / ``strata_df`` hold each
     (domain, stratum) cell's contribution ``v_h``, its domain and ``max(n_h - 1, 1)`` (for
     the Satterthwaite df); ``absent_single`` counts, per domain, the singleton strata without
-    members that ``singleton="centre"`` charges ``grand grand^T`` (``grand``). ``n_psu``: PSUs
+    members that ``singleton="centre"`` charges ``grand grand^T`` (``grand``);
+    ``design_terms`` (n_domains x 2) the sums of ``tr A_h`` and ``tr A_h^2``
+    (:func:`design_df_terms`) when the table has the squared weights. ``n_psu``: PSUs
     with members of each domain. ``moments`` keeps what the design effect needs (sum of
     weights ``N_d`` and ``M_d[j, l] = sum_d w y_j y_l``).
     """
@@ -270,6 +317,7 @@ class Totals:
     strata_df: np.ndarray | None = field(default=None, repr=False)
     absent_single: np.ndarray | None = field(default=None, repr=False)
     grand: np.ndarray | None = field(default=None, repr=False)
+    design_terms: np.ndarray | None = field(default=None, repr=False)
 
     def __repr__(self) -> str:
         return (f"Totals({len(self.keys)} domains x {len(self.columns)} columns "
@@ -445,6 +493,21 @@ def _full_ss(lay: _Layout, sums: _Sums, z: np.ndarray, cells: _Cells, c: np.ndar
     return ss + (nh - cells.m)[:, None, None] * c[:, :, None] * c[:, None, :]
 
 
+def _design_terms(lay: _Layout, sums: _Sums, cells: _Cells, singleton: str,
+                  n_slots: int) -> np.ndarray:
+    """Per domain, ``sum_h tr A_h`` and ``sum_h tr A_h^2`` (:func:`design_df_terms`) from the
+    PSU sums of squared weights ``d_hi`` (``w2``; rows as PSUs: ``w2`` and ``w4`` give ``S1``,
+    ``S2`` directly). Rows left out by ``na_rm`` are not in any domain."""
+    n_cells = len(cells.d)
+    d = np.where(lay.excluded, 0.0, sums.col(2, []))
+    d2 = (np.where(lay.excluded, 0.0, sums.col(4, [])) if lay.psu_id is None else d * d)
+    s1 = np.bincount(cells.inv, weights=d, minlength=n_cells)
+    s2 = np.bincount(cells.inv, weights=d2, minlength=n_cells)
+    tr, tr2 = design_df_terms(s1, s2, lay.n_h[cells.h], lay.single[cells.h], singleton)
+    return np.column_stack([np.bincount(cells.d, weights=tr, minlength=n_slots),
+                            np.bincount(cells.d, weights=tr2, minlength=n_slots)])
+
+
 def _calibrated_ss(lay: _Layout, sums: _Sums, z: np.ndarray, cells: _Cells, c: np.ndarray,
                    ss: np.ndarray) -> np.ndarray:
     """``SS_h`` of the calibration residuals ``r_hi = z_hi - B_h w_hi``, ``B_h = Z_dh / N_h``:
@@ -504,6 +567,9 @@ def totals_from_sums(table: pd.DataFrame, *, singleton: str = "fail", alpha: flo
     if calibrated and not table.attrs.get("calibrated", False):
         raise ValueError("calibrated_to needs the weight sums: build the table with "
                          "grouped_sums(..., calibrated=True)")
+    if df == "design" and not table.attrs.get("design_df", False):
+        raise ValueError("df='design' needs the squared weights: build the table with "
+                         "grouped_sums(..., design_df=True)")
     lay = _layout(table)
     singleton_strata = _singleton_strata(lay, table, singleton)
     sums = _Sums(table)
@@ -554,6 +620,8 @@ def totals_from_sums(table: pd.DataFrame, *, singleton: str = "fail", alpha: flo
         n_psu=n_psu[:lay.n_dom].astype(np.int64), strata_cov=v[keep],
         strata_domain=cells.d[keep], strata_df=np.maximum(lay.n_h[cells.h[keep]] - 1, 1),
         absent_single=absent[:lay.n_dom], grand=grand[:lay.n_dom],
+        design_terms=(_design_terms(lay, sums, cells, singleton, n_slots)[:lay.n_dom]
+                      if table.attrs.get("design_df", False) else None),
     )
 
 
@@ -577,7 +645,7 @@ def totals(data: Any, columns: Mapping[str, Any] | Sequence[str], *,
     engine = engines.engine_of(data) if engine is None else engine
     table = grouped_sums(data, columns, weight=weight, strata=strata, psu=psu, by=by,
                          na_rm=na_rm, deff=deff, calibrated=calibrated_to is not None,
-                         engine=engine, **engine_options)
+                         engine=engine, design_df=df == "design", **engine_options)
     t = totals_from_sums(table, singleton=singleton, alpha=alpha, df=df,
                          calibrated_to=calibrated_to)
     t.design.update(engine=engine, na_rm=na_rm)
@@ -585,8 +653,14 @@ def totals(data: Any, columns: Mapping[str, Any] | Sequence[str], *,
 
 
 def _df(totals: Totals, gr: np.ndarray, var: np.ndarray, rule: str, estimate: np.ndarray) -> np.ndarray:
-    """Degrees of freedom per domain: nominal, or Satterthwaite from the strata's ``v_h``."""
+    """Degrees of freedom per domain: nominal, from the design (:func:`design_df`), or
+    Satterthwaite from the strata's ``v_h``."""
     nominal = np.full(len(var), float(totals.df))
+    if rule == "design":
+        if totals.design_terms is None:
+            raise ValueError("df='design' needs the squared weights, which these totals lack. "
+                             "Fix: compute them with survey.totals(..., df='design').")
+        return design_df(totals.design_terms[:, 0], totals.design_terms[:, 1], nominal)
     if rule == "nominal" or totals.strata_cov is None:
         return nominal
     gd = gr[totals.strata_domain]

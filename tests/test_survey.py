@@ -463,6 +463,101 @@ def test_nominal_df_reproduces_the_nominal_intervals():
 
 
 # --------------------------------------------------------------------------------------------
+# degrees of freedom from the design (df="design"): (tr A)^2 / tr A^2, outcome not used
+# --------------------------------------------------------------------------------------------
+def test_design_df_hand():
+    # d_hi = sum of w^2 over the PSU's members of the domain. Domain A: h1 a=4, b=1 (n=2):
+    # tr = 5, tr A^2 = 2^2 (0 * 17 + 5^2/4) = 25; h2 c=9, d=e=0 (n=3): tr = 9,
+    # tr A^2 = (3/2)^2 ((1 - 2/3) 81 + 9^2/9) = 81 -> df = 14^2 / 106.
+    # Domain B: h1 a=4, b=0: 16; h2 c=0, d=9, e=1: S1 = 10, S2 = 82, 9/4 (82/3 + 100/9)
+    # = 86.5 -> df = 14^2 / 102.5.
+    out = survey.total(hand_table(), "y", by="dom", df="design", **SUMS_DESIGN)
+    by = out.set_index("dom")
+    assert by.loc["A", "df"] == pytest.approx(float(Fr(196, 106)), rel=1e-12)
+    assert by.loc["B", "df"] == pytest.approx(float(Fr(392, 205)), rel=1e-12)
+    assert (out["df_rule"] == "design").all() and out.choices["df"] == "design"
+    # the df does not depend on the outcome: any column of the domain gives the same
+    other = survey.ratio(hand_table(), "x", "y", by="dom", df="design", **SUMS_DESIGN)
+    np.testing.assert_allclose(other["df"], out["df"], rtol=1e-12)
+    from scipy import stats
+    q = stats.t.ppf(0.975, by.loc["A", "df"])
+    assert by.loc["A", "ci_high"] == pytest.approx(12 + q * np.sqrt(40), rel=1e-12)
+    # rows as PSUs (strata only): A: h1 d = 4, 0, 1 (n=3) -> 9/4 (17/3 + 25/9) = 19; h2 81
+    rows = survey.total(hand_table(), "y", by="dom", df="design", weight="w",
+                        strata="stratum").set_index("dom")
+    assert rows.loc["A", "df"] == pytest.approx(196 / 100, rel=1e-12)
+
+
+def _quadratic_form(d: pd.DataFrame, member: np.ndarray) -> np.ndarray:
+    """The matrix A of the with-replacement variance estimator of a domain total,
+    ``v = y' A y``, built row by row: A = sum_h n_h/(n_h-1) W_h' (I - J/n_h) W_h."""
+    n = len(d)
+    a = np.zeros((n, n))
+    for _, rows in d.groupby("stratum").indices.items():
+        psus, pos = np.unique(d["psu"].to_numpy()[rows], return_inverse=True)
+        k = len(psus)
+        w = np.zeros((k, n))
+        w[pos, rows] = d["w"].to_numpy()[rows] * member[rows]
+        a += k / (k - 1) * w.T @ (np.eye(k) - 1.0 / k) @ w
+    return a
+
+
+def test_design_df_is_the_df_of_the_variance_quadratic_form():
+    # Bell & McCaffrey (2002) with an independence working model: v = y' A y, df =
+    # (tr A)^2 / tr(A^2). A is built directly from the rows; that y' A y is the published
+    # variance checks that A is the estimator's quadratic form.
+    d = synthetic(n=300, seed=21)
+    d = d.assign(psu=d["stratum"] + "-" + (d["psu"].astype(str).str[-1:]))
+    res = survey.total(d, "turnover", by="female", df="design", **SUMS_DESIGN).set_index("female")
+    y = d["turnover"].to_numpy()
+    for grp in (False, True):
+        a = _quadratic_form(d, (d["female"] == grp).to_numpy())
+        assert y @ a @ y == pytest.approx(res.loc[grp, "se"] ** 2, rel=1e-9)
+        assert res.loc[grp, "df"] == pytest.approx(np.trace(a) ** 2 / np.trace(a @ a), rel=1e-9)
+        assert 0 < res.loc[grp, "df"] < res.loc[grp, "df_nominal"]
+
+
+def test_design_df_equal_weights_balanced_is_nominal_and_certainty_drops_singletons():
+    d = pd.DataFrame({"stratum": np.repeat(["a", "b", "c"], 8), "psu": np.tile(np.repeat(
+        [1, 2, 3, 4], 2), 3), "w": 2.5, "y": np.arange(24.0) % 5})
+    r = survey.mean(d, "y", df="design", **SUMS_DESIGN)
+    assert r["df"].item() == pytest.approx(9.0, rel=1e-12) and r["df_nominal"].item() == 9
+    # a singleton stratum under "certainty" adds nothing (its variance term is 0)
+    one = pd.concat([d, pd.DataFrame({"stratum": ["z"], "psu": [9], "w": [7.0], "y": [1.0]})])
+    r1 = survey.mean(one, "y", df="design", singleton="certainty", **SUMS_DESIGN)
+    assert r1["df"].item() == pytest.approx(9.0, rel=1e-12)
+
+
+def test_design_df_same_on_duckdb(tmp_path):
+    pytest.importorskip("duckdb")
+    d = synthetic(n=800, seed=5)
+    d.loc[d.index[::17], "turnover"] = np.nan
+    path = tmp_path / "d.parquet"
+    d.to_parquet(path)
+    for design in (SUMS_DESIGN, dict(weight="w", strata="stratum")):
+        mem = survey.ratio(d, "turnover", by="female", df="design", na_rm=True, **design)
+        sql = survey.ratio(str(path), "turnover", by="female", df="design", na_rm=True,
+                           **design)
+        np.testing.assert_allclose(sql["df"], mem["df"], rtol=1e-9)
+        assert (mem["df"] < mem["df_nominal"]).all()
+
+
+def test_design_df_needs_the_squared_weights():
+    t = survey.totals(hand_table(), ["y"], by="dom", **SUMS_DESIGN)
+    with pytest.raises(ValueError, match="survey.totals\\(..., df='design'\\)"):
+        survey.delta(t, lambda tt: tt[:, 0], np.ones_like, df="design")
+    table = survey.grouped_sums(hand_table(), ["y"], by="dom", **SUMS_DESIGN)
+    with pytest.raises(ValueError, match="design_df=True"):
+        survey.totals_from_sums(table, df="design")
+    with pytest.raises(ValueError, match="df must be one of"):
+        survey.total(hand_table(), "y", df="kott", **SUMS_DESIGN)
+    # the indicator table does not implement it: refused, not silently nominal
+    from msme_eval import indicators
+    with pytest.raises(ValueError, match="indicators.compute supports df in"):
+        indicators.compute(hand_table(), df="design")
+
+
+# --------------------------------------------------------------------------------------------
 # calibration-aware variance (weights post-stratified to stratum counts)
 # --------------------------------------------------------------------------------------------
 def _post_stratified(seed: int = 4, clustered: bool = True) -> pd.DataFrame:

@@ -184,9 +184,19 @@ def _cell_stats(sel: pd.DataFrame, truth: pd.Series, proportion: bool) -> dict[s
             "nan_ci": int(np.isnan(sel["ci_low"].to_numpy()).sum())}
 
 
+_POPULATION: list[pd.DataFrame] = []
+
+
+def census_pop() -> pd.DataFrame:
+    """The census, built once per session."""
+    if not _POPULATION:
+        _POPULATION.append(population())
+    return _POPULATION[0]
+
+
 @pytest.fixture(scope="module")
 def census() -> pd.DataFrame:
-    return population()
+    return census_pop()
 
 
 def test_samples_are_stratified_two_stage_and_weights_estimate_counts(census):
@@ -265,6 +275,66 @@ def test_indicator_interval_coverage_on_a_census(census, n_psu):
     assert (women["coverage"] >= women["coverage_wald"]).all(), women.to_string()
     for row in table.itertuples():
         _check_band((row.indicator, row.n_psu, row.domain), row.coverage)
+
+
+def _design_df(s: pd.DataFrame) -> pd.Series:
+    """``survey`` ``df="design"`` of every (period, country, domain) MSME cell: the df from the
+    weights and PSUs (one per cell, the same for K05 K08 K09, which have no missing values)."""
+    s = s.assign(stratum=s["country"] + "/" + s["size_class"], msme=s["size_class"] != "large",
+                 one=1.0, domain=np.where(s["owner_female"], "female", "male"))
+    frames = []
+    for by in (["year", "country", "msme"], ["year", "country", "msme", "domain"]):
+        r = pd.DataFrame(survey.mean(s, "one", weight="weight", strata="stratum", psu="psu",
+                                     by=by, df="design", deff=False))
+        frames.append(r[r["msme"]].assign(domain=r.get("domain", "total")))
+    out = pd.concat(frames)
+    return out.set_index(["year", "country", "domain"])["df"]
+
+
+def design_df_coverage(pop: pd.DataFrame, n_psu: int) -> pd.DataFrame:
+    """Coverage of the published (logit) intervals of the proportions, and of the same
+    intervals with ``df="design"`` in place of the Satterthwaite df."""
+    s = two_stage_samples(pop, n_psu, REPS, seed=1000 + n_psu)
+    est = _estimates(s, ("weight", "strata", "psu"))
+    truth = _estimates(pop.assign(year=0), design=()).set_index(
+        ["indicator", "ref_area", "breakdown", "group"])["value"]
+    ddf = _design_df(s)
+    rows = []
+    for ind in PROPORTIONS:
+        for dom, (brk, grp) in DOMAINS.items():
+            sel = est[(est["indicator"] == ind) & (est["breakdown"] == brk)
+                      & (est["group"] == grp)]
+            t = truth.xs((ind, brk, grp), level=[0, 2, 3]).loc[sel["ref_area"]].to_numpy()
+            key = pd.MultiIndex.from_arrays([sel["time_period"], sel["ref_area"],
+                                             np.full(len(sel), grp)])
+            df = ddf.reindex(key).to_numpy()
+            lo, hi = survey.logit_interval(sel["value"].to_numpy() / 100,
+                                           sel["se"].to_numpy() / 100, df, 0.05)
+            rows.append({"indicator": ind, "n_psu": n_psu, "domain": dom,
+                         "satterthwaite": float(np.mean((sel["ci_low"].to_numpy() <= t)
+                                                        & (t <= sel["ci_high"].to_numpy()))),
+                         "design": float(np.mean((100 * lo <= t) & (t <= 100 * hi))),
+                         "median_df_design": float(np.median(df))})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.slow
+def test_design_df_fixes_three_psus_but_over_covers():
+    # df="design" (survey.design_df: from the weights and PSUs, not the outcome) does not
+    # move with the estimated stratum variances, so K09 at 3 PSUs reaches the band (92.6% ->
+    # 95.0%). But it is no better on average than Satterthwaite's and at 2 and 3 PSUs most
+    # proportions go above 97% (measured: 14 of 18 cells, up to 99.3%; Satterthwaite: 1):
+    # it is not the indicators' default.
+    table = pd.concat([design_df_coverage(census_pop(), n) for n in (2, 3, 8)],
+                      ignore_index=True)
+    print("\n" + table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    cell = table.set_index(["indicator", "n_psu", "domain"])
+    assert cell.loc[("K09", 3, "total"), "satterthwaite"] < 0.93
+    assert 0.93 <= cell.loc[("K09", 3, "total"), "design"] <= 0.97
+    few = table[table["n_psu"] < 8]
+    assert (few["design"] > 0.97).sum() >= 10, few.to_string()
+    assert (few["satterthwaite"] > 0.97).sum() <= 1, few.to_string()
+    assert table.loc[table["n_psu"] == 8, "design"].between(0.93, 0.97).all()
 
 
 def _stratum_contributions(s: pd.DataFrame, column: str) -> tuple[np.ndarray, pd.DataFrame]:

@@ -148,13 +148,33 @@ def interval(ind: dict[str, Any], value: np.ndarray, se: np.ndarray, df: np.ndar
     (:func:`is_proportion`) the logit interval ``100 * expit(logit(p) -/+ t * se_p / (p (1 - p)))``,
     the default of R ``survey::svyciprop`` and Stata ``svy: proportion``, which stays in
     [0, 100] and keeps coverage in small domains where the estimate and its SE are correlated
-    (tests/test_survey_coverage.py: women-owned MSMEs 91-93% -> 94.5-95.6%); otherwise the
+    (tests/test_survey_coverage.py: women-owned MSMEs 91.0-94.2% -> 94.6-96.4%); otherwise the
     symmetric t interval ``value -/+ t_{df, 1 - alpha/2} * se``."""
     if is_proportion(ind):
         lo, hi = survey.logit_interval(np.asarray(value, dtype=float) / 100,
                                        np.asarray(se, dtype=float) / 100, df, alpha)
         return lo * 100, hi * 100
     return survey.t_interval(value, se, df, alpha)
+
+
+#: the df rules of :mod:`msme_eval.survey` that the indicator table implements
+TABLE_DF_RULES = ("satterthwaite", "nominal")
+
+
+def _check_df_rule(df: str) -> None:
+    """Refuse a survey df rule the table does not implement (rather than fall back silently).
+
+    ``df="design"`` (:func:`survey.design_df`, the df from the weights) needs each PSU's sum of
+    squared weights per cell, which the indicator stages do not compute; in issue #14's
+    coverage simulation it fixes K09 at 3 PSUs (92.6% -> 95.0%) but pushes 14 of the 18
+    proportion cells at 2 and 3 PSUs above 97% (up to 99.3%), so Satterthwaite stays the
+    default.
+    """
+    if df not in TABLE_DF_RULES:
+        raise ValueError(
+            f"indicators.compute supports df in {TABLE_DF_RULES}, got {df!r}. Fix: use "
+            "df='satterthwaite' (default) or 'nominal'; for the df from the design use "
+            "survey.ratio(..., df='design') on the cell's records.")
 
 
 class _Ctx:
@@ -645,6 +665,7 @@ def compute(panel: pd.DataFrame | str | Path, macro: pd.DataFrame | None = None,
     dominance_n, dominance_k = _dominance(dominance_n, dominance_k, dom_n, dom_k)
     alpha = check_alpha(alpha)
     survey.check_options(singleton, df, calibrated_to)
+    _check_df_rule(df)
     area_col, year_col, reg = _arguments(by, breakdowns, indicators, registry)
     breakdowns = list(breakdowns)
     stage = _stage(panel, engine, area_col, year_col, tuple(design), reg.to_dict("records"),
@@ -1144,8 +1165,10 @@ class _Estimator:
         """``df`` by the chosen rule, ``df_nominal`` (#PSUs - #strata of the country, summed
         over the included countries for the region), ``df_rule``, ``n_psu``."""
         nominal = est["df"].to_numpy(dtype=float)
-        df = nominal
-        if self.df_rule == "satterthwaite":
+        _check_df_rule(self.df_rule)
+        if self.df_rule == "nominal":
+            df = nominal
+        else:  # "satterthwaite"
             df = survey.satterthwaite_df(est["_var"].to_numpy(dtype=float),
                                          est["_v2"].to_numpy(dtype=float), nominal,
                                          est["value"].to_numpy(dtype=float))
