@@ -85,10 +85,11 @@ class Template:
     name: str
     path: Path
     title: str
-    scope: tuple[str, ...] = ("region",)  # "region", "country" and/or "lead" (`lead_areas`)
+    scope: tuple[str, ...] = ("region",)  # "region" and/or "country"
     phase: int = 1  # later phases (impact pages, the summary) run after the earlier ones
     cost: float = 1.0  # relative run time; costly notebooks start first (shorter makespan)
     needs: tuple[str, ...] = ()  # shared work the runner does first: "impact" (`plan_impact`)
+    lead_only: bool = False  # metadata "lead": true -> only for the run's `lead_areas` (summary)
 
 
 def discover_templates(folder: Path, sections: Iterable[str] | None = None) -> list[Template]:
@@ -113,7 +114,8 @@ def discover_templates(folder: Path, sections: Iterable[str] | None = None) -> l
                               scope=tuple(meta.get("scope", ["region"])),
                               phase=int(meta.get("phase", 1)),
                               cost=float(meta.get("cost", 1.0)),
-                              needs=tuple(meta.get("needs", []))))
+                              needs=tuple(meta.get("needs", [])),
+                              lead_only=bool(meta.get("lead", False))))
     if sections is not None:
         wanted = list(sections)
         missing = sorted(set(wanted) - {t.name for t in found})
@@ -152,17 +154,16 @@ def lead_areas(countries: Iterable[str]) -> list[str]:
 
 
 def _in_scope(template: Template, area: str, lead: list[str], country_impact: bool) -> bool:
-    if area not in lead and "impact" in template.needs and not country_impact:
+    if area not in lead and (template.lead_only or ("impact" in template.needs and not country_impact)):
         return False  # member-state impact pages in a regional cycle are opt-in (country_impact)
     return (area == REGION and "region" in template.scope) or \
-        (area != REGION and "country" in template.scope) or \
-        ("lead" in template.scope and area in lead)
+        (area != REGION and "country" in template.scope)
 
 
 def plan(params: CycleParams, templates: list[Template]) -> list[Job]:
-    """Every (template, area) pair to run: region templates once, country ones per country,
-    "lead" ones for each of `lead_areas`. Pages that need the impact fits run for the lead
-    areas, and for every member state too when ``params.country_impact``."""
+    """Every (template, area) pair to run: region templates once, country ones per country;
+    templates marked ``lead`` (the summary) only for the `lead_areas`. Pages that need the
+    impact fits run for the lead areas, and for every member state when ``country_impact``."""
     lead = lead_areas(params.countries)
     wide = bool(getattr(params, "country_impact", False))
     jobs = [Job(t, area) for t in templates for area in params.countries

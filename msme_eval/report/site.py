@@ -205,8 +205,8 @@ def write_cycle_index(build: Path, *, params: Any, jobs: list[Any], runs: list[A
                      "code": j.relpath.replace(".html", ".code.html"),
                      "status": by_job[(j.template.name, j.country)].status}
                     for j in jobs if j.country == lead]
-    country_templates = [t for t in templates
-                         if "country" in t.scope or ("lead" in t.scope and lead != REGION)]
+    country_templates = [t for t in templates if "country" in t.scope
+                         and (lead != REGION or not getattr(t, "lead_only", False))]
     countries = []
     for c in params.countries:
         if c == REGION:
