@@ -348,3 +348,19 @@ def test_k04_protection_identical_on_spark(k04, tmp_path):
         assert got[col].tolist() == want[col].tolist(), col
     np.testing.assert_allclose(got["value"].to_numpy(float), want["value"].to_numpy(float),
                                rtol=1e-9, equal_nan=True)
+
+
+def test_counts_beside_a_suppressed_value_are_withheld():
+    from msme_eval.report import display
+    from msme_eval.report.protect import withhold_counts
+    table = pd.DataFrame({"indicator": ["K04", "K04"], "time_period": [2020, 2020],
+                          "value": [41.5, np.nan], "n": [10, 2], "n_psu": [4, 1],
+                          "df": [3.0, 1.0], "conf_status": ["F", "A"]})
+    out = withhold_counts(table)
+    assert out.loc[0, ["n", "n_psu", "df"]].tolist() == [10, 4, 3.0]  # published row kept
+    assert out.loc[1, ["n", "n_psu", "df"]].isna().all()  # "[c]" never reads "2 firms"
+    assert out["time_period"].tolist() == [2020, 2020] and table.loc[1, "n"] == 2
+    assert "10,2" not in out.to_csv(index=False) and ",10,4,3.0," in out.to_csv(index=False)
+    html = str(display.table(table))
+    assert html.count(f">{display.SUPPRESSED}<") == 4  # value, n, PSUs, df of the suppressed row
+    assert ">2<" not in html and ">10<" in html

@@ -207,8 +207,8 @@ def cell_text(value: Any, column: Any, *, digits: int = 1, currency: str = "",
     """The text a reader sees in one cell (numbers by `number_kind`, categories labelled)."""
     num = isinstance(value, (int, float)) and not isinstance(value, bool)
     if num:
-        if suppressed and not math.isfinite(value):
-            return SUPPRESSED
+        if suppressed and (not math.isfinite(value) or number_kind(column) == "count"):
+            return SUPPRESSED  # a confidential cell's firm count is withheld with its value
         return format_number(value, number_kind(column), digits, currency)
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return SUPPRESSED if suppressed else "–"
@@ -235,7 +235,8 @@ def table(df: pd.DataFrame, *, caption: str | None = None, digits: int | Mapping
 
     Headers go through the label map (``labels=False`` keeps them); numbers are formatted by
     kind (`number_kind`; ``digits`` per column name or label); rows whose ``conf_status`` is
-    not F show missing numbers as ``[c]`` (with the legend below the table); ``status_col``
+    not F show missing numbers and counts (``n``, PSUs, df) as ``[c]`` (with the legend below
+    the table); ``status_col``
     shows the progress status as symbol + word + colour. ``conf_status`` itself and a
     ``currency`` column (appended to money values) are not shown as columns.
     """

@@ -38,6 +38,10 @@ of them; a count of *problems* may describe fewer when it reveals no firm's valu
   report names (a single-PSU stratum list names design cells of possibly one firm; a
   panel/macro ratio is the panel's weighted total of a country-year);
 * supported firms by programme (`programme_counts`) as above. No table carries a firm id.
+
+**Counts beside a suppressed value** (`withhold_counts`): a suppressed row's record count,
+PSU count and degrees of freedom are withheld with its value in every published table (the
+pages show ``[c]`` for them, `display.table`), so a ``[c]`` cell never reads "2 firms".
 """
 from __future__ import annotations
 
@@ -51,10 +55,10 @@ import pandas as pd
 from msme_eval import disclosure
 from msme_eval.contract import REGION
 from msme_eval.impact import build_outcomes
-from msme_eval.report.display import SUPPRESSED
+from msme_eval.report.display import SUPPRESSED, number_kind
 
 __all__ = ["Rules", "impact_tables", "programme_counts", "coverage_counts", "coverage_table",
-           "outlier_rows", "validation_findings"]
+           "outlier_rows", "validation_findings", "withhold_counts"]
 
 EFFECT_COLUMNS = ("att", "estimate", "se", "ci_low", "ci_high", "pvalue", "pretrend_stat",
                   "pretrend_pvalue", "pvalue_adjusted", "pretrend_pvalue_holm")
@@ -279,3 +283,19 @@ def _finding(message: str, file: str, values: Any) -> str:
         cut = text.find(f" ({shown[0]}")
         text = text[:cut] if cut >= 0 else text
     return text.strip()
+
+
+def withhold_counts(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with the count columns (``display.number_kind`` "count": ``n``, ``n_psu``,
+    ``df``, ``n_*``) blanked on rows whose ``conf_status`` is not F; unchanged without one."""
+    if "conf_status" not in table.columns:
+        return table
+    hidden = ~table["conf_status"].astype(str).isin(["F", "", "nan", "None", "<NA>"])
+    counts = [c for c in table.columns if number_kind(c) == "count"]
+    if not hidden.any() or not counts:
+        return table
+    out = table.copy()
+    for c in counts:
+        out[c] = out[c].astype("Int64" if out[c].dtype.kind in "iu" else out[c].dtype)
+        out.loc[hidden, c] = np.nan
+    return out
