@@ -226,11 +226,16 @@ def test_samples_are_stratified_two_stage_and_weights_estimate_counts(census):
 #: four totals is unbiased, but the plug-in gradient of (A/B)/(C/D) shrinks with the estimate
 #: (the large-firm stratum's value added per employee is heavy-tailed, ~3 firms per PSU), so
 #: the linearised variance is 0.58-0.75 of the estimator's (bias 4-23%): a small-sample
-#: nonlinearity that no df rule fixes (test_k04_shortfall_is_the_plug_in_gradient).
+#: nonlinearity that no df rule fixes (test_k04_shortfall_is_the_plug_in_gradient). A JKn
+#: (delete-one-PSU jackknife) variance is large enough (1.1-1.7x) but still leaves the
+#: women-owned cells at 3 and 8 PSUs below the band (90.9%, 89.6%) and with R's nominal df
+#: covers 87-93%: not adopted (test_k04_jackknife_does_not_reach_the_band).
 #: K09 overall at 3 PSUs (92.6%): the variance is unbiased (var_ratio 0.96) and the oracle
 #: interval covers 95%, but the estimated Satterthwaite df rises when the dominant stratum's
 #: v_h is underestimated, so t is small exactly when the SE is
-#: (test_proportion_shortfall_at_three_psus_is_the_estimated_df).
+#: (test_proportion_shortfall_at_three_psus_is_the_estimated_df). ``df="design"`` (from the
+#: weights, not the outcome) would bring it to 95.0% but pushes 14 of the 18 proportion cells
+#: at 2-3 PSUs above 97% (test_design_df_fixes_three_psus_but_over_covers): not adopted.
 #: The logit interval (published for K05 K08 K09 since 2fe93d0) brought the women-owned
 #: proportions into the band (symmetric t: 91.0-94.2% at 2, 3 and 8 PSUs; logit 94.6-96.4%).
 KNOWN_SHORTFALL: dict[tuple[str, int, str], float] = {
@@ -421,3 +426,121 @@ def test_k04_shortfall_is_the_plug_in_gradient(census):
     assert 0.85 <= np.einsum("j,djm,m->d", g0, tt.cov, g0).mean() / linear.var(ddof=1) <= 1.15
     assert (res["se"] ** 2).mean() / res["estimate"].var(ddof=1) < 0.8
     assert np.corrcoef(res["estimate"], res["se"])[0, 1] > 0.4
+
+
+# --------------------------------------------------------------------------------------------
+# K04 with a delete-one-PSU jackknife (JKn) variance: measured, not adopted
+# --------------------------------------------------------------------------------------------
+def _k04_psu_totals(s: pd.DataFrame, member: np.ndarray, n_psu: int) -> np.ndarray:
+    """PSU totals of K04's four weighted parts (A, B over the domain's MSMEs; C, D over all
+    large firms), shaped (replicates, countries, strata, PSUs, 4); every stratum of a
+    replicate has ``n_psu`` PSU labels (absent domain members: 0)."""
+    parts = pd.DataFrame(_k04_parts(s)).to_numpy() * s["weight"].to_numpy()[:, None]
+    parts[:, :2] *= member[:, None]
+    key = [s[c].to_numpy() for c in ("year", "country", "size_class", "psu")]
+    z = pd.DataFrame(parts).groupby(key).sum()
+    full = pd.MultiIndex.from_product([np.unique(s["year"]), COUNTRIES, CLASSES, range(n_psu)])
+    reps = len(np.unique(s["year"]))
+    return z.reindex(full, fill_value=0.0).to_numpy().reshape(reps, len(COUNTRIES),
+                                                               len(CLASSES), n_psu, 4)
+
+
+def jkn(z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """K04, its JKn replicates and variance from the PSU totals ``z`` (..., strata, PSUs, 4).
+
+    Replicate (h, j) deletes PSU j of stratum h and reweights the stratum's others by
+    ``n_h / (n_h - 1)``: ``T_(hj) = T - t_h + n_h/(n_h - 1) (t_h - t_hj)`` for each of the
+    four totals; ``v = sum_h (n_h - 1)/n_h sum_j (theta_(hj) - theta)^2`` (R ``survey``
+    ``as.svrepdesign(type="JKn")``, ``svrVar``; Wolter 2007 ch. 4; Rust & Rao 1996).
+    """
+    n = z.shape[-2]
+    t_h = z.sum(axis=-2)
+    big_t = t_h.sum(axis=-2)
+    rep = (big_t[..., None, None, :] - t_h[..., None, :] + n / (n - 1) * (t_h[..., None, :] - z))
+    theta = _k04(big_t.reshape(-1, 4)).reshape(big_t.shape[:-1])
+    theta_r = _k04(rep.reshape(-1, 4)).reshape(rep.shape[:-1])
+    v = ((n - 1) / n * (theta_r - theta[..., None, None]) ** 2).sum(axis=(-2, -1))
+    return theta, theta_r, v
+
+
+def test_jkn_replicates_equal_direct_reweighting(census):
+    # each replicate estimate from the PSU-total formula equals K04 recomputed from the rows
+    # with the JKn replicate weights (PSU j of stratum h: 0; its stratum's others x n/(n-1))
+    n_psu = 3
+    s = two_stage_samples(census, n_psu, reps=2, seed=77)
+    theta, theta_r, v = jkn(_k04_psu_totals(s, np.ones(len(s), dtype=bool), n_psu))
+    for r in range(2):
+        one = s[(s["year"] == r) & (s["country"] == "THA")]
+        for hi, h in enumerate(CLASSES):
+            for j in range(n_psu):
+                w = one["weight"].to_numpy().copy()
+                in_h = (one["size_class"] == h).to_numpy()
+                w[in_h] *= np.where(one["psu"].to_numpy()[in_h] == j, 0.0, n_psu / (n_psu - 1))
+                tt = np.array([[(w * p).sum() for p in _k04_parts(one).values()]])
+                assert theta_r[r, 1, hi, j] == pytest.approx(_k04(tt)[0], rel=1e-12)
+        direct = _k04(np.array([[(one["weight"] * p).sum()
+                                 for p in _k04_parts(one).values()]]))[0]
+        assert theta[r, 1] == pytest.approx(direct, rel=1e-12)
+        manual = sum((n_psu - 1) / n_psu * (theta_r[r, 1, hi, j] - direct) ** 2
+                     for hi in range(len(CLASSES)) for j in range(n_psu))
+        assert v[r, 1] == pytest.approx(manual, rel=1e-12)
+
+
+def k04_jackknife_table(pop: pd.DataFrame, n_psu: int) -> pd.DataFrame:
+    """K04 coverage per domain: the published (linearised, Satterthwaite df) interval, and
+    JKn intervals with the nominal df (#PSUs - #strata, as R's replicate designs) and with
+    the published Satterthwaite df; variance ratios per country, averaged."""
+    s = two_stage_samples(pop, n_psu, REPS, seed=1000 + n_psu)
+    est = _estimates(s, ("weight", "strata", "psu"))
+    truth = _estimates(pop.assign(year=0), design=()).set_index(
+        ["indicator", "ref_area", "breakdown", "group"])["value"]
+    rows = []
+    for dom, (brk, grp) in DOMAINS.items():
+        member = (np.ones(len(s), dtype=bool) if brk == "total"
+                  else s["owner_female"].to_numpy() == (grp == "female"))
+        theta, _, v = jkn(_k04_psu_totals(s, member, n_psu))
+        sel = est[(est["indicator"] == "K04") & (est["breakdown"] == brk)
+                  & (est["group"] == grp)].sort_values(["time_period", "ref_area"])
+        value = sel["value"].to_numpy()
+        np.testing.assert_allclose(value, theta.reshape(-1), rtol=1e-9)
+        t = truth.xs(("K04", brk, grp), level=[0, 2, 3]).loc[sel["ref_area"]].to_numpy()
+        area = sel["ref_area"].to_numpy()
+        se_jk, se_lin = np.sqrt(v.reshape(-1)), sel["se"].to_numpy()
+
+        rows.append({"n_psu": n_psu, "domain": dom,
+                     "linearised": _cover(value, t, se_lin, sel["df"].to_numpy()),
+                     "jkn_nominal_df": _cover(value, t, se_jk, sel["df_nominal"].to_numpy()),
+                     "jkn_satterthwaite_df": _cover(value, t, se_jk, sel["df"].to_numpy()),
+                     "var_ratio_linearised": _var_ratio(value, se_lin, area),
+                     "var_ratio_jkn": _var_ratio(value, se_jk, area)})
+    return pd.DataFrame(rows)
+
+
+def _cover(value: np.ndarray, truth: np.ndarray, se: np.ndarray, df: np.ndarray) -> float:
+    """Coverage of the symmetric t intervals ``value +- t_df se``."""
+    return float(np.mean(np.abs(value - truth) <= stats.t.ppf(0.975, df) * se))
+
+
+def _var_ratio(value: np.ndarray, se: np.ndarray, area: np.ndarray) -> float:
+    """Mean SE^2 over the estimates' variance, per country, averaged."""
+    return float(np.mean([np.mean(se[area == c] ** 2) / value[area == c].var(ddof=1)
+                          for c in COUNTRIES]))
+
+
+@pytest.mark.slow
+def test_k04_jackknife_does_not_reach_the_band(census):
+    # The JKn variance of K04 is not too small (1.1-1.7 x the estimator's variance, against
+    # 0.58-0.75 for the linearised one), but with R's nominal df it covers less than the
+    # linearised interval at 2 PSUs (90.0%), and even with the Satterthwaite df the
+    # women-owned cells at 3 and 8 PSUs stay below the band (measured 90.9% and 89.6%;
+    # overall and men 94.4-96.4%): the estimate and its SE are correlated in the small
+    # domain. Not adopted; K04 stays in KNOWN_SHORTFALL.
+    table = pd.concat([k04_jackknife_table(census, n) for n in (2, 3, 8)], ignore_index=True)
+    print("\n" + table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    assert (table["var_ratio_jkn"] > 1.0).all() and (table["var_ratio_linearised"] < 0.8).all()
+    women = table[table["domain"] == "women"].set_index("n_psu")
+    assert (women.loc[[3, 8], "jkn_satterthwaite_df"] < 0.92).all()
+    assert (table.loc[table["n_psu"] < 8, "jkn_nominal_df"] < 0.93).all()
+    others = table[table["domain"] != "women"]
+    assert others["jkn_satterthwaite_df"].between(0.93, 0.97).all(), others.to_string()
+    assert (table["jkn_satterthwaite_df"] > table["linearised"]).all()
