@@ -308,3 +308,18 @@ def test_always_treated_units_are_excluded_with_a_warning() -> None:
         r = did(d, "y")
     assert r.counts["n_excluded_always_treated"] == 3
     assert any("excluded" in n for n in r.notes)
+
+
+def test_pretrend_small_sample_reference_by_hand(panel) -> None:
+    """Hotelling: F = W (G - K) / (K (G - 1)) ~ F(K, G - K); W = 10, K = 2, G = 20 -> F = 180/38."""
+    from scipy import stats as st
+
+    from msme_eval.impact.results import small_sample_wald
+
+    w = small_sample_wald(10.0, 2, 20, 3)
+    assert w.pvalue == pytest.approx(st.f.sf(180 / 38, 2, 18), rel=1e-12)
+    assert w.pvalue_chi2 == pytest.approx(st.chi2.sf(10.0, 2), rel=1e-12) and w.pvalue > w.pvalue_chi2
+    assert small_sample_wald(10.0, 4, 4, 4).pvalue == pytest.approx(st.chi2.sf(10.0, 4))  # G <= K: chi2
+    r = did(panel, "y", cluster="region")
+    g = r.counts["n_clusters"]
+    assert r.pretrend.reference == f"Hotelling F({r.pretrend.df}, {g - r.pretrend.df}), G = {g} clusters"

@@ -8,6 +8,7 @@ first payment. Employees = base_i (1 + Poisson(9), mean MU = 10) + iid noise, + 
 Among cohort firms alive in g - 1 (intention to treat, cohort = year selected), at e = t - g:
 S_T(e) = (1 - h0)^(e+1) for e <= 1 and (1 - h0)^2 (1 - h1)^(e-1) for e >= 2; S_C(e) = (1 - h0)^(e+1);
 survival ATT(e) = S_T - S_C; net jobs (0 after exit) ATT(e) = S_T (MU + TAU 1[e >= 1]) - S_C MU.
+Paid cohorts (first_treated = g + 1): employees of survivors + TAU, log turnover + LOG_EFFECT.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from scipy import stats
 from msme_eval.impact import build_outcomes, evaluate
 from msme_eval.impact.survival import survival_did
 
-H0, H1, MU, TAU = 0.08, 0.03, 10.0, 2.0
+H0, H1, MU, TAU, LOG_EFFECT = 0.08, 0.03, 10.0, 2.0, 0.1
 YEARS = np.arange(2014, 2022)
 Z99 = stats.norm.ppf(0.995)
 
@@ -34,8 +35,10 @@ def truth_jobs(e: int) -> float:
     return s_t * (MU + TAU * (e >= 1)) - (1 - H0) ** (e + 1) * MU
 
 
-def register_panel(n: int, seed: int, n_psu: int = 0) -> pd.DataFrame:
-    """Contract panel of the planted design: every selected firm listed, with selected_year."""
+def register_panel(n: int, seed: int, n_psu: int = 0, psu_sd: float = 0.0) -> pd.DataFrame:
+    """Contract panel of the planted design: every selected firm listed, with selected_year.
+    ``psu_sd`` > 0: firm size correlated within PSU (base_i = 1 + Poisson((MU - 1) m_psu), m_psu
+    mean-one lognormal with log-sd psu_sd, drawn from a separate stream), so E[base] = MU still."""
     rng = np.random.default_rng(seed)
     T = len(YEARS)
     sel = rng.random(n) < 0.4
@@ -49,10 +52,15 @@ def register_panel(n: int, seed: int, n_psu: int = 0) -> pd.DataFrame:
         alive[:, k] = alive[:, k - 1] & (rng.random(n) >= h)
         paid_by |= sel & (pay == y) & alive[:, k]
     paid_year = np.where(paid_by, pay, 0)
-    base = 1 + rng.poisson(MU - 1, size=n)
+    base = base_plain = 1 + rng.poisson(MU - 1, size=n)
     paid_now = (paid_year[:, None] > 0) & (YEARS >= paid_year[:, None])
     emp = base[:, None] + rng.normal(0, 1.5, size=(n, T)) + TAU * paid_now
     psu = rng.integers(0, n_psu, size=n) if n_psu else np.arange(n)
+    if psu_sd > 0:  # separate stream: the other draws stay as they are
+        prng = np.random.default_rng([seed, 1])
+        m = np.exp(prng.normal(-psu_sd**2 / 2, psu_sd, size=n_psu))
+        base = 1 + prng.poisson((MU - 1) * m[psu])
+        emp = emp + (base - base_plain)[:, None]
     fi, ti = np.nonzero(alive)
     ft = pd.array(np.where(paid_year[fi] > 0, paid_year[fi], 0), dtype="Int64")
     ft[paid_year[fi] == 0] = pd.NA
@@ -60,7 +68,8 @@ def register_panel(n: int, seed: int, n_psu: int = 0) -> pd.DataFrame:
     sy[~sel[fi]] = pd.NA
     return pd.DataFrame({
         "firm_id": [f"f{i:05d}" for i in fi], "year": YEARS[ti], "employees": np.round(emp[fi, ti], 3),
-        "turnover": np.exp(np.log(base[fi]) + 0.1 * ti + rng.normal(0, 0.2, len(fi))),
+        "turnover": np.exp(np.log(base[fi]) + 0.1 * ti + rng.normal(0, 0.2, len(fi))
+                           + LOG_EFFECT * paid_now[fi, ti]),
         "first_treated": ft, "selected_year": sy,
         "programme_type": pd.array(np.where(sel[fi], "finance", None), dtype="string"),
         "support_amount": np.where(paid_year[fi] == YEARS[ti], 1000.0, 0.0),

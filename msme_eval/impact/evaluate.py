@@ -211,7 +211,7 @@ def _row(res: DidResult, outcome: str, pt: str, spec: str = "main") -> dict[str,
             "ci_low": o.ci_low, "ci_high": o.ci_high, "pvalue": o.pvalue, "n_units": n["n_units"],
             "n_treated": n["n_treated"], "n_never_treated": n["n_never_treated"], "n_cohorts": n["n_cohorts"],
             "pretrend_stat": pre.stat, "pretrend_df": pre.df, "pretrend_pvalue": pre.pvalue,
-            "control": res.choices["control"], "method": res.choices["method"],
+            "pretrend_reference": pre.reference, "control": res.choices["control"], "method": res.choices["method"],
             "covariates": ",".join(res.choices["covariates"]), "estimand": res.choices.get("estimand", ""),
             "firms_counted": res.choices.get("firms_counted", ""),
             "cluster": res.choices.get("cluster") or res.choices.get("unit")}

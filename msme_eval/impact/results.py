@@ -95,13 +95,19 @@ class Estimate(Result):
 
 @dataclass(frozen=True)
 class WaldTest:
-    """Joint Wald test: stat = b' V^+ b ~ chi2(df) under H0: b = 0."""
+    """Joint Wald test W = b' V^+ b of H0: b = 0, with ``pvalue`` from the small-sample reference
+    (``reference``): Hotelling's F = W (G - K) / (K (G - 1)) ~ F(K, G - K), G the number of
+    clusters (firms when unclustered), K = df; ``pvalue_chi2`` is the large-sample chi2(K) p-value
+    (R ``did``'s pre-test). Reference: Cameron and Miller (2015) "A practitioner's guide to
+    cluster-robust inference", J. Human Resources 50(2), section VII.B (Hotelling T^2 scaling)."""
 
     stat: float
     df: int
     pvalue: float
     n_cells: int
     hypothesis: str = "all pre-treatment ATT(g,t) = 0 (parallel pre-trends)"
+    pvalue_chi2: float = np.nan
+    reference: str = "chi2"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -109,7 +115,18 @@ class WaldTest:
     def __str__(self) -> str:
         if self.df == 0:
             return "pre-trend test not available (no pre-treatment cells)"
-        return f"chi2({self.df}) = {self.stat:.2f}, p = {self.pvalue:.3g} ({self.n_cells} pre-period cells)"
+        return (f"Wald = {self.stat:.2f} on {self.df} df, p = {self.pvalue:.3g} ({self.reference}; "
+                f"{self.n_cells} pre-period cells)")
+
+
+def small_sample_wald(stat: float, k: int, n_clusters: int, n_cells: int) -> WaldTest:
+    """W with Hotelling's F reference when G > K (else chi2(K), said in ``reference``)."""
+    p_chi2 = float(stats.chi2.sf(stat, k))
+    if n_clusters <= k:
+        return WaldTest(stat, k, p_chi2, n_cells, pvalue_chi2=p_chi2, reference=f"chi2({k}); G = {n_clusters} <= K")
+    f = stat * (n_clusters - k) / (k * (n_clusters - 1))
+    return WaldTest(stat, k, float(stats.f.sf(f, k, n_clusters - k)), n_cells, pvalue_chi2=p_chi2,
+                    reference=f"Hotelling F({k}, {n_clusters - k}), G = {n_clusters} clusters")
 
 
 def normal_inference(att: float, se: float, alpha: float, term: str = "ATT") -> Estimate:
@@ -489,7 +506,8 @@ class DidResult(_Aggregations, _SettingsFace):
                 tol = vals.max() * max(v.shape) * np.finfo(float).eps if vals.size else 0.0
                 rank = int((vals > tol).sum())
                 stat = float(b @ np.linalg.pinv(v, rcond=1e-12, hermitian=True) @ b)
-                self._cache["pretrend"] = WaldTest(stat, rank, float(stats.chi2.sf(stat, rank)), len(cells))
+                g = int(self._design.cluster.max()) + 1 if self._design.cluster is not None else self._design.n_units
+                self._cache["pretrend"] = small_sample_wald(stat, rank, g, len(cells))
         return self._cache["pretrend"]
 
     # ------------------------------------------------------------------ presentation
