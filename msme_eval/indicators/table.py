@@ -103,9 +103,10 @@ def rules() -> dict[str, str]:
     return {
         "estimator": "ratio of weighted totals (Horvitz-Thompson), K04 as (A/B)/(C/D), net jobs "
                      "as a weighted total; Taylor-linearised SEs, with-replacement PSUs, strata "
-                     "nested in countries, domains on the full design; CI: t with the "
+                     "nested in countries, domains on the full design; CI with the "
                      "Satterthwaite effective df of each cell (df='nominal': the country's "
-                     "#PSUs - #strata); calibrated_to='strata': variance of the "
+                     "#PSUs - #strata), on the logit scale for percentages of firms (R "
+                     "svyciprop), symmetric t otherwise; calibrated_to='strata': variance of the "
                      "post-stratification residuals",
         "missing_items": "records with a missing item value are left out of that indicator's "
                          "numerator and denominator (available case); count in comment",
