@@ -77,3 +77,70 @@ def test_coverage_and_bias_full() -> None:
     assert 0.93 <= s["cov_overall"] <= 0.97, s
     assert 0.93 <= s["cov_e0"] <= 0.97, s
     assert abs(s["bias_overall_in_se"]) < 0.1 and abs(s["bias_e0_in_se"]) < 0.1, s
+
+
+# ---------------------------------------------------------------- headline outcomes with exit (issue #13 item 4)
+def _simple_truth(r, truth) -> float:
+    """Simple-aggregation truth with the fit's own cohort masses: sum_cells n_g truth(e) / sum_cells n_g."""
+    coh = r._design.cohort
+    w = np.array([(coh == g).sum() for g, _ in r._post_cells()], dtype=float)
+    return float(w @ np.array([truth(int(t - g)) for g, t in r._post_cells()]) / w.sum())
+
+
+def _headline_draw(seed: int, n: int, n_psu: int, cluster: str | None) -> dict[str, tuple]:
+    """One panel of test_impact_estimands.register_panel (planted effects, exit, PSU-correlated firm
+    size): (estimate, truth, pre-trend p) per headline outcome, as evaluate() estimates them."""
+    from test_impact_estimands import LOG_EFFECT, TAU, register_panel, truth_jobs, truth_survival
+
+    from msme_eval.impact import build_outcomes
+    from msme_eval.impact.survival import survival_did
+
+    f, _ = build_outcomes(register_panel(n, seed, n_psu=n_psu, psu_sd=0.5))
+    paid = f[~(f["selected_year"].notna() & f["first_treated"].isna())]  # as evaluate(): paid cohorts
+    out = {}
+    for o, tr in (("log_turnover", LOG_EFFECT), ("employees", TAU)):
+        r = did(paid, o, cluster=cluster)
+        out[o] = (r.overall, tr, r.pretrend.pvalue)
+    for o, fn in (("survival", truth_survival), ("jobs", truth_jobs)):
+        r = survival_did(f, outcome="alive" if o == "survival" else o, selected="selected_year", cluster=cluster)
+        out[o] = (r.overall, _simple_truth(r, fn), np.nan)
+    return out
+
+
+def headline_coverage(reps: int, n: int = 3000, n_psu: int = 60, cluster: str | None = "psu") -> pd.DataFrame:
+    """Coverage, bias (in mean SE), SE ratio (sd of the error / mean SE) and the 5% pre-trend test's
+    rejection rate per headline outcome over ``reps`` planted panels."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        draws = [_headline_draw(s, n, n_psu, cluster) for s in range(reps)]
+    rows = []
+    for o in ("log_turnover", "employees", "survival", "jobs"):
+        e = np.array([d[o][0].estimate for d in draws])
+        se = np.array([d[o][0].se for d in draws])
+        tr = np.array([d[o][1] for d in draws])
+        cov = np.mean([d[o][0].ci_low <= d[o][1] <= d[o][0].ci_high for d in draws])
+        pre = np.array([d[o][2] for d in draws])
+        rows.append({"outcome": o, "coverage": cov, "bias_in_se": (e - tr).mean() / se.mean(),
+                     "se_ratio": np.std(e - tr, ddof=1) / se.mean(),
+                     "pretrend_size": np.mean(pre < 0.05) if np.isfinite(pre).all() else np.nan})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.slow
+def test_headline_outcomes_coverage_with_exit_and_psu_clusters() -> None:
+    """350 panels of 3,000 firms in 60 PSUs (~3.5 min). Measured (seeds 0-349, 2026-12-03): coverage
+    log turnover 95.7%, employees 95.4%, survival 94.3%, net jobs 93.1%; bias +0.04 / -0.15 / +0.06 /
+    +0.10 SE; SE ratio 0.98 / 0.99 / 1.03 / 1.02; 5% pre-trend test size with PSU clusters 5.4% / 6.6%
+    (Hotelling F; the chi2 reference rejected 24% / 27% with 60 clusters). Cause of the under-coverage
+    of net jobs found in the review: firm size is correlated within PSU and net jobs keep the level of
+    exiting firms, so firm-clustered SEs are too small; on synth (8,000 firms, seed 1) the PSU-clustered
+    net-jobs SE is 1.16x the firm-clustered one (0.710 vs 0.614), i.e. a nominal 95% interval covers
+    ~91% when clustered by firm. evaluate() now clusters by PSU by default.
+    Bands asserted: 95% +- 2.5 Monte Carlo SE (2.9 points)."""
+    tab = headline_coverage(350).set_index("outcome")
+    print(tab.to_string())
+    mc = 2.5 * np.sqrt(0.95 * 0.05 / 350)
+    assert ((tab["coverage"] - 0.95).abs() < mc).all(), tab
+    assert (tab["se_ratio"].between(0.9, 1.1)).all(), tab
+    assert (tab["bias_in_se"].abs() < 0.25).all(), tab
+    assert (tab["pretrend_size"].dropna() < 0.05 + 2.5 * np.sqrt(0.05 * 0.95 / 350)).all(), tab
