@@ -98,6 +98,16 @@ def _runner_trivial(tmp: Path, params: cycle.CycleParams, n: int) -> tuple[list[
     return fresh, reused
 
 
+def _fit_times(log: list[str]) -> dict[str, float]:
+    """Seconds of each shared impact fit, from the runner's progress lines."""
+    out = {}
+    for ln in log:
+        m = re.search(r" (impact-fit/\S+) ([0-9.]+)s", ln)
+        if m:
+            out[m.group(1)] = float(m.group(2))
+    return out
+
+
 def _stage(log: list[str], prefix: str) -> float:
     line = next((ln for ln in log if ln.startswith(prefix)), "")
     m = re.search(r"([0-9.]+)s", line)
@@ -139,14 +149,17 @@ def main() -> int:
             res = cycle.run(p, log=log.append)
             wall = time.perf_counter() - t0
             prep, rend = _stage(log, "prepared"), _stage(log, "rendering took")
-            nb_sum = sum(r.duration for r in res.notebooks)
+            fits = _fit_times(log)
+            nb_sum = sum(r.duration for r in res.notebooks) + sum(fits.values())
             rows.append((w, wall, res.ok))
             slowest = max(res.notebooks, key=lambda r: r.duration)
+            fit_max = max(fits.items(), key=lambda kv: kv[1], default=("-", 0.0))
             print(f"workers={w}: cycle wall {wall:6.1f} s, {len(res.notebooks)} notebooks, "
                   f"slowest {slowest.template}/{slowest.country} {slowest.duration:.1f} s; "
-                  f"{'ok' if res.ok else 'FAILED'}")
+                  f"{len(fits)} impact fits {sum(fits.values()):.1f} s in all, slowest "
+                  f"{fit_max[0]} {fit_max[1]:.1f} s; {'ok' if res.ok else 'FAILED'}")
             print(f"   stage shares of the wall time: validate + shared tables {prep / wall:5.1%}; "
-                  f"notebooks {nb_sum:.1f} s of kernel time over {w} worker(s) = "
+                  f"notebooks + impact fits {nb_sum:.1f} s of worker time over {w} worker(s) = "
                   f"{nb_sum / w / wall:5.1%}; rendering {rend:.1f} s ({rend / wall:5.1%}, alongside the "
                   f"notebooks); the rest (site, tables, publish) ~{max(0.0, 1 - (prep + nb_sum / w) / wall):5.1%}")
         if len(rows) >= 2:
