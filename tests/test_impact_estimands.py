@@ -199,3 +199,12 @@ def test_evaluate_flags_a_recipients_only_register() -> None:
     assert ev.recipients_only and ev.choices["register_check"]["all"]["recipients_only"]
     assert any(n.startswith("WARNING: the programme register looks like recipients only") for n in ev.notes())
     assert "first_treated (the register must list every selected" in ev.choices["cohort_survival_jobs"]
+
+
+def test_summary_states_both_cost_per_job_horizons(ev_psu) -> None:
+    _, ev = ev_psu
+    text = ev.summary()
+    assert "net jobs averaged over the post-support years observed" in text
+    assert "Cost per job at a fixed horizon (2 years after the cohort year" in text
+    j = ev.jobs.set_index("programme_type").loc["all"]
+    assert f"{j['cost_per_job_e']:,.0f} LCU per job" in text and f"{j['cost_per_job']:,.0f} LCU per job" in text

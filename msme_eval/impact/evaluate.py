@@ -393,8 +393,15 @@ class Evaluation(_SettingsFace):
                  self.headline[cols].to_string(index=False, float_format=lambda x: f"{x:.4f}"), "",
                  *self.interpretation["text"].tolist()]
         if len(self.jobs):
-            lines += ["", "Cost per job (support spent / net jobs created; Fieller interval):",
-                      *[f"- {cost_text(r)}" for _, r in self.jobs.iterrows()]]
+            lines += ["", "Cost per job (support spent / net jobs created, net jobs averaged over the post-support "
+                      "years observed; Fieller interval):", *[f"- {cost_text(r)}" for _, r in self.jobs.iterrows()]]
+            if "horizon_e" in self.jobs:
+                e = int(self.jobs["horizon_e"].iloc[0])
+                keys = ("cost_per_job", "cost_ci_low", "cost_ci_high", "cost_ci_note")
+                fixed = [{"programme_type": r["programme_type"], "currency": r["currency"],
+                          **{k: r[f"{k}_e"] for k in keys}} for _, r in self.jobs.iterrows()]
+                lines += [f"Cost per job at a fixed horizon ({e} years after the cohort year; cohorts observed then):",
+                          *[f"- {cost_text(r)}" for r in fixed]]
         if self.notes:
             lines += ["", "Notes:", *[f"- {n}" for n in self.notes]]
         return "\n".join(lines)
