@@ -11,9 +11,12 @@ the covariate DR/IPW cells as R did computes them (drdid.py: DRDID's drdid_panel
 std_ipw_did_panel, Hajek-normalised, scores >= 0.995 trimmed), the simple/group/dynamic/calendar
 aggregations with R aggte's overall rows, input checks and refusals, the pre-trend Wald test
 (Holm-adjusted across evaluate()'s headline tests), analytical sup-t bands,
-the survival estimator (survival.py), TWFE wrappers over pyfixest, IPW with M-estimation SEs,
-nearest-neighbour matching with Abadie-Imbens SEs, balance tables, power calculations, and the
-evaluation layer (evaluate.py). Every result shares msme_eval.results' interface: ``tidy()``
+the survival estimator (survival.py), TWFE wrappers over pyfixest, IPW with M-estimation SEs
+and nearest-neighbour matching with Abadie-Imbens SEs (weighting.py), MatchIt's nearest-neighbour
+matching with its weights, SEs and Love plot (match.py), balance tables (cobalt conventions),
+power calculations, model tables rendered by maketables (tables.py), the Goodman-Bacon
+decomposition from diff-diff's exact weights (bacon.py), HonestDiD bounds through moderndid's
+port of R HonestDiD (honest.py), and the evaluation layer (evaluate.py). Every result shares msme_eval.results' interface: ``tidy()``
 (estimate, se, ci_low, ci_high, pvalue), ``choices``, ``alpha``, ``summary()``, ``plot()``,
 ``_repr_html_``; balance_table returns a ResultFrame.
 """
