@@ -214,3 +214,20 @@ def test_country_page_tables_equal_a_direct_evaluate_call(country_run, tmp_path:
         want = pd.read_csv(tmp_path / f"{name}.csv")
         assert len(want) > 0, name
         pd.testing.assert_frame_equal(got, want, check_exact=False, rtol=1e-9, atol=1e-12, obj=name)
+
+
+def test_member_state_impact_pages_in_a_regional_cycle_are_headline_only(
+        small_sample: dict[str, Path], tmp_path: Path) -> None:
+    """country_impact: the member state's page gives its headline effects (the same numbers as the
+    first of the split calls on its firms) and says where robustness and inclusion are."""
+    params = cycle.load_params(cycle="wide", panel=str(small_sample["panel"]),
+                               macro=str(small_sample["macro"]), targets=str(small_sample["targets"]),
+                               countries=["IDN", "ASEAN"], country_impact=True, sections=["30_impact"],
+                               output_root=str(tmp_path / "reports"))
+    result = cycle.run(params, log=lambda s: None)
+    assert result.ok, result.summary()
+    html = _text(result.path / "IDN" / "30_impact.html")
+    assert "— Indonesia" in html and "robustness checks and the inclusion breakdowns" in html
+    tables = {p.name for p in (result.path / "tables").glob("impact_*_IDN.csv")}
+    assert tables == {"impact_headline_IDN.csv", "impact_jobs_IDN.csv"}
+    assert (result.path / "tables" / "impact_robustness.csv").exists()  # the region's, in full
