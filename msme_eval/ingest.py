@@ -329,7 +329,7 @@ class _KeyStore:
     COLUMNS = ("firm_id", "year", "first_treated", "programme_type", "country", "turnover",
                "employees", "weight")
 
-    def __init__(self, folder: Path, memory_limit: str = "512MB"):
+    def __init__(self, folder: Path, memory_limit: str = "256MB"):
         self.folder, self.memory_limit = folder, memory_limit
         self.columns: set[str] = set()
         self.n = 0
@@ -488,17 +488,25 @@ def _id_issues(con: Any, label: str) -> list[Issue]:
 
 
 # Country-year screening (the outlier / currency / weight rules of `schema.PANEL_SPEC`) as
-# DuckDB queries. Medians are exact and equal pandas' to the last bit: the mean of the lower
-# and upper middle values (``quantile_disc`` of x and of -x), as pandas' group median does,
-# rather than ``quantile_cont``'s lo + (hi - lo) / 2, which can differ by one unit in the
-# last place. Sums of weights are Kahan sums (``fsum``) in file order on one thread (the same
-# result on every run); they may differ from pandas' Kahan sums in the 16th digit.
+# DuckDB queries. Medians are exact and equal pandas' to the last bit: the mean of the middle
+# value(s) of each sorted cell, as pandas' group median computes it (``quantile_cont`` gives
+# lo + (hi - lo) / 2, which can differ in the last place, and quantile aggregates keep every
+# value in memory). Sums of weights are Kahan sums (``fsum``) in file order on one thread (the
+# same result on every run); they may differ from pandas' Kahan sums in the 16th digit.
 _SPEC_OF = {r.rule: r for r in schema.PANEL_SPEC.row_rules}
 _SAME_CELL = "k.country IS NOT DISTINCT FROM c.country AND k.year IS NOT DISTINCT FROM c.year"
 
 
-def _median_sql(col: str) -> str:
-    return f"(quantile_disc({col}, 0.5) - quantile_disc(-{col}, 0.5)) / 2"
+def _medians_sql(col: str, source: str = "keys") -> str:
+    """(country, year, med): the exact median of `col` in each cell of `source`, the mean of
+    the middle value(s) as pandas computes it, found by sorting each cell (a window, which
+    spills to disk beyond DuckDB's memory_limit; ``quantile_*`` aggregates would hold every
+    value in memory, 8 bytes a row)."""
+    return (f"SELECT country, year, (min({col}) + max({col})) / 2 AS med FROM (SELECT "
+            f"country, year, {col}, row_number() OVER c AS i, count(*) OVER c AS n FROM "
+            f"{source} WHERE {col} IS NOT NULL WINDOW c AS (PARTITION BY country, year ORDER "
+            f"BY {col} ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) WHERE i IN "
+            "(n // 2 + 1, (n + 1) // 2) GROUP BY country, year")
 
 
 def _screening_tables(con: Any) -> None:
@@ -510,9 +518,11 @@ def _screening_tables(con: Any) -> None:
     con.execute("INSERT INTO lim VALUES (?, ?, ?, ?)", [
         math.log10(schema.TURNOVER_PER_EMPLOYEE_FACTOR), math.log10(schema.CURRENCY_CLUSTER_FACTOR),
         schema.CURRENCY_CLUSTER_SHARE, math.log10(schema.CURRENCY_JUMP_FACTOR)])
-    con.execute(f"CREATE TEMP TABLE cells AS SELECT country, year, count(_lt) AS n, CASE WHEN "
-                f"count(_lt) >= {schema.MIN_GROUP_FOR_STATS} THEN {_median_sql('_lt')} END "
-                "AS med FROM keys GROUP BY country, year")
+    con.execute("CREATE TEMP TABLE cells AS SELECT c.country, c.year, c.n, CASE WHEN c.n >= "
+                f"{schema.MIN_GROUP_FOR_STATS} THEN m.med END AS med FROM (SELECT country, "
+                "year, count(_lt) AS n FROM keys GROUP BY country, year) c LEFT JOIN "
+                f"({_medians_sql('_lt')}) m ON m.country IS NOT DISTINCT FROM c.country AND "
+                "m.year IS NOT DISTINCT FROM c.year")
     con.execute("CREATE TEMP VIEW dev AS SELECT k._row, k.country, k.year, k._lt - c.med AS dev"
                 f" FROM keys k JOIN cells c ON {_SAME_CELL} WHERE c.med IS NOT NULL")
     con.execute("CREATE TEMP TABLE sides AS SELECT country, year, greatest(3, (SELECT share "
@@ -532,8 +542,10 @@ _JUMPS_SQL = (
     "country ORDER BY year)) WHERE abs(jump) >= (SELECT jump FROM lim)")
 _WEIGHT_CELLS_SQL = (
     "SELECT country, year, count(weight) AS n, fsum(weight) AS s1, fsum(weight * weight) AS "
-    f"s2, max(weight) AS mx, min(weight) AS mn, {_median_sql('weight')} AS med FROM keys "
-    "WHERE country IS NOT NULL AND year IS NOT NULL GROUP BY country, year")
+    "s2, max(weight) AS mx, min(weight) AS mn FROM keys WHERE country IS NOT NULL AND year IS "
+    "NOT NULL GROUP BY country, year")
+_FLAGGED_WEIGHTS = ("(SELECT k.country, k.year, k.weight FROM keys k JOIN wcells f ON "
+                    "k.country = f.country AND k.year = f.year)")
 
 
 def _cell_label(country: Any, year: Any) -> str:
@@ -574,14 +586,14 @@ def _weight_detail(flagged: pd.DataFrame) -> dict[str, Any]:
 def _flag_cells(con: Any, name: str, frame: pd.DataFrame, columns: list[str]) -> None:
     """Store the flagged (country, year) cells as table `name` for the row queries."""
     con.register(f"_{name}_df", frame[columns].reset_index(drop=True))
-    con.execute(f"CREATE TEMP TABLE {name} AS SELECT * FROM _{name}_df")
+    con.execute(f"CREATE OR REPLACE TEMP TABLE {name} AS SELECT * FROM _{name}_df")
     con.unregister(f"_{name}_df")
 
 
 def _weight_cells(con: Any) -> pd.DataFrame:
     """Cells whose Kish design effect 1 + CV^2 = n sum(w^2) / sum(w)^2 exceeds the limit
-    (Kish 1965, Survey Sampling, 11.7), sorted by country and year (`schema._weights_stats`);
-    computed on one thread so the Kahan sums run in file order."""
+    (Kish 1965, Survey Sampling, 11.7), sorted by country and year (`schema._weights_stats`),
+    with the median weight of each (``med``). The sums run on one thread, in file order."""
     con.execute("SET threads = 1")
     try:
         st = con.execute(f"SELECT * FROM ({_WEIGHT_CELLS_SQL}) ORDER BY country, year").df()
@@ -589,7 +601,12 @@ def _weight_cells(con: Any) -> pd.DataFrame:
         con.execute("SET threads = 2")
     st["deff"] = st["n"] * st["s2"] / st["s1"] ** 2
     st["ratio"] = st["mx"] / st["mn"]
-    return st[(st["n"] >= schema.MIN_GROUP_FOR_STATS) & (st["deff"] > schema.WEIGHT_DEFF_MAX)]
+    flagged = st[(st["n"] >= schema.MIN_GROUP_FOR_STATS) & (st["deff"] > schema.WEIGHT_DEFF_MAX)]
+    if flagged.empty:
+        return flagged.assign(med=pd.Series(dtype="float64"))
+    _flag_cells(con, "wcells", flagged, ["country", "year"])  # medians of these cells only
+    meds = con.execute(_medians_sql("weight", _FLAGGED_WEIGHTS)).df()
+    return flagged.merge(meds, on=["country", "year"], how="left")
 
 
 def _screen_issue(con: Any, label: str, rule: str, sql: str, fmt: dict[str, Any]
