@@ -320,6 +320,8 @@ def test_pretrend_small_sample_reference_by_hand(panel) -> None:
     assert w.pvalue == pytest.approx(st.f.sf(180 / 38, 2, 18), rel=1e-12)
     assert w.pvalue_chi2 == pytest.approx(st.chi2.sf(10.0, 2), rel=1e-12) and w.pvalue > w.pvalue_chi2
     assert small_sample_wald(10.0, 4, 4, 4).pvalue == pytest.approx(st.chi2.sf(10.0, 4))  # G <= K: chi2
+    none = small_sample_wald(0.0, 0, 20, 2)  # pre-period cells without variance: rank 0, no test
+    assert none.df == 0 and np.isnan(none.pvalue) and "not available" in str(none)
     r = did(panel, "y", cluster="region")
     g = r.counts["n_clusters"]
     assert r.pretrend.reference == f"Hotelling F({r.pretrend.df}, {g - r.pretrend.df}), G = {g} clusters"

@@ -120,7 +120,10 @@ class WaldTest:
 
 
 def small_sample_wald(stat: float, k: int, n_clusters: int, n_cells: int) -> WaldTest:
-    """W with Hotelling's F reference when G > K (else chi2(K), said in ``reference``)."""
+    """W with Hotelling's F reference when G > K (else chi2(K), said in ``reference``); no test
+    (NaN, df 0) when there is no pre-treatment cell to test (K = 0)."""
+    if k <= 0:
+        return WaldTest(float("nan"), 0, float("nan"), n_cells, reference="none (no pre-treatment cell)")
     p_chi2 = float(stats.chi2.sf(stat, k))
     if n_clusters <= k:
         return WaldTest(stat, k, p_chi2, n_cells, pvalue_chi2=p_chi2, reference=f"chi2({k}); G = {n_clusters} <= K")
