@@ -60,15 +60,15 @@ MANIFEST_NAME = "_manifest.json"
 PARTITIONS = ("country", "year")
 # Rules whose outcome for a row depends on other rows: run once over the whole file.
 GLOBAL_ROW_RULES = frozenset({
-    "first_treated_varies", "programme_type_varies", "non_consecutive_years",
-    "turnover_per_employee_extreme", "mixed_currency_within_year",
+    "first_treated_varies", "programme_type_varies", "selected_year_varies",
+    "non_consecutive_years", "turnover_per_employee_extreme", "mixed_currency_within_year",
     "mixed_currency_between_years", "weights_dispersed", "first_treated_outside_panel",
 })
 GLOBAL_RULES = GLOBAL_ROW_RULES | {"duplicate_firm_year", "id_spelling_variants",
                                    "invisible_characters"}
 # run in DuckDB over the key files (per firm, need firm_id text) ...
-FIRM_RULES = frozenset({"first_treated_varies", "programme_type_varies", "non_consecutive_years",
-                        "first_treated_outside_panel"})
+FIRM_RULES = frozenset({"first_treated_varies", "programme_type_varies", "selected_year_varies",
+                        "non_consecutive_years", "first_treated_outside_panel"})
 _FIRM_RULE_SPECS = tuple(r for r in schema.PANEL_SPEC.row_rules if r.rule in FIRM_RULES)
 # ... and as DuckDB aggregates per country-year (medians, weight dispersion)
 GLOBAL_COLUMNS: tuple[str, ...] = tuple(dict.fromkeys(
@@ -320,14 +320,15 @@ class _KeyStore:
     """Keeps what the whole-file rules need on disk, so memory is flat in the number of rows.
 
     Each chunk goes to ``folder/keys-<chunk>.parquet``: ``_row`` (1-based row of the file),
-    the per-firm columns (firm_id typed and as written, year, first_treated, programme_type)
+    the per-firm columns (firm_id typed and as written, year, first_treated, programme_type,
+    selected_year when given)
     and the country-year screening columns (country, turnover, employees, weight, and ``_lt``
     = log10 turnover per employee computed with numpy exactly as `schema` does). The rules
     run as DuckDB queries over those files (``memory_limit``, spilling to ``folder/spill``);
     between chunks the store keeps only the chunk count and the column names."""
 
-    COLUMNS = ("firm_id", "year", "first_treated", "programme_type", "country", "turnover",
-               "employees", "weight")
+    COLUMNS = ("firm_id", "year", "first_treated", "programme_type", "selected_year", "country",
+               "turnover", "employees", "weight")
 
     def __init__(self, folder: Path, memory_limit: str = "256MB"):
         self.folder, self.memory_limit = folder, memory_limit
@@ -397,6 +398,7 @@ def _varies_sql(col: str) -> str:
 _FIRM_SQL = {
     "first_treated_varies": _varies_sql("first_treated"),
     "programme_type_varies": _varies_sql("programme_type"),
+    "selected_year_varies": _varies_sql("selected_year"),
     "non_consecutive_years": "SELECT _row FROM (SELECT _row, year - lag(year) OVER (PARTITION "
                              "BY firm_id ORDER BY year, _row) AS d FROM keys) WHERE d > 1",
     "first_treated_outside_panel": "SELECT _row FROM keys, (SELECT min(year) AS lo, max(year) "
@@ -685,7 +687,7 @@ def _check_paths(src: Path, out_dir: Path) -> None:
         raise ValueError(f"{out_dir} exists and is not a folder")
 
 
-def validate_to_dataset(path: PathLike, out_dir: PathLike, *, chunk_rows: int = 1_000_000,
+def validate_to_dataset(path: PathLike, out_dir: PathLike, *, chunk_rows: int = 250_000,
                         progress: Progress | bool | None = None,
                         country_definitions: bool = True,
                         options: io.ReadOptions | None = None, **read_kwargs: Any

@@ -199,6 +199,24 @@ def test_firm_rules_across_chunks(panel, tmp_path: Path) -> None:
     assert not (tmp_path / "ds").exists()
 
 
+def test_selected_year_varies_across_chunks(panel, tmp_path: Path) -> None:
+    """selected_year (optional register column) differing across chunks is refused like
+    read_panel refuses it, naming every row of the firm."""
+    bad = panel.copy()
+    bad["selected_year"] = bad["first_treated"]
+    chunk = pd.Series(bad.index // CHUNK, index=bad.index)
+    spans = chunk.groupby(bad["firm_id"]).transform("nunique") > 1
+    r3 = bad.index[spans & (chunk == 2)][0]
+    firm = bad.loc[r3, "firm_id"]
+    bad.loc[bad["firm_id"] == firm, ["first_treated", "selected_year", "programme_type"]] = \
+        [2020, 2019, "finance"]
+    bad.loc[r3, "selected_year"] = 2018
+    ref = refused_as_read_panel_would(bad, tmp_path / "bad.csv", tmp_path / "ds")
+    varies = [i for i in ref.issues if i.rule == "selected_year_varies"][0]
+    assert varies.n_rows == int((bad["firm_id"] == firm).sum())
+    assert not (tmp_path / "ds").exists()
+
+
 def test_file_level_errors(tmp_path: Path) -> None:
     with pytest.raises(schema.DataFileNotFoundError):
         ingest.validate_to_dataset(tmp_path / "nope.csv", tmp_path / "ds")

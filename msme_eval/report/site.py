@@ -14,7 +14,7 @@ from typing import Any
 from msme_eval import io
 from msme_eval.contract import ASEAN, COUNTRIES, NO_ASSESSMENT, REGION, STATUSES, area_name
 from msme_eval.plots import value_label
-from msme_eval.report import export
+from msme_eval.report import export, protect
 from msme_eval.report.display import fmt, p_value, status_class, status_symbol
 from msme_eval.report.render import environment, stylesheet, write_atomic
 
@@ -91,6 +91,7 @@ def export_tables(csv_files: list[Path], dest: Path) -> list[str]:
     tables: dict[str, pd.DataFrame] = {}
     for f in csv_files:
         df = pd.read_csv(f)
+        df = protect.withhold_counts(df)  # a suppressed row's n/PSUs/df go with its value
         safe = io.safe_frame(df)
         io.atomic_write(dest / f.name, lambda tmp, d=safe: d.to_csv(tmp, index=False,
                                                                      lineterminator="\n"))
