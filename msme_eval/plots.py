@@ -124,6 +124,19 @@ LABELS: dict[str, str] = {
     "weight": "Survey weight", "strata": "Stratum", "psu": "Primary sampling unit",
     "region": "Region", "sector": "Sector", "first_treated": "First year supported",
     "support_amount": "Support amount",
+    # who is counted, what is estimated, horizons (impact tables)
+    "firms_counted": "Firms counted", "estimand": "Estimand", "cluster": "Standard errors clustered by",
+    "horizon": "Horizon of cost per job", "horizon_e": "Fixed horizon (years after support)",
+    "net_jobs_per_firm_e": "Net jobs per firm at the fixed horizon",
+    "n_supported_e": "Supported firms observed at the fixed horizon",
+    "cost_per_job_e": "Cost per job at the fixed horizon",
+    "cost_ci_low_e": "Cost per job at the fixed horizon, 95% CI low",
+    "cost_ci_high_e": "Cost per job at the fixed horizon, 95% CI high",
+    "jobs_created_e": "Jobs created at the fixed horizon", "support_total_e": "Support spent on those cohorts",
+    "cost_ci_note": "About the cost interval", "cost_ci_note_e": "About the fixed-horizon cost interval",
+    "att_population": "Effect on the population", "ci_low_population": "Population 95% CI low",
+    "ci_high_population": "Population 95% CI high", "pvalue_population": "Population p-value",
+    "recipients_only": "Register looks like recipients only", "register_check": "Register check",
 }
 # values shown in cells and figure labels (outcomes, programme types, breakdown groups)
 VALUE_LABELS: dict[str, str] = {
@@ -140,6 +153,11 @@ VALUE_LABELS: dict[str, str] = {
     "owner_female": "Women-owned", "rural": "Rural", "micro": "Micro (at baseline)",
     "young": "Young (5 years or less)", "size_class": "Firm size",
     "True": "Yes", "False": "No", "total": "Total",
+    # covariates and exit drivers named in the impact text
+    "size_micro": "Micro size class", "size_small": "Small size class", "size_medium": "Medium size class",
+    "registered": "Registered", "age_at_support_le2": "Aged 2 years or less at support",
+    "age_at_support_le5": "Aged 5 years or less at support", "baseline_log_employees": "Baseline log employees",
+    "baseline_age": "Baseline age", "psu": "Primary sampling unit (PSU)",
 }
 # outcome -> scale word for axis labels (effects on different scales never share an axis)
 OUTCOME_SCALES: dict[str, str] = {

@@ -1,7 +1,9 @@
 """evaluate(), build_outcomes() and survival_did(): planted truth (own DGP and msme_eval.synth)."""
 from __future__ import annotations
 
+import html
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -11,7 +13,19 @@ from test_impact_helpers import contract_panel
 
 import msme_eval as me
 from msme_eval.impact import build_outcomes, evaluate
+from msme_eval.impact.evaluate import (
+    estimand_note,
+    in_words,
+    jobs_views,
+    readable_choices,
+    recipients_only_warning,
+    register_sentence,
+    who_counted,
+)
 from msme_eval.impact.survival import survival_did
+from msme_eval.plots import value_label
+from msme_eval.report import summaries as S
+from msme_eval.report.display import table
 
 Z99 = stats.norm.ppf(0.995)
 
@@ -33,7 +47,8 @@ def test_alive_indicator_keeps_exits_and_leaves_gaps_missing() -> None:
     assert pd.isna(a.loc[("b", 2016), "alive"]) and a.loc[("b", 2018), "alive"] == 0
     assert ("c", 2015) not in a.index  # firms enter in their first observed year
     assert pd.isna(a.loc[("a", 2016), "log_turnover"])  # log(0) -> missing, counted in notes
-    assert any("turnover <= 0" in n for n in notes) and any("exit" in n for n in notes)
+    assert any("zero or negative turnover have no log turnover" in n for n in notes)
+    assert any("exit" in n for n in notes)
     assert len(f) == 4 + 4 + 3
 
 
@@ -297,3 +312,109 @@ def test_synth_all_group_effects_recovered_more_seeds(seed) -> None:
     for key, row in ev.headline.set_index(["outcome", "programme_type"]).iterrows():
         assert abs(row["att"] - tr[key]) < stats.norm.ppf(1 - 0.01 / 24) * row["se"], key
     assert assert_subgroups_recovered(ev, data.truth) == 40
+
+
+# ---------------------------------------------------------------- what a reviewer reads (words, no raw names)
+_REPR = re.compile(r"[{}\[\]]|'\w+':|', '")
+_SNAKE = re.compile(r"\b[a-z]+(?:_[a-z0-9]+)+\b")
+
+
+def _visible(html_text: str) -> str:
+    return html.unescape(re.sub(r"<[^>]+>", " ", html_text))
+
+
+def test_choices_table_reads_as_words(ev_own) -> None:
+    """The page's estimation-choices table: no dict/list reprs, no snake_case, the register check
+    as one sentence per programme type with the check's own numbers."""
+    shown = S.choices_table(readable_choices(ev_own.choices))
+    text = _visible(str(table(shown, caption="Estimation choices", labels=False)))
+    assert not _REPR.search(text), _REPR.search(text)
+    assert not _SNAKE.search(text), _SNAKE.search(text)
+    row = shown.set_index("Choice")
+    checks = ev_own.choices["register_check"]
+    assert set(checks) == {"finance", "market_access", "all"}
+    for pt, c in checks.items():
+        sentence = (f"{value_label(pt)}: {c['exits_in_cohort_year']:,} exits among "
+                    f"{c['cohort_firms_alive_before']:,} cohort firms in their cohort year "
+                    f"({c['expected_exits_at_comparison_rate']:,.1f} expected at the comparison firms' rate): "
+                    "the register lists firms that closed, as it should.")
+        assert sentence in row.loc["Register check", "Value"]
+    assert row.loc["Register looks like recipients only", "Value"] == "No"
+    assert row.loc["Standard errors clustered by", "Value"] == "Firm"  # contract_panel has no psu
+
+
+def test_register_sentence_by_hand() -> None:
+    ok = {"cohort_firms_alive_before": 1015, "exits_in_cohort_year": 59,
+          "expected_exits_at_comparison_rate": 63.334633, "pvalue_exits": 0.314, "recipients_only": False,
+          "exits_before_payment": None}
+    assert register_sentence("finance", ok) == (
+        "Finance: 59 exits among 1,015 cohort firms in their cohort year (63.3 expected at the comparison "
+        "firms' rate): the register lists firms that closed, as it should.")
+    bad = {**ok, "exits_in_cohort_year": 0, "pvalue_exits": 1.6e-28, "att_e0": 0.061, "se_e0": 0.004,
+           "recipients_only": True}
+    text = register_sentence("market_access", bad)
+    assert text.startswith("Market access: 0 exits among 1,015") and "WARNING" in text and "recipients only" in text
+    assert "p = 1.6e-28" in text and "+0.061" in text
+    warn = recipients_only_warning({"finance": ok, "market_access": bad})
+    assert "register of market access looks like a list of recipients only" in warn and "Finance:" not in warn
+    assert recipients_only_warning({"finance": ok}) == ""
+    small = {**ok, "cohort_firms_alive_before": 12, "exits_in_cohort_year": 0,
+             "expected_exits_at_comparison_rate": 1.3, "pvalue_exits": 0.26}
+    assert "cannot be checked" in register_sentence("finance", small)
+
+
+def test_recipients_only_choice_is_a_visible_yes() -> None:
+    checks = {"finance": {"cohort_firms_alive_before": 500, "exits_in_cohort_year": 0,
+                          "expected_exits_at_comparison_rate": 30.0, "pvalue_exits": 1e-13, "att_e0": 0.06,
+                          "se_e0": 0.01, "recipients_only": True}}
+    words = readable_choices({"register_check": checks, "recipients_only": True})
+    assert words["Register looks like recipients only"].startswith("Yes")
+    assert "WARNING" in words["Register check"]
+
+
+def test_generated_text_uses_labels_not_column_names(ev_own) -> None:
+    texts = [*ev_own.interpretation["text"], ev_own.six_steps["name"], *ev_own.notes]
+    for t in texts:
+        for raw in ("market_access", "log_turnover", "log_value_added", "log_productivity", "size_micro",
+                    "age_at_support", "['", "{'"):
+            assert raw not in t, (raw, t)
+    assert any("firms supported by market access programmes" in t for t in ev_own.interpretation["text"])
+    assert "unmatched for employees of surviving firms, labour productivity (log points)" in ev_own.six_steps["name"]
+    assert any("exit drivers (micro size class, small size class, aged 2 years or less at support and aged 5 "
+               "years or less at support)" in n for n in ev_own.notes)
+
+
+def test_in_words_joins_labels() -> None:
+    assert in_words(["size_micro", "registered", "sector_A"]) == "micro size class, registered and sector A"
+    assert in_words(["micro", "small", "medium"], "or") == "micro (at baseline), small or medium"
+    assert in_words(["psu"]) == "primary sampling unit (PSU)" and in_words([]) == "none"
+
+
+def test_headline_says_who_is_counted_and_the_estimand(ev_own) -> None:
+    h = ev_own.headline
+    counted = h["firms_counted"].map(who_counted)
+    exit_rows = h["outcome"].isin(["survival", "jobs"])
+    assert (counted[exit_rows] == "Selected firms alive the year before support").all()
+    assert (counted[~exit_rows] == "Supported firms in the estimation sample").all()
+    # the two counts differ because they count different firms (alive at g - 1 vs the selected cohort)
+    fin = h[h["programme_type"] == "finance"].set_index("outcome")["n_treated"]
+    assert fin["survival"] == fin["jobs"] and fin["survival"] <= fin["log_turnover"]
+    note = estimand_note(h)
+    assert note.startswith("Estimand: sample ATT") and note.endswith("clustered by the firm.")
+    psu = estimand_note(h.assign(cluster="psu"))
+    assert "clustered by the survey's primary sampling unit (PSU)" in psu
+
+
+def test_jobs_views_show_both_horizons_and_blank_suppressed_rows(ev_own) -> None:
+    jobs = ev_own.jobs.assign(conf_status=["F", "A", "F"])
+    avg, fixed, horizon = jobs_views(jobs)
+    assert horizon.startswith("Horizon: average over the post-support years")
+    assert list(fixed["horizon_e"]) == [2, 2, 2]
+    assert fixed.loc[1, ["cost_per_job_e", "cost_ci_low_e", "n_supported_e"]].isna().all()
+    pd.testing.assert_series_equal(fixed.loc[0, ["cost_per_job_e", "n_supported_e"]].astype(float),
+                                   jobs.iloc[0][["cost_per_job_e", "n_supported_e"]].astype(float),
+                                   check_names=False)
+    assert avg["cost_per_job"].equals(jobs["cost_per_job"].reset_index(drop=True))  # numbers unchanged
+    text = _visible(str(table(fixed, digits=2)))
+    assert "Cost per job at the fixed horizon" in text and "Fixed horizon (years after support)" in text
+    assert "[c]" in text and not _SNAKE.search(text)

@@ -25,6 +25,7 @@ import pandas as pd
 from scipy import stats
 
 from msme_eval.contract import ESTIMATE_COLUMNS
+from msme_eval.plots import value_label
 
 from ._checks import ImpactInputError, integer_time, require_columns
 from .did import did
@@ -106,11 +107,12 @@ def build_outcomes(panel: pd.DataFrame, *, unit: str = "firm_id", time: str = "y
         e_ = emp.to_numpy(dtype=np.float64, na_value=np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
             out["log_productivity"] = _log_pos(pd.Series(np.where(e_ > 0, va / e_, np.nan), index=out.index))
-    for c, col in (("turnover", "log_turnover"), ("value_added", "log_value_added")):
+    for c in ("turnover", "value_added"):
         if c in out:
             nonpos = int((pd.to_numeric(out[c]) <= 0).sum())
             if nonpos:
-                notes.append(f"{nonpos} firm-year(s) with {c} <= 0 have missing {col} (log undefined).")
+                notes.append(f"{nonpos} firm-year(s) with zero or negative {value_label(c).lower()} have no log "
+                             f"{value_label(c).lower()} (log undefined): they are left out of that outcome.")
     out["support_amount"] = pd.to_numeric(out["support_amount"]).fillna(0.0) if "support_amount" in out else 0.0
     base = p[p[time] == first].set_index(unit)
     attrs = pd.DataFrame(index=span.index)
@@ -205,6 +207,170 @@ def cost_text(row: pd.Series | dict[str, Any]) -> str:
     return f"{head}; interval {r['cost_ci_note']}."
 
 
+def _lower_first(text: str) -> str:
+    """'Sector A' -> 'sector A' inside a sentence; acronyms ('PSU') and one-letter words stay."""
+    return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+
+def in_words(items: Sequence[Any], conjunction: str = "and") -> str:
+    """A list as words through the label map (``msme_eval.plots.value_label``), never a Python list:
+    ['size_micro', 'registered', 'sector_A'] -> 'micro size class, registered and sector A'."""
+    words = [_lower_first(value_label(i)) for i in items]
+    if not words:
+        return "none"
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} {conjunction} {words[-1]}"
+
+
+def register_sentence(programme_type: str, check: dict[str, Any]) -> str:
+    """One sentence on a survival register check (:func:`msme_eval.impact.survival.register_check`):
+    exits of cohort firms in their cohort year against the number expected at the comparison firms'
+    exit rate, and what it says about the register (lists firms that closed / looks like recipients only)."""
+    who = value_label(programme_type)
+    n, d = check.get("cohort_firms_alive_before", 0), check.get("exits_in_cohort_year", 0)
+    expected = check.get("expected_exits_at_comparison_rate", np.nan)
+    if not n or not np.isfinite(expected):
+        return (f"{who}: no cohort firm could be compared with comparison firms in its cohort year, so the "
+                "register is not checked.")
+    head = (f"{who}: {d:,} exits among {n:,} cohort firms in their cohort year ({expected:,.1f} expected at the "
+            "comparison firms' rate)")
+    before = check.get("exits_before_payment")
+    paid = f"; {before:,} selected firms closed before they were paid" if before else ""
+    if check.get("recipients_only"):
+        p, att0, se0 = (check.get(k, np.nan) for k in ("pvalue_exits", "att_e0", "se_e0"))
+        return (f"{head}{paid}: WARNING, the register looks like recipients only (so few exits has p = "
+                f"{p:.2g}; first-year survival effect {att0:+.3f}, SE {se0:.3f}), so survival and net jobs are "
+                "biased upward. Fix: list every selected firm, including those that closed before they were paid, "
+                "with the year it was selected.")
+    if d > 0:
+        return f"{head}{paid}: the register lists firms that closed, as it should."
+    return (f"{head}{paid}: no exit, but with so few firms that is not unusual at the comparison rate "
+            f"(p = {check.get('pvalue_exits', np.nan):.2g}), so the register cannot be checked.")
+
+
+def recipients_only_warning(checks: dict[str, dict[str, Any]]) -> str:
+    """The page's warning when a programme register looks like recipients only ('' when none does)."""
+    flagged = [pt for pt, c in checks.items() if c.get("recipients_only")]
+    if not flagged:
+        return ""
+    return (f"The programme register of {in_words(flagged)} looks like a list of recipients only: no selected "
+            "firm closes in its first year, far fewer than the comparison firms' exit rate predicts. Firms that "
+            "closed before they were paid seem to be missing, so the survival and net-jobs effects below are "
+            "biased upward. Fix: list every selected firm with the year it was selected, including those that "
+            "closed before payment. " + " ".join(register_sentence(pt, checks[pt]) for pt in flagged))
+
+
+_CLUSTER_WORDS = {"psu": "the survey's primary sampling unit (PSU): the default when the panel has one; "
+                         "firms are nested in PSUs", "firm_id": "the firm"}
+
+
+def cluster_words(cluster: Any) -> str:
+    """'psu' -> the survey's primary sampling unit (PSU); None/'' -> the firm."""
+    if cluster is None or cluster == "" or (isinstance(cluster, float) and not np.isfinite(cluster)):
+        return "the firm"
+    return _CLUSTER_WORDS.get(str(cluster), _lower_first(value_label(cluster)))
+
+
+def _choice_text(key: str, value: Any, choices: dict[str, Any]) -> Any:
+    """One estimation choice in words (see `readable_choices`)."""
+    if key in ("covariates_robustness", "survival_covariates", "eligible_sizes", "programme_types", "outcomes",
+               "subgroups", "subgroup_outcomes"):
+        text = in_words(value or [])
+        return text[:1].upper() + text[1:]
+    if key == "cluster":
+        first = str(value).split(" ", 1)[0]
+        return "Primary sampling unit (PSU) of the survey" if first == "psu" else \
+            "Firm" if value is None or first == str(choices.get("unit", "firm_id")) else value_label(first)
+    if key == "recipients_only":
+        return "Yes: see the warning at the top of the page" if value else "No"
+    if key == "young_max_age":
+        return f"{value} years or younger at baseline"
+    return _CHOICE_WORDS.get(key, {}).get(bool(value) if key == "weight" else str(value).split(" ", 1)[0],
+                                          value_label(value))
+
+
+_CHOICE_WORDS: dict[str, dict[Any, str]] = {
+    "estimator": {"Callaway-Sant'Anna": "Callaway and Sant'Anna (2021) staggered difference-in-differences; "
+                                        "survival and net jobs on firms alive in the year before support"},
+    "estimand": {"sample": "Sample ATT: the unweighted average effect on the supported firms in the sample "
+                           "(with a survey weight, the population ATT is shown beside it)"},
+    "cohort_survival_jobs": {"year": "Year each firm was selected: every selected firm (intention to treat)",
+                             "first_treated": "First year supported: the register must list every selected firm, "
+                                              "including those that closed before payment (see the register check)"},
+    "weight": {False: "None: effects are unweighted sample averages",
+               True: "Each firm's survey weight in its first observed year (survival and net jobs unweighted)"},
+    "sample_rule": {"per": "For each programme type: its supported firms and the never-supported eligible firms"},
+    "pretrend_rule": {"a": "A page says pre-support trends differ only when a Holm-adjusted pre-trend p-value "
+                           "(over the headline tests) is below alpha"},
+}
+_CHOICE_NAMES = {"control": "Comparison group", "covariates_robustness": "Covariates (robustness row)",
+                 "survival_covariates": "Exit drivers (survival and net jobs)",
+                 "eligible_sizes": "Eligible firm sizes (at baseline)", "cluster": "Standard errors clustered by",
+                 "alpha": "Significance level (alpha)", "cohort_survival_jobs": "Cohort of survival and net jobs",
+                 "young_max_age": "Young firms", "weight": "Survey weight", "sample_rule": "Sample",
+                 "pretrend_rule": "Pre-trend rule", "recipients_only": "Register looks like recipients only"}
+
+
+def readable_choices(choices: dict[str, Any]) -> dict[str, Any]:
+    """An evaluation's ``choices`` in a reviewer's words, for a page: every value a sentence or a list
+    joined in words through the label map (no Python list/dict reprs, no column names), the register
+    check as one sentence per programme type (`register_sentence`) in one row. The numbers are those
+    of ``choices``."""
+    out: dict[str, Any] = {}
+    for key, value in choices.items():
+        if key == "register_check":
+            sentences = [register_sentence(pt, check) for pt, check in (value or {}).items()]
+            out["Register check"] = " ".join(sentences) or "Not run (no survival or net-jobs estimate)"
+            continue
+        out[_CHOICE_NAMES.get(key, key.replace("_", " ").capitalize())] = _choice_text(key, value, choices)
+    return out
+
+
+def who_counted(firms_counted: Any) -> str:
+    """Short words for a result's ``firms_counted``: selected firms alive at g - 1 (survival, net jobs)
+    or the supported firms of the estimation sample (growth, employees)."""
+    text = "" if firms_counted is None else str(firms_counted)
+    if "g - 1" in text:
+        return "Selected firms alive the year before support"
+    return "Supported firms in the estimation sample" if text else "–"
+
+
+def estimand_note(headline: pd.DataFrame) -> str:
+    """The estimand and clustering of a headline table, said once (for a caption note)."""
+    est = set(headline.get("estimand", pd.Series(dtype=str)).dropna().astype(str))
+    sample = "sample ATT" if all("sample ATT" in e for e in est) else "ATT"
+    clus = sorted({cluster_words(c) for c in headline.get("cluster", pd.Series(dtype=object))})
+    return (f"Estimand: {sample}, the unweighted average effect on the supported firms in the sample; survival "
+            "and net jobs count every selected firm alive the year before support (intention to treat), the "
+            "other outcomes the supported firms observed before and after support. Standard errors clustered by "
+            f"{in_words(clus) if clus else 'the firm'}.")
+
+
+JOBS_AVERAGE_VIEW = ("programme_type", "net_jobs_per_firm", "ci_low", "ci_high", "n_supported", "jobs_created",
+                     "support_total", "cost_per_job", "cost_ci_low", "cost_ci_high", "cost_ci_note", "currency",
+                     "conf_status")
+JOBS_FIXED_VIEW = ("programme_type", "horizon_e", "net_jobs_per_firm_e", "n_supported_e", "jobs_created_e",
+                   "support_total_e", "cost_per_job_e", "cost_ci_low_e", "cost_ci_high_e", "cost_ci_note_e",
+                   "currency", "conf_status")
+
+
+def jobs_views(jobs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """A jobs table (``Evaluation.jobs``, or its protected version) as a page shows it: (cost per job
+    over the average of the post-support years, cost per job at the fixed horizon, the horizon in words).
+    The fixed-horizon numbers of a row that is not published (``conf_status`` other than F) are blanked
+    with the row's other numbers, so they show as [c]."""
+    avg = jobs[[c for c in JOBS_AVERAGE_VIEW if c in jobs.columns]].reset_index(drop=True)
+    fixed = jobs[[c for c in JOBS_FIXED_VIEW if c in jobs.columns]].reset_index(drop=True).copy()
+    if "conf_status" in fixed:
+        hidden = ~fixed["conf_status"].astype(str).isin(["F", "", "nan", "None"])
+        numbers = [c for c in fixed.columns if c.endswith("_e") and c not in ("horizon_e", "cost_ci_note_e")]
+        fixed[numbers] = fixed[numbers].astype(float)
+        fixed.loc[hidden, numbers] = np.nan
+    horizons = sorted(set(jobs.get("horizon", pd.Series(dtype=str)).dropna().astype(str)) - {""})
+    text = (f"Horizon: {'; '.join(horizons)}" if horizons else "Horizon: the years after support") + \
+        ". Cost per job = support spent / (firms counted x net jobs per firm)."
+    return avg, fixed, text
+
+
 def _row(res: DidResult, outcome: str, pt: str, spec: str = "main") -> dict[str, Any]:
     o, pre, n = res.overall, res.pretrend, res.counts
     return {"outcome": outcome, "programme_type": pt, "spec": spec, "att": o.estimate, "se": o.se,
@@ -236,7 +402,7 @@ def interpret(row: pd.Series | dict[str, Any], alpha: float = 0.05) -> str:
     lvl = int(round(100 * (1 - alpha)))
     label = OUTCOMES.get(r["outcome"], ("", r["outcome"]))[1]
     pt = r["programme_type"]
-    who = "all supported firms" if pt == "all" else f"firms supported by {pt} programmes"
+    who = "all supported firms" if pt == "all" else f"firms supported by {value_label(pt).lower()} programmes"
     if not np.isfinite(r["att"]) or not np.isfinite(r["se"]):
         return f"{label}, {who}: no estimate (too few firms or periods)."
     def fmt(v: float) -> str:
@@ -292,8 +458,8 @@ def six_steps(control: str, headline: pd.DataFrame, pretrend_ok: bool) -> dict[s
         step, name = "V", (f"comparison with matched non-assisted firms ({ctrl} firms reweighted on "
                            "baseline characteristics)")
     elif conditional:
-        step, name = "IV-V", (f"comparison with {ctrl} firms: unmatched for {', '.join(unconditional)}; "
-                              f"reweighted on baseline characteristics for {', '.join(conditional)}")
+        step, name = "IV-V", (f"comparison with {ctrl} firms: unmatched for {in_words(unconditional)}; "
+                              f"reweighted on baseline characteristics for {in_words(conditional)}")
     else:
         step, name = "IV", f"comparison with typical (unmatched) non-assisted firms ({ctrl} firms)"
     reason = (f"supported firms are compared with {ctrl} firms followed before and after support; the "
@@ -534,8 +700,8 @@ def evaluate(
     _register_flag(run, settings, notes)
     if "survival" in outs or "jobs" in outs:
         notes.append("Survival and net jobs (exits counted as zero jobs): compared among firms alive in the year "
-                     f"before support, conditioning on the exit drivers {scovs}; no pre-trend test and no TWFE "
-                     "baseline exist for these outcomes.")
+                     f"before support, conditioning on the exit drivers ({in_words(scovs)}); no pre-trend test and "
+                     "no TWFE baseline exist for these outcomes.")
     return _assemble(run, settings, notes)
 
 
@@ -560,7 +726,7 @@ def _register_flag(run: _Run, settings: dict[str, Any], notes: list[str]) -> Non
     settings["recipients_only"] = bool(flagged)
     if flagged:
         notes.append("WARNING: the programme register looks like recipients only (no selected firm exits in its "
-                     f"cohort year; programme types {flagged}): survival and net jobs are biased upward. Fix: list "
+                     f"cohort year; {in_words(flagged)}): survival and net jobs are biased upward. Fix: list "
                      "every selected firm, including those that closed before they were paid, with selected_year.")
 
 
@@ -632,7 +798,8 @@ def _eligible_only(frame: pd.DataFrame, eligible_sizes: Sequence[str] | None, un
     n_firms = int(frame.loc[bad, unit].nunique())
     if n_firms:
         n_sup = int(frame.loc[bad & frame["first_treated"].notna(), unit].nunique())
-        notes.append(f"{n_firms} firm(s) with a baseline size class outside {list(eligible_sizes)} left out "
+        sizes = in_words(eligible_sizes, "or")
+        notes.append(f"{n_firms} firm(s) with a baseline size class other than {sizes} left out "
                      f"(not eligible for MSME support; {n_sup} of them supported).")
         return frame[~bad]
     return frame

@@ -88,9 +88,10 @@ def p_value(p: Any) -> str:
 COUNT_COLUMNS = frozenset({"n", "n_rows", "n_treated", "n_units", "n_never_treated", "n_cohorts",
                            "n_points", "n_supported", "firms", "firms_supported", "values",
                            "positive", "zeros", "extreme", "negative", "jobs_created",
-                           "jobs_ci_low", "jobs_ci_high", "n_psu", "df", "pretrend_df"})
+                           "jobs_ci_low", "jobs_ci_high", "n_psu", "df", "pretrend_df", "jobs_created_e"})
 MONEY_COLUMNS = frozenset({"support_total", "cost_per_job", "cost_ci_low", "cost_ci_high",
-                           "cost_per_job_fixed_horizon"})
+                           "cost_per_job_fixed_horizon", "cost_per_job_e", "cost_ci_low_e", "cost_ci_high_e",
+                           "support_total_e"})
 _TEXT_COLUMNS = frozenset({"id", "indicator", "name", "country", "ref_area", "area"})
 CATEGORY_COLUMNS = ("programme_type", "outcome", "subgroup", "spec", "dimension", "breakdown",
                     "control", "method", "level")
