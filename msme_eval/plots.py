@@ -138,6 +138,15 @@ LABELS: dict[str, str] = {
     "ci_high_population": "Population 95% CI high", "pvalue_population": "Population p-value",
     "recipients_only": "Register looks like recipients only", "register_check": "Register check",
 }
+# ISIC Rev. 4 sections (short names), for the sector dummies the impact text names
+ISIC_SECTIONS: dict[str, str] = {
+    "A": "agriculture and fishing", "B": "mining", "C": "manufacturing", "D": "energy supply",
+    "E": "water and waste", "F": "construction", "G": "wholesale/retail trade", "H": "transport and storage",
+    "I": "accommodation and food", "J": "information and communication", "K": "finance and insurance",
+    "L": "real estate", "M": "professional services", "N": "administrative services",
+    "O": "public administration", "P": "education", "Q": "health and social work", "R": "arts and recreation",
+    "S": "other services", "T": "households as employers", "U": "extraterritorial bodies",
+}
 # values shown in cells and figure labels (outcomes, programme types, breakdown groups)
 VALUE_LABELS: dict[str, str] = {
     "finance": "Finance", "market_access": "Market access",
@@ -158,6 +167,7 @@ VALUE_LABELS: dict[str, str] = {
     "registered": "Registered", "age_at_support_le2": "Aged 2 years or less at support",
     "age_at_support_le5": "Aged 5 years or less at support", "baseline_log_employees": "Baseline log employees",
     "baseline_age": "Baseline age", "psu": "Primary sampling unit (PSU)",
+    **{f"sector_{k}": f"Sector {k} ({v})" for k, v in ISIC_SECTIONS.items()},
 }
 # outcome -> scale word for axis labels (effects on different scales never share an axis)
 OUTCOME_SCALES: dict[str, str] = {

@@ -385,7 +385,8 @@ def test_generated_text_uses_labels_not_column_names(ev_own) -> None:
 
 
 def test_in_words_joins_labels() -> None:
-    assert in_words(["size_micro", "registered", "sector_A"]) == "micro size class, registered and sector A"
+    assert in_words(["size_micro", "registered", "sector_A"]) == \
+        "micro size class, registered and sector A (agriculture and fishing)"
     assert in_words(["micro", "small", "medium"], "or") == "micro (at baseline), small or medium"
     assert in_words(["psu"]) == "primary sampling unit (PSU)" and in_words([]) == "none"
 
@@ -409,6 +410,7 @@ def test_jobs_views_show_both_horizons_and_blank_suppressed_rows(ev_own) -> None
     jobs = ev_own.jobs.assign(conf_status=["F", "A", "F"])
     avg, fixed, horizon = jobs_views(jobs)
     assert horizon.startswith("Horizon: average over the post-support years")
+    assert horizon.endswith("firms counted: selected firms alive the year before support.")
     assert list(fixed["horizon_e"]) == [2, 2, 2]
     assert fixed.loc[1, ["cost_per_job_e", "cost_ci_low_e", "n_supported_e"]].isna().all()
     pd.testing.assert_series_equal(fixed.loc[0, ["cost_per_job_e", "n_supported_e"]].astype(float),

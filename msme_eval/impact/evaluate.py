@@ -94,7 +94,7 @@ def build_outcomes(panel: pd.DataFrame, *, unit: str = "firm_id", time: str = "y
                      "(non-response is not exit).")
     n_exit = int((span["max"] < last_year).sum())
     notes.append(f"{n_exit} firm(s) exit before {last_year} (last observed earlier); they stay in the sample "
-                 "with alive = 0 after exit.")
+                 "as closed (not operating, zero jobs) in the years after they exit.")
     out["survival"] = out["alive"]
     emp = pd.to_numeric(out["employees"]).astype("Float64")
     out["employees"] = emp
@@ -366,8 +366,10 @@ def jobs_views(jobs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
         fixed[numbers] = fixed[numbers].astype(float)
         fixed.loc[hidden, numbers] = np.nan
     horizons = sorted(set(jobs.get("horizon", pd.Series(dtype=str)).dropna().astype(str)) - {""})
+    counted = sorted({who_counted(c) for c in jobs.get("firms_counted", pd.Series(dtype=str)).dropna()} - {"–"})
     text = (f"Horizon: {'; '.join(horizons)}" if horizons else "Horizon: the years after support") + \
-        ". Cost per job = support spent / (firms counted x net jobs per firm)."
+        ". Cost per job = support spent / (firms counted x net jobs per firm)" + \
+        (f"; firms counted: {' / '.join(c.lower() for c in counted)}." if counted else ".")
     return avg, fixed, text
 
 
@@ -462,7 +464,7 @@ def six_steps(control: str, headline: pd.DataFrame, pretrend_ok: bool) -> dict[s
                               f"reweighted on baseline characteristics for {in_words(conditional)}")
     else:
         step, name = "IV", f"comparison with typical (unmatched) non-assisted firms ({ctrl} firms)"
-    reason = (f"supported firms are compared with {ctrl} firms followed before and after support; the "
+    reason = (f"Supported firms are compared with {ctrl} firms followed before and after support; the "
               "difference-in-differences removes fixed differences between the groups"
               + ("" if conditional else ", but the comparison firms are not matched or reweighted on their "
                  "characteristics (the robustness table shows the doubly robust estimate that is)")
