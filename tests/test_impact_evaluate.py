@@ -357,6 +357,7 @@ def test_register_sentence_by_hand() -> None:
     assert "p = 1.6e-28" in text and "+0.061" in text
     warn = recipients_only_warning({"finance": ok, "market_access": bad})
     assert "register of market access looks like a list of recipients only" in warn and "Finance:" not in warn
+    assert warn.endswith("Market access: 0 exits among 1,015 cohort firms, 63.3 expected (p = 1.6e-28).")
     assert recipients_only_warning({"finance": ok}) == ""
     small = {**ok, "cohort_firms_alive_before": 12, "exits_in_cohort_year": 0,
              "expected_exits_at_comparison_rate": 1.3, "pvalue_exits": 0.26}

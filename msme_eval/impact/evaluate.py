@@ -252,11 +252,15 @@ def recipients_only_warning(checks: dict[str, dict[str, Any]]) -> str:
     flagged = [pt for pt, c in checks.items() if c.get("recipients_only")]
     if not flagged:
         return ""
+    facts = [f"{value_label(pt)}: {checks[pt].get('exits_in_cohort_year', 0):,} exits among "
+             f"{checks[pt].get('cohort_firms_alive_before', 0):,} cohort firms, "
+             f"{checks[pt].get('expected_exits_at_comparison_rate', np.nan):,.1f} expected "
+             f"(p = {checks[pt].get('pvalue_exits', np.nan):.2g})." for pt in flagged]
     return (f"The programme register of {in_words(flagged)} looks like a list of recipients only: no selected "
-            "firm closes in its first year, far fewer than the comparison firms' exit rate predicts. Firms that "
+            "firm closes in its cohort year, far fewer than the comparison firms' exit rate predicts. Firms that "
             "closed before they were paid seem to be missing, so the survival and net-jobs effects below are "
             "biased upward. Fix: list every selected firm with the year it was selected, including those that "
-            "closed before payment. " + " ".join(register_sentence(pt, checks[pt]) for pt in flagged))
+            "closed before payment. " + " ".join(facts))
 
 
 _CLUSTER_WORDS = {"psu": "the survey's primary sampling unit (PSU): the default when the panel has one; "
