@@ -195,7 +195,7 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     ev = me.impact.evaluate(data, programme_type=%r, macro=me.io.read_macro(macro))
 for name, table in protect.impact_tables(ev, data, rules=protect.Rules(3, 2, 0.85)).items():
-    table.to_csv(f"{out}/{name}.csv", index=False, lineterminator="\\n")
+    protect.withhold_counts(table).to_csv(f"{out}/{name}.csv", index=False, lineterminator="\\n")
 """ % (TYPES,)
 
 

@@ -364,3 +364,21 @@ def test_counts_beside_a_suppressed_value_are_withheld():
     html = str(display.table(table))
     assert html.count(f">{display.SUPPRESSED}<") == 4  # value, n, PSUs, df of the suppressed row
     assert ">2<" not in html and ">10<" in html
+
+
+def test_fixed_horizon_jobs_need_enough_firms_observed_at_the_horizon(panel, evaluation):
+    """The cost per job at event time e (its own firm count ``n_supported_e``) is withheld
+    when fewer than the threshold are observed at e, while the average-horizon row stays."""
+    jobs = evaluation.jobs
+    assert {"n_supported_e", "cost_per_job_e", "net_jobs_per_firm_e"} <= set(jobs.columns)
+    n_e = jobs["n_supported_e"].astype(float)
+    cut = int(n_e.max())  # the largest horizon group passes, any smaller one fails
+    firms = jobs["n_supported"].astype(float)
+    assert (firms >= cut).all(), "every programme keeps enough firms for the average row"
+    out = protect.impact_tables(evaluation, panel, rules=protect.Rules(min_contributors=cut))["jobs"]
+    small = (n_e < cut).to_numpy()
+    assert small.any()
+    assert out.loc[small, list(protect.HORIZON_COLUMNS)].isna().all().all()
+    assert out.loc[small, "net_jobs_per_firm"].notna().all()  # the average row is published
+    assert np.allclose(out.loc[~small, "cost_per_job_e"], jobs.loc[~small, "cost_per_job_e"],
+                       equal_nan=True)

@@ -518,7 +518,7 @@ class NotebookContext:
             ("Targets file", Path(p.targets).name if p.targets else "none"),
             ("Baseline year", p.baseline_year), ("Target year", p.target_year),
             ("Reporting year", p.report_year or "latest year in the data"),
-            ("Programme types", ", ".join(p.programme_types)),
+            ("Programme types", ", ".join(display.value_label(t) for t in p.programme_types)),
             ("Disclosure", f"≥ {p.min_contributors} firms per cell; dominance rule "
                            f"(n={p.dominance_n}, k={p.dominance_k:.0%})"
                            + ("; WEAKER than the defaults (3 firms; n=2, k=85%), confirmed by the "

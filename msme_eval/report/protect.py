@@ -66,6 +66,9 @@ JOB_COLUMNS = ("net_jobs_per_firm", "se", "ci_low", "ci_high", "jobs_created", "
                "jobs_ci_high")
 MONEY_COLUMNS = ("support_total", "cost_per_job", "cost_ci_low", "cost_ci_high",
                  "cost_per_job_fixed_horizon")
+# the fixed-horizon (event time e) version of the jobs row: its own firm count
+HORIZON_COLUMNS = ("net_jobs_per_firm_e", "se_e", "jobs_created_e", "cost_per_job_e",
+                   "cost_ci_low_e", "cost_ci_high_e", "support_total_e")
 SHARE_COLUMNS = ("share_of_supported_firms", "share_of_support", "share_of_jobs_created")
 
 
@@ -123,11 +126,13 @@ def _jobs(table: pd.DataFrame, firms: pd.DataFrame, rules: Rules) -> pd.DataFram
     for i, row in out.iterrows():
         mine = firms[firms["programme_type"] == row["programme_type"]]
         if len(mine) < rules.m:
-            _blank(out, out.index == i, JOB_COLUMNS + MONEY_COLUMNS, "A")
+            _blank(out, out.index == i, JOB_COLUMNS + MONEY_COLUMNS + HORIZON_COLUMNS, "A")
             continue
         code = rules.dominated(mine["support"].to_numpy(dtype=float))
         if code != "F":
-            _blank(out, out.index == i, MONEY_COLUMNS, code)
+            _blank(out, out.index == i, MONEY_COLUMNS + HORIZON_COLUMNS[3:], code)
+        if float(row.get("n_supported_e", np.inf)) < rules.m:  # too few firms observed at e
+            out.loc[i, [c for c in HORIZON_COLUMNS if c in out.columns]] = np.nan
     return out
 
 
