@@ -396,8 +396,8 @@ def test_headline_says_who_is_counted_and_the_estimand(ev_own) -> None:
     h = ev_own.headline
     counted = h["firms_counted"].map(who_counted)
     exit_rows = h["outcome"].isin(["survival", "jobs"])
-    assert (counted[exit_rows] == "Selected firms alive the year before support").all()
-    assert (counted[~exit_rows] == "Supported firms in the estimation sample").all()
+    assert (counted[exit_rows] == "selected, alive year before").all()
+    assert (counted[~exit_rows] == "supported, in the sample").all()
     # the two counts differ because they count different firms (alive at g - 1 vs the selected cohort)
     fin = h[h["programme_type"] == "finance"].set_index("outcome")["n_treated"]
     assert fin["survival"] == fin["jobs"] and fin["survival"] <= fin["log_turnover"]
@@ -411,7 +411,7 @@ def test_jobs_views_show_both_horizons_and_blank_suppressed_rows(ev_own) -> None
     jobs = ev_own.jobs.assign(conf_status=["F", "A", "F"])
     avg, fixed, horizon = jobs_views(jobs)
     assert horizon.startswith("Horizon: average over the post-support years")
-    assert horizon.endswith("firms counted: selected firms alive the year before support.")
+    assert horizon.endswith("firms counted: selected, alive year before.")
     assert list(fixed["horizon_e"]) == [2, 2, 2]
     assert fixed.loc[1, ["cost_per_job_e", "cost_ci_low_e", "n_supported_e"]].isna().all()
     pd.testing.assert_series_equal(fixed.loc[0, ["cost_per_job_e", "n_supported_e"]].astype(float),

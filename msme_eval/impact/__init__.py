@@ -16,7 +16,8 @@ and nearest-neighbour matching with Abadie-Imbens SEs (weighting.py), MatchIt's 
 matching with its weights, SEs and Love plot (match.py), balance tables (cobalt conventions),
 power calculations, model tables rendered by maketables (tables.py), the Goodman-Bacon
 decomposition from diff-diff's exact weights (bacon.py), HonestDiD bounds through moderndid's
-port of R HonestDiD (honest.py), and the evaluation layer (evaluate.py). Every result shares msme_eval.results' interface: ``tidy()``
+port of R HonestDiD (honest.py), and the evaluation layer (evaluate.py). Every result shares
+msme_eval.results' interface: ``tidy()``
 (estimate, se, ci_low, ci_high, pvalue), ``choices``, ``alpha``, ``summary()``, ``plot()``,
 ``_repr_html_``; balance_table returns a ResultFrame.
 """

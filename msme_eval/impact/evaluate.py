@@ -330,12 +330,13 @@ def readable_choices(choices: dict[str, Any]) -> dict[str, Any]:
 
 
 def who_counted(firms_counted: Any) -> str:
-    """Short words for a result's ``firms_counted``: selected firms alive at g - 1 (survival, net jobs)
-    or the supported firms of the estimation sample (growth, employees)."""
+    """Short words (one table line) for a result's ``firms_counted``: selected firms alive at g - 1
+    (survival, net jobs) or the supported firms of the estimation sample (growth, employees); the
+    table note (`estimand_note`) says it in full."""
     text = "" if firms_counted is None else str(firms_counted)
     if "g - 1" in text:
-        return "Selected firms alive the year before support"
-    return "Supported firms in the estimation sample" if text else "–"
+        return "selected, alive year before"
+    return "supported, in the sample" if text else "–"
 
 
 def estimand_note(headline: pd.DataFrame) -> str:
