@@ -190,7 +190,7 @@ SUPPRESSED_NOTE = ("[c] confidential: suppressed by disclosure control (too few 
 _PUBLISHED = {"F", "", "nan", "None", "<NA>"}
 
 
-def _suppressed_rows(df: pd.DataFrame) -> pd.Series:
+def suppressed_rows(df: pd.DataFrame) -> pd.Series:
     """Rows whose ``conf_status`` marks them confidential (anything but F/blank)."""
     if "conf_status" not in df.columns:
         return pd.Series(False, index=df.index)
@@ -245,7 +245,7 @@ def table(df: pd.DataFrame, *, caption: str | None = None, digits: int | Mapping
         raise ValueError(f"table has {len(df)} rows; reports show at most {max_rows} "
                          "(aggregate it or export it with ctx.export_table)")
     shown = df.reset_index() if index else df.copy()
-    hidden = _suppressed_rows(shown)
+    hidden = suppressed_rows(shown)
     currency = shown["currency"].astype(str) if "currency" in shown.columns else None
     cols = [c for c in shown.columns if c not in ("conf_status", "currency")]
     head = "".join(f'<th scope="col">{esc(label(c) if labels else c)}</th>' for c in cols)

@@ -29,7 +29,7 @@ import pandas as pd
 from msme_eval import io
 from msme_eval.contract import ASEAN, REGION
 from msme_eval.plots import label
-from msme_eval.report.display import SUPPRESSED, number_kind
+from msme_eval.report.display import SUPPRESSED, number_kind, suppressed_rows
 
 SOURCE = ("msme-eval monitoring cycle: design-based estimates from the firm-level panel "
           "(survey weights, strata, primary sampling units)")
@@ -91,8 +91,7 @@ def _write_sheet(book: Any, name: str, df: pd.DataFrame, meta: tuple[str, str, s
                                 f"Notes: {' '.join(x for x in (notes, SUPPRESSION_NOTE) if x)}"), 1):
         sheet.cell(row=row, column=1, value=io.neutralise_formula(text)).data_type = "s"
     sheet.cell(row=1, column=1).font = Font(bold=True, size=12)
-    hidden = ~df["conf_status"].astype(str).isin(["F", "", "nan", "None", "<NA>"]) \
-        if "conf_status" in df else pd.Series(False, index=df.index)
+    hidden = suppressed_rows(df)
     for j, col in enumerate(df.columns, 1):
         head = sheet.cell(row=HEADER_ROW, column=j, value=io.neutralise_formula(label(col)))
         head.font, head.data_type = Font(bold=True), "s"

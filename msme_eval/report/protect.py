@@ -55,7 +55,7 @@ import pandas as pd
 from msme_eval import disclosure
 from msme_eval.contract import REGION
 from msme_eval.impact import build_outcomes
-from msme_eval.report.display import SUPPRESSED, number_kind
+from msme_eval.report.display import SUPPRESSED, number_kind, suppressed_rows
 
 __all__ = ["Rules", "impact_tables", "programme_counts", "coverage_counts", "coverage_table",
            "outlier_rows", "validation_findings", "withhold_counts"]
@@ -293,9 +293,7 @@ def _finding(message: str, file: str, values: Any) -> str:
 def withhold_counts(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with the count columns (``display.number_kind`` "count": ``n``, ``n_psu``,
     ``df``, ``n_*``) blanked on rows whose ``conf_status`` is not F; unchanged without one."""
-    if "conf_status" not in table.columns:
-        return table
-    hidden = ~table["conf_status"].astype(str).isin(["F", "", "nan", "None", "<NA>"])
+    hidden = suppressed_rows(table)
     counts = [c for c in table.columns if number_kind(c) == "count"]
     if not hidden.any() or not counts:
         return table
