@@ -16,7 +16,6 @@ from msme_eval.impact import build_outcomes, evaluate
 from msme_eval.impact.evaluate import (
     estimand_note,
     in_words,
-    jobs_views,
     readable_choices,
     recipients_only_warning,
     register_sentence,
@@ -398,6 +397,9 @@ def test_headline_says_who_is_counted_and_the_estimand(ev_own) -> None:
     exit_rows = h["outcome"].isin(["survival", "jobs"])
     assert (counted[exit_rows] == "selected, alive year before").all()
     assert (counted[~exit_rows] == "supported, in the sample").all()
+    view = S.headline_view(h)  # the page's table carries it right after the firm count
+    assert list(view.columns[view.columns.get_loc("n_treated"):][:2]) == ["n_treated", "firms_counted"]
+    assert view["firms_counted"].tolist() == counted.tolist()
     # the two counts differ because they count different firms (alive at g - 1 vs the selected cohort)
     fin = h[h["programme_type"] == "finance"].set_index("outcome")["n_treated"]
     assert fin["survival"] == fin["jobs"] and fin["survival"] <= fin["log_turnover"]
@@ -409,7 +411,7 @@ def test_headline_says_who_is_counted_and_the_estimand(ev_own) -> None:
 
 def test_jobs_views_show_both_horizons_and_blank_suppressed_rows(ev_own) -> None:
     jobs = ev_own.jobs.assign(conf_status=["F", "A", "F"])
-    avg, fixed, horizon = jobs_views(jobs)
+    avg, fixed, horizon = S.jobs_views(jobs)
     assert horizon.startswith("Horizon: average over the post-support years")
     assert horizon.endswith("firms counted: selected, alive year before.")
     assert list(fixed["horizon_e"]) == [2, 2, 2]

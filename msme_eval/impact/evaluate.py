@@ -350,34 +350,6 @@ def estimand_note(headline: pd.DataFrame) -> str:
             f"{in_words(clus) if clus else 'the firm'}.")
 
 
-JOBS_AVERAGE_VIEW = ("programme_type", "net_jobs_per_firm", "ci_low", "ci_high", "n_supported", "jobs_created",
-                     "support_total", "cost_per_job", "cost_ci_low", "cost_ci_high", "cost_ci_note", "currency",
-                     "conf_status")
-JOBS_FIXED_VIEW = ("programme_type", "horizon_e", "net_jobs_per_firm_e", "n_supported_e", "jobs_created_e",
-                   "support_total_e", "cost_per_job_e", "cost_ci_low_e", "cost_ci_high_e", "cost_ci_note_e",
-                   "currency", "conf_status")
-
-
-def jobs_views(jobs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
-    """A jobs table (``Evaluation.jobs``, or its protected version) as a page shows it: (cost per job
-    over the average of the post-support years, cost per job at the fixed horizon, the horizon in words).
-    The fixed-horizon numbers of a row that is not published (``conf_status`` other than F) are blanked
-    with the row's other numbers, so they show as [c]."""
-    avg = jobs[[c for c in JOBS_AVERAGE_VIEW if c in jobs.columns]].reset_index(drop=True)
-    fixed = jobs[[c for c in JOBS_FIXED_VIEW if c in jobs.columns]].reset_index(drop=True).copy()
-    if "conf_status" in fixed:
-        hidden = ~fixed["conf_status"].astype(str).isin(["F", "", "nan", "None"])
-        numbers = [c for c in fixed.columns if c.endswith("_e") and c not in ("horizon_e", "cost_ci_note_e")]
-        fixed[numbers] = fixed[numbers].astype(float)
-        fixed.loc[hidden, numbers] = np.nan
-    horizons = sorted(set(jobs.get("horizon", pd.Series(dtype=str)).dropna().astype(str)) - {""})
-    counted = sorted({who_counted(c) for c in jobs.get("firms_counted", pd.Series(dtype=str)).dropna()} - {"–"})
-    text = (f"Horizon: {'; '.join(horizons)}" if horizons else "Horizon: the years after support") + \
-        ". Cost per job = support spent / (firms counted x net jobs per firm)" + \
-        (f"; firms counted: {' / '.join(c.lower() for c in counted)}." if counted else ".")
-    return avg, fixed, text
-
-
 def _row(res: DidResult, outcome: str, pt: str, spec: str = "main") -> dict[str, Any]:
     o, pre, n = res.overall, res.pretrend, res.counts
     return {"outcome": outcome, "programme_type": pt, "spec": spec, "att": o.estimate, "se": o.se,

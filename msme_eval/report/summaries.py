@@ -16,10 +16,10 @@ import numpy as np
 import pandas as pd
 
 from msme_eval.contract import REGION, area_name
-from msme_eval.impact.evaluate import OUTCOMES
+from msme_eval.impact.evaluate import OUTCOMES, who_counted
 from msme_eval.plots import label, value_label
 from msme_eval.report.context import is_total
-from msme_eval.report.display import bullet_list, details, figure, fmt  # noqa: F401 (S.details)
+from msme_eval.report.display import bullet_list, details, figure, fmt, suppressed_rows  # noqa: F401 (S.details)
 from msme_eval.schema import is_missing
 
 KPI_IDS: tuple[str, ...] = tuple(f"K{i:02d}" for i in range(1, 11))
@@ -470,12 +470,43 @@ def effect_column(df: pd.DataFrame) -> str:
 def headline_view(headline: pd.DataFrame, outcomes: dict[str, tuple[str, str]] | None = None
                   ) -> pd.DataFrame:
     """Reviewer view of `Evaluation.headline`: outcome, programme type, effect, CI, p-values,
-    supported firms (``conf_status`` kept so suppressed effects show as [c])."""
+    supported firms and who they are (``firms_counted`` in short words, `who_counted`),
+    ``conf_status`` kept so suppressed effects show as [c]."""
     h = headline.copy()
     h["effect"] = h[effect_column(h)]
-    cols = ["outcome", "programme_type", "effect", "ci_low", "ci_high", "pvalue",
-            "n_treated", "pretrend_pvalue", "pretrend_pvalue_holm", "conf_status"]
+    if "firms_counted" in h:
+        h["firms_counted"] = h["firms_counted"].map(who_counted)
+    cols = ["outcome", "programme_type", "effect", "ci_low", "ci_high", "pvalue", "n_treated",
+            "firms_counted", "pretrend_pvalue", "pretrend_pvalue_holm", "conf_status"]
     return h[[c for c in cols if c in h.columns]].reset_index(drop=True)
+
+
+JOBS_AVERAGE_VIEW = ("programme_type", "net_jobs_per_firm", "ci_low", "ci_high", "n_supported", "jobs_created",
+                     "support_total", "cost_per_job", "cost_ci_low", "cost_ci_high", "cost_ci_note", "currency",
+                     "conf_status")
+JOBS_FIXED_VIEW = ("programme_type", "horizon_e", "net_jobs_per_firm_e", "n_supported_e", "jobs_created_e",
+                   "support_total_e", "cost_per_job_e", "cost_ci_low_e", "cost_ci_high_e", "cost_ci_note_e",
+                   "currency", "conf_status")
+
+
+def jobs_views(jobs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, str]:
+    """A jobs table (``Evaluation.jobs``, or its protected version) as a page shows it: (cost per job
+    over the average of the post-support years, cost per job at the fixed horizon, the horizon in words).
+    The fixed-horizon numbers of a row that is not published (``conf_status`` other than F) are blanked
+    with the row's other numbers, so they show as [c]."""
+    avg = jobs[[c for c in JOBS_AVERAGE_VIEW if c in jobs.columns]].reset_index(drop=True)
+    fixed = jobs[[c for c in JOBS_FIXED_VIEW if c in jobs.columns]].reset_index(drop=True).copy()
+    if "conf_status" in fixed:
+        hidden = suppressed_rows(fixed)
+        numbers = [c for c in fixed.columns if c.endswith("_e") and c not in ("horizon_e", "cost_ci_note_e")]
+        fixed[numbers] = fixed[numbers].astype(float)
+        fixed.loc[hidden, numbers] = np.nan
+    horizons = sorted(set(jobs.get("horizon", pd.Series(dtype=str)).dropna().astype(str)) - {""})
+    counted = sorted({who_counted(c) for c in jobs.get("firms_counted", pd.Series(dtype=str)).dropna()} - {"–"})
+    text = (f"Horizon: {'; '.join(horizons)}" if horizons else "Horizon: the years after support") + \
+        ". Cost per job = support spent / (firms counted x net jobs per firm)" + \
+        (f"; firms counted: {' / '.join(c.lower() for c in counted)}." if counted else ".")
+    return avg, fixed, text
 
 
 _OUTCOME_PHRASES = {
