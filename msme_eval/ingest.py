@@ -327,8 +327,7 @@ class _KeyStore:
     run as DuckDB queries over those files (``memory_limit``, spilling to ``folder/spill``);
     between chunks the store keeps only the chunk count and the column names."""
 
-    COLUMNS = ("firm_id", "year", "first_treated", "programme_type", "selected_year", "country",
-               "turnover", "employees", "weight")
+    COLUMNS = GLOBAL_COLUMNS  # what the whole-file rules of `schema.PANEL_SPEC` need
 
     def __init__(self, folder: Path, memory_limit: str = "256MB"):
         self.folder, self.memory_limit = folder, memory_limit
