@@ -382,3 +382,18 @@ def test_fixed_horizon_jobs_need_enough_firms_observed_at_the_horizon(panel, eva
     assert out.loc[small, "net_jobs_per_firm"].notna().all()  # the average row is published
     assert np.allclose(out.loc[~small, "cost_per_job_e"], jobs.loc[~small, "cost_per_job_e"],
                        equal_nan=True)
+
+
+def test_coverage_headline_withholds_counts_below_the_threshold(tiny):
+    """Two firms (below 3 contributors): the page's record and firm counts are withheld, the
+    years and member states stay; three firms are published as counted by hand."""
+    from msme_eval.report import summaries
+    p, country, _ = tiny
+    firms = p["firm_id"].drop_duplicates()
+    two = summaries.coverage_summary(p[p["firm_id"].isin(firms.iloc[:2])])
+    three = summaries.coverage_summary(p[p["firm_id"].isin(firms.iloc[:3])])
+    shown = protect.coverage_headline(two)
+    assert shown["n_firms"] is None and shown["n_rows"] is None and shown["first_year"] == two["first_year"]
+    assert protect.coverage_headline(three)["n_firms"] == 3
+    assert protect.coverage_headline(three, protect.Rules(min_contributors=4))["n_firms"] is None
+    assert two["n_firms"] == 2  # the summary itself is untouched (a copy is published)

@@ -234,6 +234,17 @@ def coverage_counts(panel: pd.DataFrame, *, unit: str = "firm_id", rules: Rules 
         ["country", "year"]).reset_index(drop=True)
 
 
+def coverage_headline(summary: Mapping[str, Any], rules: Rules | None = None) -> dict[str, Any]:
+    """The data-quality page's headline counts (`summaries.coverage_summary`) as published: the
+    record and firm counts are withheld (None) when the area holds fewer than ``min_contributors``
+    firms, since a count of firms below the threshold is itself a small cell."""
+    rules = rules or Rules()
+    out = dict(summary)
+    if out["n_firms"] < rules.m:
+        out.update(n_rows=None, n_firms=None)
+    return out
+
+
 def coverage_table(counts: pd.DataFrame, area: str | None = None) -> pd.DataFrame:
     """`coverage_counts` as the page shows it: one row per country (``area``: that country
     only; None or ``REGION``: all), one column per year, suppressed cells ``[c]``, years
