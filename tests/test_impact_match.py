@@ -340,3 +340,98 @@ def test_result_face_shared_with_every_impact_result(m1, lalonde) -> None:
         assert res.plot() is not None
     assert m1.choices["estimand"] == "ATT" and m1.choices["covariates"][2] == "raceblack"
     assert m1.tidy()["estimate"].iloc[0] == m1.att == m1.estimate.estimate
+
+
+# ---------------------------------------------------------------- closest / farthest, mahvars, a score column
+
+def _abc() -> pd.DataFrame:
+    """Treated A = 0, B = 0.05, C = 0.9; controls 0.02, 0.5, 5.4 (score in column x)."""
+    return pd.DataFrame({"d": [1, 1, 1, 0, 0, 0], "x": [0.0, 0.05, 0.9, 0.02, 0.5, 5.4]})
+
+
+@pytest.mark.parametrize(("m_order", "expected"), [
+    # data order: A takes 0.02, B the next nearest 0.5, C is left with 5.4
+    ("data", [3, 4, 5]),
+    # closest: first-pass pairs A-0.02 (0.02), B-0.02 (0.03), C-0.5 (0.4). A is assigned; B's control
+    # is gone, its next nearest 0.5 (0.45) is re-inserted after C (0.4), so C takes 0.5 and B gets 5.4
+    ("closest", [3, 5, 4]),
+    # farthest: C (0.4) first takes 0.5, then B (0.03) takes 0.02 and A's re-found pair is 5.4
+    ("farthest", [5, 3, 4]),
+])
+def test_closest_and_farthest_first_by_hand(m_order, expected) -> None:
+    r = match(_abc(), "d", ["x"], distance="x", m_order=m_order)
+    np.testing.assert_array_equal(r.match_matrix[:, 0], expected)
+    assert r.choices["m_order"] == m_order and "score in column 'x'" in r.choices["distance"]
+
+
+def _matchit_invariance_data(seed: int = 1234) -> pd.DataFrame:
+    """MatchIt's own test data (tests/testthat/test-method_nearest.R): score p ~ U(0, 0.4), treatment
+    Bernoulli(p), 5 exact groups; p_ a copy of p (numpy's generator, not R's: the test is an invariance)."""
+    rng = np.random.default_rng(seed)
+    n = 1000
+    p = rng.uniform(0, 0.4, n)
+    return pd.DataFrame({"p": p, "p_": p, "x": rng.uniform(size=n), "a": rng.binomial(1, p),
+                         "g": rng.integers(1, 6, n)})
+
+
+@pytest.mark.parametrize("opts", [
+    {"m_order": "data"}, {"m_order": "closest"}, {"m_order": "farthest"},
+    {"m_order": "largest"}, {"m_order": "smallest"},
+    {"m_order": "data", "ratio": 2}, {"m_order": "closest", "ratio": 2}, {"m_order": "largest", "ratio": 2},
+    {"m_order": "data", "ratio": 2, "replace": True}, {"m_order": "closest", "ratio": 2, "replace": True},
+    {"m_order": "data", "ratio": 2, "caliper": 0.001, "std_caliper": False},
+    {"m_order": "closest", "ratio": 2, "caliper": 0.001, "std_caliper": False},
+    {"m_order": "largest", "ratio": 2, "caliper": 0.001, "std_caliper": False},
+    {"m_order": "data", "ratio": 2, "exact": ["g"]}, {"m_order": "closest", "ratio": 2, "exact": ["g"]},
+    {"m_order": "closest", "ratio": 2, "exact": ["g"], "replace": True},
+])
+def test_score_column_mahvars_and_mahalanobis_give_one_matching(opts) -> None:
+    """MatchIt's invariance test "distance vector, mah vars, and distance matrix yield identical
+    results": matching on the score p, Mahalanobis on (p, p_) within p's caliper (mahvars), and
+    Mahalanobis on p alone (where no score is needed: no caliper, no score order) pick the same
+    pairs, for every order (closest / farthest included), ratio, caliper and exact cells."""
+    df = _matchit_invariance_data()
+    on_score = match(df, "a", ["p", "x"], distance="p", **opts)
+    within = match(df, "a", ["p", "x"], distance="p", mahvars=["p", "p_"], **opts)
+    np.testing.assert_array_equal(on_score.match_matrix, within.match_matrix)
+    assert (on_score.match_matrix[:, 0] >= 0).sum() > 100
+    if "caliper" not in opts and opts["m_order"] not in ("largest", "smallest"):
+        full = match(df, "a", ["p"], distance="mahalanobis", **opts)
+        np.testing.assert_array_equal(on_score.match_matrix, full.match_matrix)
+
+
+def test_mahvars_pairs_are_mahalanobis_nearest_within_the_score_caliper(lalonde) -> None:
+    """Mahalanobis matching on age, educ, re74, re75 within 0.1 s.d. of the logit score (the
+    matchit() help example): treated in descending score order, each takes the free control
+    nearest by scipy's Mahalanobis distance among those within the caliper, else none."""
+    from scipy.spatial.distance import cdist
+
+    mv = ["age", "educ", "re74", "re75"]
+    r = match(lalonde, "treat", LALONDE_COVS, mahvars=mv, caliper=0.1)
+    assert r.choices["m_order"] == "largest" and "within the caliper" in r.choices["distance"]
+    X, t, s = lalonde[mv].to_numpy(float), lalonde["treat"].to_numpy() == 1, r.distance
+    cen = X.copy()
+    for g in (True, False):
+        cen[t == g] -= X[t == g].mean(axis=0)
+    D = cdist(X[t], X[~t], metric="mahalanobis", VI=np.linalg.inv(cen.T @ cen / (len(X) - 2)))
+    cal = 0.1 * np.std(s, ddof=1)
+    st, sc, ctrl = s[t], s[~t], np.flatnonzero(~t)
+    free = np.ones(len(ctrl), dtype=bool)
+    for k in np.argsort(-st, kind="stable"):
+        dk = np.where(free & (np.abs(sc - st[k]) <= cal), D[k], np.inf)
+        if not np.isfinite(dk.min()):
+            assert r.match_matrix[k, 0] == -1
+            continue
+        j = int(np.flatnonzero(dk <= dk.min() * (1 + 1e-10))[0])
+        free[j] = False
+        assert r.match_matrix[k, 0] == ctrl[j], k
+    assert 0 < r.counts["matched_focal"] < r.counts["n_focal"]  # the caliper drops some treated
+
+
+def test_mahvars_and_score_column_refusals() -> None:
+    df = _abc()
+    with pytest.raises(ImpactInputError, match="mahvars"):
+        match(df, "d", ["x"], distance="mahalanobis", mahvars=["x"])
+    df.loc[1, "x"] = np.nan
+    with pytest.raises(ImpactInputError, match=r"distance column 'x' .* rows \[1\]"):
+        match(df.assign(y=df["x"].fillna(0)), "d", ["y"], distance="x")

@@ -7,11 +7,21 @@ Steps (Ho, Imai, King and Stuart 2011, J. Stat. Softw. 42(8); MatchIt 4.x source
    default ``distance = "glm", link = "logit"``); units are matched on |e_i - e_j| (probability
    scale). ``distance="mahalanobis"``: d_ij = sqrt((x_i - x_j)' S^-1 (x_i - x_j)) with S the pooled
    within-group covariance sum_g sum_{i in g} (x_i - xbar_g)(x_i - xbar_g)' / (n - 2) (MatchIt's
-   ``transform_covariates``; Rubin 1980); constant covariates are dropped.
+   ``transform_covariates``; Rubin 1980); constant covariates are dropped. ``distance`` may also
+   name a numeric column of ``data`` holding a score computed elsewhere (MatchIt: a numeric
+   ``distance`` vector). ``mahvars``: Mahalanobis distance on these columns for the matching while
+   the score (``glm`` or the column) sets the caliper and the order (Rosenbaum and Rubin 1985,
+   Am. Stat. 39(1): Mahalanobis matching within propensity-score calipers; MatchIt ``mahvars``).
 2. **Order.** Focal units (treated for the ATT, controls for the ATC) are matched one by one in
    ``m_order``: MatchIt's default is ``"largest"`` (descending score) for the ATT and
    ``"smallest"`` for the ATC when matching on a propensity score, ``"data"`` for Mahalanobis;
    ties keep data order (R ``order`` is stable). With replacement the order does not matter.
+   ``"closest"`` / ``"farthest"`` (MatchIt >= 4.5, ``nn_matchC_*_closest.cpp``): every focal unit's
+   nearest eligible comparison unit is found first (focal units in data order), the pairs are
+   sorted by their distance (ascending / descending, stable) and assigned in that order; when a
+   pair's comparison unit has been taken meanwhile, the focal unit's next nearest is found and the
+   pair re-inserted at its new distance (``std::lower_bound`` over the rest of the list, then
+   ``std::rotate``, as MatchIt does), once per round of ``ratio``.
 3. **Match.** Each focal unit takes its nearest eligible comparison unit; with ``ratio=k`` and
    without replacement this is done in k rounds (every focal unit gets a first match before any
    gets a second; MatchIt's ``reuse.max = 1`` loop); a focal unit with no match in round 1 is
@@ -62,7 +72,7 @@ from .weighting import _logit
 
 __all__ = ["match", "MatchResult", "love_plot", "M_ORDERS"]
 
-M_ORDERS = ("largest", "smallest", "data", "random")
+M_ORDERS = ("largest", "smallest", "data", "random", "closest", "farthest")
 DISTANCES = ("glm", "mahalanobis")
 
 
@@ -218,10 +228,14 @@ def _exact_cells(data: pd.DataFrame, exact: Sequence[str]) -> np.ndarray:
 
 
 def _check_options(ratio: int, m_order: str | None, distance: str, estimand: str, caliper: float | None,
-                   alpha: float) -> None:
+                   alpha: float, mahvars: Sequence[str] = ()) -> None:
     check_alpha(alpha)
-    if distance not in DISTANCES:
-        raise ImpactInputError(f"distance must be one of {DISTANCES}, got {distance!r}.")
+    if not isinstance(distance, str):
+        raise ImpactInputError(f"distance must be one of {DISTANCES} or the name of a numeric score column, "
+                               f"got {distance!r}.")
+    if mahvars and distance == "mahalanobis":
+        raise ImpactInputError("mahvars is for Mahalanobis matching within a propensity-score caliper: use "
+                               "distance='glm' (or a score column) with mahvars, or distance='mahalanobis' alone.")
     if estimand not in ("ATT", "ATC"):
         raise ImpactInputError(f"estimand must be 'ATT' or 'ATC' for nearest-neighbour matching, got {estimand!r}.")
     if not (isinstance(ratio, (int, np.integer)) and ratio >= 1):
@@ -232,9 +246,9 @@ def _check_options(ratio: int, m_order: str | None, distance: str, estimand: str
         raise ImpactInputError(f"m_order={m_order!r} orders by the propensity score; with distance='mahalanobis' "
                                "use 'data' or 'random'.")
     if caliper is not None:
-        if distance != "glm":
-            raise ImpactInputError("caliper is set on the propensity score; use distance='glm' with a caliper, "
-                                   "or drop caliper for Mahalanobis matching.")
+        if distance == "mahalanobis":
+            raise ImpactInputError("caliper is set on the propensity score; use distance='glm' (or a score column) "
+                                   "with a caliper, with mahvars for Mahalanobis matching within it, or drop caliper.")
         if not (np.isfinite(caliper) and caliper > 0):
             raise ImpactInputError(f"caliper must be a positive number, got {caliper!r}.")
 
@@ -364,10 +378,18 @@ def _k_nearest_free(tree: Any, rows: np.ndarray, free: np.ndarray, z: np.ndarray
         q = min(len(rows), 4 * q)
 
 
+def _within(score: np.ndarray | None, cal: float, i: int, free: np.ndarray) -> np.ndarray:
+    """``free`` restricted to the units within the score caliper of row ``i`` (``mahvars``)."""
+    if score is None or not np.isfinite(cal):
+        return free
+    return free & (np.abs(score - score[i]) <= cal)
+
+
 def _mahalanobis_match(Z: np.ndarray, focal: np.ndarray, cell: np.ndarray, order: np.ndarray, ratio: int,
-                       replace: bool) -> np.ndarray:
+                       replace: bool, score: np.ndarray | None = None, cal: float = np.inf) -> np.ndarray:
     """Nearest comparison units by Euclidean distance in Mahalanobis coordinates Z (KD-tree per
-    exact cell; ties to the first in data order); without replacement in ``ratio`` rounds."""
+    exact cell; ties to the first in data order); without replacement in ``ratio`` rounds. With a
+    ``score`` (``mahvars``), only units within ``cal`` of the focal unit's score are candidates."""
     from scipy.spatial import cKDTree
 
     focal_rows = np.flatnonzero(focal)
@@ -379,8 +401,9 @@ def _mahalanobis_match(Z: np.ndarray, focal: np.ndarray, cell: np.ndarray, order
     for r in range(1 if replace else ratio):
         for t in order:
             i = focal_rows[t]
-            take = _k_nearest_free(trees[cell[i]], pools[cell[i]], free, Z[i], ratio if replace else 1) \
-                if alive[t] and cell[i] in trees else np.empty(0, dtype=np.int64)
+            take = _k_nearest_free(trees[cell[i]], pools[cell[i]], _within(score, cal, i, free), Z[i],
+                                   ratio if replace else 1) if alive[t] and cell[i] in trees \
+                else np.empty(0, dtype=np.int64)
             if len(take) == 0:
                 alive[t] = alive[t] and r > 0
                 continue
@@ -389,6 +412,101 @@ def _mahalanobis_match(Z: np.ndarray, focal: np.ndarray, cell: np.ndarray, order
             else:
                 mm[t, r] = take[0]
                 free[take[0]] = False
+    return mm
+
+
+# ---------------------------------------------------------------- closest / farthest first
+
+
+class _Nearest:
+    """The nearest eligible comparison unit of a focal row, on the score (MatchIt's sorted scan,
+    `_nearest_two_sided`) or, with coordinates ``Z``, by Mahalanobis distance within the score
+    caliper (``mahvars``); ``use`` takes a unit out of the pool."""
+
+    def __init__(self, focal: np.ndarray, cell: np.ndarray, score: np.ndarray | None, Z: np.ndarray | None,
+                 cal: float) -> None:
+        self.cell, self.score, self.Z, self.cal = cell, score, Z, cal
+        self.free = ~focal
+        if Z is None:
+            self.sort = np.argsort(score, kind="stable")
+            self.pos_of = np.empty(len(score), dtype=np.int64)
+            self.pos_of[self.sort] = np.arange(len(score))
+            self.sorted_score = score[self.sort]
+            self.pools = {c: np.sort(self.pos_of[self.free & (cell == c)]) for c in np.unique(cell)}
+        else:
+            from scipy.spatial import cKDTree
+            self.pools = {c: np.flatnonzero(self.free & (cell == c)) for c in np.unique(cell)}
+            self.trees = {c: cKDTree(Z[rows]) for c, rows in self.pools.items() if len(rows)}
+
+    def find(self, i: int) -> tuple[int, float]:
+        """(row, distance) of the nearest eligible comparison unit of focal row ``i``; (-1, inf) if none."""
+        c = self.cell[i]
+        if self.Z is None:
+            pool = self.pools[c]
+            j = _nearest_two_sided(self.pos_of[i], self.score[i], pool, self.sorted_score, self.cal) \
+                if len(pool) else -1
+            return (-1, np.inf) if j < 0 else (int(self.sort[pool[j]]), abs(self.score[i] - self.sorted_score[pool[j]]))
+        take = _k_nearest_free(self.trees[c], self.pools[c], _within(self.score, self.cal, i, self.free),
+                               self.Z[i], 1) if c in self.trees else []
+        return (-1, np.inf) if len(take) == 0 else (int(take[0]), float(np.linalg.norm(self.Z[i] - self.Z[take[0]])))
+
+    def use(self, row: int) -> None:
+        self.free[row] = False
+        if self.Z is None:
+            pool = self.pools[self.cell[row]]
+            self.pools[self.cell[row]] = pool[pool != self.pos_of[row]]
+
+
+def _reinsert(heap: list[int], i: int, dist: np.ndarray, close: bool) -> None:
+    """Move ``heap[i]`` (its distance just grew) to its place in ``heap[i:]`` as MatchIt does:
+    ``std::lower_bound`` with ``dist[a] < dist[h]`` (closest) or ``dist[a] >= dist[h]`` (farthest)
+    over ``heap[i:]``, then ``std::rotate``."""
+    h = heap[i]
+    first, count = i, len(heap) - i
+    while count > 0:
+        step = count // 2
+        a = heap[first + step]
+        if (dist[a] < dist[h]) if close else (dist[a] >= dist[h]):
+            first, count = first + step + 1, count - step - 1
+        else:
+            count = step
+    if first > i + 1:
+        heap[i:first] = heap[i + 1:first] + [h]
+
+
+def _closest_match(near: _Nearest, focal: np.ndarray, ratio: int, close: bool) -> np.ndarray:
+    """Greedy matching without replacement in order of pair distance (``m_order`` "closest" /
+    "farthest"; module docstring, step 2), ``ratio`` rounds."""
+    focal_rows = np.flatnonzero(focal)
+    mm = np.full((len(focal_rows), ratio), -1, dtype=np.int64)
+    alive = np.ones(len(focal_rows), dtype=bool)
+    for r in range(ratio):
+        pairs = []
+        for t in np.flatnonzero(alive):
+            j, d = near.find(focal_rows[t])
+            if j < 0:
+                alive[t] = False
+            else:
+                pairs.append((t, j, d))
+        ctrl = [p[1] for p in pairs]
+        dist = np.array([p[2] for p in pairs])
+        heap = list(np.argsort(dist if close else -dist, kind="stable"))
+        i = 0
+        while i < len(heap) and near.free.any():
+            h = heap[i]
+            t = pairs[h][0]
+            if not alive[t]:
+                i += 1
+            elif not near.free[ctrl[h]]:  # taken meanwhile: next nearest, re-inserted at its distance
+                ctrl[h], dist[h] = near.find(focal_rows[t])
+                if ctrl[h] < 0:
+                    alive[t] = False
+                else:
+                    _reinsert(heap, i, dist, close)
+            else:
+                mm[t, r] = ctrl[h]
+                near.use(ctrl[h])
+                i += 1
     return mm
 
 
@@ -460,7 +578,7 @@ def _effect(y: np.ndarray, X: np.ndarray, w: np.ndarray, sub: np.ndarray, replac
 def _focal_order(score: np.ndarray | None, focal: np.ndarray, m_order: str, seed: int) -> np.ndarray:
     """Positions (among focal units, data order) in the order they are matched."""
     n_f = int(focal.sum())
-    if m_order == "data":
+    if m_order in ("data", "closest", "farthest"):  # closest/farthest: only with replacement (order moot)
         return np.arange(n_f)
     if m_order == "random":
         return np.random.default_rng(seed).permutation(n_f)
@@ -469,12 +587,40 @@ def _focal_order(score: np.ndarray | None, focal: np.ndarray, m_order: str, seed
 
 
 def _run_matching(score: np.ndarray | None, Z: np.ndarray | None, focal: np.ndarray, cell: np.ndarray,
-                  order: np.ndarray, ratio: int, replace: bool, cal: float) -> np.ndarray:
-    if score is not None:
+                  m_order: str, seed: int, ratio: int, replace: bool, cal: float) -> np.ndarray:
+    """The match matrix: on the score, or in Mahalanobis space Z (within the score caliper when
+    both are given: ``mahvars``); closest/farthest-first or in a fixed focal order."""
+    if m_order in ("closest", "farthest") and not replace:
+        return _closest_match(_Nearest(focal, cell, score, Z, cal), focal, ratio, m_order == "closest")
+    order = _focal_order(score, focal, m_order, seed)
+    if Z is None:
         if replace:
             return _score_with_replacement(score, focal, cell, ratio, cal)
         return _score_without_replacement(score, focal, cell, order, ratio, cal)
-    return _mahalanobis_match(Z, focal, cell, order, ratio, replace)
+    return _mahalanobis_match(Z, focal, cell, order, ratio, replace, score, cal)
+
+
+def _score(data: pd.DataFrame, distance: str, Xl: np.ndarray, d: np.ndarray, treatment: str) -> np.ndarray | None:
+    """The score matched on (or setting the caliper and order, with ``mahvars``): the logit
+    propensity score, a user's score column, or None for full Mahalanobis matching."""
+    if distance == "mahalanobis":
+        return None
+    if distance == "glm":
+        return _score_or_refuse(Xl, d, treatment)
+    s = as_float(data, distance)
+    bad = ~np.isfinite(s)
+    if bad.any():
+        raise ImpactInputError(f"distance column {distance!r} must be a finite number in every row; rows "
+                               f"{list(data.index[bad][:5])} are not. Fix: compute the score for every unit.")
+    return s
+
+
+def _distance_words(distance: str, mahvars: list[str]) -> str:
+    score = "logit propensity score" if distance == "glm" else (
+        "Mahalanobis (pooled within-group cov.)" if distance == "mahalanobis" else f"score in column {distance!r}")
+    if mahvars:
+        return f"Mahalanobis on {', '.join(mahvars)} (pooled within-group cov.), within the caliper of the {score}"
+    return score
 
 
 def _score_or_refuse(Xl: np.ndarray, d: np.ndarray, treatment: str) -> np.ndarray:
@@ -527,6 +673,7 @@ def match(
     std_caliper: bool = True,
     exact: Sequence[str] | None = None,
     m_order: str | None = None,
+    mahvars: Sequence[str] | None = None,
     estimand: str = "ATT",
     adjust: bool = False,
     seed: int = 0,
@@ -536,29 +683,37 @@ def match(
 
     ``treatment`` 0/1; ``covariates`` numeric or categorical columns (one row per unit);
     ``outcome`` optional (without it only the matched sample and balance are returned);
-    ``distance`` "glm" (logit propensity score) or "mahalanobis"; ``ratio`` k:1; ``replace``;
-    ``caliper`` on the score, in s.d. of the score when ``std_caliper``; ``exact`` columns that
-    must agree within a match; ``m_order`` "largest" / "smallest" / "data" / "random" (None:
-    MatchIt's default, "largest" for the ATT on a score, "smallest" for the ATC, "data" for
-    Mahalanobis; "random" uses ``seed``); ``estimand`` "ATT" (treated focal) or "ATC";
+    ``distance`` "glm" (logit propensity score), "mahalanobis", or a numeric column of ``data``
+    holding a score; ``ratio`` k:1; ``replace``; ``caliper`` on the score, in s.d. of the score
+    when ``std_caliper``; ``exact`` columns that must agree within a match; ``m_order`` "largest" /
+    "smallest" / "data" / "random" / "closest" / "farthest" (None: MatchIt's default, "largest"
+    for the ATT on a score, "smallest" for the ATC, "data" for Mahalanobis; "random" uses
+    ``seed``); ``mahvars`` columns for Mahalanobis matching within the score's caliper (the
+    score still orders the focal units and is the balance table's ``distance`` row);
+    ``estimand`` "ATT" (treated focal) or "ATC";
     ``adjust`` adds the covariates and their interactions with D to the outcome model
     (g-computation over the focal units, the vignette's recommended estimate).
     """
-    covariates, exact = list(covariates), list(exact or [])
-    _check_options(ratio, m_order, distance, estimand, caliper, alpha)
-    require_columns(data, [treatment, *covariates, *exact, *([outcome] if outcome else [])], "match()")
+    covariates, exact, mahvars = list(covariates), list(exact or []), list(mahvars or [])
+    _check_options(ratio, m_order, distance, estimand, caliper, alpha, mahvars)
+    score_column = [distance] if distance not in DISTANCES else []
+    if score_column and distance not in data.columns:
+        raise ImpactInputError(f"distance must be one of {DISTANCES} or the name of a numeric score column of the "
+                               f"data; {distance!r} is neither.")
+    require_columns(data, [treatment, *covariates, *exact, *mahvars, *score_column,
+                           *([outcome] if outcome else [])], "match()")
     if not covariates:
         raise ImpactInputError("match() needs at least one covariate.")
     d = _treat01(data, treatment)
     focal = d == (1.0 if estimand == "ATT" else 0.0)
     expanded, names, logit_names = _design(data, covariates)
-    score = _score_or_refuse(expanded[logit_names].to_numpy(float), d, treatment) if distance == "glm" else None
-    Z = None if score is not None else _mahalanobis_space(expanded[names].to_numpy(float), d)
+    score = _score(data, distance, expanded[logit_names].to_numpy(float), d, treatment)
+    Z = _mahalanobis_space(_design(data, mahvars)[0].to_numpy(float) if mahvars else expanded[names].to_numpy(float),
+                           d) if (mahvars or score is None) else None
     order_rule = m_order or ("data" if score is None else ("largest" if estimand == "ATT" else "smallest"))
     cal = np.inf if caliper is None else caliper * (float(np.std(score, ddof=1)) if std_caliper else 1.0)
     cell = _exact_cells(data, exact)
-    mm = _run_matching(score, Z, focal, cell, _focal_order(score, focal, order_rule, seed), int(ratio),
-                       bool(replace), cal)
+    mm = _run_matching(score, Z, focal, cell, order_rule, seed, int(ratio), bool(replace), cal)
     _refuse_empty(mm, caliper, exact, cal)
     w, sub = _weights_and_subclass(mm, focal, bool(replace))
     est = None
@@ -571,7 +726,7 @@ def match(
         X = _outcome_design(d, Xcov, focal & (w > 0))
         est = normal_inference(*_effect(np.nan_to_num(y), X, w, sub, bool(replace)), alpha, term=estimand)
     options = {"method": "nearest neighbour (greedy), as MatchIt matchit(method='nearest')",
-               "distance": "logit propensity score" if score is not None else "Mahalanobis (pooled within-group cov.)",
+               "distance": _distance_words(distance, mahvars),
                "estimand": estimand, "ratio": int(ratio), "replace": bool(replace),
                "caliper": "none" if caliper is None else f"{caliper:g} {'s.d. of the score' if std_caliper else 'raw'}"
                f" (= {cal:.4g})", "exact": exact, "m_order": order_rule,
