@@ -48,7 +48,8 @@ Conventions (and why):
   ``#PSUs - #strata`` of the full design (R ``degf()``, samplics, Stata) for parity. Both are
   in the output (``df``, ``df_nominal``, ``df_rule``) with ``n_psu``, the PSUs holding members
   of the domain. Intervals ``estimate +- t_{df, 1-alpha/2} * se`` (``ci="logit"``: for a
-  proportion, on the logit scale, :func:`logit_interval`); ``df <= 0`` gives NaN
+  proportion, on the logit scale, :func:`logit_interval`; ``ci="log"``: for a positive ratio,
+  on the log scale, :func:`log_interval`); ``df <= 0`` gives NaN
   intervals; an estimate with zero variance keeps the nominal df.
   ``df="design"``: the df from the weights, PSUs and domain only, not the outcome
   (:func:`design_df`: ``(tr A)^2 / tr A^2`` of the variance estimator's quadratic form under
@@ -109,14 +110,14 @@ from .results import ResultFrame, check_alpha
 __all__ = [
     "SurveyDesignError", "Totals", "ratio", "total", "mean", "totals", "delta",
     "grouped_sums", "totals_from_sums", "psu_centre", "stratum_variance", "satterthwaite_df",
-    "design_df_terms", "design_df", "t_interval", "logit_interval", "check_options", "SINGLETON_OPTIONS", "DF_RULES",
-    "CALIBRATION_OPTIONS", "CI_METHODS",
+    "design_df_terms", "design_df", "t_interval", "logit_interval", "log_interval",
+    "check_options", "SINGLETON_OPTIONS", "DF_RULES", "CALIBRATION_OPTIONS", "CI_METHODS",
 ]
 
 SINGLETON_OPTIONS = ("fail", "certainty", "centre")
 DF_RULES = ("satterthwaite", "nominal", "design")
 CALIBRATION_OPTIONS = (None, "strata")
-CI_METHODS = ("wald", "logit")
+CI_METHODS = ("wald", "logit", "log")
 VARIANCE_METHOD = "Taylor linearisation, with-replacement PSUs (ultimate cluster)"
 
 
@@ -253,6 +254,33 @@ def logit_interval(estimate: np.ndarray, se: np.ndarray, df: np.ndarray,
     lo, hi = 1 / (1 + np.exp(-lo)), 1 / (1 + np.exp(-hi))
     ok = np.isfinite(lo)  # df > 0
     return np.where(inner, lo, np.where(ok, p, np.nan)), np.where(inner, hi, np.where(ok, p, np.nan))
+
+
+def log_interval(estimate: np.ndarray, se: np.ndarray, df: np.ndarray,
+                 alpha: float) -> tuple[np.ndarray, np.ndarray]:
+    """Interval for a positive ratio ``R`` on the log scale, mapped back to (0, inf):
+
+        R * exp( -/+ t_{df, 1 - alpha/2} * se / R )
+
+    (delta-method SE of ``log R`` is ``se / R``; the log-scale interval of a ratio of positive
+    quantities, as for a risk ratio: Katz, Baptista, Azen & Pike 1978, *Biometrics*
+    34:469-474; the delta method for ``log g(Y)``: Wolter 2007, ch. 6). It is
+    asymmetric, longer above, and never below 0: when the estimate and its SE are positively
+    correlated -- a ratio whose denominator total is heavy-tailed, as K04's large-firm value
+    added -- the symmetric interval misses mostly from below (issue #14: K04 for women-owned
+    MSMEs covers 90.2 / 85.6 / 86.5% at 2 / 3 / 8 PSUs per stratum with the symmetric t
+    interval and 93.9 / 89.2 / 88.8% with this one, means over 8 simulated seeds x 1000
+    samples; ``tests/test_survey_coverage.py``). NaN where ``df <= 0``, ``R`` or ``se`` is NaN.
+    ``estimate`` must be > 0 (the log of a ratio of positive totals).
+    """
+    r = np.asarray(estimate, dtype=float)
+    if np.any(np.isfinite(r) & (r <= 0)):
+        raise ValueError("log_interval needs positive estimates (a ratio of positive totals), "
+                         f"got values down to {np.nanmin(r)}. Fix: use the symmetric t interval "
+                         "(ci='wald') for estimates that can be 0 or negative.")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        lo, hi = t_interval(np.log(r), np.asarray(se, dtype=float) / r, df, alpha)
+    return np.exp(lo), np.exp(hi)
 
 
 def check_options(singleton: str, df: str, calibrated_to: Any) -> None:
@@ -694,7 +722,8 @@ def delta(totals: Totals, func: Callable[[np.ndarray], np.ndarray],
     ``var = grad^T cov grad``. Returns a :class:`~msme_eval.results.ResultFrame`: the ``by``
     columns, estimate, se, ci_low, ci_high, n, df, deff (see the module docstring for the
     design effect), n_psu, df_nominal, df_rule. ``alpha``/``df`` default to the ``totals``'.
-    ``ci``: "wald" (``g +- t se``, :func:`t_interval`) or "logit" (:func:`logit_interval`,
+    ``ci``: "wald" (``g +- t se``, :func:`t_interval`), "log" (:func:`log_interval`, for a
+    positive ``g`` such as K04) or "logit" (:func:`logit_interval`,
     for a proportion ``g`` in [0, 1]).
 
     Example (K04, relative productivity ``(A/B)/(C/D)``)::
@@ -727,8 +756,7 @@ def delta(totals: Totals, func: Callable[[np.ndarray], np.ndarray],
     out = totals.keys.copy()
     out["estimate"] = g
     out["se"] = se
-    out["ci_low"], out["ci_high"] = (logit_interval if ci == "logit" else t_interval)(
-        g, se, dfs, alpha)
+    out["ci_low"], out["ci_high"] = _INTERVALS[ci](g, se, dfs, alpha)
     out["n"] = totals.n.astype(np.int64)
     out["df"] = dfs.astype(np.int64) if rule == "nominal" else dfs
     out["deff"] = _deff(totals, gr, var)
@@ -739,6 +767,9 @@ def delta(totals: Totals, func: Callable[[np.ndarray], np.ndarray],
     out.attrs["design"] = dict(totals.design)
     return ResultFrame.wrap(out, choices=_choices(totals, alpha, rule, estimator, ci),
                             alpha=alpha, title=title)
+
+
+_INTERVALS = {"wald": t_interval, "logit": logit_interval, "log": log_interval}
 
 
 def _deff(totals: Totals, gr: np.ndarray, var: np.ndarray) -> np.ndarray:
@@ -787,7 +818,8 @@ def ratio(data: Any, numerator: str, denominator: str | None = None, *,
     choice. A domain with ``X_d = 0`` has estimate NaN. ``data`` may be any input of
     :mod:`msme_eval.engines` (``engine=`` forces one). ``ci="logit"``: the interval of a
     proportion on the logit scale (:func:`logit_interval`; R ``svyciprop(method="logit")``),
-    better than the symmetric default ``"wald"`` for small domains and proportions near 0 or 1.
+    better than the symmetric default ``"wald"`` for small domains and proportions near 0 or 1;
+    ``ci="log"``: on the log scale (:func:`log_interval`), for a ratio of positive totals.
     """
     if ci not in CI_METHODS:
         raise ValueError(f"ci must be one of {CI_METHODS}, got {ci!r}")

@@ -286,6 +286,8 @@ PERCENT_OF_FIRMS = {"K01", "K05", "K08", "K09", "K10", "O01", "O02", "O03", "O05
 def _hand_interval(ind: str, value: float, se: float, df: float) -> tuple[float, float]:
     from scipy import stats
     t = stats.t.ppf(0.975, df)
+    if ind == "K04" and value > 0:  # log scale for the positive ratio (survey.log_interval)
+        return value * np.exp(-t * se / value), value * np.exp(t * se / value)
     if ind not in PERCENT_OF_FIRMS:
         return value - t * se, value + t * se
     p = value / 100

@@ -749,6 +749,53 @@ def test_logit_interval_hand_and_edges():
 
 
 # --------------------------------------------------------------------------------------------
+# log-scale intervals for positive ratios (K04; Katz et al. 1978)
+# --------------------------------------------------------------------------------------------
+def test_log_interval_ratio_by_hand():
+    # domain A of the hand table: R = 12/9 = 4/3, V = 232/729 (test_ratio_by_domain_hand),
+    # df 3: [R exp(-t se / R), R exp(t se / R)], se / R = sqrt(232)/27 * 3/4 = sqrt(232)/36
+    full = survey.ratio(hand_table(), "y", "x", by="dom", ci="log", **DESIGN)
+    res = full.set_index("dom")
+    a = res.loc["A"]
+    half = T975_DF3 * np.sqrt(232.0) / 36
+    assert a["estimate"] == pytest.approx(4 / 3, rel=1e-12)
+    assert a["se"] == pytest.approx(np.sqrt(232.0) / 27, rel=1e-12)
+    assert a["ci_low"] == pytest.approx(4 / 3 * np.exp(-half), rel=1e-12)
+    assert a["ci_high"] == pytest.approx(4 / 3 * np.exp(half), rel=1e-12)
+    # asymmetric, longer above, positive, the estimate is the geometric mean of the bounds
+    assert 0 < a["ci_low"] and a["ci_high"] - 4 / 3 > 4 / 3 - a["ci_low"]
+    assert np.sqrt(a["ci_low"] * a["ci_high"]) == pytest.approx(4 / 3, rel=1e-12)
+    assert full.choices["ci"] == "log"
+    wald = survey.ratio(hand_table(), "y", "x", by="dom", **DESIGN)
+    np.testing.assert_array_equal(wald["se"].to_numpy(), res["se"].to_numpy())
+
+
+def test_log_interval_delta_of_four_totals_and_edges():
+    # K04-shaped (A/B)/(C/D) through delta(ci="log") equals log_interval on its estimate/SE/df
+    d = hand_table().assign(a=lambda f: f.y * (f.dom == "A"), b=lambda f: f.x * (f.dom == "A"),
+                            c=lambda f: f.y * (f.dom == "B"), e=lambda f: f.x * (f.dom == "B"))
+    tt = survey.totals(d, ["a", "b", "c", "e"], **DESIGN)
+    f = lambda t: (t[:, 0] / t[:, 1]) / (t[:, 2] / t[:, 3])  # noqa: E731
+    g = lambda t: f(t)[:, None] * np.column_stack(  # noqa: E731
+        [1 / t[:, 0], -1 / t[:, 1], -1 / t[:, 2], 1 / t[:, 3]])
+    sym, lg = survey.delta(tt, f, g), survey.delta(tt, f, g, ci="log")
+    # A: 12/9; B: (2*3 + 3*0 + 1*5) / (2*1 + 3*3 + 1*5) = 11/16 -> K04 = (4/3) / (11/16)
+    assert lg["estimate"].iloc[0] == pytest.approx(64 / 33, rel=1e-12)
+    lo, hi = survey.log_interval(lg["estimate"].to_numpy(), lg["se"].to_numpy(),
+                                 lg["df"].to_numpy(), 0.05)
+    assert (lg["ci_low"].iloc[0], lg["ci_high"].iloc[0]) == pytest.approx((lo[0], hi[0]), rel=1e-12)
+    assert lg["ci_low"].iloc[0] > sym["ci_low"].iloc[0] and lg["ci_high"].iloc[0] > sym["ci_high"].iloc[0]
+    # NaN where df <= 0 or the estimate is missing; non-positive estimates are refused
+    lo, hi = survey.log_interval(np.array([2.0, np.nan]), np.array([0.5, 0.5]),
+                                 np.array([0, 5]), 0.05)
+    assert np.isnan([lo[0], hi[0], lo[1], hi[1]]).all()
+    with pytest.raises(ValueError, match="positive estimates.*ci='wald'"):
+        survey.log_interval(np.array([0.5, -1.0]), np.array([0.1, 0.1]), np.array([5, 5]), 0.05)
+    with pytest.raises(ValueError, match="ci must be one of"):
+        survey.delta(tt, f, g, ci="exp")
+
+
+# --------------------------------------------------------------------------------------------
 # one result interface
 # --------------------------------------------------------------------------------------------
 def test_result_frame_choices_alpha_title():
