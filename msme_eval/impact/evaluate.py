@@ -569,7 +569,6 @@ def _fit(frame: pd.DataFrame, outcome: str, **kw: Any) -> DidResult | None:
         try:
             if outcome in ("survival", "jobs"):
                 # outcomes that include exit: compare firms alive in the year before support (survival.py)
-                kw.pop("weight", None)  # survival_did is unweighted (see evaluate's ``weight``)
                 kw.pop("control", None)
                 covs = kw.pop("covariates", surv_covs)
                 kw.pop("method", None)
@@ -842,8 +841,7 @@ def _outcome_rows(run: _Run, sample: pd.DataFrame, o: str, pt: str, robustness: 
     run.results[(o, pt)] = res
     row = _row(res, o, pt)
     if run.weight is not None:
-        pop = (_fit(sample, o, control=run.control, weight=run.weight, **run.base_kw)
-               if o not in ("survival", "jobs") else None)
+        pop = _fit(sample, o, control=run.control, weight=run.weight, **run.base_kw)
         row.update(_population_columns(pop))
     run.head.append(row)
     run.ess[(o, pt)] = res.event_study

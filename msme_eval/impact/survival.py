@@ -23,6 +23,19 @@ to firms and combined: aggregations (simple, by cohort, event time, calendar yea
 for several cohorts is one cluster) or by ``cluster``. There is no pre-trend test: the sample is
 conditioned on being alive in g - 1, so earlier survival is 1 for everyone by construction.
 
+Survey weights (``weight``, population ATT). With a firm-constant weight w_i (inverse inclusion
+probability) each cell is the weighted (Hajek) DiD on cohort g's sample,
+
+    ATT_w(g, t) = sum_{i in g} w_i dY_i / sum_{i in g} w_i - sum_{i in C} w_i dY_i / sum_{i in C} w_i,
+
+dY_i = Y_it - Y_i,g-1, C the comparison firms alive in g - 1 (with covariates: R DRDID's weighted
+doubly robust cell), with influence function w_i (dY_i - mean_w) / sum w over each group. The
+aggregations weight cohort g by its population size among the firms used, p_g = sum_{i in g} w_i /
+sum_i w_i (R ``did::aggte`` with ``weightsname``), and the WIF of p_g carries w_i (see
+:mod:`msme_eval.impact.results`). SEs are clustered as without weights (by firm or ``cluster``);
+the firms counted are the same, each standing for w_i firms of the population. The register
+check stays unweighted: it tests the register itself, not the population.
+
 Selected, not paid (intention to treat). The estimand is about SELECTED firms: cohort g = the
 year a firm was selected (``selected``, e.g. the register's ``selected_year``), so a selected firm
 that closes before it is paid counts as a selected firm that did not survive. Without
@@ -47,7 +60,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._checks import ImpactInputError, _show, require_columns
+from ._checks import ImpactInputError, _show, as_float, require_columns, unit_constant
 from .did import did
 from .results import DidResult, Estimate, WaldTest, _Design, _se, _vcov_from_psi, normal_inference
 
@@ -168,6 +181,7 @@ def survival_did(
     age_range: tuple[float, float] | None = None,
     outcome: str | None = None,
     selected: str | None = None,
+    weight: str | None = None,
 ) -> SurvivalResult:
     """Survival effect of support (see module docstring). ``frame`` is a firm x year grid with an
     ``alive`` 0/1 column (e.g. from :func:`msme_eval.impact.build_outcomes`), ``first_treated``
@@ -178,28 +192,32 @@ def survival_did(
     on another column (e.g. ``"jobs"`` = employees with 0 after exit, net jobs) on the same
     sample of firms alive in g - 1 (default: ``alive`` itself). ``selected``: column with the year
     each firm was selected (intention-to-treat cohort; see the module docstring); firms with
-    neither ``selected`` nor ``first_treated`` are the comparison firms."""
+    neither ``selected`` nor ``first_treated`` are the comparison firms.
+
+    ``weight``: a firm-constant survey weight w_i (e.g. the inverse inclusion probability) for the
+    POPULATION ATT (module docstring, "Survey weights"); without it the sample ATT."""
     covariates = list(covariates or [])
     y_col = outcome or alive
     a, t, gser = _checked_inputs(frame, alive, y_col, unit, time, first_treated, covariates, age_range, selected)
     cohorts = sorted(int(x) for x in gser.dropna().unique())
     uid, ucode = np.unique(frame[unit].to_numpy().astype(str), return_inverse=True)
+    w_unit = _firm_weights(frame, weight, unit, ucode, len(uid))
     gv = gser.fillna(0).to_numpy(dtype=float)
     g_unit = np.zeros(len(uid))
     g_unit[ucode] = gv
     acc = _Cells(used=np.zeros(len(uid), dtype=bool))
     for g in cohorts:
         sub = _cohort_sample(frame, g, a, t, gv, ucode, acc, unit=unit, time=time, y_col=y_col,
-                             cluster=cluster, covariates=covariates, age_range=age_range)
+                             cluster=cluster, covariates=covariates, age_range=age_range, weight=weight)
         if sub is None or g > int(t.max()):
             continue
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+            warnings.simplefilter("ignore")  # diff-diff says it rescales the weights to mean 1 (ratios unchanged)
             r = did(sub, y_col, unit=unit, time=time, first_treated="_ft", control="never_treated",
                     covariates=covariates or None, method=method if covariates else "dr",
-                    cluster=cluster, alpha=alpha, seed=seed)
+                    cluster=cluster, weight=weight, alpha=alpha, seed=seed)
         _collect_cells(r, sub[unit], uid, g, acc)
-    design = _restrict_design(frame, cluster, ucode, g_unit, acc)
+    design = _restrict_design(frame, cluster, ucode, g_unit, acc, w_unit)
     check = register_check(a, t, gv, ucode, cohorts, alpha)
     keep = np.flatnonzero(acc.used)
     n_tr = int((g_unit[keep] > 0).sum())
@@ -207,21 +225,51 @@ def survival_did(
                   "n_never_treated": int(len(keep) - n_tr), "n_cohorts": len(cohorts),
                   "n_periods": int(len(np.unique(t))), "first_period": int(t.min()), "last_period": int(t.max()),
                   "n_clusters": int(design.cluster.max() + 1) if design.cluster is not None else int(len(keep))}
+    if w_unit is not None:
+        counts_all["population_treated"] = float(w_unit[keep][g_unit[keep] > 0].sum())
     acc.notes.append("Survival is compared among firms alive in the year before each cohort's support starts; "
                      "no pre-trend test is possible for this outcome.")
-    settings = {"unit": unit, "time": time, "first_treated": first_treated, "treatment": None,
-                "selected": selected, "estimand": ESTIMAND,
-                "cohort": (f"year selected ({selected}): every selected firm, paid or not (intention to treat)"
-                           if selected else f"{first_treated} (must list every selected firm, see register_check)"),
-                "firms_counted": "selected firms alive in the year before their cohort year (g - 1)",
-                "control": "never_treated", "covariates": covariates, "method": method if covariates else "dr",
-                "anticipation": 0, "base_period": "year before support, g - 1 (per cohort)", "cluster": cluster,
-                "weight": None, "alpha": alpha, "n_bootstrap": 0, "seed": seed,
-                "engine": "msme_eval.impact.survival_did", "engine_version": __import__("diff_diff").__version__}
+    settings = _settings(unit=unit, time=time, first_treated=first_treated, selected=selected, covariates=covariates,
+                         method=method, cluster=cluster, weight=weight, alpha=alpha, seed=seed)
     res = SurvivalResult(outcome=y_col, settings=settings, counts=counts_all, notes=acc.notes, raw=None,
                          _design=design, cells=acc.cells, influence=acc.infl, cell_counts=acc.counts)
     _finish_register_check(res, check, alpha, selected, frame, first_treated, ucode, gv, a, t)
     return res
+
+
+def _settings(*, unit: str, time: str, first_treated: str, selected: str | None, covariates: list[str], method: str,
+              cluster: str | None, weight: str | None, alpha: float, seed: int) -> dict[str, Any]:
+    """Every estimation choice of :func:`survival_did`, with the estimand and the firms it counts."""
+    firms = "selected firms alive in the year before their cohort year (g - 1)"
+    return {"unit": unit, "time": time, "first_treated": first_treated, "treatment": None,
+            "selected": selected,
+            "estimand": (f"population ATT (weighted by {weight}: the {firms} that the sample represents), intention "
+                         "to treat" if weight else ESTIMAND),
+            "cohort": (f"year selected ({selected}): every selected firm, paid or not (intention to treat)"
+                       if selected else f"{first_treated} (must list every selected firm, see register_check)"),
+            "firms_counted": firms + (f", each counted with its survey weight {weight} (cohort shares are the "
+                                      "weighted cohort sizes)" if weight else ""),
+            "control": "never_treated", "covariates": covariates, "method": method if covariates else "dr",
+            "anticipation": 0, "base_period": "year before support, g - 1 (per cohort)", "cluster": cluster,
+            "weight": weight, "alpha": alpha, "n_bootstrap": 0, "seed": seed,
+            "engine": "msme_eval.impact.survival_did", "engine_version": __import__("diff_diff").__version__}
+
+
+def _firm_weights(frame: pd.DataFrame, weight: str | None, unit: str, ucode: np.ndarray,
+                  n_units: int) -> np.ndarray | None:
+    """The survey weight of each firm (None without ``weight``); refuse missing, non-positive or
+    within-firm varying weights, naming the rows or firms."""
+    if weight is None:
+        return None
+    require_columns(frame, [weight], "survival_did(weight=...)")
+    w = as_float(frame, weight)
+    bad = np.isnan(w) | (w <= 0)
+    if bad.any():
+        raise ImpactInputError(f"weight column {weight!r} must be > 0 and present; rows {_show(frame.index[bad])} "
+                               "fail. Fix: give every firm-year its firm's (positive) survey weight.")
+    return unit_constant(w, ucode, n_units, frame, unit, weight,
+                         "Survey weights must be constant within firm. Fix: use the firm's baseline-year weight "
+                         "(or a longitudinal weight) in every row.")
 
 
 @dataclass
@@ -281,7 +329,7 @@ def _selected_cohort(frame: pd.DataFrame, selected: str, first_treated: str, uni
 
 def _cohort_sample(frame: pd.DataFrame, g: int, a: np.ndarray, t: np.ndarray, gv: np.ndarray, ucode: np.ndarray,
                    acc: _Cells, *, unit: str, time: str, y_col: str, cluster: str | None, covariates: list[str],
-                   age_range: Any) -> pd.DataFrame | None:
+                   age_range: Any, weight: str | None = None) -> pd.DataFrame | None:
     """Cohort g and never-supported firms alive in g - 1, years g - 1 onwards (None: no base year)."""
     b = g - 1  # base period: the year before support starts
     if b < int(t.min()):
@@ -298,7 +346,8 @@ def _cohort_sample(frame: pd.DataFrame, g: int, a: np.ndarray, t: np.ndarray, gv
     if age_range is not None:
         age = g - pd.to_numeric(frame["birth_year"]).to_numpy(dtype=float, na_value=np.nan)
         sel &= (age >= age_range[0]) & (age <= age_range[1])
-    sub = frame.loc[sel, list(dict.fromkeys([unit, time, y_col, *([cluster] if cluster else [])]))].copy()
+    extra = [c for c in (cluster, weight) if c]
+    sub = frame.loc[sel, list(dict.fromkeys([unit, time, y_col, *extra]))].copy()
     sub["_ft"] = pd.array(np.where(coh[sel], g, np.nan), dtype="Float64").round().astype("Int64")
     for c, v in _cov_frame(frame.loc[sel], g, covariates, time).items():
         sub[c] = v.to_numpy()
@@ -324,8 +373,9 @@ def _collect_cells(r: DidResult, sub_unit: pd.Series, uid: np.ndarray, g: int, a
 
 
 def _restrict_design(frame: pd.DataFrame, cluster: str | None, ucode: np.ndarray, g_unit: np.ndarray,
-                     acc: _Cells) -> _Design:
-    """Design over the firms used in some cohort sample; influence indices remapped to it."""
+                     acc: _Cells, w_unit: np.ndarray | None = None) -> _Design:
+    """Design over the firms used in some cohort sample; influence indices remapped to it; the
+    firms' survey weights (cohort masses p_g = sum of weights of cohort g, and the WIF) when given."""
     keep = np.flatnonzero(acc.used)
     remap = -np.ones(len(acc.used), dtype=np.int64)
     remap[keep] = np.arange(len(keep))
@@ -337,7 +387,8 @@ def _restrict_design(frame: pd.DataFrame, cluster: str | None, ucode: np.ndarray
         clus_unit = np.zeros(len(acc.used), dtype=np.int64)
         clus_unit[ucode] = pd.factorize(frame[cluster])[0]
         clus = pd.factorize(clus_unit[keep])[0].astype(np.int64)
-    return _Design(cohort=g_unit[keep], survey_w=None, cluster=clus, n_units=len(keep))
+    return _Design(cohort=g_unit[keep], survey_w=None if w_unit is None else w_unit[keep], cluster=clus,
+                   n_units=len(keep))
 
 
 def _binomial_sum_cdf(d: int, n: np.ndarray, h: np.ndarray) -> float:
