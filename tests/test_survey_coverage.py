@@ -19,7 +19,8 @@ totals, and every stratum has exactly ``n_psu`` PSU labels). The truth is the sa
 Reported per indicator x PSUs per stratum x domain (overall, women-owned, men-owned):
 relative bias of the estimator, SE ratio (mean SE / empirical SD of the estimates) and
 coverage of the 95% intervals compute() publishes (effective Satterthwaite df; the logit
-interval for the percentages of firms K05 K08 K09, the t interval otherwise) and, for the
+interval for the percentages of firms K05 K08 K09, the log-scale interval for K04, the t
+interval otherwise) and, for the
 proportions, of the symmetric t interval on the same estimate, SE and df
 (``survey.t_interval``; what the logit interval gains). Run with ``-s`` to print the table.
 """
@@ -139,8 +140,10 @@ def _estimates(panel: pd.DataFrame, design: tuple[str, ...]) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def coverage_table(pop: pd.DataFrame, n_psu: int, reps: int = REPS) -> pd.DataFrame:
-    """Per indicator x domain for ``n_psu`` PSUs per stratum, pooled over the countries:
+def coverage_table(pop: pd.DataFrame, n_psu: int, reps: int = REPS,
+                   seed: int | None = None) -> pd.DataFrame:
+    """Per indicator x domain for ``n_psu`` PSUs per stratum, pooled over the countries
+    (samples drawn with ``seed``, default ``1000 + n_psu``):
     relative bias ``mean(est / truth - 1)``, ``se_ratio`` mean SE / empirical SD and
     ``var_ratio`` mean SE^2 / empirical variance (per country, then averaged; for small df the
     SE ratio is below 1 even for an unbiased variance, E sqrt(chi2_v / v) < 1), ``coverage`` of
@@ -149,7 +152,8 @@ def coverage_table(pop: pd.DataFrame, n_psu: int, reps: int = REPS) -> pd.DataFr
     near normal?), ``median_df`` and NaN intervals."""
     truth = _estimates(pop.assign(year=0), design=()).set_index(
         ["indicator", "ref_area", "breakdown", "group"])["value"]
-    est = _estimates(two_stage_samples(pop, n_psu, reps, seed=1000 + n_psu),
+    seed = 1000 + n_psu if seed is None else seed
+    est = _estimates(two_stage_samples(pop, n_psu, reps, seed=seed),
                      design=("weight", "strata", "psu"))
     rows = []
     for ind in INDICATORS:
@@ -221,32 +225,43 @@ def test_samples_are_stratified_two_stage_and_weights_estimate_counts(census):
 
 #: cells measured outside the 93-97% band with the published intervals (coverage, seeds fixed;
 #: 2000 intervals per cell, MC SE 0.49 points). Rule: a listed cell must not get worse (2 MC
-#: SEs) and must stay outside the band -- a fix must update the list.
-#: Below the band. K04 (all domains at 3 and 8 PSUs, women-owned at 2): the covariance of its
-#: four totals is unbiased, but the plug-in gradient of (A/B)/(C/D) shrinks with the estimate
-#: (the large-firm stratum's value added per employee is heavy-tailed, ~3 firms per PSU), so
-#: the linearised variance is 0.58-0.75 of the estimator's (bias 4-23%): a small-sample
-#: nonlinearity that no df rule fixes (test_k04_shortfall_is_the_plug_in_gradient). A JKn
-#: (delete-one-PSU jackknife) variance is large enough (1.1-1.7x) but still leaves the
-#: women-owned cells at 3 and 8 PSUs below the band (90.9%, 89.6%) and with R's nominal df
-#: covers 87-93%: not adopted (test_k04_jackknife_does_not_reach_the_band).
-#: K09 overall at 3 PSUs (92.6%): the variance is unbiased (var_ratio 0.96) and the oracle
-#: interval covers 95%, but the estimated Satterthwaite df rises when the dominant stratum's
-#: v_h is underestimated, so t is small exactly when the SE is
-#: (test_proportion_shortfall_at_three_psus_is_the_estimated_df). ``df="design"`` (from the
-#: weights, not the outcome) would bring it to 95.0% but pushes 14 of the 18 proportion cells
-#: at 2-3 PSUs above 97% (test_design_df_fixes_three_psus_but_over_covers): not adopted.
-#: The logit interval (published for K05 K08 K09 since 2fe93d0) brought the women-owned
-#: proportions into the band (symmetric t: 91.0-94.2% at 2, 3 and 8 PSUs; logit 94.6-96.4%).
+#: SEs) and must stay outside the band -- a fix must update the list. Pooled over 16 seeds
+#: (32,000 intervals per cell, MC SE 0.09-0.18 points; test_band_edges_over_16_seeds) the
+#: means are given in brackets.
+#: Below the band. K04 at 3 and 8 PSUs (all domains): the covariance of its four totals is
+#: unbiased, but the plug-in gradient of (A/B)/(C/D) shrinks with the estimate (the large-firm
+#: stratum's value added per employee is heavy-tailed, ~3 firms per PSU), so the linearised
+#: variance is 0.60-0.75 of the estimator's (bias 4-23%): a small-sample nonlinearity that no
+#: df rule fixes (test_k04_shortfall_is_the_plug_in_gradient). The published interval is on
+#: the log scale since issue #14's last round (survey.log_interval): it brought the
+#: women-owned cell at 2 PSUs into the band (90.35% -> 93.65%) and raised the women-owned cells
+#: at 3 and 8 PSUs (84.9% -> 89.8%, 85.15% -> 88.15%; 16 seeds: 85.9 -> 89.5%, 86.6 -> 88.9%),
+#: while overall / men at 8 PSUs lost ~0.7 points (90.5 -> 89.5%; 16 seeds 90.6 -> 89.9%)
+#: (test_k04_log_interval_gains_where_the_symmetric_misses_below). Measured, not adopted: a
+#: JKn (delete-one-PSU jackknife) variance is large enough (1.1-1.7x) but leaves the
+#: women-owned cells at 3 and 8 PSUs below the band (test_k04_jackknife_does_not_reach_the_band;
+#: with the log interval 93.8-97.4% at 2-3 PSUs, 92.7-93.0% at 8 in an ad-hoc 4000-replicate
+#: run, but its replicates need each PSU's four totals from the engines' second pass).
+#: K09 overall at 3 PSUs (92.6% in this sample; 16 seeds 94.26%, range 92.6-95.2%): Monte Carlo
+#: error -- this seed is the lowest of 16, 2.6 binomial SEs below their mean. The mechanism
+#: behind the small shortfall is real (the estimated Satterthwaite df rises when the dominant
+#: stratum's v_h is underestimated; test_proportion_shortfall_at_three_psus_is_the_estimated_df)
+#: but costs ~0.7 points, not 2.4. ``df="design"`` would bring this sample to 95.0% but pushes
+#: 14 of the 18 proportion cells at 2-3 PSUs above 97% (test_design_df_fixes_three_psus_but_over_covers):
+#: not adopted. The logit interval (published for K05 K08 K09 since 2fe93d0) brought the
+#: women-owned proportions into the band (symmetric t: 91.0-94.2% at 2, 3 and 8 PSUs; logit
+#: 94.6-96.4%).
 KNOWN_SHORTFALL: dict[tuple[str, int, str], float] = {
-    ("K04", 2, "women"): 0.9035,
-    ("K04", 3, "total"): 0.9160, ("K04", 3, "women"): 0.8490, ("K04", 3, "men"): 0.9110,
+    ("K04", 3, "total"): 0.9175, ("K04", 3, "women"): 0.8980, ("K04", 3, "men"): 0.9145,
     ("K09", 3, "total"): 0.9260,
-    ("K04", 8, "total"): 0.9050, ("K04", 8, "women"): 0.8515, ("K04", 8, "men"): 0.9060,
+    ("K04", 8, "total"): 0.8950, ("K04", 8, "women"): 0.8815, ("K04", 8, "men"): 0.8945,
 }
-#: Above the band: K08 overall at 2 PSUs (97.45%; median df 1.4, the t quantile with ~1 df is
-#: wide and the variance slightly overestimated, var_ratio 1.08). Must not exceed it by more
-#: than 2 MC SEs, and must stay above 97% (a fix updates the list).
+#: Above the band: K08 overall at 2 PSUs (97.45%; 16 seeds 97.27%, MC SE 0.09: a real excess of
+#: ~0.3 points, as K08 for men-owned MSMEs, 96.95% here but 97.37% over 16 seeds). Median df
+#: 1.4: the t quantile with ~1 df is wide and the variance slightly overestimated (var_ratio
+#: 1.08). No df rule of survey.DF_RULES fixes it without pushing other cells out: "design"
+#: over-covers more, "nominal" (4 df per country) covers 84-92% at 2 PSUs. Must not exceed it
+#: by more than 2 MC SEs, and must stay above 97% (a fix updates the list).
 KNOWN_EXCESS: dict[tuple[str, int, str], float] = {("K08", 2, "total"): 0.9745}
 
 
@@ -280,6 +295,49 @@ def test_indicator_interval_coverage_on_a_census(census, n_psu):
     assert (women["coverage"] >= women["coverage_wald"]).all(), women.to_string()
     for row in table.itertuples():
         _check_band((row.indicator, row.n_psu, row.domain), row.coverage)
+
+
+#: 16 independent sample sets (the three fixed seeds of the tests above and 13 more)
+SEEDS_16 = (1002, 1003, 1008, *range(11, 24))
+
+
+def pooled_coverage(pop: pd.DataFrame, n_psu: int, seeds: tuple[int, ...] = SEEDS_16
+                    ) -> pd.DataFrame:
+    """Coverage of the published intervals per indicator x domain over ``len(seeds)`` x REPS
+    samples: mean over the seeds, min, max, the seed-to-seed SD and the binomial MC SE of the
+    mean (``sqrt(c (1 - c) / (2 REPS len(seeds)))``; 2 countries per replicate)."""
+    runs = pd.concat([coverage_table(pop, n_psu, seed=seed).assign(seed=seed) for seed in seeds])
+    out = runs.groupby(["indicator", "n_psu", "domain"])["coverage"].agg(
+        ["mean", "min", "max", "std"]).reset_index()
+    out["mc_se"] = np.sqrt(out["mean"] * (1 - out["mean"]) / (2 * REPS * len(seeds)))
+    return out
+
+
+@pytest.mark.slow
+def test_band_edges_over_16_seeds(census):
+    # The two proportion cells outside the band in the fixed samples, with 16 x more samples
+    # (32,000 intervals per cell; MC SE of the mean 0.09-0.13 points; measured):
+    # * K09 overall at 3 PSUs: 94.26% (range 92.6-95.2%) -- in the band; the fixed sample's
+    #   92.6% is the lowest of the 16 seeds (Monte Carlo error, 2.6 binomial SEs of one seed
+    #   below the mean; its seed-to-seed SD 0.62 points against 0.52 binomial).
+    # * K08 overall at 2 PSUs: 97.27% and men-owned 97.37% -- a real excess of ~0.3 points
+    #   (> 2 MC SEs above 97%); K05 overall at 2 PSUs 97.06% is at the edge (MC error).
+    # Every other proportion cell at 2 and 3 PSUs is in the band (94.8-96.9%). No df rule of
+    # survey.DF_RULES fixes the 2-PSU excess without pushing cells out: "nominal" (4 df per
+    # country) covers 84.0-91.8% at 2 PSUs, "design" over-covers more.
+    table = pd.concat([pooled_coverage(census, n) for n in (2, 3)], ignore_index=True)
+    print("\n" + table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    cell = table.set_index(["indicator", "n_psu", "domain"])
+    k09 = cell.loc[("K09", 3, "total")]
+    assert 0.93 <= k09["mean"] <= 0.97 and k09["min"] == KNOWN_SHORTFALL[("K09", 3, "total")]
+    assert (k09["mean"] - k09["min"]) > 2 * k09["mc_se"] * np.sqrt(len(SEEDS_16))
+    assert k09["std"] <= 1.5 * k09["mc_se"] * np.sqrt(len(SEEDS_16))  # seeds vary as binomial
+    for dom in ("total", "men"):
+        k08 = cell.loc[("K08", 2, dom)]
+        assert k08["mean"] > 0.97 + 2 * k08["mc_se"], (dom, k08.to_dict())
+    props = table[table["indicator"].isin(PROPORTIONS)]
+    assert props["mean"].between(0.93, 0.975).all(), props.to_string()
+    assert (props["mean"] > 0.97).sum() <= 3, props.to_string()
 
 
 def _design_df(s: pd.DataFrame) -> pd.Series:
@@ -359,7 +417,9 @@ def _stratum_contributions(s: pd.DataFrame, column: str) -> tuple[np.ndarray, pd
 @pytest.mark.slow
 def test_proportion_shortfall_at_three_psus_is_the_estimated_df(census):
     # K09 (registered MSMEs) in one country with 3 PSUs per stratum misses the band (91.4%
-    # pooled). Its linearised variance is unbiased, and t intervals with the *true*
+    # in this sample of 1000; both countries over 16 such samples: 94.3%, so most of this
+    # sample's shortfall is Monte Carlo error, test_band_edges_over_16_seeds). Its linearised
+    # variance is unbiased, and t intervals with the *true*
     # Satterthwaite df (from the mean of each stratum's v_h over the replicates) cover 95%;
     # the shortfall comes from estimating df_eff from the same PSU totals as the variance: a
     # dominant stratum (micro, ~90% of the variance) whose v_h is underestimated makes the
@@ -487,9 +547,20 @@ def test_jkn_replicates_equal_direct_reweighting(census):
 
 
 def k04_jackknife_table(pop: pd.DataFrame, n_psu: int) -> pd.DataFrame:
-    """K04 coverage per domain: the published (linearised, Satterthwaite df) interval, and
-    JKn intervals with the nominal df (#PSUs - #strata, as R's replicate designs) and with
-    the published Satterthwaite df; variance ratios per country, averaged."""
+    """K04 coverage per domain: the published interval (log scale, linearised SE,
+    Satterthwaite df), the symmetric t interval on the same value, SE and df, and JKn
+    intervals with the nominal df (#PSUs - #strata, as R's replicate designs), with the
+    published Satterthwaite df, and on the log scale; ``below_*``: share of intervals wholly
+    below the truth; variance ratios per country, averaged. Computed once per ``n_psu``."""
+    if n_psu not in _K04_TABLES:
+        _K04_TABLES[n_psu] = _k04_table(pop, n_psu)
+    return _K04_TABLES[n_psu]
+
+
+_K04_TABLES: dict[int, pd.DataFrame] = {}
+
+
+def _k04_table(pop: pd.DataFrame, n_psu: int) -> pd.DataFrame:
     s = two_stage_samples(pop, n_psu, REPS, seed=1000 + n_psu)
     est = _estimates(s, ("weight", "strata", "psu"))
     truth = _estimates(pop.assign(year=0), design=()).set_index(
@@ -501,16 +572,23 @@ def k04_jackknife_table(pop: pd.DataFrame, n_psu: int) -> pd.DataFrame:
         theta, _, v = jkn(_k04_psu_totals(s, member, n_psu))
         sel = est[(est["indicator"] == "K04") & (est["breakdown"] == brk)
                   & (est["group"] == grp)].sort_values(["time_period", "ref_area"])
-        value = sel["value"].to_numpy()
+        value, df = sel["value"].to_numpy(), sel["df"].to_numpy()
         np.testing.assert_allclose(value, theta.reshape(-1), rtol=1e-9)
         t = truth.xs(("K04", brk, grp), level=[0, 2, 3]).loc[sel["ref_area"]].to_numpy()
         area = sel["ref_area"].to_numpy()
         se_jk, se_lin = np.sqrt(v.reshape(-1)), sel["se"].to_numpy()
-
+        lo, hi = sel["ci_low"].to_numpy(), sel["ci_high"].to_numpy()
+        np.testing.assert_allclose(np.c_[lo, hi], np.c_[survey.log_interval(value, se_lin, df, 0.05)],
+                                   rtol=1e-12)
+        jk_lo, jk_hi = survey.log_interval(value, se_jk, df, 0.05)
         rows.append({"n_psu": n_psu, "domain": dom,
-                     "linearised": _cover(value, t, se_lin, sel["df"].to_numpy()),
+                     "published": float(np.mean((lo <= t) & (t <= hi))),
+                     "symmetric": _cover(value, t, se_lin, df),
+                     "below_published": float(np.mean(hi < t)),
+                     "below_symmetric": float(np.mean(value + stats.t.ppf(0.975, df) * se_lin < t)),
                      "jkn_nominal_df": _cover(value, t, se_jk, sel["df_nominal"].to_numpy()),
-                     "jkn_satterthwaite_df": _cover(value, t, se_jk, sel["df"].to_numpy()),
+                     "jkn_satterthwaite_df": _cover(value, t, se_jk, df),
+                     "jkn_log": float(np.mean((jk_lo <= t) & (t <= jk_hi))),
                      "var_ratio_linearised": _var_ratio(value, se_lin, area),
                      "var_ratio_jkn": _var_ratio(value, se_jk, area)})
     return pd.DataFrame(rows)
@@ -531,10 +609,12 @@ def _var_ratio(value: np.ndarray, se: np.ndarray, area: np.ndarray) -> float:
 def test_k04_jackknife_does_not_reach_the_band(census):
     # The JKn variance of K04 is not too small (1.1-1.7 x the estimator's variance, against
     # 0.58-0.75 for the linearised one), but with R's nominal df it covers less than the
-    # linearised interval at 2 PSUs (90.0%), and even with the Satterthwaite df the
+    # linearised symmetric interval at 2 PSUs (90.0%), and even with the Satterthwaite df the
     # women-owned cells at 3 and 8 PSUs stay below the band (measured 90.9% and 89.6%;
     # overall and men 94.4-96.4%): the estimate and its SE are correlated in the small
-    # domain. Not adopted; K04 stays in KNOWN_SHORTFALL.
+    # domain. On the log scale (jkn_log) it reaches 93.6-96.9% at 2-3 PSUs but not 8 PSUs
+    # (92.05-92.9%), and its replicates need each PSU's four totals from the engines' second
+    # pass (which only returns sums of squares of a linear combination): not adopted.
     table = pd.concat([k04_jackknife_table(census, n) for n in (2, 3, 8)], ignore_index=True)
     print("\n" + table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     assert (table["var_ratio_jkn"] > 1.0).all() and (table["var_ratio_linearised"] < 0.8).all()
@@ -543,4 +623,24 @@ def test_k04_jackknife_does_not_reach_the_band(census):
     assert (table.loc[table["n_psu"] < 8, "jkn_nominal_df"] < 0.93).all()
     others = table[table["domain"] != "women"]
     assert others["jkn_satterthwaite_df"].between(0.93, 0.97).all(), others.to_string()
-    assert (table["jkn_satterthwaite_df"] > table["linearised"]).all()
+    assert (table["jkn_satterthwaite_df"] > table["symmetric"]).all()
+    assert (table.loc[table["n_psu"] == 8, "jkn_log"] < 0.93).all()
+
+
+@pytest.mark.slow
+def test_k04_log_interval_gains_where_the_symmetric_misses_below(census):
+    # K04's estimate and linearised SE are positively correlated (a large sampled C -- the
+    # large firms' heavy-tailed value added -- lowers both), so the symmetric interval misses
+    # mostly from below (measured 4.7-14.1% of intervals wholly below the truth, 0.5-2.8%
+    # above). The published log-scale interval (survey.log_interval) is longer above: the
+    # women-owned cells gain 3.3 / 4.9 / 3.0 points at 2 / 3 / 8 PSUs (into the band at 2 PSUs),
+    # overall and men-owned stay within ~1 point (+0.15 to +0.35 at 2-3 PSUs, -1.0 / -1.15 at 8).
+    table = pd.concat([k04_jackknife_table(census, n) for n in (2, 3, 8)], ignore_index=True)
+    print("\n" + table[["n_psu", "domain", "published", "symmetric", "below_published",
+                        "below_symmetric"]].to_string(index=False, float_format=lambda x: f"{x:.4f}"))
+    gain = (table["published"] - table["symmetric"]).to_numpy()
+    women = (table["domain"] == "women").to_numpy()
+    assert (gain[women] >= 0.025).all(), table.to_string()
+    assert (np.abs(gain[~women]) <= 0.0125).all(), table.to_string()
+    assert (table["below_published"] < table["below_symmetric"]).all()
+    assert table.loc[(table["n_psu"] == 2), "published"].between(0.93, 0.97).all()
