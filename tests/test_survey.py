@@ -795,6 +795,29 @@ def test_log_interval_delta_of_four_totals_and_edges():
         survey.delta(tt, f, g, ci="exp")
 
 
+def test_indicator_table_interval_rules():
+    # indicators.compute's interval per kind: K04 on the log scale where its value is > 0 and
+    # symmetric t where it is <= 0 (negative value added), logit for percentages of firms,
+    # symmetric t for other ratios; NaN stays NaN
+    from scipy import stats
+
+    from msme_eval.indicators import registry, table
+    reg = registry().set_index("id")
+    k04, k02, k05 = (dict(reg.loc[i], id=i) for i in ("K04", "K02", "K05"))
+    value, se, df = np.array([0.8, -0.2, np.nan]), np.array([0.1, 0.1, 0.1]), np.full(3, 6.0)
+    t = stats.t.ppf(0.975, 6)
+    lo, hi = table.interval(k04, value, se, df, 0.05)
+    assert (lo[0], hi[0]) == pytest.approx((0.8 * np.exp(-t * 0.125), 0.8 * np.exp(t * 0.125)),
+                                           rel=1e-12)
+    assert (lo[1], hi[1]) == pytest.approx((-0.2 - t * 0.1, -0.2 + t * 0.1), rel=1e-12)
+    assert np.isnan([lo[2], hi[2]]).all()
+    lo, hi = table.interval(k02, value[:1] * 50, se[:1] * 50, df[:1], 0.05)
+    assert (lo[0], hi[0]) == pytest.approx((40 - t * 5, 40 + t * 5), rel=1e-12)
+    lo, hi = table.interval(k05, value[:1] * 50, se[:1] * 50, df[:1], 0.05)
+    plo, phi = survey.logit_interval(np.array([0.4]), np.array([0.05]), df[:1], 0.05)
+    assert (lo[0], hi[0]) == pytest.approx((100 * plo[0], 100 * phi[0]), rel=1e-12)
+
+
 # --------------------------------------------------------------------------------------------
 # one result interface
 # --------------------------------------------------------------------------------------------

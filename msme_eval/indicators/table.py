@@ -160,7 +160,7 @@ def interval(ind: dict[str, Any], value: np.ndarray, se: np.ndarray, df: np.ndar
       so the symmetric interval misses mostly from below; on the log scale the women-owned
       cells' coverage goes from 90.4 / 85.9 / 86.6% to 94.0 / 89.5 / 88.9% at 2 / 3 / 8 PSUs
       per stratum, means over 16 simulated seeds (all-MSME cells within about +-1 point:
-      +0.7 at 2 PSUs, -0.5 at 8; tests/test_survey_coverage.py, issue #14). A value <= 0 (negative
+      +0.7 at 2 PSUs, -0.4 to -0.7 at 8; tests/test_survey_coverage.py, issue #14). A value <= 0 (negative
       value added) keeps the symmetric interval;
     * otherwise the symmetric t interval ``value -/+ t * se``.
     """
