@@ -397,3 +397,60 @@ def test_coverage_headline_withholds_counts_below_the_threshold(tiny):
     assert protect.coverage_headline(three)["n_firms"] == 3
     assert protect.coverage_headline(three, protect.Rules(min_contributors=4))["n_firms"] is None
     assert two["n_firms"] == 2  # the summary itself is untouched (a copy is published)
+
+
+# --------------------------------------------------------------------------------------------
+# K02/K06/K07: an MSME share of an all-firm total reveals the rest of it (the large firms)
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def k02(tmp_path_factory) -> dict[str, pd.DataFrame]:
+    """The K04 panel without VNM 2022's large firms (that country-year's total comes from the
+    macro table: obs_status E)."""
+    p = k04_panel()
+    p = p[~((p["country"] == "VNM") & (p["year"] == 2022) & (p["size_class"] == "large"))].reset_index(drop=True)
+    path = tmp_path_factory.mktemp("k02") / "panel.parquet"
+    p.to_parquet(path, index=False)
+    macro = pd.DataFrame([(c, y, 1.0, 5000.0) for c in COUNTRIES for y in YEARS],
+                         columns=["country", "year", "usd_per_lcu", "employment_total"])
+    kw = dict(indicators=["K02"], breakdowns=["owner_female"])
+    return {"panel": p, "pandas": me.indicators.compute(p, macro, **kw),
+            "duckdb": me.indicators.compute(str(path), macro, engine="duckdb", **kw)}
+
+
+def test_k02_suppressed_where_its_total_holds_one_large_firm(k02):
+    """IDN 2020 (one large firm): 1 - K02 is that firm's share of the country's employment, so
+    the total and both owner_female cells are suppressed (A) naming the rest of the total;
+    THA 2021 (three large firms of similar size: the dominance that stops K04 there is on value
+    added) is published with the hand value; both engines agree."""
+    p = k02["panel"]
+    for engine in ("pandas", "duckdb"):
+        res = k02[engine]
+        idn = _rows(res, "IDN", 2020)
+        assert len(idn) == 3 and (idn["conf_status"] == "A").all() and idn["value"].isna().all(), engine
+        assert idn["comment"].str.contains(
+            "the rest of the total (large firms of IDN 2020) has fewer than 3 contributing firms", regex=False).all()
+        tha = _rows(res, "THA", 2021).set_index("group")
+        cy = p[(p["country"] == "THA") & (p["year"] == 2021)]
+        hand = 100 * cy.loc[cy["size_class"] != "large", "employees"].sum() / cy["employees"].sum()
+        assert tha.loc["total", "conf_status"] == "F" and tha.loc["total", "value"] == pytest.approx(hand, rel=1e-12)
+    cols = ["ref_area", "time_period", "group", "conf_status"]
+    pd.testing.assert_frame_equal(k02["pandas"][cols].sort_values(cols).reset_index(drop=True),
+                                  k02["duckdb"][cols].sort_values(cols).reset_index(drop=True))
+
+
+def test_k02_from_the_macro_total_is_not_held_back_by_absent_large_firms(k02):
+    """VNM 2022 has no large firm in the panel: K02 divides by the macro employment total (E)
+    and reveals no panel firm's part of it, so it is published (6 MSMEs pass on their own)."""
+    vnm = _rows(k02["pandas"], "VNM", 2022).set_index("group")
+    assert vnm.loc["total", "obs_status"] == "E" and vnm.loc["total", "conf_status"] == "F"
+    msme = k02["panel"].query("country == 'VNM' and year == 2022")["employees"].sum()
+    assert vnm.loc["total", "value"] == pytest.approx(100 * msme / 5000.0, rel=1e-12)
+
+
+def test_which_indicators_carry_the_rest_of_their_total():
+    """Shares of an all-firm magnitude total (K02, K06, K07) and K04's comparison group; not
+    counts (K01), macro denominators (K03) or within-MSME proportions."""
+    from msme_eval.indicators.parts import comparison_of
+    from msme_eval.indicators.registry import registry
+    have = {ind["id"] for ind in registry().to_dict("records") if comparison_of(ind)}
+    assert have == {"K02", "K04", "K06", "K07"}

@@ -17,8 +17,10 @@ Contributor statistics per published cell, then :func:`msme_eval.disclosure.prot
   columns: the same count and dominance rules, a cell failing only there is suppressed with
   A/O/T and ``comment`` "suppressed: the comparison group (large firms of IDN 2020) has fewer
   than 3 contributing firms"; secondary suppression checks the union of suppressed cells'
-  comparison groups too. Shares of the all-firm total (K01-K03, K06, K07) are not ratios
-  against a comparison group in this sense: their denominator contains the numerator.
+  comparison groups too. An MSME share of an all-firm magnitude total (K02 employment, K06
+  loans, K07 exports) reveals the rest of that total, the large firms' part (1 - share), so the
+  large firms in it are its comparison group in the same way (:func:`parts.rest_of_total`),
+  except where the total is the macro table's (``obs_status`` E: no large firm in the panel).
 * ASEAN cells: the union of the included countries' cells (firms are national), so
   ``n_contrib`` and ``total`` add up (magnitudes in USD) and the top two are the two largest
   of the countries' top twos.
@@ -161,6 +163,9 @@ def _comparison_stats(est: Any, table: pd.DataFrame, stats: pd.DataFrame) -> Non
     m = m.merge(stats, on=_KEYS, how="left")
     for c in _STAT_COLS:
         table.loc[has, CMP + c] = m[c].fillna(0.0).to_numpy() if c in m else 0.0
+    # a share whose total is the macro table's (E) reveals no panel firm's part of it
+    macro = has & (table["obs_status"].to_numpy() == "E")
+    table.loc[macro, [CMP + c for c in _STAT_COLS]] = np.nan
 
 
 def _comparison_comments(est: Any, out: pd.DataFrame, min_contributors: int,
@@ -169,14 +174,15 @@ def _comparison_comments(est: Any, out: pd.DataFrame, min_contributors: int,
     rows = out["conf_group"].to_numpy() == "comparison"
     if not rows.any():
         return
-    pop = {ind["id"]: comparison_of(ind) for ind in est.inds}
+    pop = {ind["id"]: ("the comparison group" if ind["kind"] == "relative_ratio" else "the rest of the total")
+           + f" ({comparison_of(ind)} firms of " for ind in est.inds if comparison_of(ind)}
     why = np.where(out.loc[rows, "conf_status"].to_numpy() == "A",
                    f"has fewer than {min_contributors} contributing firms",
                    f"is dominated by its largest firm(s) (({dominance_n}, {dominance_k:.0%}) rule)")
     sub = out.loc[rows]
     where = np.where(sub["ref_area"] == REGION, "the included countries",
                      sub["ref_area"].astype(str) + " " + sub["time_period"].astype(str))
-    text = [f"suppressed: the comparison group ({pop[i]} firms of {w}) {y}"
+    text = [f"suppressed: {pop[i]}{w}) {y}"
             for i, w, y in zip(sub["indicator"], where, why)]
     old = sub["comment"].fillna("").astype(str).to_numpy()
     out.loc[rows, "comment"] = [f"{o}; {t}" if o else t for o, t in zip(old, text)]

@@ -16,7 +16,7 @@ import numpy as np
 
 __all__ = ["TOTAL", "BOOL_LABELS", "NA_LABELS", "Part", "parts", "roles", "share_roles",
            "is_share", "moment_names", "Moments", "centred_ss", "COMPARISON", "disclosure_parts",
-           "comparison_of"]
+           "comparison_of", "rest_of_total"]
 
 #: labels of a boolean breakdown (False, True); missing -> NA_LABELS or "not stated"
 BOOL_LABELS = {"owner_female": ("male", "female"), "urban": ("rural", "urban")}
@@ -52,27 +52,48 @@ def parts(ind: dict[str, Any]) -> list[Part]:
     return out
 
 
+def rest_of_total(ind: dict[str, Any]) -> list[Part]:
+    """The large firms inside the denominator of an MSME share of an all-firm magnitude total
+    (K02 employment, K06 loans, K07 exports): ``[den part restricted to population "large"]``,
+    else ``[]``. The share s = MSME / (MSME + large) reveals the large firms' part of the total,
+    1 - s, as much as the MSMEs': with one or two large firms, their share of the country's
+    employment, loans or exports. Statistics offices protect it as the complement of a
+    published total (Hundepool et al. 2012, *Statistical Disclosure Control*, 4.2: a cell and
+    its total reveal their difference)."""
+    if ind["kind"] != "ratio" or not (isinstance(ind.get("magnitude"), str) and ind["magnitude"]):
+        return []
+    ps = parts(ind)
+    num = [p for p in ps if p.role == "num"]
+    den = [p for p in ps if p.role == "den"]
+    if len(den) != 1 or den[0].population != "all" or not num or num[0].population != "msme":
+        return []
+    return [Part("den", den[0].value, "large", den[0].shift)]
+
+
 def disclosure_parts(ind: dict[str, Any]) -> dict[str, list[Part]]:
     """Whose unweighted contributions a published cell reveals: key -> parts.
 
     ``{id: numerator parts (num, num2)}`` and, for a ratio against a comparison group
     (``relative_ratio``, K04: MSMEs' productivity over the large firms'), ``{id + COMPARISON:
-    [rnum]}``: the comparison group's numerator (large firms' value added). The ratio reveals
-    that group's magnitude as much as the cell's own (one large firm: its productivity), so
-    the disclosure rules apply to both (DESIGN.md section 4; Hundepool et al. 2012,
-    *Statistical Disclosure Control*, chapter 4 on magnitude tables).
+    [rnum]}``: the comparison group's numerator (large firms' value added); for an MSME share
+    of an all-firm total (K02, K06, K07), the large firms in that total (:func:`rest_of_total`).
+    The ratio reveals that group's magnitude as much as the cell's own (one large firm: its
+    productivity, or its share of the country's exports), so the disclosure rules apply to
+    both (DESIGN.md section 4; Hundepool et al. 2012, *Statistical Disclosure Control*,
+    chapter 4 on magnitude tables).
     """
     ps = parts(ind)
     out = {ind["id"]: [p for p in ps if p.role in ("num", "num2")]}
-    ref = [p for p in ps if p.role == "rnum"]
+    ref = [p for p in ps if p.role == "rnum"] or rest_of_total(ind)
     if ref:
         out[ind["id"] + COMPARISON] = ref
     return out
 
 
 def comparison_of(ind: dict[str, Any]) -> str | None:
-    """The comparison group's population feature (``"large"`` for K04), or None."""
-    ref = [p for p in parts(ind) if p.role == "rnum"]
+    """The comparison group's population feature (``"large"`` for K04, and for K02/K06/K07
+    the large firms in their total), or None."""
+    ref = [p for p in parts(ind) if p.role == "rnum"] or rest_of_total(ind)
     return ref[0].population if ref else None
 
 
