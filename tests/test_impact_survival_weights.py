@@ -232,15 +232,21 @@ def synth_panel() -> pd.DataFrame:
 
 
 def test_evaluate_fills_population_columns_for_survival_and_jobs(synth_panel) -> None:
+    """With ``weight`` the survival and net-jobs rows carry the population ATT (the survey weights
+    move it away from the sample ATT; constant weights give the sample ATT back); without it there is
+    no population column."""
     kw = {"programme_type": "finance", "outcomes": ["survival", "jobs"], "subgroups": (), "robustness": False}
-    un = evaluate(synth_panel, **kw).headline.set_index("outcome")
     ev = evaluate(synth_panel, weight="weight", **kw).headline.set_index("outcome")
     const = evaluate(synth_panel.assign(weight=3.0), weight="weight", **kw).headline.set_index("outcome")
-    assert not any(c.endswith("_population") for c in un.columns)
+    pop = ["att_population", "se_population", "ci_low_population", "ci_high_population", "pvalue_population"]
     for o in ("survival", "jobs"):
-        assert np.isfinite(ev.loc[o, ["att_population", "se_population", "ci_low_population",
-                                      "ci_high_population", "pvalue_population"]].astype(float)).all()
-        assert ev.loc[o, "estimand_population"].startswith("population ATT (weighted by _w_ref")
-        assert ev.loc[o, "att"] == pytest.approx(un.loc[o, "att"], abs=1e-12)  # headline stays the sample ATT
-        assert const.loc[o, "att_population"] == pytest.approx(un.loc[o, "att"], abs=1e-10)
-        assert const.loc[o, "se_population"] == pytest.approx(un.loc[o, "se"], rel=1e-9)
+        assert np.isfinite(ev.loc[o, pop].astype(float)).all()
+        assert ev.loc[o, "estimand_population"].startswith("population ATT (weighted by _w_ref: the selected firms "
+                                                           "alive in the year before their cohort year (g - 1)")
+        assert ev.loc[o, "att"] == pytest.approx(const.loc[o, "att"], abs=1e-12)  # headline: the sample ATT
+        assert abs(ev.loc[o, "att_population"] - ev.loc[o, "att"]) > 1e-3
+        assert const.loc[o, "att_population"] == pytest.approx(const.loc[o, "att"], abs=1e-10)
+        assert const.loc[o, "se_population"] == pytest.approx(const.loc[o, "se"], rel=1e-9)
+    un = evaluate(synth_panel, survival_covariates=[], **kw).headline
+    assert set(un["outcome"]) == {"survival", "jobs"}
+    assert not any(c.endswith("_population") for c in un.columns)
