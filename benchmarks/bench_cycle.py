@@ -6,7 +6,12 @@ per notebook of msme-eval's runner against bare papermill.
 
 What is measured:
 - cycle wall time (validation + cache, every notebook, rendering, site, atomic publish) with
-  workers = 1 and 2, and the time per phase;
+  workers = 1 and 2, and the time per stage: validation and shared tables; notebooks and impact
+  fits (to the last one's end); the tail after them (site, downloads, publish), from the log's
+  timestamps;
+- CPU seconds: the runner process (rendering, site) and its workers with their kernels
+  (`resource.getrusage`: children are counted once they have ended, as they have when
+  `cycle.run` returns), since wall time on a shared machine is noisy;
 - bare papermill: `python -m papermill` on a trivial two-cell notebook (process start, kernel
   start, execution, write), the floor any notebook pays;
 - runner per notebook: the same trivial work as a cycle template (msme_eval import and the
@@ -19,7 +24,9 @@ Reports go to a temporary folder; nothing under reports/ is touched.
 from __future__ import annotations
 
 import argparse
+import os
 import re
+import resource
 import statistics
 import subprocess
 import sys
@@ -98,6 +105,41 @@ def _runner_trivial(tmp: Path, params: cycle.CycleParams, n: int) -> tuple[list[
     return fresh, reused
 
 
+def _cpu() -> tuple[float, float]:
+    """(CPU seconds of this process, of its ended children) so far."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, kids.ru_utime + kids.ru_stime
+
+
+def _timed_cycle(p: cycle.CycleParams) -> tuple[object, list[str], dict[str, float]]:
+    """Run one cycle; (result, log lines, {wall, end of the last notebook or fit, CPU seconds})."""
+    log: list[str] = []
+    stamps: list[float] = []
+    t0, (own0, kids0) = time.perf_counter(), _cpu()
+
+    def say(line: str) -> None:
+        log.append(line)
+        stamps.append(time.perf_counter() - t0)
+
+    res = cycle.run(p, log=say)
+    wall = time.perf_counter() - t0
+    own, kids = _cpu()
+    jobs_end = max((t for t, ln in zip(stamps, log) if ln.startswith("[")), default=float("nan"))
+    return res, log, {"wall": wall, "jobs_end": jobs_end, "cpu_runner": own - own0,
+                      "cpu_workers": kids - kids0}
+
+
+def _trivial_times(tmp: Path, params: cycle.CycleParams, n: int) -> None:
+    bare = _bare_papermill(tmp, n)
+    fresh, reused = _runner_trivial(tmp, params, n)
+    print(f"bare papermill, trivial notebook:        {statistics.median(bare):6.2f} s "
+          f"(median of {n})")
+    print(f"trivial template, fresh papermill:       {statistics.median(fresh):6.2f} s "
+          f"({statistics.median(fresh) / statistics.median(bare):.2f}x bare papermill)")
+    print(f"trivial template, kernel worker (reuse): {statistics.median(reused):6.2f} s "
+          f"({statistics.median(reused) / statistics.median(bare):.2f}x bare papermill)")
+
+
 def _fit_times(log: list[str]) -> dict[str, float]:
     """Seconds of each shared impact fit, from the runner's progress lines."""
     out = {}
@@ -119,7 +161,7 @@ def main() -> int:
     ap.add_argument("--quick", action="store_true", help="2 areas and 2,000 firms")
     ap.add_argument("--firms", type=int, default=None)
     ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
-    ap.add_argument("--repeat", type=int, default=3, help="runs of the trivial notebooks")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of the trivial notebooks (0: none)")
     a = ap.parse_args()
     firms = a.firms or (2_000 if a.quick else 20_000)
     cycle.check_kernel(cycle.DEFAULT_KERNEL, install=True)
@@ -129,25 +171,16 @@ def main() -> int:
         countries = ["IDN", "ASEAN"] if a.quick else list(cycle.AREAS)
         base = dict(cycle="bench", panel=str(paths["panel"]), macro=str(paths["macro"]),
                     targets=str(paths["targets"]), countries=countries)
-        print(f"sample: {firms:,} firms; areas: {' '.join(countries)}; cpus: "
-              f"{__import__('os').cpu_count()}")
-        bare = _bare_papermill(tmp, a.repeat)
-        params = cycle.CycleParams.model_validate({**base, "output_root": str(tmp / "r0")})
-        fresh, reused = _runner_trivial(tmp, params, a.repeat)
-        print(f"bare papermill, trivial notebook:        {statistics.median(bare):6.2f} s "
-              f"(median of {a.repeat})")
-        print(f"trivial template, fresh papermill:       {statistics.median(fresh):6.2f} s "
-              f"({statistics.median(fresh) / statistics.median(bare):.2f}x bare papermill)")
-        print(f"trivial template, kernel worker (reuse): {statistics.median(reused):6.2f} s "
-              f"({statistics.median(reused) / statistics.median(bare):.2f}x bare papermill)")
+        print(f"sample: {firms:,} firms; areas: {' '.join(countries)}; cpus: {os.cpu_count()}")
+        if a.repeat > 0:
+            _trivial_times(tmp, cycle.CycleParams.model_validate(
+                {**base, "output_root": str(tmp / "r0")}), a.repeat)
         rows = []
         for w in a.workers:
             p = cycle.CycleParams.model_validate({**base, "workers": w,
                                                   "output_root": str(tmp / f"r{w}")})
-            log: list[str] = []
-            t0 = time.perf_counter()
-            res = cycle.run(p, log=log.append)
-            wall = time.perf_counter() - t0
+            res, log, m = _timed_cycle(p)
+            wall = m["wall"]
             prep, rend = _stage(log, "prepared"), _stage(log, "rendering took")
             fits = _fit_times(log)
             nb_sum = sum(r.duration for r in res.notebooks) + sum(fits.values())
@@ -158,10 +191,15 @@ def main() -> int:
                   f"slowest {slowest.template}/{slowest.country} {slowest.duration:.1f} s; "
                   f"{len(fits)} impact fits {sum(fits.values()):.1f} s in all, slowest "
                   f"{fit_max[0]} {fit_max[1]:.1f} s; {'ok' if res.ok else 'FAILED'}")
+            tail = wall - m["jobs_end"]
             print(f"   stage shares of the wall time: validate + shared tables {prep / wall:5.1%}; "
-                  f"notebooks + impact fits {nb_sum:.1f} s of worker time over {w} worker(s) = "
-                  f"{nb_sum / w / wall:5.1%}; rendering {rend:.1f} s ({rend / wall:5.1%}, alongside the "
-                  f"notebooks); the rest (site, tables, publish) ~{max(0.0, 1 - (prep + nb_sum / w) / wall):5.1%}")
+                  f"notebooks + impact fits {(m['jobs_end'] - prep) / wall:5.1%} ({nb_sum:.1f} s of "
+                  f"worker time over {w} worker(s) = {nb_sum / w / wall:5.1%}); rendering {rend:.1f} s "
+                  f"({rend / wall:5.1%}, alongside the notebooks); after the last notebook (site, "
+                  f"downloads, publish) {tail:.1f} s = {tail / wall:5.1%}")
+            print(f"   CPU: runner process {m['cpu_runner']:.1f} s (validation, rendering, site), workers "
+                  f"and kernels {m['cpu_workers']:.1f} s; sum {m['cpu_runner'] + m['cpu_workers']:.1f} s "
+                  f"on {os.cpu_count()} CPU(s)")
         if len(rows) >= 2:
             print(f"speed-up {rows[0][0]}->{rows[-1][0]} workers: {rows[0][1] / rows[-1][1]:.2f}x")
         return 0 if all(r[-1] for r in rows) else 1

@@ -24,6 +24,7 @@ Secrets are never parameters: credentials come from the environment and are neve
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import queue
@@ -205,9 +206,51 @@ def fit_jobs(params: CycleParams, jobs: list[Job], cache: Path,
     areas = list(dict.fromkeys(j.country for j in needing))
     calls = plan_impact(params, cache, areas, lead_areas(params.countries), inputs)
     out = [FitJob(area, call, digest, phase, len(call["programme_type"]) * (
-        1.0 if call.get("robustness") is False else 2.4) * (10 if area == REGION else 1))
+        1.0 if call.get("robustness") is False else 3.4) * (10 if area == REGION else 1))
         for area, call, digest in calls]
     return sorted(out, key=lambda f: -f.cost)
+
+
+@dataclass
+class ExportJob:
+    """The table downloads (`site.export_folder`: CSV, ``tables.xlsx``, SDMX) written on a worker
+    while the last phase runs, from the tables the earlier phases collected (the last phase, the
+    summary, usually exports none). `current` says whether they are still the run's tables;
+    when the last phase changed or added one, the runner writes the downloads again."""
+
+    tables: Path
+    dest: Path
+    snapshot: dict[str, str] = field(default_factory=dict)
+    status: str = "pending"
+    key: str = "export-tables"
+
+    def take_snapshot(self) -> None:
+        self.snapshot = _digests(self.tables)
+
+    def current(self) -> bool:
+        return self.status == "ok" and _digests(self.tables) == self.snapshot
+
+
+def _digests(folder: Path) -> dict[str, str]:
+    """SHA-256 of every collected table (name -> digest)."""
+    return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in site.table_files(folder)}
+
+
+class _Background:
+    """Work the runner does not wait for at once (stopping idle workers, removing the work
+    folder), run in threads; `join` waits for all of it."""
+
+    def __init__(self) -> None:
+        self.threads: list[threading.Thread] = []
+
+    def start(self, fn: Callable[..., Any], *args: Any) -> None:
+        thread = threading.Thread(target=fn, args=args, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def join(self) -> None:
+        while self.threads:
+            self.threads.pop().join()
 
 
 # --------------------------------------------------------------------------------------------
@@ -362,22 +405,25 @@ def run(params: CycleParams, *, log: Callable[[str], None] | None = None,
     inputs = provenance.input_files(params)  # hashed now: a file replaced mid-run is not ours
     root = params.output_root
     root.mkdir(parents=True, exist_ok=True)
+    background = _Background()
     with CycleLock(root, params.cycle), _terminate_as_interrupt():
         restore_interrupted_publish(root, params.cycle)
         for stale in root.glob(f".tmp-{params.cycle}.*"):
             shutil.rmtree(stale, ignore_errors=True)
         build = Path(tempfile.mkdtemp(prefix=f".tmp-{params.cycle}.", dir=root))
         try:
-            runs = _build(params, build, templates, jobs, inputs, say,
+            runs = _build(params, build, templates, jobs, inputs, say, background,
                           provenance_extra={"kernel": kernel, "started": started, "t0": t0})
             target = _target(params, runs)
             make_readable(build)
             publish(build, target)
         except BaseException:
+            background.join()
             shutil.rmtree(build, ignore_errors=True)
             raise
         if not site.write_root_index(root):
             say(f"note: {root / 'index.html'} was not written by msme-eval; left as it is")
+        background.join()  # the work folder is removed (under the lock: a next run's to clean)
     result = CycleResult(params.cycle, target, runs, time.perf_counter() - t0)
     say(result.summary())
     if target != root / params.cycle:
@@ -403,9 +449,11 @@ def _preflight(params: CycleParams, say: Callable[[str], None], install_kernel: 
 
 
 def _build(params: CycleParams, build: Path, templates: list[Template], jobs: list[Job],
-           inputs: dict[str, dict[str, Any]], say: Callable[[str], None],
+           inputs: dict[str, dict[str, Any]], say: Callable[[str], None], background: _Background,
            provenance_extra: dict[str, Any]) -> list[NotebookRun]:
-    """Run the notebooks and write the whole site into ``build`` (not yet published)."""
+    """Run the notebooks and write the whole site into ``build`` (not yet published). The table
+    downloads are written by a worker during the last phase (`ExportJob`); workers are stopped
+    and the work folder removed in the ``background``."""
     root = params.output_root
     work = build / "_work"
     _prepare_cache(params, work / "cache", say)
@@ -429,14 +477,16 @@ def _build(params: CycleParams, build: Path, templates: list[Template], jobs: li
         t_render += time.perf_counter() - t
 
     fits = fit_jobs(params, jobs, work / "cache", {k: v["sha256"] for k, v in inputs.items()})
-    runs = _run_jobs(params, jobs, work, say, finish, fits)
+    export = ExportJob(work / "tables", build / "tables")
+    runs = _run_jobs(params, jobs, work, say, finish, fits, export, background)
     if n_red:
         say(f"WARNING: removed {n_red} firm identifier(s) that notebook output quoted "
             "(library messages); the published report shows '[firm id removed]'")
     results = _merge_results(params, jobs, runs, work, inputs)
     (build / "results.json").write_text(dump_json(results), encoding="utf-8")
-    tables = sorted((work / "tables").glob("*.csv")) if (work / "tables").exists() else []
-    site.export_tables(tables, build / "tables")
+    if not export.current():  # not run early, failed, or the last phase changed the tables
+        shutil.rmtree(build / "tables", ignore_errors=True)
+        site.export_tables(site.table_files(work / "tables"), build / "tables")
     prov = provenance.collect(params, inputs=inputs, kernel=provenance_extra["kernel"],
                               started=provenance_extra["started"],
                               duration=time.perf_counter() - provenance_extra["t0"],
@@ -446,8 +496,11 @@ def _build(params: CycleParams, build: Path, templates: list[Template], jobs: li
     site.write_cycle_index(build, params=params, jobs=jobs, runs=runs, results=results,
                            templates=templates, previous=prev,
                            previous_results=site.load_results(root, prev), provenance=prov)
+    background.join()  # the workers' logs are complete once they have stopped
     _keep_logs(work, build)
-    shutil.rmtree(work)
+    trash = build.with_name(f"{build.name}-work")  # matches the stale-build pattern of `run`
+    os.rename(work, trash)
+    background.start(shutil.rmtree, trash, True)
     say(f"rendering took {t_render:.1f}s (alongside the notebooks)")
     return runs
 
@@ -502,11 +555,14 @@ def _keep_logs(work: Path, build: Path) -> None:
 
 
 def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[str], None],
-              finish: Callable[[Job, NotebookRun], None],
-              fits: list[FitJob] | None = None) -> list[NotebookRun]:
+              finish: Callable[[Job, NotebookRun], None], fits: list[FitJob] | None = None,
+              export: ExportJob | None = None,
+              background: _Background | None = None) -> list[NotebookRun]:
     """Run jobs phase by phase on ``params.workers`` kernel workers (one kernel each, reused
     from notebook to notebook), longest first; ``finish`` each as soon as it ends. ``fits``
-    (shared impact computations) run on the same workers, first in their phase."""
+    (shared impact computations) run on the same workers, first in their phase; ``export`` (the
+    table downloads) first in the last phase when there are earlier ones. In the last phase a
+    worker with no job left is stopped at once (in the ``background``), not after the others."""
     fits = fits or []
     results: dict[str, NotebookRun] = {}
     threads = max(1, (os.cpu_count() or 1) // params.workers)
@@ -515,15 +571,21 @@ def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[s
                for i in range(params.workers)]
     for w in workers:
         idle.put(w)
-    progress = _Progress(len(jobs) + len(fits), say)
+    phases = sorted({j.template.phase for j in jobs} | {f.phase for f in fits})
+    early = export if export is not None and len(phases) > 1 else None
+    progress = _Progress(len(jobs) + len(fits) + (early is not None), say)
+    unstarted = _Countdown()
 
-    def one(job: Job | FitJob) -> NotebookRun | None:
+    def one(job: Job | FitJob | ExportJob) -> NotebookRun | None:
         worker = idle.get()
+        unstarted.take()
         try:
-            if isinstance(job, FitJob):
-                return _fit(params, job, work, worker, progress)
+            if not isinstance(job, Job):
+                return _call(params, job, work, worker, progress)
             r = _execute(params, job, work, worker, progress)
         finally:
+            if unstarted.drained() and background is not None:
+                background.start(worker.close)  # nothing left for it in this run
             idle.put(worker)
         finish(job, r)
         return progress.done(job, r)
@@ -531,21 +593,51 @@ def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[s
     say(f"running {len(jobs)} notebooks ({len(fits)} shared impact fits first) on "
         f"{params.workers} kernel worker(s) x {threads} thread(s), kernel {params.kernel!r}, "
         f"limit {params.timeout:g}s each")
+    ok = False
     try:
-        for phase in sorted({j.template.phase for j in jobs} | {f.phase for f in fits}):
-            batch: list[Job | FitJob] = [f for f in fits if f.phase == phase]
+        for phase in phases:
+            batch: list[Job | FitJob | ExportJob] = [f for f in fits if f.phase == phase]
             batch += sorted((j for j in jobs if j.template.phase == phase),
                             key=lambda j: -j.template.cost)  # longest first; sort is stable
+            if early is not None and phase == phases[-1]:
+                early.take_snapshot()
+                batch.insert(0, early)
+            unstarted.reset(len(batch), final=phase == phases[-1])
             _run_batch(params, batch, one, results, say)
             _collect_tables(work, [j for j in batch if isinstance(j, Job)])
+        ok = True
     finally:
         for w in workers:
-            w.close()
+            if ok and background is not None:
+                background.start(w.close)
+            else:
+                w.close()
     return [results[j.key] for j in jobs]
 
 
-def _run_batch(params: CycleParams, batch: list[Job | FitJob],
-               one: Callable[[Job | FitJob], NotebookRun | None], results: dict[str, NotebookRun],
+class _Countdown:
+    """Thread-safe count of a batch's jobs that no worker has taken yet."""
+
+    def __init__(self) -> None:
+        self.n, self.final, self.lock = 0, False, threading.Lock()
+
+    def reset(self, n: int, *, final: bool) -> None:
+        self.n, self.final = n, final
+
+    def take(self) -> None:
+        with self.lock:
+            self.n -= 1
+
+    def drained(self) -> bool:
+        """True in the run's last batch once every job has a worker: a worker that ends a job
+        then has nothing left to do."""
+        with self.lock:
+            return self.final and self.n <= 0
+
+
+def _run_batch(params: CycleParams, batch: list[Job | FitJob | ExportJob],
+               one: Callable[[Job | FitJob | ExportJob], NotebookRun | None],
+               results: dict[str, NotebookRun],
                say: Callable[[str], None]) -> None:
     """One phase: every job of ``batch`` on the workers, outcomes into ``results``."""
     # twice the workers: a thread rendering a finished page never holds a kernel idle
@@ -562,18 +654,25 @@ def _run_batch(params: CycleParams, batch: list[Job | FitJob],
     pool.shutdown()
 
 
-def _fit(params: CycleParams, job: FitJob, work: Path, worker: KernelWorker,
-         progress: _Progress) -> None:
-    """One shared impact computation on a worker. A failure is logged, not fatal: the impact
-    page then computes that part itself and shows the error where it occurs."""
+def _call(params: CycleParams, job: FitJob | ExportJob, work: Path, worker: KernelWorker,
+          progress: _Progress) -> None:
+    """One library function on a worker: a shared impact fit (`context.run_impact_call`) or the
+    table downloads (`site.export_folder`). A failure is logged, not fatal: the impact page then
+    computes that part itself and shows the error where it occurs; the runner writes the
+    downloads itself (and raises their error)."""
     logp = work / "logs" / f"{job.key}.log"
     logp.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(job, FitJob):
+        function, kwargs = "msme_eval.report.context:run_impact_call", {
+            "cache_dir": str(work / "cache"), "area": job.area, "call": job.call, "key": job.digest}
+    else:
+        function, kwargs = "msme_eval.report.site:export_folder", {
+            "tables": str(job.tables), "dest": str(job.dest)}
     progress.start(job)
     t = time.perf_counter()
-    status, err = worker.call("msme_eval.report.context:run_impact_call",
-                              {"cache_dir": str(work / "cache"), "area": job.area,
-                               "call": job.call, "key": job.digest},
-                              timeout=params.timeout, log_path=logp)
+    status, err = worker.call(function, kwargs, timeout=params.timeout, log_path=logp)
+    if isinstance(job, ExportJob):
+        job.status = status
     progress.finished(job.key, status, time.perf_counter() - t, err)
     return None
 
@@ -601,7 +700,7 @@ class _Progress:
         self.total, self.say, self.n = total, say, 0
         self.lock = threading.Lock()
 
-    def start(self, job: Job | FitJob) -> None:
+    def start(self, job: Job | FitJob | ExportJob) -> None:
         with self.lock:
             self.say(f"  start  {job.key}")
 

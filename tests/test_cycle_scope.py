@@ -23,6 +23,7 @@ import pytest
 
 import msme_eval as me
 from msme_eval import cycle
+from msme_eval.impact.evaluate import combine
 from msme_eval.report import context, execute
 from msme_eval.report.execute import KernelWorker
 
@@ -42,14 +43,34 @@ def region(small_sample: dict[str, Path]) -> tuple[pd.DataFrame, pd.DataFrame]:
     return me.read_panel(small_sample["panel"]), me.io.read_macro(small_sample["macro"])
 
 
-def test_split_calls_merge_to_the_one_evaluate_call(region) -> None:
+def _counting_fits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
+    """Record every estimator fit `evaluate` makes (outcome and options)."""
+    ev_module = sys.modules["msme_eval.impact.evaluate"]  # the attribute is the function
+    calls: list[tuple[str, ...]] = []
+    real = ev_module._fit
+
+    def counted(frame: pd.DataFrame, outcome: str, **kw: object) -> object:
+        calls.append((outcome, *sorted(f"{k}={v}" for k, v in kw.items() if k != "notes")))
+        return real(frame, outcome, **kw)
+
+    monkeypatch.setattr(ev_module, "_fit", counted)
+    return calls
+
+
+def test_split_calls_merge_to_the_one_evaluate_call(region, monkeypatch: pytest.MonkeyPatch) -> None:
     """merge_impact(impact_calls) == evaluate(programme_type=types): every table to 1e-9, the
-    event studies, the Holm-adjusted pre-trend tests, the evidence level and the text."""
+    event studies, the Holm-adjusted pre-trend tests, the evidence level and the text; and the
+    split makes exactly the fits of the one call (none twice)."""
     panel, macro = region
+    fits = _counting_fits(monkeypatch)
     direct = _evaluate(panel, macro, programme_type=TYPES)
+    n_direct = len(fits)
     parts = [_evaluate(panel, macro, **call) for call in context.impact_calls(TYPES)]
     merged = context.merge_impact(parts)
-    assert len(parts) == 1 + len(TYPES)
+    assert len(parts) == len(TYPES)  # one per programme type
+    assert n_direct > 0 and len(fits) - n_direct == n_direct  # each fit runs once
+    assert list(merged.notes) == list(direct.notes)
+    assert merged.settings["recipients_only"] == direct.settings["recipients_only"]
     for name in (*TABLES, "pretrends", "interpretation"):
         want, got = getattr(direct, name), getattr(merged, name)
         assert len(want) > 0, name
@@ -60,6 +81,15 @@ def test_split_calls_merge_to_the_one_evaluate_call(region) -> None:
     assert merged.six_steps == direct.six_steps
     assert merged.settings == direct.settings
     assert set(merged.notes) == set(direct.notes)
+
+
+def test_combine_refuses_calls_with_other_options(region) -> None:
+    panel, macro = region
+    a = _evaluate(panel, macro, programme_type=["finance"], subgroups=[], robustness=False)
+    b = _evaluate(panel, macro, programme_type=["market_access"], subgroups=[], robustness=False,
+                  control="not_yet_treated")
+    with pytest.raises(ValueError, match="differ in \\['control'\\]"):
+        combine([a, b])
 
 
 def test_headline_depth_is_the_headline_of_the_full_call(region) -> None:

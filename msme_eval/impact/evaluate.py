@@ -34,7 +34,7 @@ from .results import DidResult, Notes, _SettingsFace
 from .survival import survival_did
 from .twfe import twfe
 
-__all__ = ["Evaluation", "evaluate", "build_outcomes", "holm", "OUTCOMES", "SUBGROUPS"]
+__all__ = ["Evaluation", "evaluate", "combine", "build_outcomes", "holm", "OUTCOMES", "SUBGROUPS"]
 
 OUTCOMES: dict[str, tuple[str, str]] = {
     "log_turnover": ("growth", "log turnover (effect x 100 ~ % change)"),
@@ -675,11 +675,6 @@ def evaluate(
                 "sample_rule": "per programme type: its supported firms + never-supported eligible firms",
                 "pretrend_rule": "a page says 'trends differ' only if a Holm-adjusted pre-trend p-value "
                                  "(over the headline tests) is below alpha"}
-    _register_flag(run, settings, notes)
-    if "survival" in outs or "jobs" in outs:
-        notes.append("Survival and net jobs (exits counted as zero jobs): compared among firms alive in the year "
-                     f"before support, conditioning on the exit drivers ({in_words(scovs)}); no pre-trend test and "
-                     "no TWFE baseline exist for these outcomes.")
     return _assemble(run, settings, notes)
 
 
@@ -693,10 +688,10 @@ def _cluster_choice(frame: pd.DataFrame, cluster: str | None, unit: str) -> tupl
     return None, f"{unit} (no psu column in the panel; firm-level influence function)"
 
 
-def _register_flag(run: _Run, settings: dict[str, Any], notes: list[str]) -> None:
+def _register_flag(results: dict[tuple[str, str], DidResult], settings: dict[str, Any], notes: list[str]) -> None:
     """Collect the survival register checks; a page shows ``settings["recipients_only"]``."""
     checks: dict[str, dict[str, Any]] = {}
-    for (o, pt), r in sorted(run.results.items(), key=lambda kv: kv[0][0] != "survival"):
+    for (o, pt), r in sorted(results.items(), key=lambda kv: kv[0][0] != "survival"):
         if o in ("survival", "jobs") and pt not in checks:  # survival's check first, else net jobs'
             checks[pt] = r.register_check  # type: ignore[attr-defined]
     settings["register_check"] = checks
@@ -988,22 +983,81 @@ def _shares(sample: pd.DataFrame, sg: str, pt: str, unit: str,
 
 
 def _assemble(run: _Run, settings: dict[str, Any], notes: list[str]) -> Evaluation:
+    """The collected rows of one `evaluate` call as an `Evaluation` (`_evaluation`)."""
+    tables = {"headline": pd.DataFrame(run.head), "robustness": pd.DataFrame(run.rob),
+              "inclusion": pd.DataFrame(run.incl), "inclusion_tests": pd.DataFrame(run.tests),
+              "inclusion_shares": pd.DataFrame(run.shares), "jobs": pd.DataFrame(run.jobs)}
+    return _evaluation(tables, run.ess, run.results, settings, notes)
+
+
+def _closing_notes(results: dict[tuple[str, str], DidResult], settings: dict[str, Any]) -> list[str]:
+    """The notes that depend on every programme type at once: the register check (sets
+    ``settings["register_check"]`` / ``["recipients_only"]``) and the survival/net-jobs design note."""
+    notes: list[str] = []
+    _register_flag(results, settings, notes)
+    outs = settings["outcomes"]
+    if "survival" in outs or "jobs" in outs:
+        notes.append("Survival and net jobs (exits counted as zero jobs): compared among firms alive in the year "
+                     f"before support, conditioning on the exit drivers ({in_words(settings['survival_covariates'])}); "
+                     "no pre-trend test and no TWFE baseline exist for these outcomes.")
+    return notes
+
+
+def _evaluation(tables: dict[str, pd.DataFrame], event_studies: dict[tuple[str, str], pd.DataFrame],
+                results: dict[tuple[str, str], DidResult], settings: dict[str, Any],
+                notes: list[str]) -> Evaluation:
     """Tables with the Holm adjustment of the headline pre-trend tests; the page-level flag and each
-    interpretation use the adjusted p-values."""
-    headline = pd.DataFrame(run.head)
+    interpretation use the adjusted p-values (Holm 1979, see `holm`); the register check and closing notes."""
+    alpha = settings["alpha"]
+    headline = tables["headline"]
     if len(headline):
         headline["pretrend_pvalue_holm"] = holm(headline["pretrend_pvalue"].to_numpy())
-    pretrend_ok = bool((headline["pretrend_pvalue_holm"].fillna(1) >= run.alpha).all()) if len(headline) else True
+    pretrend_ok = bool((headline["pretrend_pvalue_holm"].fillna(1) >= alpha).all()) if len(headline) else True
     pre_cols = ["outcome", "programme_type", "pretrend_stat", "pretrend_df", "pretrend_pvalue", "pretrend_pvalue_holm"]
     pretrends = (headline[pre_cols].rename(columns={"pretrend_stat": "stat", "pretrend_df": "df",
                                                     "pretrend_pvalue": "pvalue", "pretrend_pvalue_holm": "pvalue_holm"})
                  if len(headline) else pd.DataFrame())
-    interp = [{"outcome": r["outcome"], "programme_type": r["programme_type"], "text": interpret(r, run.alpha)}
+    interp = [{"outcome": r["outcome"], "programme_type": r["programme_type"], "text": interpret(r, alpha)}
               for r in headline.to_dict("records")]
+    notes = [*notes, *_closing_notes(results, settings)]
     return Evaluation(
-        headline=headline, robustness=pd.DataFrame(run.rob), inclusion=pd.DataFrame(run.incl),
-        inclusion_tests=pd.DataFrame(run.tests), inclusion_shares=pd.DataFrame(run.shares),
-        jobs=pd.DataFrame(run.jobs), event_studies=run.ess, pretrends=pretrends,
-        six_steps=six_steps(run.control, headline, pretrend_ok), interpretation=pd.DataFrame(interp),
-        settings=settings, notes=notes, results=run.results,
+        **tables, event_studies=event_studies, pretrends=pretrends,
+        six_steps=six_steps(settings["control"], headline, pretrend_ok), interpretation=pd.DataFrame(interp),
+        settings=settings, notes=notes, results=results,
     )
+
+
+def combine(parts: Sequence[Evaluation]) -> Evaluation:
+    """One `Evaluation` from `evaluate` calls on the same panel with the same options, each for its own
+    programme types (disjoint, in the order one call would take them): equal to that one call.
+
+    Every row of a programme type depends only on that type's sample, so the tables are concatenated in
+    order; what depends on all headline tests at once is recomputed on the whole: the Holm adjustment of
+    the pre-trend p-values, the page-level pre-trend flag, interpretations, the Six Steps level, the
+    register check and its warning. Notes are the parts' notes in order, each once. Lets a runner fit
+    each programme type on its own worker and still publish the numbers of the one call.
+    """
+    parts = list(parts)
+    if not parts:
+        raise ValueError("combine() needs at least one Evaluation")
+    if len(parts) == 1:
+        return parts[0]
+    names = ("headline", "robustness", "inclusion", "inclusion_tests", "inclusion_shares", "jobs")
+    tables = {n: pd.concat([getattr(p, n) for p in parts], ignore_index=True) for n in names}
+    tables["headline"] = tables["headline"].drop(columns="pretrend_pvalue_holm", errors="ignore")
+    settings = {**parts[0].settings, "programme_types": [t for p in parts for t in p.settings["programme_types"]]}
+    mismatch = sorted(k for p in parts[1:] for k in settings if k not in _PART_KEYS
+                      and p.settings.get(k) != parts[0].settings.get(k))
+    if mismatch:
+        raise ValueError(f"combine(): the evaluations differ in {sorted(set(mismatch))}; combine only "
+                         "calls on the same panel with the same options (other programme types)")
+    notes: list[str] = []
+    for p in parts:
+        closing = _closing_notes(p.results, dict(p.settings))
+        notes += [n for n in p.notes if n not in closing]
+    return _evaluation(tables, {k: v for p in parts for k, v in p.event_studies.items()},
+                       {k: v for p in parts for k, v in p.results.items()}, settings,
+                       list(dict.fromkeys(notes)))
+
+
+_PART_KEYS = ("programme_types", "register_check", "recipients_only")  # differ between the parts of combine

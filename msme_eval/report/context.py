@@ -12,7 +12,6 @@ function fails the notebook, which the runner marks failed; nothing degrades sil
 """
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
@@ -28,6 +27,7 @@ from pydantic import ValidationError
 import msme_eval
 from msme_eval import impact, indicators, io, plausibility, progress, spark
 from msme_eval.contract import COUNTRIES, REGION, area_name
+from msme_eval.impact.evaluate import combine
 from msme_eval.report import display, protect
 from msme_eval.report.params import CycleError, NotebookParams, format_validation_error
 from msme_eval.report.records import clean, dump_json
@@ -205,18 +205,17 @@ def impact_calls(programme_types: Sequence[str], depth: str = "full") -> list[di
     """The independent `impact.evaluate` calls that together give
     ``evaluate(data, programme_type=programme_types, macro=macro)`` (`merge_impact`).
 
-    The first call gives every table that depends on all headline tests at once (the headline
-    with its Holm-adjusted pre-trend p-values, interpretation, Six Steps level, event studies,
-    jobs); each further call adds one programme type's robustness and inclusion rows, which
-    depend only on that type's sample. ``depth="headline"`` keeps the first call only.
+    ``depth="full"``: one call per programme type (its headline, event studies, jobs, robustness and
+    inclusion rows depend only on that type's sample), so each fit runs exactly once and the types
+    run in parallel; `merge_impact` recomputes what depends on every headline test at once (Holm).
+    ``depth="headline"``: one call for the headline effects of every type (no robustness, no
+    inclusion).
     """
     if depth not in ("full", "headline"):
         raise ValueError(f"impact depth {depth!r}: use 'full' or 'headline'")
-    calls: list[dict[str, Any]] = [{"programme_type": list(programme_types), "subgroups": [],
-                                    "robustness": False}]
-    if depth == "full":
-        calls += [{"programme_type": [pt]} for pt in programme_types]
-    return calls
+    if depth == "headline":
+        return [{"programme_type": list(programme_types), "subgroups": [], "robustness": False}]
+    return [{"programme_type": [pt]} for pt in programme_types]
 
 
 def code_fingerprint() -> str:
@@ -275,23 +274,10 @@ def run_impact_call(cache_dir: str, area: str, call: dict[str, Any], key: str) -
     return str(path)
 
 
-_PART_SETTINGS = ("subgroups", "subgroup_outcomes")  # what the first call leaves out
-
-
 def merge_impact(parts: Sequence[Any]) -> Any:
-    """One `impact.Evaluation` from the calls of `impact_calls` (in that order): the first call's
-    headline, event studies, jobs and evidence level; the robustness and inclusion tables of the
-    per-type calls, concatenated in programme-type order (as one `evaluate` call orders them)."""
-    head, rest = parts[0], list(parts[1:])
-    if not rest:
-        return head
-    tables = {name: pd.concat([getattr(p, name) for p in rest], ignore_index=True)
-              for name in ("robustness", "inclusion", "inclusion_tests", "inclusion_shares")}
-    # the first call saw every programme type; the per-type calls made the inclusion choices
-    settings = {**head.settings, **{k: v for k, v in rest[0].settings.items()
-                                    if k in _PART_SETTINGS or k not in head.settings}}
-    notes = list(dict.fromkeys([*head.notes, *(n for p in rest for n in p.notes)]))
-    return dataclasses.replace(head, settings=settings, notes=notes, **tables)
+    """One `impact.Evaluation` from the calls of `impact_calls` (in that order): equal to the one
+    `evaluate` call (`msme_eval.impact.evaluate.combine`)."""
+    return combine(parts)
 
 
 def plan_impact(params: Any, cache: Path, areas: Sequence[str], lead: Sequence[str],

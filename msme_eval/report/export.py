@@ -91,7 +91,7 @@ def _write_sheet(book: Any, name: str, df: pd.DataFrame, meta: tuple[str, str, s
                                 f"Notes: {' '.join(x for x in (notes, SUPPRESSION_NOTE) if x)}"), 1):
         sheet.cell(row=row, column=1, value=io.neutralise_formula(text)).data_type = "s"
     sheet.cell(row=1, column=1).font = Font(bold=True, size=12)
-    hidden = suppressed_rows(df)
+    hidden = suppressed_rows(df).to_numpy(dtype=bool)  # per row, read once per cell: no .iloc
     for j, col in enumerate(df.columns, 1):
         head = sheet.cell(row=HEADER_ROW, column=j, value=io.neutralise_formula(label(col)))
         head.font, head.data_type = Font(bold=True), "s"
@@ -99,7 +99,7 @@ def _write_sheet(book: Any, name: str, df: pd.DataFrame, meta: tuple[str, str, s
     kinds = [number_kind(c) for c in df.columns]
     for i, row in enumerate(df.itertuples(index=False), HEADER_ROW + 1):
         for j, (value, kind) in enumerate(zip(row, kinds), 1):
-            cell = sheet.cell(row=i, column=j, value=_cell(value, bool(hidden.iloc[i - HEADER_ROW - 1])))
+            cell = sheet.cell(row=i, column=j, value=_cell(value, bool(hidden[i - HEADER_ROW - 1])))
             if isinstance(cell.value, str):
                 cell.data_type = "s"
             elif isinstance(cell.value, (int, float)):

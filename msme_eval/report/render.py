@@ -23,6 +23,7 @@ import html
 import os
 import re
 import tempfile
+import threading
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -130,14 +131,26 @@ def wrap_tables(body: str) -> str:
     return _BARE_TABLE.sub(r'<div class="me-scroll" role="region" tabindex="0">\1</div>', body)
 
 
+_EXPORTERS = threading.local()  # per thread: an exporter keeps state while it converts
+
+
+def _exporter(show_code: bool) -> Any:
+    """This thread's nbconvert ``HTMLExporter`` for one mode, made once: a new exporter compiles
+    its Jinja templates again (a third of the rendering time of a page)."""
+    made = _EXPORTERS.__dict__
+    if show_code not in made:
+        from nbconvert import HTMLExporter
+
+        made[show_code] = HTMLExporter(template_name="basic", exclude_input=not show_code,
+                                       exclude_input_prompt=not show_code,
+                                       exclude_output_prompt=True, embed_images=True,
+                                       anchor_link_text="")
+    return made[show_code]
+
+
 def notebook_body(nb: Any, *, show_code: bool) -> str:
     """HTML fragment of the notebook's cells (no scripts, images embedded as data URIs)."""
-    from nbconvert import HTMLExporter
-
-    exporter = HTMLExporter(template_name="basic", exclude_input=not show_code,
-                            exclude_input_prompt=not show_code, exclude_output_prompt=True,
-                            embed_images=True, anchor_link_text="")
-    body, _ = exporter.from_notebook_node(prepare(nb, show_code=show_code))
+    body, _ = _exporter(show_code).from_notebook_node(prepare(nb, show_code=show_code))
     return wrap_tables(body)
 
 

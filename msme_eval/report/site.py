@@ -107,6 +107,17 @@ def export_tables(csv_files: list[Path], dest: Path) -> list[str]:
     return names
 
 
+def table_files(folder: Path) -> list[Path]:
+    """The CSV tables the runner collected in ``folder`` (sorted by name; none if it is absent)."""
+    return sorted(folder.glob("*.csv")) if folder.exists() else []
+
+
+def export_folder(tables: str, dest: str) -> list[str]:
+    """`export_tables` of every CSV in folder ``tables`` into ``dest`` (string paths, so a
+    runner's worker process can run it: `msme_eval.report.execute.KernelWorker.call`)."""
+    return export_tables(table_files(Path(tables)), Path(dest))
+
+
 def _num(x: Any) -> float | None:
     return x if isinstance(x, (int, float)) and not isinstance(x, bool) and \
         math.isfinite(x) else None
