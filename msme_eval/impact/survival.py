@@ -31,7 +31,8 @@ probability) each cell is the weighted (Hajek) DiD on cohort g's sample,
 dY_i = Y_it - Y_i,g-1, C the comparison firms alive in g - 1 (with covariates: R DRDID's weighted
 doubly robust cell), with influence function w_i (dY_i - mean_w) / sum w over each group. The
 aggregations weight cohort g by its population size among the firms used, p_g = sum_{i in g} w_i /
-sum_i w_i (R ``did::aggte`` with ``weightsname``), and the WIF of p_g carries w_i (see
+sum_i w_i (Callaway and Sant'Anna 2021, J. Econometrics 225(2), section 4; R ``did::att_gt`` /
+``aggte`` with ``weightsname``), and the WIF of p_g carries w_i (see
 :mod:`msme_eval.impact.results`). SEs are clustered as without weights (by firm or ``cluster``);
 the firms counted are the same, each standing for w_i firms of the population. The register
 check stays unweighted: it tests the register itself, not the population.
