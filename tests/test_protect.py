@@ -454,3 +454,19 @@ def test_which_indicators_carry_the_rest_of_their_total():
     from msme_eval.indicators.registry import registry
     have = {ind["id"] for ind in registry().to_dict("records") if comparison_of(ind)}
     assert have == {"K02", "K04", "K06", "K07"}
+
+
+def test_population_att_is_withheld_with_the_sample_att(panel, evaluation):
+    """evaluate(weight=...) puts the population ATT beside the sample ATT: a row resting on too
+    few supported firms loses both (the same firms), the others keep their values."""
+    import dataclasses
+    head = evaluation.headline.copy()
+    pop_cols = ["att_population", "se_population", "ci_low_population", "ci_high_population", "pvalue_population"]
+    for k, c in enumerate(pop_cols):
+        head[c] = 0.5 + k
+    ev = dataclasses.replace(evaluation, headline=head)
+    cut = int(head["n_treated"].max())
+    h = protect.impact_tables(ev, panel, rules=protect.Rules(min_contributors=cut))["headline"]
+    small = h["n_treated"] < cut
+    assert small.any() and h.loc[small, pop_cols].isna().all().all()
+    assert (h.loc[~small, pop_cols].to_numpy() == [0.5 + k for k in range(5)]).all()

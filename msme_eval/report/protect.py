@@ -61,7 +61,10 @@ __all__ = ["Rules", "impact_tables", "programme_counts", "coverage_counts", "cov
            "outlier_rows", "validation_findings", "withhold_counts"]
 
 EFFECT_COLUMNS = ("att", "estimate", "se", "ci_low", "ci_high", "pvalue", "pretrend_stat",
-                  "pretrend_pvalue", "pvalue_adjusted", "pretrend_pvalue_holm")
+                  "pretrend_pvalue", "pvalue_adjusted", "pretrend_pvalue_holm",
+                  # the population ATT beside the sample ATT (evaluate(weight=...)): the same firms
+                  "att_population", "se_population", "ci_low_population", "ci_high_population",
+                  "pvalue_population")
 JOB_COLUMNS = ("net_jobs_per_firm", "se", "ci_low", "ci_high", "jobs_created", "jobs_ci_low",
                "jobs_ci_high")
 MONEY_COLUMNS = ("support_total", "cost_per_job", "cost_ci_low", "cost_ci_high",
