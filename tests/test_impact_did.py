@@ -325,3 +325,24 @@ def test_pretrend_small_sample_reference_by_hand(panel) -> None:
     r = did(panel, "y", cluster="region")
     g = r.counts["n_clusters"]
     assert r.pretrend.reference == f"Hotelling F({r.pretrend.df}, {g - r.pretrend.df}), G = {g} clusters"
+
+
+def test_independent_columns_keeps_r_lm_columns_in_order() -> None:
+    """Aliased columns dropped as R's lm keeps them (the first of a dependent set stays): an
+    intercept, x, 2x + 1 (aliased), a dummy, an all-zero column, its complement 1 - d (aliased),
+    money in the millions and a 1e-3-scale covariate (both kept); equal to the rank-by-rank rule."""
+    from msme_eval.impact.drdid import independent_columns
+    rng = np.random.default_rng(0)
+    n = 500
+    x, d = rng.normal(size=n), (rng.random(n) < 0.3).astype(float)
+    money, small = rng.lognormal(14, 1, n), rng.normal(0, 1e-3, n)
+    X = np.column_stack([np.ones(n), x, 2 * x + 1, d, np.zeros(n), 1 - d, money, small, money + 3 * x])
+    keep = independent_columns(X)
+    np.testing.assert_array_equal(keep, [0, 1, 3, 6, 7])
+    by_rank: list[int] = []  # the definition: add a column only if it raises the rank
+    for j in range(X.shape[1]):
+        cand = X[:, [*by_rank, j]]
+        if np.linalg.matrix_rank(cand, tol=1e-10 * max(1.0, float(np.abs(cand).max()))) == len(by_rank) + 1:
+            by_rank.append(j)
+    np.testing.assert_array_equal(keep, by_rank)
+    assert len(independent_columns(np.zeros((5, 0)))) == 0
