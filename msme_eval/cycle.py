@@ -36,7 +36,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -456,31 +456,20 @@ def _build(params: CycleParams, build: Path, templates: list[Template], jobs: li
     and the work folder removed in the ``background``."""
     root = params.output_root
     work = build / "_work"
-    _prepare_cache(params, work / "cache", say)
-    redact = panel_redactor(work)
-    n_red = 0
-    t_render = 0.0
-
-    def finish(job: Job, r: NotebookRun) -> None:
-        """Redact and render each notebook as soon as it ends (overlaps the others' runs)."""
-        nonlocal n_red, t_render
-        t = time.perf_counter()
-        if redact is not None:
-            n_red += redact_files([work / "executed" / f"{job.key}.ipynb", work / r.log,
-                                   work / "results" / job.template.name / job.country], redact)
-            r.error, n = redact(r.error)
-            n_red += n
-        render.render_pair(work / "executed" / f"{job.key}.ipynb", build / r.page,
-                           title=f"{job.template.title} — {area_name(job.country)}",
-                           cycle=params.cycle, status=r.status, depth=r.page.count("/"),
-                           error=r.error, failing_cell=r.failing_cell)
-        t_render += time.perf_counter() - t
-
-    fits = fit_jobs(params, jobs, work / "cache", {k: v["sha256"] for k, v in inputs.items()})
+    workers = start_workers(params, work)  # their kernels start while the inputs are validated
+    try:
+        _prepare_cache(params, work / "cache", say)
+        fits = fit_jobs(params, jobs, work / "cache", {k: v["sha256"] for k, v in inputs.items()})
+    except BaseException:
+        for w in workers:
+            w.close(force=True)
+        raise
     export = ExportJob(work / "tables", build / "tables")
-    runs = _run_jobs(params, jobs, work, say, finish, fits, export, background)
-    if n_red:
-        say(f"WARNING: removed {n_red} firm identifier(s) that notebook output quoted "
+    with _Finisher(params, work, build) as finish:
+        runs = _run_jobs(params, jobs, work, say, finish, fits, export, background, workers)
+        finish.wait()
+    if finish.n_redacted:
+        say(f"WARNING: removed {finish.n_redacted} firm identifier(s) that notebook output quoted "
             "(library messages); the published report shows '[firm id removed]'")
     results = _merge_results(params, jobs, runs, work, inputs)
     (build / "results.json").write_text(dump_json(results), encoding="utf-8")
@@ -501,8 +490,51 @@ def _build(params: CycleParams, build: Path, templates: list[Template], jobs: li
     trash = build.with_name(f"{build.name}-work")  # matches the stale-build pattern of `run`
     os.rename(work, trash)
     background.start(shutil.rmtree, trash, True)
-    say(f"rendering took {t_render:.1f}s (alongside the notebooks)")
+    say(f"rendering took {sum(finish.seconds):.1f}s (alongside the notebooks)")
     return runs
+
+
+class _Finisher:
+    """What happens to each notebook as it ends: firm identifiers its output quoted are redacted
+    at once (a later phase reads its results and tables), and its two pages are rendered on
+    threads of their own alongside the runs, so a phase never waits for a page to render."""
+
+    def __init__(self, params: CycleParams, work: Path, build: Path) -> None:
+        self.params, self.work, self.build = params, work, build
+        self.redact = panel_redactor(work)
+        self.n_redacted = 0
+        self.seconds: list[float] = []
+        self.lock = threading.Lock()
+        self.pool = ThreadPoolExecutor(max_workers=params.workers, thread_name_prefix="render")
+        self.pages: list[Future[None]] = []
+
+    def __enter__(self) -> _Finisher:
+        return self
+
+    def __call__(self, job: Job, r: NotebookRun) -> None:
+        if self.redact is not None:
+            n = redact_files([self.work / "executed" / f"{job.key}.ipynb", self.work / r.log,
+                              self.work / "results" / job.template.name / job.country], self.redact)
+            r.error, m = self.redact(r.error)
+            with self.lock:
+                self.n_redacted += n + m
+        self.pages.append(self.pool.submit(self._render, job, r))
+
+    def _render(self, job: Job, r: NotebookRun) -> None:
+        t = time.perf_counter()
+        render.render_pair(self.work / "executed" / f"{job.key}.ipynb", self.build / r.page,
+                           title=f"{job.template.title} — {area_name(job.country)}",
+                           cycle=self.params.cycle, status=r.status, depth=r.page.count("/"),
+                           error=r.error, failing_cell=r.failing_cell)
+        self.seconds.append(time.perf_counter() - t)
+
+    def wait(self) -> None:
+        """Every page rendered (a rendering error is raised here)."""
+        for page in self.pages:
+            page.result()
+
+    def __exit__(self, *exc: object) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _target(params: CycleParams, runs: list[NotebookRun]) -> Path:
@@ -556,19 +588,20 @@ def _keep_logs(work: Path, build: Path) -> None:
 
 def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[str], None],
               finish: Callable[[Job, NotebookRun], None], fits: list[FitJob] | None = None,
-              export: ExportJob | None = None,
-              background: _Background | None = None) -> list[NotebookRun]:
+              export: ExportJob | None = None, background: _Background | None = None,
+              workers: list[KernelWorker] | None = None) -> list[NotebookRun]:
     """Run jobs phase by phase on ``params.workers`` kernel workers (one kernel each, reused
     from notebook to notebook), longest first; ``finish`` each as soon as it ends. ``fits``
     (shared impact computations) run on the same workers, first in their phase; ``export`` (the
     table downloads) first in the last phase when there are earlier ones. In the last phase a
-    worker with no job left is stopped at once (in the ``background``), not after the others."""
+    worker with no job left is stopped at once (in the ``background``), not after the others.
+    ``workers``: already started ones (`start_workers`), else they start with their first job."""
     fits = fits or []
     results: dict[str, NotebookRun] = {}
-    threads = max(1, (os.cpu_count() or 1) // params.workers)
+    threads = worker_threads(params)
+    workers = workers or [KernelWorker(params.kernel, work, threads, work / "logs" / f"_worker{i}.log")
+                          for i in range(params.workers)]
     idle: queue.SimpleQueue[KernelWorker] = queue.SimpleQueue()
-    workers = [KernelWorker(params.kernel, work, threads, work / "logs" / f"_worker{i}.log")
-               for i in range(params.workers)]
     for w in workers:
         idle.put(w)
     phases = sorted({j.template.phase for j in jobs} | {f.phase for f in fits})
@@ -613,6 +646,23 @@ def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[s
             else:
                 w.close()
     return [results[j.key] for j in jobs]
+
+
+def worker_threads(params: CycleParams) -> int:
+    """BLAS/OpenMP threads per worker: the CPUs shared out (N notebooks x all-core pools would
+    oversubscribe them)."""
+    return max(1, (os.cpu_count() or 1) // params.workers)
+
+
+def start_workers(params: CycleParams, work: Path) -> list[KernelWorker]:
+    """``params.workers`` kernel workers, started now (process and kernel start in the
+    background: the runner validates the inputs meanwhile)."""
+    work.mkdir(parents=True, exist_ok=True)
+    workers = [KernelWorker(params.kernel, work, worker_threads(params),
+                            work / "logs" / f"_worker{i}.log") for i in range(params.workers)]
+    for w in workers:
+        w.start()
+    return workers
 
 
 class _Countdown:

@@ -299,3 +299,36 @@ def test_shipped_cycle_file_is_valid(sample: dict[str, Path], tmp_path: Path) ->
                     macro=str(sample["macro"]), targets=str(sample["targets"]),
                     output_root=str(tmp_path))
     assert p.cycle == "2024" and p.countries == list(cycle.AREAS) and p.kernel == "msme-eval"
+
+
+def _phased(folder: Path, name: str, body: str, phase: int) -> Path:
+    path = _template(folder, name, "import pandas as pd\n" + body)
+    nb = nbformat.read(path, as_version=4)
+    nb.metadata["msme_eval"]["phase"] = phase
+    nbformat.write(nb, path)
+    return path
+
+
+@pytest.mark.parametrize("last_exports", [False, True])
+def test_downloads_written_during_the_last_phase_are_the_final_tables(
+        sample: dict[str, Path], tmp_path: Path, last_exports: bool) -> None:
+    """The runner writes the downloads on a worker while the last phase runs, from the tables of
+    the earlier phases; when the last phase adds a table they are written again, so the
+    downloads (CSV and Excel sheets) are always every table the notebooks exported."""
+    import openpyxl
+
+    tpl = tmp_path / "templates"
+    _phased(tpl, "a_first", "ctx.export_table('first', pd.DataFrame({'x': [1, 2]}))", 1)
+    _phased(tpl, "b_last", "ctx.export_table('last', pd.DataFrame({'y': [3]}))" if last_exports
+            else "ctx.record('done', 1)", 2)
+    params = _params(sample, tmp_path, templates_dir=str(tpl), countries=["ASEAN"], workers=2,
+                     macro=None, targets=None)
+    lines: list[str] = []
+    result = cycle.run(params, log=lines.append)
+    assert result.ok, result.summary()
+    tables = result.path / "tables"
+    want = {"first", "last"} if last_exports else {"first"}
+    assert {p.stem for p in tables.glob("*.csv")} == want
+    assert set(openpyxl.load_workbook(tables / "tables.xlsx").sheetnames) == {"Contents", *want}
+    assert any("export-tables" in line and " ok " in line for line in lines)  # on a worker
+    assert (result.path / "_audit" / "logs" / "export-tables.log").is_file()

@@ -282,6 +282,12 @@ class KernelWorker:
             _LIVE.add(proc)
         return proc
 
+    def start(self) -> None:
+        """Start the worker process and its kernel now (without waiting for them), so the
+        first job does not pay for the start; a stopped or dead worker is started again."""
+        if self.proc is None or self.proc.poll() is not None:
+            self.proc = self._start()
+
     def run(self, src: Path, out: Path, parameters: Mapping[str, Any], *, timeout: float,
             log_path: Path) -> tuple[Status, int | None, str]:
         """Execute ``src`` into ``out``; same contract as `execute_notebook`."""
@@ -312,9 +318,8 @@ class KernelWorker:
     def _send(self, job: dict[str, Any], timeout: float) -> str | None:
         """One job to the worker; its reply line, None on timeout, '' when the worker died
         (a worker that timed out or died is stopped; the next job starts a fresh one)."""
-        if self.proc is None or self.proc.poll() is not None:
-            self.proc = self._start()
-        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.start()
+        assert self.proc is not None and self.proc.stdin is not None and self.proc.stdout is not None
         try:
             self.proc.stdin.write(json.dumps(job) + "\n")
             self.proc.stdin.flush()
