@@ -301,7 +301,7 @@ _CHOICE_WORDS: dict[str, dict[Any, str]] = {
                              "first_treated": "First year supported: the register must list every selected firm, "
                                               "including those that closed before payment (see the register check)"},
     "weight": {False: "None: effects are unweighted sample averages",
-               True: "Each firm's survey weight in its first observed year (survival and net jobs unweighted)"},
+               True: "Each firm's survey weight in its first observed year (every headline outcome)"},
     "sample_rule": {"per": "For each programme type: its supported firms and the never-supported eligible firms"},
     "pretrend_rule": {"a": "A page says pre-support trends differ only when a Holm-adjusted pre-trend p-value "
                            "(over the headline tests) is below alpha"},
@@ -633,8 +633,8 @@ def evaluate(
     e.g. from non-response adjustment, would otherwise re-weight the before/after comparison).
     Each ATT(g,t) is then the w-weighted DiD of Callaway-Sant'Anna (R ``did``'s ``weightsname``;
     diff-diff's SurveyDesign(weights=...)) and aggregations use weighted cohort masses
-    p_g = sum_{i in g} w_i / sum_i w_i. Applies to the growth outcomes and employees; the
-    survival/net-jobs estimator (:func:`survival_did`) stays unweighted (said in ``notes``).
+    p_g = sum_{i in g} w_i / sum_i w_i. Survival and net jobs (:func:`survival_did`) are weighted
+    the same way on each cohort's firms alive in g - 1 (Hajek cells, weighted cohort shares).
     Without ``weight`` every estimate is the unweighted sample ATT.
     """
     frame, notes = build_outcomes(panel, unit=unit, time=time)
@@ -670,7 +670,7 @@ def evaluate(
                                          "firm; see register_check)"),
                 "subgroups": list(subgroups or ()), "subgroup_outcomes": list(subgroup_outcomes),
                 "young_max_age": YOUNG_MAX_AGE,
-                "weight": (f"{weight} in each firm's first observed year (survival/jobs unweighted)"
+                "weight": (f"{weight} in each firm's first observed year (every headline outcome)"
                            if weight is not None else None),
                 "sample_rule": "per programme type: its supported firms + never-supported eligible firms",
                 "pretrend_rule": "a page says 'trends differ' only if a Holm-adjusted pre-trend p-value "
@@ -759,7 +759,8 @@ def _reference_weight(frame: pd.DataFrame, panel: pd.DataFrame, weight: str | No
         raise ImpactInputError(f"weight {weight!r}: every firm needs a positive weight in its first observed year.")
     frame["_w_ref"] = w_ref.to_numpy(dtype=float)
     notes.append(f"Population-weighted: each firm's survey weight {weight!r} in its first observed year "
-                 "(reference period), held fixed across years. Survival and net jobs are unweighted.")
+                 "(reference period), held fixed across years; survival and net jobs weighted on each cohort's "
+                 "firms alive in the year before support.")
     return frame
 
 
