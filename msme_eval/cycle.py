@@ -47,7 +47,12 @@ from jupyter_client.kernelspec import KernelSpecManager, NoSuchKernel
 from msme_eval import provenance, spark
 from msme_eval.contract import AREAS, REGION, area_name
 from msme_eval.report import render, site
-from msme_eval.report.context import build_cache, notebook_context, plan_impact
+from msme_eval.report.context import (
+    cache_inputs,
+    cache_shared_tables,
+    notebook_context,
+    plan_impact,
+)
 from msme_eval.report.execute import KernelWorker, Status, execute_notebook, stop_all
 from msme_eval.report.params import (
     DEFAULT_KERNEL,
@@ -362,11 +367,14 @@ def summary_table(runs: list[NotebookRun]) -> str:
 # --------------------------------------------------------------------------------------------
 # The runner
 # --------------------------------------------------------------------------------------------
-def _prepare_cache(params: CycleParams, cache: Path, log: Callable[[str], None]) -> None:
+def _prepare_cache(params: CycleParams, cache: Path, log: Callable[[str], None]) -> _SharedTables:
     """Validate the inputs once and cache what every notebook needs (best effort).
 
-    A library function that is missing or fails here is *not* fatal: notebooks then compute
-    it themselves and report the problem in their own page.
+    Data errors stop the run here, before any notebook. The shared tables (indicators,
+    progress) are then computed on a thread of the runner while the workers start the impact
+    fits, which need only the validated inputs (with the pandas engine; Spark and DuckDB run
+    here, before any notebook). A library function that is missing or fails there is *not*
+    fatal: notebooks then compute it themselves and report the problem in their own page.
     """
     cache.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -375,10 +383,43 @@ def _prepare_cache(params: CycleParams, cache: Path, log: Callable[[str], None])
         if params.engine == "spark":
             where = spark.describe()  # never the full URL: it may carry a token
         log(f"indicators: engine {params.engine} ({where}) on {params.panel.name}")
-    notes = build_cache(params, cache)
+    notes, tables = cache_inputs(params, cache)
     for note in notes:
         log(f"  cache: {note}")
-    log(f"prepared shared data in {time.perf_counter() - t0:.1f}s")
+    log(f"validated the inputs in {time.perf_counter() - t0:.1f}s")
+    shared = _SharedTables(params, cache, tables, log, t0)
+    if params.engine == "pandas":
+        threading.Thread(target=shared.run, daemon=True, name="shared-tables").start()
+    else:
+        shared.run()
+    return shared
+
+
+class _SharedTables:
+    """`context.cache_shared_tables` on a thread; `wait` holds a notebook until the tables are
+    cached (and raises what that step raised)."""
+
+    def __init__(self, params: CycleParams, cache: Path, tables: dict[str, Any],
+                 log: Callable[[str], None], t0: float) -> None:
+        self.params, self.cache, self.tables, self.log, self.t0 = params, cache, tables, log, t0
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for note in cache_shared_tables(self.params, self.cache, self.tables):
+                self.log(f"  cache: {note}")
+            self.log(f"prepared shared data in {time.perf_counter() - self.t0:.1f}s")
+        except BaseException as exc:  # raised in the notebooks' threads by `wait`
+            self.error = exc
+        finally:
+            self.tables = {}
+            self.done.set()
+
+    def wait(self) -> None:
+        self.done.wait()
+        if self.error is not None:
+            raise self.error
 
 
 def _previous_cycle(params: CycleParams) -> str | None:
@@ -458,7 +499,7 @@ def _build(params: CycleParams, build: Path, templates: list[Template], jobs: li
     work = build / "_work"
     workers = start_workers(params, work)  # their kernels start while the inputs are validated
     try:
-        _prepare_cache(params, work / "cache", say)
+        shared = _prepare_cache(params, work / "cache", say)
         fits = fit_jobs(params, jobs, work / "cache", {k: v["sha256"] for k, v in inputs.items()})
     except BaseException:
         for w in workers:
@@ -466,8 +507,10 @@ def _build(params: CycleParams, build: Path, templates: list[Template], jobs: li
         raise
     export = ExportJob(work / "tables", build / "tables")
     with _Finisher(params, work, build) as finish:
-        runs = _run_jobs(params, jobs, work, say, finish, fits, export, background, workers)
+        runs = _run_jobs(params, jobs, work, say, finish, fits, export, background, workers,
+                         ready=shared.wait)
         finish.wait()
+    shared.done.wait()
     if finish.n_redacted:
         say(f"WARNING: removed {finish.n_redacted} firm identifier(s) that notebook output quoted "
             "(library messages); the published report shows '[firm id removed]'")
@@ -589,13 +632,15 @@ def _keep_logs(work: Path, build: Path) -> None:
 def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[str], None],
               finish: Callable[[Job, NotebookRun], None], fits: list[FitJob] | None = None,
               export: ExportJob | None = None, background: _Background | None = None,
-              workers: list[KernelWorker] | None = None) -> list[NotebookRun]:
+              workers: list[KernelWorker] | None = None,
+              ready: Callable[[], None] | None = None) -> list[NotebookRun]:
     """Run jobs phase by phase on ``params.workers`` kernel workers (one kernel each, reused
     from notebook to notebook), longest first; ``finish`` each as soon as it ends. ``fits``
     (shared impact computations) run on the same workers, first in their phase; ``export`` (the
     table downloads) first in the last phase when there are earlier ones. In the last phase a
     worker with no job left is stopped at once (in the ``background``), not after the others.
-    ``workers``: already started ones (`start_workers`), else they start with their first job."""
+    ``workers``: already started ones (`start_workers`), else they start with their first job.
+    ``ready`` is called before each notebook (it waits for the shared tables)."""
     fits = fits or []
     results: dict[str, NotebookRun] = {}
     threads = worker_threads(params)
@@ -615,6 +660,8 @@ def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[s
         try:
             if not isinstance(job, Job):
                 return _call(params, job, work, worker, progress)
+            if ready is not None:
+                ready()
             r = _execute(params, job, work, worker, progress)
         finally:
             if unstarted.drained() and background is not None:

@@ -156,11 +156,20 @@ def check_plausibility(params: Any, panel: pd.DataFrame, tables: Mapping[str, pd
 
 
 def build_cache(params: Any, cache: Path) -> list[str]:
-    """Validate the inputs once and store the shared tables for every notebook of a cycle.
+    """Validate the inputs once and store the shared tables for every notebook of a cycle
+    (`cache_inputs`, then `cache_shared_tables`).
 
     Data errors (`DataValidationError`) propagate: no notebook should run on invalid data.
     Returns notes for the run log.
     """
+    notes, tables = cache_inputs(params, cache)
+    return notes + cache_shared_tables(params, cache, tables)
+
+
+def cache_inputs(params: Any, cache: Path) -> tuple[list[str], dict[str, pd.DataFrame | None]]:
+    """The validated panel, its validation report (with the cross-table checks) and the macro and
+    targets tables, stored in ``cache``: all that the impact fits read. Returns (notes for the run
+    log, {"panel", "macro", "targets"}). Data errors (`DataValidationError`) propagate."""
     notes: list[str] = []
     cache.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings(record=True) as caught:
@@ -181,15 +190,22 @@ def build_cache(params: Any, cache: Path) -> list[str]:
         _write_pickle(table, cache / f"{kind}.pkl")
         if table is None:
             notes.append(f"no {kind} table in this cycle (declined)")
+    return notes, {"panel": panel, **tables}
+
+
+def cache_shared_tables(params: Any, cache: Path, tables: Mapping[str, pd.DataFrame | None]
+                        ) -> list[str]:
+    """The indicator table (by the cycle's engine) and progress to target, stored in ``cache``
+    from `cache_inputs`' ``tables``. A failure is a note, not an error: each indicator notebook
+    then computes the table itself and shows the error."""
     try:
-        ind = _compute_shared_indicators(params, panel, tables["macro"])
+        ind = _compute_shared_indicators(params, tables["panel"], tables["macro"])
     except Exception as exc:  # noqa: BLE001 - each indicator notebook retries and shows the error
-        notes.append(f"indicators failed in the shared step ({type(exc).__name__}: {exc}); "
-                     "each notebook retries and reports it")
-        return notes
+        return [f"indicators failed in the shared step ({type(exc).__name__}: {exc}); "
+                "each notebook retries and reports it"]
     _write_pickle(ind, cache / "indicators.pkl")
     _write_pickle(compute_progress(params, ind, tables["targets"]), cache / "progress.pkl")
-    return notes
+    return []
 
 
 # --------------------------------------------------------------------------------------------
