@@ -635,38 +635,28 @@ def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[s
               workers: list[KernelWorker] | None = None,
               ready: Callable[[], None] | None = None) -> list[NotebookRun]:
     """Run jobs phase by phase on ``params.workers`` kernel workers (one kernel each, reused
-    from notebook to notebook), longest first; ``finish`` each as soon as it ends. ``fits``
-    (shared impact computations) run on the same workers, first in their phase; ``export`` (the
-    table downloads) first in the last phase when there are earlier ones. In the last phase a
-    worker with no job left is stopped at once (in the ``background``), not after the others.
-    ``workers``: already started ones (`start_workers`), else they start with their first job.
-    ``ready`` is called before each notebook (it waits for the shared tables)."""
+    from notebook to notebook), longest first (a freed worker takes the next job in that order);
+    ``finish`` each as soon as it ends. ``fits`` (shared impact computations) run on the same
+    workers, first in their phase; ``export`` (the table downloads) first in the last phase when
+    there are earlier ones. In the last phase a worker with no job left is stopped at once (in
+    the ``background``), not after the others. ``workers``: already started ones
+    (`start_workers`), else they start with their first job. ``ready`` is called before each
+    notebook (it waits for the shared tables)."""
     fits = fits or []
     results: dict[str, NotebookRun] = {}
     threads = worker_threads(params)
     workers = workers or [KernelWorker(params.kernel, work, threads, work / "logs" / f"_worker{i}.log")
                           for i in range(params.workers)]
-    idle: queue.SimpleQueue[KernelWorker] = queue.SimpleQueue()
-    for w in workers:
-        idle.put(w)
     phases = sorted({j.template.phase for j in jobs} | {f.phase for f in fits})
     early = export if export is not None and len(phases) > 1 else None
     progress = _Progress(len(jobs) + len(fits) + (early is not None), say)
-    unstarted = _Countdown()
 
-    def one(job: Job | FitJob | ExportJob) -> NotebookRun | None:
-        worker = idle.get()
-        unstarted.take()
-        try:
-            if not isinstance(job, Job):
-                return _call(params, job, work, worker, progress)
-            if ready is not None:
-                ready()
-            r = _execute(params, job, work, worker, progress)
-        finally:
-            if unstarted.drained() and background is not None:
-                background.start(worker.close)  # nothing left for it in this run
-            idle.put(worker)
+    def one(job: Job | FitJob | ExportJob, worker: KernelWorker) -> NotebookRun | None:
+        if not isinstance(job, Job):
+            return _call(params, job, work, worker, progress)
+        if ready is not None:
+            ready()
+        r = _execute(params, job, work, worker, progress)
         finish(job, r)
         return progress.done(job, r)
 
@@ -682,15 +672,13 @@ def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[s
             if early is not None and phase == phases[-1]:
                 early.take_snapshot()
                 batch.insert(0, early)
-            unstarted.reset(len(batch), final=phase == phases[-1])
-            _run_batch(params, batch, one, results, say)
+            done = background.start if background is not None and phase == phases[-1] else None
+            _run_batch(batch, workers, one, results, say, done)
             _collect_tables(work, [j for j in batch if isinstance(j, Job)])
         ok = True
     finally:
-        for w in workers:
-            if ok and background is not None:
-                background.start(w.close)
-            else:
+        if not ok or background is None:  # else each was stopped when the last phase left it idle
+            for w in workers:
                 w.close()
     return [results[j.key] for j in jobs]
 
@@ -712,38 +700,36 @@ def start_workers(params: CycleParams, work: Path) -> list[KernelWorker]:
     return workers
 
 
-class _Countdown:
-    """Thread-safe count of a batch's jobs that no worker has taken yet."""
+def _run_batch(batch: list[Job | FitJob | ExportJob], workers: list[KernelWorker],
+               one: Callable[[Job | FitJob | ExportJob, KernelWorker], NotebookRun | None],
+               results: dict[str, NotebookRun], say: Callable[[str], None],
+               idle_worker: Callable[[Callable[[], None]], None] | None = None) -> None:
+    """One phase: each worker, on a thread of its own, takes the next job of ``batch`` (in
+    order) until none is left; outcomes into ``results``. ``idle_worker`` (in the last phase)
+    gets the ``close`` of a worker that has found nothing left to do."""
+    todo: queue.SimpleQueue[Job | FitJob | ExportJob] = queue.SimpleQueue()
+    for job in batch:
+        todo.put(job)
 
-    def __init__(self) -> None:
-        self.n, self.final, self.lock = 0, False, threading.Lock()
-
-    def reset(self, n: int, *, final: bool) -> None:
-        self.n, self.final = n, final
-
-    def take(self) -> None:
-        with self.lock:
-            self.n -= 1
-
-    def drained(self) -> bool:
-        """True in the run's last batch once every job has a worker: a worker that ends a job
-        then has nothing left to do."""
-        with self.lock:
-            return self.final and self.n <= 0
-
-
-def _run_batch(params: CycleParams, batch: list[Job | FitJob | ExportJob],
-               one: Callable[[Job | FitJob | ExportJob], NotebookRun | None],
-               results: dict[str, NotebookRun],
-               say: Callable[[str], None]) -> None:
-    """One phase: every job of ``batch`` on the workers, outcomes into ``results``."""
-    # twice the workers: a thread rendering a finished page never holds a kernel idle
-    pool = ThreadPoolExecutor(max_workers=2 * params.workers)
-    try:
-        for job, r in zip(batch, pool.map(one, batch)):
+    def loop(worker: KernelWorker) -> None:
+        while True:
+            try:
+                job = todo.get_nowait()
+            except queue.Empty:
+                break
+            r = one(job, worker)
             if r is not None:
                 results[job.key] = r
+        if idle_worker is not None:
+            idle_worker(worker.close)  # nothing left for it in this run
+
+    pool = ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="worker")
+    try:
+        for future in [pool.submit(loop, w) for w in workers]:
+            future.result()
     except BaseException:  # Ctrl-C / SIGTERM: stop every notebook now, not at its limit
+        while not todo.empty():  # no job starts after this one
+            todo.get_nowait()
         pool.shutdown(wait=False, cancel_futures=True)
         n = stop_all()
         say(f"interrupted: stopped {n} notebook worker(s); nothing was published")
