@@ -32,6 +32,7 @@ processed in chunks like the others (same output, no memory bound).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import math
@@ -43,6 +44,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote as uri_quote
 
 import numpy as np
 import pandas as pd
@@ -118,7 +120,7 @@ def _csv_batches(path: Path, fmt: str, opts: io.ReadOptions
     encoding = opts.encoding or "utf8"
     reader = pcsv.open_csv(
         path,
-        read_options=pcsv.ReadOptions(column_names=names, skip_rows=h + 1, block_size=4 << 20,
+        read_options=pcsv.ReadOptions(column_names=names, skip_rows=h + 1, block_size=1 << 20,
                                       encoding=encoding),
         parse_options=pcsv.ParseOptions(delimiter=sep, newlines_in_values=True),
         convert_options=pcsv.ConvertOptions(
@@ -262,19 +264,44 @@ class _Collector:
 # ---------------------------------------------------------------------------------------------
 # Writing
 # ---------------------------------------------------------------------------------------------
+def _partition_rows(df: pd.DataFrame) -> dict[tuple, np.ndarray]:
+    """{(country, year): positions of its rows, ascending}, partitions in order of first
+    appearance. A validated chunk has no missing country or year (both are required)."""
+    missing = df[list(PARTITIONS)].isna().any(axis=1)
+    if missing.any():  # never dropped silently; validation reports these rows as errors
+        raise RuntimeError(f"cannot partition rows with a missing country or year: rows "
+                           f"{(np.flatnonzero(missing.to_numpy()) + 1)[:schema.N_SHOW].tolist()}"
+                           " of the chunk")
+    return df.groupby(list(PARTITIONS), sort=False, observed=True).indices
+
+
+def _hive_folder(tmp: Path, key: tuple) -> Path:
+    """``tmp/country=<c>/year=<y>``, values URI-escaped as Arrow's hive partitioning does."""
+    return tmp.joinpath(*(f"{name}={uri_quote(str(value), safe='')}"
+                          for name, value in zip(PARTITIONS, key)))
+
+
 def _write_chunk(df: pd.DataFrame, tmp: Path, chunk: int, schema_: pa.Schema | None
                  ) -> pa.Schema:
-    """Append one validated chunk to the hive-partitioned dataset in `tmp`."""
-    import pyarrow.dataset as ds
+    """Append one validated chunk to the hive-partitioned dataset in `tmp`: one Parquet file
+    ``country=<c>/year=<y>/part-<chunk>-0.parquet`` per partition of the chunk, rows in file
+    order, partition columns in the path only (the layout ``pyarrow.dataset.write_dataset``
+    gives). Each partition is written at once by ``pq.write_table``: ``write_dataset``'s
+    execution plan queued the chunk's batches in its own buffers (+0.3 GB peak RSS at
+    250k-row chunks)."""
+    import pyarrow.parquet as pq
 
     table = pa.Table.from_pandas(df, preserve_index=False)
     if schema_ is None:
         schema_ = table.schema
     elif not table.schema.equals(schema_):
         table = table.select(schema_.names).cast(schema_)
-    ds.write_dataset(table, tmp, format="parquet", partitioning=list(PARTITIONS),
-                     partitioning_flavor="hive", basename_template=f"part-{chunk:05d}-{{i}}.parquet",
-                     existing_data_behavior="overwrite_or_ignore", max_partitions=100_000)
+    data = table.drop_columns(list(PARTITIONS))
+    del table
+    for key, rows in _partition_rows(df).items():
+        folder = _hive_folder(tmp, key)
+        folder.mkdir(parents=True, exist_ok=True)
+        pq.write_table(data.take(rows), folder / f"part-{chunk:05d}-0.parquet")
     return schema_
 
 
@@ -678,6 +705,35 @@ def _progress_fn(progress: Progress | bool | None, total: int | None
     return (progress or None), (lambda: None)
 
 
+@contextlib.contextmanager
+def _chunk_memory_pool() -> Iterator[Callable[[], None]]:
+    """Make jemalloc pyarrow's default memory pool while a file is validated (restored
+    after) and give ``release()``, which hands the pages freed by a chunk back to the OS.
+
+    Reading, the pandas string operations (pandas' ``str`` dtype is stored in Arrow) and the
+    Parquet writers allocate and free the same sizes for every chunk; Arrow's default
+    mimalloc pool keeps freed pages resident until it purges them lazily, so the peak RSS
+    climbs over the first chunks. The Parquet encoders allocate from Arrow's C++ default
+    pool whatever pyarrow's default is, so ``release()`` purges both pools. Buffers keep a
+    reference to the pool that allocated them, so switching back afterwards is safe; builds
+    of pyarrow without jemalloc keep their default pool."""
+    previous = pa.default_memory_pool()
+    try:
+        pool = pa.jemalloc_memory_pool()
+    except NotImplementedError:
+        pool = previous
+    pa.set_memory_pool(pool)
+
+    def release() -> None:
+        for p in {id(pool): pool, id(previous): previous}.values():
+            p.release_unused()
+
+    try:
+        yield release
+    finally:
+        pa.set_memory_pool(previous)
+
+
 def _check_paths(src: Path, out_dir: Path) -> None:
     s, o = src.resolve(), out_dir.resolve()
     if s == o or o in s.parents:
@@ -706,16 +762,25 @@ def validate_to_dataset(path: PathLike, out_dir: PathLike, *, chunk_rows: int = 
     src, out_dir = Path(path), Path(out_dir)
     label, scheme = str(src), io._size_scheme(country_definitions)
     _check_paths(src, out_dir)
+    with _chunk_memory_pool() as release:
+        return _validate(src, out_dir, label, scheme, chunk_rows, progress, opts, release)
+
+
+def _validate(src: Path, out_dir: Path, label: str, scheme: str, chunk_rows: int,
+              progress: Progress | bool | None, opts: io.ReadOptions,
+              release: Callable[[], None]) -> IngestResult:
+    """`validate_to_dataset` once its arguments are checked."""
     chunks, total, read_issues, sep = iter_chunks(src, chunk_rows, opts)
     sha = io.sha256_file(src)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{uuid.uuid4().hex[:8]}")
     callback, close = _progress_fn(progress, total)
     tick = (lambda done: callback(done, total)) if callback else None
+    store = _KeyStore(tmp.with_name(tmp.name + "-keys"))
     try:
         reader = _ChunkReader(label, scheme, opts, sep, read_issues)
-        store = _KeyStore(tmp.with_name(tmp.name + "-keys"))
-        collector, rows, n_chunks, schema_, derived = _run(chunks, reader, store, tmp, tick)
+        collector, rows, n_chunks, schema_, derived = _run(chunks, reader, store, tmp, tick,
+                                                           release)
         if n_chunks == 0:  # header only: validate_panel reports "no data rows"
             schema.validate_panel(pd.DataFrame(), file=label)[1].raise_for_errors()
         global_issues = _global_issues(store, label)
@@ -769,7 +834,8 @@ class _ChunkReader:
 
 
 def _run(chunks: Iterator[pd.DataFrame], reader: _ChunkReader, store: _KeyStore, tmp: Path,
-         tick: Callable[[int], None] | None) -> tuple:
+         tick: Callable[[int], None] | None, release: Callable[[], None] = lambda: None
+         ) -> tuple:
     """Validate every chunk, write the valid ones to `tmp` while no error has been seen, and
     give every chunk's key columns to `store` for the whole-file rules."""
     tmp.mkdir()
@@ -794,6 +860,8 @@ def _run(chunks: Iterator[pd.DataFrame], reader: _ChunkReader, store: _KeyStore,
             schema_ = _write_chunk(typed, tmp, n, schema_)
         rows += len(typed)
         n += 1
+        del typed
+        release()  # the chunk's freed pages back to the OS
         if tick:
             tick(rows)
     return collector, rows, n, schema_, derived
