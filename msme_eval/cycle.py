@@ -200,14 +200,13 @@ class FitJob:
 
 def fit_jobs(params: CycleParams, jobs: list[Job], cache: Path,
              inputs: dict[str, str]) -> list[FitJob]:
-    """The impact calls of the areas whose pages need them (`plan_impact`), in the first phase
-    that runs before those pages; costly first (by rows and programme types)."""
+    """The impact calls of the areas whose pages need them (`plan_impact`), first in the run's
+    first phase, costly first (by rows and programme types); a page that needs them waits for
+    its area's fits (`_FitGate`), so a page in that phase costs no barrier."""
     needing = [j for j in jobs if "impact" in j.template.needs]
     if not needing:
         return []
-    first_needing = min(j.template.phase for j in needing)
-    earlier = [j.template.phase for j in jobs if j.template.phase < first_needing]
-    phase = min(earlier) if earlier else first_needing - 0.5
+    phase = min(j.template.phase for j in jobs)
     areas = list(dict.fromkeys(j.country for j in needing))
     calls = plan_impact(params, cache, areas, lead_areas(params.countries), inputs)
     out = [FitJob(area, call, digest, phase, len(call["programme_type"]) * (
@@ -239,6 +238,28 @@ class ExportJob:
 def _digests(folder: Path) -> dict[str, str]:
     """SHA-256 of every collected table (name -> digest)."""
     return {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in site.table_files(folder)}
+
+
+class _FitGate:
+    """Each area's impact fits done or not: a page that needs them waits for its area's."""
+
+    def __init__(self, fits: list[FitJob]) -> None:
+        self.left: dict[str, int] = {}
+        for f in fits:
+            self.left[f.area] = self.left.get(f.area, 0) + 1
+        self.ready = {area: threading.Event() for area in self.left}
+        self.lock = threading.Lock()
+
+    def done(self, fit: FitJob) -> None:
+        """One fit ended (ok or not: a page computes what a failed fit left out)."""
+        with self.lock:
+            self.left[fit.area] -= 1
+            if self.left[fit.area] == 0:
+                self.ready[fit.area].set()
+
+    def wait(self, job: Job) -> None:
+        if "impact" in job.template.needs and job.country in self.ready:
+            self.ready[job.country].wait()
 
 
 class _Background:
@@ -651,11 +672,18 @@ def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[s
     early = export if export is not None and len(phases) > 1 else None
     progress = _Progress(len(jobs) + len(fits) + (early is not None), say)
 
+    gate = _FitGate(fits)
+
     def one(job: Job | FitJob | ExportJob, worker: KernelWorker) -> NotebookRun | None:
         if not isinstance(job, Job):
-            return _call(params, job, work, worker, progress)
+            try:
+                return _call(params, job, work, worker, progress)
+            finally:
+                if isinstance(job, FitJob):
+                    gate.done(job)
         if ready is not None:
             ready()
+        gate.wait(job)
         r = _execute(params, job, work, worker, progress)
         finish(job, r)
         return progress.done(job, r)

@@ -261,3 +261,26 @@ def test_member_state_impact_pages_in_a_regional_cycle_are_headline_only(
     tables = {p.name for p in (result.path / "tables").glob("impact_*_IDN.csv")}
     assert tables == {"impact_headline_IDN.csv", "impact_jobs_IDN.csv"}
     assert (result.path / "tables" / "impact_robustness.csv").exists()  # the region's, in full
+
+
+def test_impact_page_waits_for_its_areas_fits_only() -> None:
+    """A page that needs the impact fits starts once every fit of its area has ended (ok or
+    not); other pages and areas never wait."""
+    import threading
+
+    page = cycle.Template("30_impact", Path("x.ipynb"), "Impact", ("region", "country"), 1, 1.0,
+                          ("impact",))
+    other = cycle.Template("10_dq", Path("y.ipynb"), "DQ", ("region", "country"))
+    fits = [cycle.FitJob("ASEAN", {"programme_type": [t]}, t, 1, 34.0) for t in TYPES]
+    gate = cycle._FitGate(fits)
+    gate.wait(cycle.Job(other, "ASEAN"))  # returns at once
+    gate.wait(cycle.Job(page, "IDN"))  # no fit for IDN: nothing to wait for
+    started = threading.Event()
+    waiter = threading.Thread(target=lambda: (gate.wait(cycle.Job(page, "ASEAN")), started.set()))
+    waiter.start()
+    for f in fits[:-1]:
+        gate.done(f)
+        assert not started.wait(0.2)
+    gate.done(fits[-1])
+    assert started.wait(5)
+    waiter.join()
