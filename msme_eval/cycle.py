@@ -3,14 +3,19 @@
 A *cycle* is one validated parameter set (`CycleParams`). `run(params)`:
 
 1. checks everything before any notebook starts (parameters, input files, kernel, templates);
-2. validates the panel once and caches the typed panel and shared tables for the notebooks;
-3. executes every template x country with papermill, one subprocess per notebook, N at a time,
-   each with a wall-clock limit (the process group is killed when it is exceeded);
-4. renders each executed notebook to HTML with nbconvert as a separate step (code hidden,
+2. validates the panel once and caches the typed panel and shared tables for the notebooks
+   (the N kernel workers start meanwhile; the indicator table is computed while the workers
+   run the impact fits, which need only the validated inputs);
+3. executes every template x country with papermill on the workers, phase by phase, longest
+   first, each with a wall-clock limit (the worker is killed when it is exceeded); the impact
+   fits run first, one job per programme type of a lead area (`FitJob`), and a page that needs
+   them waits for its area's;
+4. renders each executed notebook to HTML with nbconvert on threads of its own (code hidden,
    injected parameters removed, figures embedded, no network assets) plus a "show code" copy;
-5. writes the site (index pages), ``results.json`` (headline numbers, deterministic),
-   ``provenance.json`` and the tables as CSV and Excel into ``<root>/.tmp-<cycle>-<random>/``
-   and only then swaps that folder into ``<root>/<cycle>`` (atomic; other cycles untouched).
+5. writes the tables as CSV and Excel on a worker while the last phase runs (`ExportJob`), then
+   the site (index pages), ``results.json`` (headline numbers, deterministic) and
+   ``provenance.json`` into ``<root>/.tmp-<cycle>-<random>/`` and only then swaps that folder
+   into ``<root>/<cycle>`` (atomic; other cycles untouched).
 
 ``engine`` ("pandas", "duckdb" or "spark") says where the indicator table is computed: the
 in-memory validated panel, or the Parquet panel *file* read by DuckDB (out of core) or by Spark
