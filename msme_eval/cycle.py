@@ -534,7 +534,7 @@ def _build(params: CycleParams, build: Path, templates: list[Template], jobs: li
     export = ExportJob(work / "tables", build / "tables")
     with _Finisher(params, work, build) as finish:
         runs = _run_jobs(params, jobs, work, say, finish, fits, export, background, workers,
-                         ready=shared.wait)
+                         ready=shared.wait, past=past_durations(params))
         finish.wait()
     shared.done.wait()
     if finish.n_redacted:
@@ -659,7 +659,8 @@ def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[s
               finish: Callable[[Job, NotebookRun], None], fits: list[FitJob] | None = None,
               export: ExportJob | None = None, background: _Background | None = None,
               workers: list[KernelWorker] | None = None,
-              ready: Callable[[], None] | None = None) -> list[NotebookRun]:
+              ready: Callable[[], None] | None = None,
+              past: dict[tuple[str, str], float] | None = None) -> list[NotebookRun]:
     """Run jobs phase by phase on ``params.workers`` kernel workers (one kernel each, reused
     from notebook to notebook), longest first (a freed worker takes the next job in that order);
     ``finish`` each as soon as it ends. ``fits`` (shared impact computations) run on the same
@@ -667,7 +668,8 @@ def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[s
     there are earlier ones. In the last phase a worker with no job left is stopped at once (in
     the ``background``), not after the others. ``workers``: already started ones
     (`start_workers`), else they start with their first job. ``ready`` is called before each
-    notebook (it waits for the shared tables)."""
+    notebook (it waits for the shared tables). ``past``: seconds per (template, area) in an
+    earlier run (`past_durations`), which order the notebooks when known."""
     fits = fits or []
     results: dict[str, NotebookRun] = {}
     threads = worker_threads(params)
@@ -700,8 +702,7 @@ def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[s
     try:
         for phase in phases:
             batch: list[Job | FitJob | ExportJob] = [f for f in fits if f.phase == phase]
-            batch += sorted((j for j in jobs if j.template.phase == phase),
-                            key=lambda j: -j.template.cost)  # longest first; sort is stable
+            batch += longest_first([j for j in jobs if j.template.phase == phase], past)
             if early is not None and phase == phases[-1]:
                 early.take_snapshot()
                 batch.insert(0, early)
@@ -714,6 +715,30 @@ def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[s
             for w in workers:
                 w.close()
     return [results[j.key] for j in jobs]
+
+
+def past_durations(params: CycleParams) -> dict[tuple[str, str], float]:
+    """Seconds each (template, area) took in the published run of this cycle, else of the
+    previous cycle (their ``provenance.json``); empty when there is none."""
+    for cyc in dict.fromkeys((params.cycle, _previous_cycle(params))):
+        path = params.output_root / cyc / "provenance.json" if cyc else None
+        try:
+            runs = json.loads(path.read_text(encoding="utf-8"))["notebooks"] if path else None
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if runs:
+            return {(r["template"], r["country"]): float(r["duration"]) for r in runs
+                    if r.get("status") == "ok"}
+    return {}
+
+
+def longest_first(jobs: list[Job], past: dict[tuple[str, str], float] | None = None) -> list[Job]:
+    """The jobs of a phase, longest first (the makespan of N workers is then within 4/3 of the
+    best: Graham 1969, LPT): by their seconds in ``past`` when every one is known, else by
+    their template's relative ``cost`` (stable: template and area order among equals)."""
+    if past and all((j.template.name, j.country) in past for j in jobs):
+        return sorted(jobs, key=lambda j: -past[(j.template.name, j.country)])
+    return sorted(jobs, key=lambda j: -j.template.cost)
 
 
 def worker_threads(params: CycleParams) -> int:

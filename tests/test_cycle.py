@@ -332,3 +332,25 @@ def test_downloads_written_during_the_last_phase_are_the_final_tables(
     assert set(openpyxl.load_workbook(tables / "tables.xlsx").sheetnames) == {"Contents", *want}
     assert any("export-tables" in line and " ok " in line for line in lines)  # on a worker
     assert (result.path / "_audit" / "logs" / "export-tables.log").is_file()
+
+
+def test_longest_first_uses_the_last_run_of_the_cycle(sample: dict[str, Path], tmp_path: Path) -> None:
+    """Notebooks of a phase are ordered by the seconds they took in the published run of the
+    cycle (else of the previous cycle), longest first; by template cost when any is unknown."""
+    params = _params(sample, tmp_path, cycle="2024", countries=["IDN", "THA", "ASEAN"])
+    dq = cycle.Template("10_dq", Path("a.ipynb"), "DQ", ("region", "country"))
+    ind = cycle.Template("20_ind", Path("b.ipynb"), "Indicators", ("region", "country"))
+    jobs = [cycle.Job(t, c) for t in (dq, ind) for c in ("IDN", "THA")]
+    assert cycle.past_durations(params) == {}
+    assert cycle.longest_first(jobs, {}) == jobs  # equal costs: template and area order
+    earlier = params.output_root / "2023"
+    earlier.mkdir(parents=True)
+    (earlier / "results.json").write_text('{"status": "ok", "notebooks": {}}\n')
+    runs = [{"template": j.template.name, "country": j.country, "status": "ok", "duration": d}
+            for j, d in zip(jobs, (1.0, 0.9, 2.1, 1.8))]
+    (earlier / "provenance.json").write_text(json.dumps({"notebooks": runs}))
+    past = cycle.past_durations(params)  # the previous cycle: 2024 has no published run yet
+    assert past[("20_ind", "IDN")] == 2.1
+    assert [j.key for j in cycle.longest_first(jobs, past)] == \
+        ["20_ind/IDN", "20_ind/THA", "10_dq/IDN", "10_dq/THA"]
+    assert cycle.longest_first([*jobs, cycle.Job(dq, "ASEAN")], past)[0].key == "10_dq/IDN"
