@@ -32,7 +32,6 @@ processed in chunks like the others (same output, no memory bound).
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -705,35 +704,6 @@ def _progress_fn(progress: Progress | bool | None, total: int | None
     return (progress or None), (lambda: None)
 
 
-@contextlib.contextmanager
-def _chunk_memory_pool() -> Iterator[Callable[[], None]]:
-    """Make jemalloc pyarrow's default memory pool while a file is validated (restored
-    after) and give ``release()``, which hands the pages freed by a chunk back to the OS.
-
-    Reading, the pandas string operations (pandas' ``str`` dtype is stored in Arrow) and the
-    Parquet writers allocate and free the same sizes for every chunk; Arrow's default
-    mimalloc pool keeps freed pages resident until it purges them lazily, so the peak RSS
-    climbs over the first chunks. The Parquet encoders allocate from Arrow's C++ default
-    pool whatever pyarrow's default is, so ``release()`` purges both pools. Buffers keep a
-    reference to the pool that allocated them, so switching back afterwards is safe; builds
-    of pyarrow without jemalloc keep their default pool."""
-    previous = pa.default_memory_pool()
-    try:
-        pool = pa.jemalloc_memory_pool()
-    except NotImplementedError:
-        pool = previous
-    pa.set_memory_pool(pool)
-
-    def release() -> None:
-        for p in {id(pool): pool, id(previous): previous}.values():
-            p.release_unused()
-
-    try:
-        yield release
-    finally:
-        pa.set_memory_pool(previous)
-
-
 def _check_paths(src: Path, out_dir: Path) -> None:
     s, o = src.resolve(), out_dir.resolve()
     if s == o or o in s.parents:
@@ -762,13 +732,11 @@ def validate_to_dataset(path: PathLike, out_dir: PathLike, *, chunk_rows: int = 
     src, out_dir = Path(path), Path(out_dir)
     label, scheme = str(src), io._size_scheme(country_definitions)
     _check_paths(src, out_dir)
-    with _chunk_memory_pool() as release:
-        return _validate(src, out_dir, label, scheme, chunk_rows, progress, opts, release)
+    return _validate(src, out_dir, label, scheme, chunk_rows, progress, opts)
 
 
 def _validate(src: Path, out_dir: Path, label: str, scheme: str, chunk_rows: int,
-              progress: Progress | bool | None, opts: io.ReadOptions,
-              release: Callable[[], None]) -> IngestResult:
+              progress: Progress | bool | None, opts: io.ReadOptions) -> IngestResult:
     """`validate_to_dataset` once its arguments are checked."""
     chunks, total, read_issues, sep = iter_chunks(src, chunk_rows, opts)
     sha = io.sha256_file(src)
@@ -779,8 +747,7 @@ def _validate(src: Path, out_dir: Path, label: str, scheme: str, chunk_rows: int
     store = _KeyStore(tmp.with_name(tmp.name + "-keys"))
     try:
         reader = _ChunkReader(label, scheme, opts, sep, read_issues)
-        collector, rows, n_chunks, schema_, derived = _run(chunks, reader, store, tmp, tick,
-                                                           release)
+        collector, rows, n_chunks, schema_, derived = _run(chunks, reader, store, tmp, tick)
         if n_chunks == 0:  # header only: validate_panel reports "no data rows"
             schema.validate_panel(pd.DataFrame(), file=label)[1].raise_for_errors()
         global_issues = _global_issues(store, label)
@@ -834,8 +801,7 @@ class _ChunkReader:
 
 
 def _run(chunks: Iterator[pd.DataFrame], reader: _ChunkReader, store: _KeyStore, tmp: Path,
-         tick: Callable[[int], None] | None, release: Callable[[], None] = lambda: None
-         ) -> tuple:
+         tick: Callable[[int], None] | None) -> tuple:
     """Validate every chunk, write the valid ones to `tmp` while no error has been seen, and
     give every chunk's key columns to `store` for the whole-file rules."""
     tmp.mkdir()
@@ -860,8 +826,7 @@ def _run(chunks: Iterator[pd.DataFrame], reader: _ChunkReader, store: _KeyStore,
             schema_ = _write_chunk(typed, tmp, n, schema_)
         rows += len(typed)
         n += 1
-        del typed
-        release()  # the chunk's freed pages back to the OS
+        del typed  # before the next chunk is read
         if tick:
             tick(rows)
     return collector, rows, n, schema_, derived
