@@ -41,7 +41,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -783,8 +783,8 @@ def _run_batch(batch: list[Job | FitJob | ExportJob], workers: list[KernelWorker
 
     pool = ThreadPoolExecutor(max_workers=len(workers), thread_name_prefix="worker")
     try:
-        for future in [pool.submit(loop, w) for w in workers]:
-            future.result()
+        for future in as_completed([pool.submit(loop, w) for w in workers]):
+            future.result()  # the first error stops the phase at once
     except BaseException:  # Ctrl-C / SIGTERM: stop every notebook now, not at its limit
         while not todo.empty():  # no job starts after this one
             todo.get_nowait()
