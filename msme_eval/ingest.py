@@ -32,7 +32,9 @@ processed in chunks like the others (same output, no memory bound).
 """
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import gc
 import json
 import math
 import os
@@ -677,6 +679,21 @@ def _screening_issues(con: Any, columns: set[str], label: str) -> list[Issue]:
     return issues
 
 
+def _release_freed_memory() -> None:
+    """Give the memory the chunks freed back to the OS before the whole-file rules run.
+
+    DuckDB allocates with its own allocator, so pages that pyarrow's pool and the C heap keep
+    after the last chunk would otherwise add to its peak (at 10M rows: RSS 0.6-0.7 GB left
+    between chunks, of which ~0.25 GB are imports). ``malloc_trim`` is glibc's; elsewhere
+    only Arrow's pool is released."""
+    gc.collect()
+    pa.default_memory_pool().release_unused()
+    try:
+        ctypes.CDLL(None).malloc_trim(0)
+    except (AttributeError, OSError, TypeError):  # not glibc (macOS, musl, Windows)
+        pass
+
+
 def _global_issues(store: _KeyStore, label: str) -> list[Issue]:
     """Every whole-file rule: country-year screening first, then the per-firm rules (the
     order `io.read_panel` reports them in)."""
@@ -750,6 +767,7 @@ def _validate(src: Path, out_dir: Path, label: str, scheme: str, chunk_rows: int
         collector, rows, n_chunks, schema_, derived = _run(chunks, reader, store, tmp, tick)
         if n_chunks == 0:  # header only: validate_panel reports "no data rows"
             schema.validate_panel(pd.DataFrame(), file=label)[1].raise_for_errors()
+        _release_freed_memory()  # before DuckDB, which allocates its own
         global_issues = _global_issues(store, label)
         report = ValidationReport(label, reader.issues + collector.issues(global_issues,
                                                                           derived))

@@ -103,6 +103,35 @@ def test_dataset_equals_read_panel(files, panel, tmp_path: Path, kind: str) -> N
     assert {t for _, t in seen} == ({None} if kind == "csv" else {n})
 
 
+def test_each_chunk_written_per_partition_in_file_order(files, panel, tmp_path: Path) -> None:
+    """One file per chunk and country-year, ``part-<chunk>-0.parquet``, holding exactly that
+    chunk's rows of the partition in the order of the input file (the panel is shuffled, so
+    every chunk spans many partitions), without the partition columns."""
+    import pyarrow.parquet as pq
+
+    run(files["csv"], tmp_path / "ds")
+    written = sorted((tmp_path / "ds").rglob("*.parquet"))
+    expected = {}
+    for k in range(math.ceil(len(panel) / CHUNK)):
+        chunk = panel.iloc[k * CHUNK:(k + 1) * CHUNK]
+        for (c, y), rows in chunk.groupby(["country", "year"], sort=False):
+            expected[tmp_path / "ds" / f"country={c}" / f"year={y}" / f"part-{k:05d}-0.parquet"] = \
+                list(rows["firm_id"])
+    assert written == sorted(expected)
+    for path in written:
+        table = pq.read_table(path)
+        assert "country" not in table.column_names and "year" not in table.column_names
+        assert table.column("firm_id").to_pylist() == expected[path]
+
+
+def test_partition_rows_refuses_missing_keys() -> None:
+    df = pd.DataFrame({"country": ["IDN", "IDN", "VNM", None], "year": [2020, 2021, 2020, 2020]})
+    assert {k: list(v) for k, v in ingest._partition_rows(df.iloc[:3]).items()} == {
+        ("IDN", 2020): [0], ("IDN", 2021): [1], ("VNM", 2020): [2]}
+    with pytest.raises(RuntimeError, match=r"missing country or year: rows \[4\]"):
+        ingest._partition_rows(df)
+
+
 @pytest.mark.parametrize("kind", ["csv", "parquet"])
 def test_warnings_and_notes_match_read_panel(files, tmp_path: Path, kind: str) -> None:
     res = run(files[kind], tmp_path / "ds")
