@@ -675,7 +675,7 @@ def evaluate(
                 "sample_rule": "per programme type: its supported firms + never-supported eligible firms",
                 "pretrend_rule": "a page says 'trends differ' only if a Holm-adjusted pre-trend p-value "
                                  "(over the headline tests) is below alpha"}
-    return _assemble(run, settings, notes)
+    return _assemble(run, settings, [*notes, *_closing_notes(run.results, settings)])
 
 
 def _cluster_choice(frame: pd.DataFrame, cluster: str | None, unit: str) -> tuple[str | None, str]:
@@ -988,7 +988,7 @@ def _assemble(run: _Run, settings: dict[str, Any], notes: list[str]) -> Evaluati
     tables = {"headline": pd.DataFrame(run.head), "robustness": pd.DataFrame(run.rob),
               "inclusion": pd.DataFrame(run.incl), "inclusion_tests": pd.DataFrame(run.tests),
               "inclusion_shares": pd.DataFrame(run.shares), "jobs": pd.DataFrame(run.jobs)}
-    return _evaluation(tables, run.ess, run.results, settings, notes)
+    return _evaluation(tables, run.ess, run.results, settings, notes, run.control, run.alpha)
 
 
 def _closing_notes(results: dict[tuple[str, str], DidResult], settings: dict[str, Any]) -> list[str]:
@@ -996,7 +996,7 @@ def _closing_notes(results: dict[tuple[str, str], DidResult], settings: dict[str
     ``settings["register_check"]`` / ``["recipients_only"]``) and the survival/net-jobs design note."""
     notes: list[str] = []
     _register_flag(results, settings, notes)
-    outs = settings["outcomes"]
+    outs = settings.get("outcomes", ())
     if "survival" in outs or "jobs" in outs:
         notes.append("Survival and net jobs (exits counted as zero jobs): compared among firms alive in the year "
                      f"before support, conditioning on the exit drivers ({in_words(settings['survival_covariates'])}); "
@@ -1006,10 +1006,9 @@ def _closing_notes(results: dict[tuple[str, str], DidResult], settings: dict[str
 
 def _evaluation(tables: dict[str, pd.DataFrame], event_studies: dict[tuple[str, str], pd.DataFrame],
                 results: dict[tuple[str, str], DidResult], settings: dict[str, Any],
-                notes: list[str]) -> Evaluation:
+                notes: list[str], control: str, alpha: float) -> Evaluation:
     """Tables with the Holm adjustment of the headline pre-trend tests; the page-level flag and each
-    interpretation use the adjusted p-values (Holm 1979, see `holm`); the register check and closing notes."""
-    alpha = settings["alpha"]
+    interpretation use the adjusted p-values (Holm 1979, see `holm`)."""
     headline = tables["headline"]
     if len(headline):
         headline["pretrend_pvalue_holm"] = holm(headline["pretrend_pvalue"].to_numpy())
@@ -1020,10 +1019,9 @@ def _evaluation(tables: dict[str, pd.DataFrame], event_studies: dict[tuple[str, 
                  if len(headline) else pd.DataFrame())
     interp = [{"outcome": r["outcome"], "programme_type": r["programme_type"], "text": interpret(r, alpha)}
               for r in headline.to_dict("records")]
-    notes = [*notes, *_closing_notes(results, settings)]
     return Evaluation(
         **tables, event_studies=event_studies, pretrends=pretrends,
-        six_steps=six_steps(settings["control"], headline, pretrend_ok), interpretation=pd.DataFrame(interp),
+        six_steps=six_steps(control, headline, pretrend_ok), interpretation=pd.DataFrame(interp),
         settings=settings, notes=notes, results=results,
     )
 
@@ -1056,9 +1054,10 @@ def combine(parts: Sequence[Evaluation]) -> Evaluation:
     for p in parts:
         closing = _closing_notes(p.results, dict(p.settings))
         notes += [n for n in p.notes if n not in closing]
-    return _evaluation(tables, {k: v for p in parts for k, v in p.event_studies.items()},
-                       {k: v for p in parts for k, v in p.results.items()}, settings,
-                       list(dict.fromkeys(notes)))
+    results = {k: v for p in parts for k, v in p.results.items()}
+    notes = [*dict.fromkeys(notes), *_closing_notes(results, settings)]
+    return _evaluation(tables, {k: v for p in parts for k, v in p.event_studies.items()}, results,
+                       settings, notes, settings["control"], settings["alpha"])
 
 
 _PART_KEYS = ("programme_types", "register_check", "recipients_only")  # differ between the parts of combine
