@@ -13,16 +13,30 @@ process; peak RSS from `/usr/bin/time` (Debian package `time`).
 Measured 2026-12-03 on the shared 2-core machine (load 2-7 from other jobs), 250k-row chunks:
 - before (country-year screening columns held in memory): 9,986,740 rows, 2.17 GB CSV,
   150.9 s, peak 2.46 GB;
-- after (screening as DuckDB queries over the spilled key files, only counts and first rows
-  in Python): 10,005,805 rows, 2.17 GB CSV, 154.7 s, peak 1.33 GB (pyarrow read_csv of the
-  whole file: 11.5 s, 5.73 GB). Peak by phase (RSS probe, same file): chunks 1.11 GB after
-  2.5M rows, 1.22 GB after 7.5M and 10M (allocator retention, flat); whole-file rules in
-  DuckDB (256 MB cap) +0.03 GB. What remains is one chunk's working set (raw text + typed
-  frame + validate_panel's intermediates + the partitioned Parquet writer, and memory the
-  allocators keep), not the row count. --chunk-rows 100000 on the same file: 165.4 s, peak
-  1.11 GB (RSS after 1.5M rows already 0.7-0.78 GB; without the dataset writer 0.4-0.55 GB).
-  So the < 1 GB aim at 10M rows is now limited by the per-chunk work, not by the whole-file
-  rules.
+- screening as DuckDB queries over the spilled key files (only counts and first rows in
+  Python): 10,005,805 rows, 2.17 GB CSV, 154.7 s, peak 1.33 GB (pyarrow read_csv of the
+  whole file: 11.5 s, 5.73 GB). What remained was one chunk's working set, not the rows.
+- lean chunk working set (issue #16 item 3): same 10,005,805-row file, 123.2 s, peak
+  0.73 GB (floor 5.3 s, 5.73 GB); the previous code on that file in the same session (load
+  ~2.7): 181.2 s, 1.39 GB. At 2.0M rows: 1.23 GB -> 0.66 GB. Found by RSS sampling per
+  step, memray and A/B runs at 2M rows, and cut: (1) `pyarrow.dataset.write_dataset` held
+  ~0.3 GB (its execution plan's queues, and Parquet encoders on its threads allocating
+  from Arrow's C++ default mimalloc pool, which keeps pages resident); each chunk's
+  partitions are now written directly with `pq.write_table`; (2) 4 MB CSV blocks made the
+  streaming reader read ahead ~0.12 GB (1 MB blocks: 0.04 GB, and faster); (3) string
+  columns are stripped and parsed in Arrow instead of an object copy per step
+  (validate_panel 22% faster, far fewer Python objects); (4) the whole-file rules were the
+  10M-row peak (0.94 GB: DuckDB's allocator on top of the pages the chunks had freed but
+  the allocators kept); gc + Arrow pool release + glibc malloc_trim first: 0.65 GB.
+  Tried without gain: MALLOC_ARENA_MAX=2, jemalloc as pyarrow's pool (set_memory_pool only
+  changes the Python-side default; ARROW_DEFAULT_MEMORY_POOL=jemalloc or
+  MIMALLOC_PURGE_DELAY=0 in the environment help by 0.05-0.2 GB but cannot be set from
+  inside the process). What the 0.73 GB is (RSS probe, 10M rows): 0.25 GB imports of the
+  `msme-eval` CLI (the validate path alone needs 0.14 GB; the rest is report/plots:
+  matplotlib, scipy, jinja2), then a plateau of 0.70-0.76 GB during the chunks: the raw
+  chunk in Arrow (0.10 GB), the typed chunk (0.06 GB), its Arrow table for the writer, the
+  CSV reader (0.04 GB), validation temporaries and allocator retention; the DuckDB phase
+  0.65 GB.
 """
 from __future__ import annotations
 

@@ -17,10 +17,11 @@ clusters and jumps, weight dispersion) are DuckDB queries over small Parquet key
 spilled per chunk (``_KeyStore``; DuckDB's ``memory_limit`` with a spill folder). Medians
 are exact and equal pandas' to the last bit; only the count and the first ``N_SHOW`` rows
 of each rule come back to Python. Between chunks nothing grows with the rows, so memory is
-one chunk plus DuckDB's cap. Measured at 9,986,740 rows (2.17 GB CSV, 250k-row chunks,
-2 cores; benchmarks/bench_ingest.py): see that file's docstring.
+one chunk plus DuckDB's cap. Measured at 10,005,805 rows (2.17 GB CSV, 250k-row chunks,
+2 cores; benchmarks/bench_ingest.py): 123 s, peak RSS 0.73 GB; see that file's docstring.
 
-Output: ``<out_dir>/country=IDN/year=2020/part-<chunk>-<i>.parquet`` (hive partitions) plus
+Output: ``<out_dir>/country=IDN/year=2020/part-<chunk>-0.parquet`` (hive partitions: one
+file per chunk and country-year, rows in file order, written by ``pq.write_table``) plus
 ``<out_dir>/_manifest.json`` (ignored by Parquet readers: leading underscore). Written to a
 temporary folder beside ``out_dir`` and renamed into place only once every chunk is valid and
 written; on any error nothing is left behind and an existing ``out_dir`` is untouched. Reading
