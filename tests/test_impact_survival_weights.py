@@ -250,3 +250,19 @@ def test_evaluate_fills_population_columns_for_survival_and_jobs(synth_panel) ->
     un = evaluate(synth_panel, survival_covariates=[], **kw).headline
     assert set(un["outcome"]) == {"survival", "jobs"}
     assert not any(c.endswith("_population") for c in un.columns)
+
+
+def test_jobs_table_carries_the_population_net_jobs_beside_the_sample(synth_panel) -> None:
+    """The jobs table's population net jobs per firm is the headline's population ATT for jobs;
+    constant weights give the sample value back; cost per job stays on the sample."""
+    kw = {"programme_type": "finance", "outcomes": ["jobs"], "subgroups": (), "robustness": False,
+          "macro": me.synth.generate(n_firms=3000).macro}
+    ev = evaluate(synth_panel, weight="weight", **kw)
+    j, h = ev.jobs.iloc[0], ev.headline.set_index("outcome").loc["jobs"]
+    assert j["net_jobs_per_firm_population"] == pytest.approx(h["att_population"], rel=1e-12)
+    assert j["se_population"] == pytest.approx(h["se_population"], rel=1e-12)
+    assert j["net_jobs_per_firm"] == pytest.approx(h["att"], rel=1e-12)
+    const = evaluate(synth_panel.assign(weight=3.0), weight="weight", **kw).jobs.iloc[0]
+    assert const["net_jobs_per_firm_population"] == pytest.approx(const["net_jobs_per_firm"], abs=1e-10)
+    assert np.isfinite(j["cost_per_job"]) and const["cost_per_job"] == pytest.approx(j["cost_per_job"], rel=1e-12)
+    assert "net_jobs_per_firm_population" not in evaluate(synth_panel, **kw).jobs.columns

@@ -836,6 +836,7 @@ def _outcome_rows(run: _Run, sample: pd.DataFrame, o: str, pt: str, robustness: 
         return
     run.results[(o, pt)] = res
     row = _row(res, o, pt)
+    pop = None
     if run.weight is not None:
         pop = _fit(sample, o, control=run.control, weight=run.weight, **run.base_kw)
         row.update(_population_columns(pop))
@@ -845,7 +846,7 @@ def _outcome_rows(run: _Run, sample: pd.DataFrame, o: str, pt: str, robustness: 
         run.rob.append(row)
         _robustness_rows(run, sample, o, pt, res)
     if o == "jobs":
-        _jobs_row(run, sample, pt, res)
+        _jobs_row(run, sample, pt, res, pop)
 
 
 def _robustness_rows(run: _Run, sample: pd.DataFrame, o: str, pt: str, res: DidResult) -> None:
@@ -909,17 +910,23 @@ def _fixed_horizon(run: _Run, sample: pd.DataFrame, res: Any, e: int = FIXED_HOR
                                                               "cost_ci_note", "jobs_created", "support_total")}}
 
 
-def _jobs_row(run: _Run, sample: pd.DataFrame, pt: str, res: DidResult) -> None:
+def _jobs_row(run: _Run, sample: pd.DataFrame, pt: str, res: DidResult, pop: DidResult | None = None) -> None:
     """Net jobs and cost per job: average over the post-support years (the headline effect) and at a
-    fixed horizon (``FIXED_HORIZON`` years after the cohort year); firms counted stated."""
+    fixed horizon (``FIXED_HORIZON`` years after the cohort year); firms counted stated. With a
+    survey weight, the population net jobs per firm beside it (``*_population``); cost per job
+    stays on the sample (support spent and firms counted are the sample's)."""
     money, cur = _support_spent(run, sample)
     o_ = res.overall
+    po = pop.overall if pop is not None else None
+    population = {} if run.weight is None else {
+        f"{k}_population": (getattr(po, a) if po is not None else np.nan)
+        for k, a in (("net_jobs_per_firm", "estimate"), ("se", "se"), ("ci_low", "ci_low"), ("ci_high", "ci_high"))}
     run.jobs.append({"programme_type": pt, "net_jobs_per_firm": o_.estimate, "se": o_.se, "ci_low": o_.ci_low,
                      "ci_high": o_.ci_high, "n_supported": res.counts["n_treated"], "currency": cur,
                      "horizon": "average over the post-support years observed (simple aggregation)",
                      "firms_counted": res.choices.get("firms_counted", ""),
                      **_jobs_cost(o_.estimate, (o_.ci_low, o_.ci_high), res.counts["n_treated"], money),
-                     **_fixed_horizon(run, sample, res)})
+                     **_fixed_horizon(run, sample, res), **population})
 
 
 def _subgroup_rows(run: _Run, sample: pd.DataFrame, sg: str, pt: str, sub_outs: list[str]) -> None:

@@ -66,7 +66,8 @@ EFFECT_COLUMNS = ("att", "estimate", "se", "ci_low", "ci_high", "pvalue", "pretr
                   "att_population", "se_population", "ci_low_population", "ci_high_population",
                   "pvalue_population")
 JOB_COLUMNS = ("net_jobs_per_firm", "se", "ci_low", "ci_high", "jobs_created", "jobs_ci_low",
-               "jobs_ci_high")
+               "jobs_ci_high", "net_jobs_per_firm_population", "se_population", "ci_low_population",
+               "ci_high_population")
 MONEY_COLUMNS = ("support_total", "cost_per_job", "cost_ci_low", "cost_ci_high",
                  "cost_per_job_fixed_horizon")
 # the fixed-horizon (event time e) version of the jobs row: its own firm count
