@@ -9,13 +9,18 @@ from __future__ import annotations
 import math
 import re
 import unicodedata
+import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import pandera.pandas as pa
-from pandera.errors import SchemaErrors
+
+with warnings.catch_warnings():  # pandera imports pyspark.pandas when pyspark is installed (the
+    # spark extra), which warns about pandas >= 3 for a module msme-eval does not use
+    warnings.filterwarnings("ignore", message="PySpark does not yet fully support", category=FutureWarning)
+    import pandera.pandas as pa
+    from pandera.errors import SchemaErrors
 
 from msme_eval import sizeclass
 from msme_eval.contract import (  # noqa: F401  (re-exported: the column vocabulary)
