@@ -17,8 +17,10 @@ import numpy as np
 import pandas as pd
 
 with warnings.catch_warnings():  # pandera imports pyspark.pandas when pyspark is installed (the
-    # spark extra), which warns about pandas >= 3 for a module msme-eval does not use
+    # spark extra) -- at import and, through its built-in checks, at the first validation -- which
+    # warns about pandas >= 3 for a module msme-eval does not use
     warnings.filterwarnings("ignore", message="PySpark does not yet fully support", category=FutureWarning)
+    import pandera.backends.pandas.builtin_checks  # noqa: F401
     import pandera.pandas as pa
     from pandera.errors import SchemaErrors
 
