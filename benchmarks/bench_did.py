@@ -18,21 +18,26 @@ after ``--oracle-timeout`` seconds (default 120) or when its resident memory pas
 ``--oracle-mem-gb`` (default 8; the machine is shared); a stopped oracle is listed with the reason.
 differences runs at 100,000 firms only.
 
-Measured 2026-12-03 (``--big --repeat 2``; 2 cores shared with other jobs, so +-20%):
+Measured 2026-12-03, quiet machine (``--big --oracle-timeout 1200 --oracle-mem-gb 18``; one run):
 
     n_firms  tool                                       seconds  ratio_to_diff_diff
     100000   diff-diff (bare)                              0.31   1.00
     100000   diff-diff on did()'s integer-coded frame      0.16   0.52
-    100000   msme_eval did()                               0.30   0.98
-    100000   csdid                                         7.59  24.6
-    100000   moderndid                                    17.97  58.1
-    100000   differences                                  24.84  80.4
-    1000000  diff-diff (bare)                              4.90   1.00
-    1000000  diff-diff on did()'s integer-coded frame      2.09   0.43
-    1000000  msme_eval did()                               6.65   1.36
-    1000000  csdid                                        52.44  10.7
-    1000000  moderndid (skipped: over 8 GB resident memory)
+    100000   msme_eval did()                               0.31   1.00
+    100000     + event study, pre-trend, calendar, group   0.46   1.48
+    100000   csdid                                         1.73   5.58
+    100000   moderndid                                     2.20   7.10
+    100000   differences                                   7.96  25.7
+    1000000  diff-diff (bare)                              4.31   1.00
+    1000000  diff-diff on did()'s integer-coded frame      2.15   0.50
+    1000000  msme_eval did()                               4.06   0.94
+    1000000    + event study, pre-trend, calendar, group   5.52   1.28
+    1000000  csdid                                        12.34   2.86
+    1000000  moderndid                                    17.65   4.10
 
+An earlier run the same day on a busy machine (other jobs on both cores) gave csdid 24.6x /
+10.7x and moderndid 58.1x at 100k, and stopped moderndid at 1M at the default 8 GB cap: the
+oracles' ratios move with load far more than did()'s; compare rows of one run only.
 Overall ATT 0.146403 (100k) and 0.143963 (1M); all fits agree to < 1e-16.
 """
 from __future__ import annotations
