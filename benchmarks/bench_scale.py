@@ -33,21 +33,31 @@ Datasets: ``msme-eval sample --firms N --seed 0 --out DIR`` (``synth.write_parti
 about 6.95 firm-years per firm: 1.44M firms ~ 10M rows, 14.4M firms ~ 100M rows). A missing
 ``--data`` folder is generated with ``--firms``. Results are appended to ``--csv``.
 
-Measured on the 2-core shared machine (one run, ``--memory-limit 1GB``, threads 2; ratio to the
-floor of the same run; peak = process tree RSS):
+Measured on the 2-core machine, 2026-12-03, session 6 (``--memory-limit 1GB``, threads 2;
+ratio to the floor of the same run; peak = process tree RSS; datasets with ``--chunk-firms``
+100,000 unless said):
 
 ==========  ======  =======  =======  ===============================================
 rows        case    wall s   peak GB  x floor
 ==========  ======  =======  =======  ===============================================
-1.0M        floor   0.5      0.30     1.00
-1.0M        pandas  1.3      0.74     2.61 (+0.4 s read into memory)
-1.0M        duckdb  1.0      0.44     2.00 (before the one-aggregation stage: 2.0 s, 4.5x)
-10.0M       floor   2.2      0.75     1.00
-10.0M       pandas  9.8      4.65     4.42 (+2.4 s read)
-10.0M       duckdb  4.1      1.09     1.85 (before: 8.0 s, 3.9x, 3.1 GB; out of memory at 1GB)
-98.8M       floor   17.8     1.88     1.00
-98.8M       duckdb  30.6     3.70     1.71 (issue: 277 s, 7.8x)
+1.0M        floor   0.4      0.29     1.00
+1.0M        pandas  1.2      0.75     2.76 (+0.3 s read into memory)
+1.0M        duckdb  1.0      0.44     2.13 (faster than pandas in memory)
+10.0M       floor   2.8      0.91     1.00
+10.0M       pandas  10.6     4.75     3.83 (+2.4 s read)
+10.0M       duckdb  4.9      1.23     1.77
+97.6M       floor   22.2     1.12     1.00 (``--chunk-firms 1000000``: 0.99M PSU-period cells)
+97.6M       duckdb  31.3     1.95     1.41 (machine busy with a test run)
+100.0M      floor   32.9     3.21     1.00 (chunk 100,000: 5.19M PSU-period cells)
+100.0M      duckdb  195.0    3.95     5.93 (PSU totals above ``FETCH_LIMIT``: SQL path)
 ==========  ======  =======  =======  ===============================================
+
+The PSU labels of ``synth.write_partitioned`` carry the chunk, so the number of PSUs grows
+with the number of chunks. When the PSU totals of a breakdown exceed ``_sql.FETCH_LIMIT``
+rows (6M), the centred second pass and the breakdown moments run as SQL joins over the
+persisted PSU table, which at 5.19M PSU-periods costs 5.9x the floor (moments ~90 s, centred
+pass ~100 s of 195 s); a survey has hundreds to thousands of PSUs, a register used as its own
+PSUs (one firm = one PSU) has millions and takes that path.
 """
 from __future__ import annotations
 
