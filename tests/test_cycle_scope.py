@@ -58,7 +58,7 @@ def _counting_fits(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, ...]]:
 
 
 def test_split_calls_merge_to_the_one_evaluate_call(region, monkeypatch: pytest.MonkeyPatch) -> None:
-    """merge_impact(impact_calls) == evaluate(programme_type=types): every table to 1e-9, the
+    """combine(impact_calls) == evaluate(programme_type=types): every table to 1e-9, the
     event studies, the Holm-adjusted pre-trend tests, the evidence level and the text; and the
     split makes exactly the fits of the one call (none twice)."""
     panel, macro = region
@@ -66,7 +66,7 @@ def test_split_calls_merge_to_the_one_evaluate_call(region, monkeypatch: pytest.
     direct = _evaluate(panel, macro, programme_type=TYPES)
     n_direct = len(fits)
     parts = [_evaluate(panel, macro, **call) for call in context.impact_calls(TYPES)]
-    merged = context.merge_impact(parts)
+    merged = combine(parts)
     assert len(parts) == len(TYPES)  # one per programme type
     assert n_direct > 0 and len(fits) - n_direct == n_direct  # each fit runs once
     assert list(merged.notes) == list(direct.notes)

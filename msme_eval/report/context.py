@@ -219,11 +219,12 @@ _KEY_INPUTS = ("panel", "macro", "codebook")  # the files an impact estimate rea
 
 def impact_calls(programme_types: Sequence[str], depth: str = "full") -> list[dict[str, Any]]:
     """The independent `impact.evaluate` calls that together give
-    ``evaluate(data, programme_type=programme_types, macro=macro)`` (`merge_impact`).
+    ``evaluate(data, programme_type=programme_types, macro=macro)`` (joined by
+    `msme_eval.impact.evaluate.combine`).
 
     ``depth="full"``: one call per programme type (its headline, event studies, jobs, robustness and
     inclusion rows depend only on that type's sample), so each fit runs exactly once and the types
-    run in parallel; `merge_impact` recomputes what depends on every headline test at once (Holm).
+    run in parallel; `combine` recomputes what depends on every headline test at once (Holm).
     ``depth="headline"``: one call for the headline effects of every type (no robustness, no
     inclusion).
     """
@@ -288,12 +289,6 @@ def run_impact_call(cache_dir: str, area: str, call: dict[str, Any], key: str) -
     path = cache / IMPACT_DIR / f"{key}.pkl"
     _write_pickle(ev, path)
     return str(path)
-
-
-def merge_impact(parts: Sequence[Any]) -> Any:
-    """One `impact.Evaluation` from the calls of `impact_calls` (in that order): equal to the one
-    `evaluate` call (`msme_eval.impact.evaluate.combine`)."""
-    return combine(parts)
 
 
 def plan_impact(params: Any, cache: Path, areas: Sequence[str], lead: Sequence[str],
@@ -476,7 +471,7 @@ class NotebookContext:
             if not path.exists():
                 run_impact_call(str(self.cache), self.country, call, key)
             parts.append(pd.read_pickle(path))
-        return merge_impact(parts)
+        return combine(parts)
 
     # ---- outputs --------------------------------------------------------------------------
     def record(self, key: str, value: Any) -> None:
