@@ -132,3 +132,17 @@ def as_float(data: pd.DataFrame, column: str) -> np.ndarray:
             f"column {column!r} must be numeric, got dtype {s.dtype}. Fix: convert it to numbers."
         )
     return s.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def firm_weights(data: pd.DataFrame, weight: str, ucode: np.ndarray, n_units: int, unit: str) -> np.ndarray:
+    """Each unit's survey weight (``ucode``: the unit code of every row of ``data``); refuse missing or
+    non-positive weights (naming the rows) and weights that vary within a unit (naming the units): a
+    panel DiD re-weights firms, not firm-years."""
+    w = as_float(data, weight)
+    bad = np.isnan(w) | (w <= 0)
+    if bad.any():
+        raise ImpactInputError(f"weight column {weight!r} must be > 0 and present; rows {_show(data.index[bad])} "
+                               "fail. Fix: give every firm-year its firm's (positive) survey weight.")
+    return unit_constant(w, ucode, n_units, data, unit, weight,
+                         "Survey weights must be constant within firm for a panel DiD. Fix: use the firm's "
+                         "baseline-year weight (or a longitudinal weight) in every row.")

@@ -26,6 +26,7 @@ from ._checks import (
     as_float,
     check_unique_unit_time,
     check_unit_ids,
+    firm_weights,
     integer_time,
     require_columns,
     unit_codes,
@@ -196,14 +197,7 @@ def _add_cluster(frame: pd.DataFrame, data: pd.DataFrame, cluster: str, ucode: n
 
 def _add_weight(frame: pd.DataFrame, data: pd.DataFrame, weight: str, ucode: np.ndarray, n_units: int,
                 unit: str, keep: np.ndarray) -> None:
-    w = as_float(data, weight)
-    if np.isnan(w).any() or (w <= 0).any():
-        rows = data.index[np.isnan(w) | (w <= 0)]
-        raise ImpactInputError(f"weight column {weight!r} must be > 0 and present; rows {_show(rows)} fail.")
-    unit_constant(w, ucode, n_units, data, unit, weight,
-                  "Sampling weights must be constant within firm for a panel DiD. Fix: use the "
-                  "firm's baseline-year weight (or a longitudinal weight) in every row.")
-    frame["_w"] = w[keep]
+    frame["_w"] = firm_weights(data, weight, ucode, n_units, unit)[ucode][keep]
 
 
 def prepare_panel(

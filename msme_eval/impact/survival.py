@@ -61,7 +61,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from ._checks import ImpactInputError, _show, as_float, require_columns, unit_constant
+from ._checks import ImpactInputError, _show, firm_weights, require_columns
 from .did import did
 from .results import DidResult, Estimate, WaldTest, _Design, _se, _vcov_from_psi, normal_inference
 
@@ -258,19 +258,11 @@ def _settings(*, unit: str, time: str, first_treated: str, selected: str | None,
 
 def _firm_weights(frame: pd.DataFrame, weight: str | None, unit: str, ucode: np.ndarray,
                   n_units: int) -> np.ndarray | None:
-    """The survey weight of each firm (None without ``weight``); refuse missing, non-positive or
-    within-firm varying weights, naming the rows or firms."""
+    """The survey weight of each firm (None without ``weight``; checks: `_checks.firm_weights`)."""
     if weight is None:
         return None
     require_columns(frame, [weight], "survival_did(weight=...)")
-    w = as_float(frame, weight)
-    bad = np.isnan(w) | (w <= 0)
-    if bad.any():
-        raise ImpactInputError(f"weight column {weight!r} must be > 0 and present; rows {_show(frame.index[bad])} "
-                               "fail. Fix: give every firm-year its firm's (positive) survey weight.")
-    return unit_constant(w, ucode, n_units, frame, unit, weight,
-                         "Survey weights must be constant within firm. Fix: use the firm's baseline-year weight "
-                         "(or a longitudinal weight) in every row.")
+    return firm_weights(frame, weight, ucode, n_units, unit)
 
 
 @dataclass
