@@ -549,12 +549,9 @@ _DOT_EVIDENCE = re.compile(r"[+-]?\d{1,3}(?:\.\d{3}){2,}(?:,\d+)?|[+-]?\d{1,3}(?
 _THREE_DECIMALS = re.compile(r"[+-]?\d{1,3}\.\d{3}")
 
 
-def _strings(raw: pd.Series, all_text: bool = False) -> tuple[pd.Series, pd.Series]:
+def _strings(raw: pd.Series) -> tuple[pd.Series, pd.Series]:
     """(the text cells as a "str" Series, NaN elsewhere; mask of non-text, non-missing cells
-    such as Excel numbers and booleans) of a cleaned object Series (`all_text`: the column
-    came as a string dtype, so every non-missing cell is text)."""
-    if all_text:
-        return raw.astype("str"), pd.Series(False, index=raw.index)
+    such as Excel numbers and booleans) of a cleaned object Series."""
     is_str = _umap(raw, lambda v: isinstance(v, str)).astype(bool)
     text = pd.Series(raw.where(is_str, None), index=raw.index).astype("str")
     return text, raw.notna() & ~is_str
