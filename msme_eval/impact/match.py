@@ -298,34 +298,6 @@ def _nearest_two_sided(pos_t: int, s_t: float, cands: np.ndarray, score_at: np.n
     return best
 
 
-def _score_without_replacement(score: np.ndarray, focal: np.ndarray, cell: np.ndarray, order: np.ndarray,
-                               ratio: int, cal: float) -> np.ndarray:
-    """Greedy k:1 matching without replacement on a scalar score; returns the focal x ratio match matrix."""
-    pos_of = np.empty(len(score), dtype=np.int64)
-    sort = np.argsort(score, kind="stable")
-    pos_of[sort] = np.arange(len(score))
-    sorted_score = score[sort]
-    pools = {c: np.sort(pos_of[(~focal) & (cell == c)]) for c in np.unique(cell)}
-    focal_rows = np.flatnonzero(focal)
-    mm = np.full((len(focal_rows), ratio), -1, dtype=np.int64)
-    alive = np.ones(len(focal_rows), dtype=bool)
-    left = sum(len(p) for p in pools.values())
-    for r in range(ratio):
-        for t in order:
-            if not alive[t] or left == 0:
-                continue
-            i = focal_rows[t]
-            pool = pools[cell[i]]
-            j = _nearest_two_sided(pos_of[i], score[i], pool, sorted_score, cal) if len(pool) else -1
-            if j < 0:
-                alive[t] = r > 0 and alive[t]  # no first match: the focal unit is dropped
-                continue
-            mm[t, r] = sort[pool[j]]
-            pools[cell[i]] = np.delete(pool, j)
-            left -= 1
-    return mm
-
-
 def _score_with_replacement(score: np.ndarray, focal: np.ndarray, cell: np.ndarray, ratio: int,
                             cal: float) -> np.ndarray:
     """Each focal unit takes its ``ratio`` nearest comparison units in its cell (reuse allowed)."""
@@ -385,33 +357,22 @@ def _within(score: np.ndarray | None, cal: float, i: int, free: np.ndarray) -> n
     return free & (np.abs(score - score[i]) <= cal)
 
 
-def _mahalanobis_match(Z: np.ndarray, focal: np.ndarray, cell: np.ndarray, order: np.ndarray, ratio: int,
-                       replace: bool, score: np.ndarray | None = None, cal: float = np.inf) -> np.ndarray:
-    """Nearest comparison units by Euclidean distance in Mahalanobis coordinates Z (KD-tree per
-    exact cell; ties to the first in data order); without replacement in ``ratio`` rounds. With a
-    ``score`` (``mahvars``), only units within ``cal`` of the focal unit's score are candidates."""
+def _mahalanobis_with_replacement(Z: np.ndarray, focal: np.ndarray, cell: np.ndarray, ratio: int,
+                                  score: np.ndarray | None = None, cal: float = np.inf) -> np.ndarray:
+    """Each focal unit takes its ``ratio`` nearest comparison units by Euclidean distance in
+    Mahalanobis coordinates Z (KD-tree per exact cell; ties to the first in data order; reuse
+    allowed). With a ``score`` (``mahvars``), only units within ``cal`` of the focal unit's score."""
     from scipy.spatial import cKDTree
 
     focal_rows = np.flatnonzero(focal)
     mm = np.full((len(focal_rows), ratio), -1, dtype=np.int64)
-    free = ~focal.copy()
-    pools = {c: np.flatnonzero(~focal & (cell == c)) for c in np.unique(cell)}
+    comparison = ~focal
+    pools = {c: np.flatnonzero(comparison & (cell == c)) for c in np.unique(cell)}
     trees = {c: cKDTree(Z[rows]) for c, rows in pools.items() if len(rows)}
-    alive = np.ones(len(focal_rows), dtype=bool)
-    for r in range(1 if replace else ratio):
-        for t in order:
-            i = focal_rows[t]
-            take = _k_nearest_free(trees[cell[i]], pools[cell[i]], _within(score, cal, i, free), Z[i],
-                                   ratio if replace else 1) if alive[t] and cell[i] in trees \
-                else np.empty(0, dtype=np.int64)
-            if len(take) == 0:
-                alive[t] = alive[t] and r > 0
-                continue
-            if replace:
-                mm[t, :len(take)] = take
-            else:
-                mm[t, r] = take[0]
-                free[take[0]] = False
+    for t, i in enumerate(focal_rows):
+        if cell[i] in trees:
+            take = _k_nearest_free(trees[cell[i]], pools[cell[i]], _within(score, cal, i, comparison), Z[i], ratio)
+            mm[t, :len(take)] = take
     return mm
 
 
@@ -510,6 +471,26 @@ def _closest_match(near: _Nearest, focal: np.ndarray, ratio: int, close: bool) -
     return mm
 
 
+def _greedy(near: _Nearest, focal: np.ndarray, order: np.ndarray, ratio: int) -> np.ndarray:
+    """Greedy k:1 matching without replacement, focal units in ``order``: each takes its nearest
+    free comparison unit, in ``ratio`` rounds (every focal unit gets a first match before any gets a
+    second, MatchIt's loop); a focal unit with no first match is dropped."""
+    focal_rows = np.flatnonzero(focal)
+    mm = np.full((len(focal_rows), ratio), -1, dtype=np.int64)
+    alive = np.ones(len(focal_rows), dtype=bool)
+    for r in range(ratio):
+        for t in order:
+            if not alive[t]:
+                continue
+            j, _ = near.find(focal_rows[t])
+            if j < 0:
+                alive[t] = r > 0  # no first match: dropped; no further match: keeps its earlier ones
+                continue
+            mm[t, r] = j
+            near.use(j)
+    return mm
+
+
 # ---------------------------------------------------------------- weights and effect
 
 
@@ -578,7 +559,7 @@ def _effect(y: np.ndarray, X: np.ndarray, w: np.ndarray, sub: np.ndarray, replac
 def _focal_order(score: np.ndarray | None, focal: np.ndarray, m_order: str, seed: int) -> np.ndarray:
     """Positions (among focal units, data order) in the order they are matched."""
     n_f = int(focal.sum())
-    if m_order in ("data", "closest", "farthest"):  # closest/farthest: only with replacement (order moot)
+    if m_order == "data":
         return np.arange(n_f)
     if m_order == "random":
         return np.random.default_rng(seed).permutation(n_f)
@@ -590,14 +571,14 @@ def _run_matching(score: np.ndarray | None, Z: np.ndarray | None, focal: np.ndar
                   m_order: str, seed: int, ratio: int, replace: bool, cal: float) -> np.ndarray:
     """The match matrix: on the score, or in Mahalanobis space Z (within the score caliper when
     both are given: ``mahvars``); closest/farthest-first or in a fixed focal order."""
-    if m_order in ("closest", "farthest") and not replace:
-        return _closest_match(_Nearest(focal, cell, score, Z, cal), focal, ratio, m_order == "closest")
-    order = _focal_order(score, focal, m_order, seed)
-    if Z is None:
-        if replace:
+    if replace:  # the order does not matter
+        if Z is None:
             return _score_with_replacement(score, focal, cell, ratio, cal)
-        return _score_without_replacement(score, focal, cell, order, ratio, cal)
-    return _mahalanobis_match(Z, focal, cell, order, ratio, replace, score, cal)
+        return _mahalanobis_with_replacement(Z, focal, cell, ratio, score, cal)
+    near = _Nearest(focal, cell, score, Z, cal)
+    if m_order in ("closest", "farthest"):
+        return _closest_match(near, focal, ratio, m_order == "closest")
+    return _greedy(near, focal, _focal_order(score, focal, m_order, seed), ratio)
 
 
 def _score(data: pd.DataFrame, distance: str, Xl: np.ndarray, d: np.ndarray, treatment: str) -> np.ndarray | None:
