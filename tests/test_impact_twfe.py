@@ -4,6 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from scipy import stats
 from test_impact_helpers import simulate
 
 from msme_eval.impact import ImpactInputError, did, twfe, twfe_event_study
@@ -80,3 +81,37 @@ def test_twfe_event_study_recovers_common_dynamics_but_not_heterogeneous_ones() 
     assert binned["event_time"].min() == -3 and binned["event_time"].max() == 3
     assert np.isfinite(binned["estimate"]).all()
     assert isinstance(binned, pd.DataFrame)
+
+
+def test_twfe_event_study_joint_pretrend_test_matches_pyfixest_wald() -> None:
+    """The leads' joint Wald statistic equals pyfixest's ``wald_test`` on the same fit
+    (W = b' (R V R')^-1 b, fixest ``wald``), with Hotelling's F p-value on G firms; it rejects
+    when cohort-specific paths contaminate the leads and not under common dynamics."""
+    import pyfixest as pf
+
+    d = simulate(n=3000, n_years=8, seed=6, noise=0.2, homogeneous=True)
+    es = twfe_event_study(d, "y")
+    v = es.attrs["vcov"]
+    leads = [e for e in v.index if e < 0]
+    assert len(leads) >= 3 and -1 not in leads
+    rel = np.where(d["first_treated"].isna(), -1, d["year"] - d["first_treated"].fillna(0)).astype(int)
+    frame = pd.DataFrame({"_y": d["y"].to_numpy(), "_rel": rel, "_u": pd.factorize(d["firm_id"])[0],
+                          "_t": d["year"].to_numpy()})
+    m = pf.feols("_y ~ i(_rel, ref=-1) | _u + _t", data=frame, vcov={"CRV1": "_u"})
+    R = np.array([[1.0 if str(k).endswith(f"::{e}]") or str(k).endswith(f"[T.{e}]")
+                   or str(k).split("::")[-1].rstrip("]") == str(e) else 0.0 for k in m.coef().index]
+                  for e in leads])
+    assert (R.sum(axis=1) == 1).all()
+    ref = m.wald_test(R=R, distribution="chi2")
+    test = es.attrs["pretrend"]
+    assert test.df == len(leads) and test.n_cells == len(leads)
+    assert np.isclose(test.stat, ref["statistic"], rtol=1e-10)
+    assert np.isclose(test.pvalue_chi2, ref["pvalue"], rtol=1e-8)
+    g = d["firm_id"].nunique()
+    f = test.stat * (g - test.df) / (test.df * (g - 1))
+    assert np.isclose(test.pvalue, stats.f.sf(f, test.df, g - test.df))
+    assert test.pvalue > 0.01
+    h = simulate(n=3000, n_years=8, seed=6, noise=0.2)
+    assert twfe_event_study(h, "y").attrs["pretrend"].pvalue < 1e-6
+    se = es.set_index("event_time")["se"]
+    assert np.allclose(np.sqrt(np.diag(v)), se.loc[v.index].to_numpy(), rtol=1e-12)

@@ -13,7 +13,7 @@ D'Haultfoeuille 2020, AER 110(9)). It is reported only as a baseline beside :fun
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -23,6 +23,7 @@ from msme_eval.results import Result, check_alpha, inference
 
 from ._checks import ImpactInputError, as_float, check_unit_ids, integer_time, require_columns
 from .bacon import BaconResult, bacon
+from .results import small_sample_wald
 
 __all__ = ["TwfeResult", "twfe", "twfe_event_study"]
 
@@ -117,6 +118,8 @@ def _fit(fml: str, frame: pd.DataFrame, vcov: Any) -> Any:
 
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*singleton fixed effect.*")
+        # pyfixest's own pandas-4 deprecations (inplace=): nothing a user can act on
+        warnings.filterwarnings("ignore", category=DeprecationWarning, module=r"pyfixest\.")
         return pf.feols(fml, data=frame, vcov=vcov)
 
 
@@ -189,6 +192,11 @@ def twfe_event_study(
     ci_high, pvalue (plus the reference row with att 0), the same columns as
     ``DidResult.event_study`` so both can be plotted together. Under heterogeneous effects the
     b_e are contaminated by other periods' effects (Sun and Abraham 2021, J. Econometrics 225(2)).
+
+    ``attrs["vcov"]``: the (clustered) covariance of the b_e, indexed by event time;
+    ``attrs["pretrend"]``: the joint Wald test of the leads, H0: b_e = 0 for every e < 0
+    (e != ref), W = b' V^+ b with Hotelling's F reference (a :class:`WaldTest`, as
+    ``DidResult.pretrend``; fixest ``wald(m, keep = "::-")`` gives the same W).
     """
     require_columns(data, [outcome, unit, time, first_treated, *([cluster] if cluster else [])],
                     "twfe_event_study()")
@@ -208,9 +216,23 @@ def twfe_event_study(
     et = [int(str(k).split("::")[-1].split("]")[0].split(".")[-1].replace("T", "")) if "::" in str(k)
           else int(str(k).rsplit("[", 1)[-1].rstrip("]").replace("T.", "")) for k in coef.index]
     out = pd.DataFrame({"event_time": et, "estimate": coef.to_numpy(), "se": se.to_numpy()})
+    vcov = pd.DataFrame(np.asarray(m._vcov), index=et, columns=et)
     out = pd.concat([out, pd.DataFrame({"event_time": [int(ref)], "estimate": [0.0], "se": [np.nan]})])
     out = out.sort_values("event_time").reset_index(drop=True)
     inf = inference(out["estimate"].to_numpy(), out["se"].to_numpy(), alpha)
     out["ci_low"], out["ci_high"], out["pvalue"] = inf["ci_low"], inf["ci_high"], inf["pvalue"]
     out["is_reference"] = out["event_time"] == ref
+    out.attrs["vcov"] = vcov
+    out.attrs["pretrend"] = _leads_wald(coef.to_numpy(), vcov, frame["_c" if cluster else "_u"])
     return out
+
+
+def _leads_wald(b: np.ndarray, vcov: pd.DataFrame, clusters: pd.Series) -> Any:
+    """Joint Wald test of the event-study leads (event time < 0): W = b' V^+ b, rank-K."""
+    lead = np.asarray(vcov.index) < 0
+    bl, v = b[lead], vcov.to_numpy()[np.ix_(lead, lead)]
+    vals = np.linalg.eigvalsh(v) if lead.any() else np.zeros(0)
+    tol = vals.max() * max(v.shape) * np.finfo(float).eps if vals.size else 0.0
+    stat = float(bl @ np.linalg.pinv(v, rcond=1e-12, hermitian=True) @ bl) if lead.any() else np.nan
+    test = small_sample_wald(stat, int((vals > tol).sum()), int(clusters.nunique()), int(lead.sum()))
+    return replace(test, hypothesis="all TWFE event-study leads = 0 (parallel pre-trends)")
