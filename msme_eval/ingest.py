@@ -465,21 +465,6 @@ def _firm_issues(con: Any, columns: set[str], label: str) -> list[Issue]:
     return issues
 
 
-class _FirstRows(tuple):
-    """The first offending rows, with ``len()`` = how many rows offend in all: what
-    `schema.id_issues` needs (it takes ``len(rows)`` as the count and shows the first ones)."""
-
-    count: int
-
-    def __new__(cls, first: np.ndarray, count: int) -> _FirstRows:
-        obj = super().__new__(cls, (int(r) for r in first))
-        obj.count = count
-        return obj
-
-    def __len__(self) -> int:
-        return self.count
-
-
 def _spelling_keys(con: Any, batch_rows: int = 100_000) -> None:
     """Table ``_spellings``: every distinct firm_id as written, its first row, its
     `schema.id_key` and whether it holds invisible characters, computed in batches of
@@ -508,11 +493,11 @@ def _id_issues(con: Any, label: str) -> list[Issue]:
         "HAVING count(*) > 1) ORDER BY first").fetchall()]
     groups = schema.id_spelling_groups(suspects)
 
-    def rows_of(values: set[str]) -> tuple[_FirstRows, list[str]]:
+    def rows_of(values: set[str]) -> tuple[np.ndarray, int, list[str]]:
         con.execute("CREATE OR REPLACE TEMP TABLE _ids(v VARCHAR)")
         con.executemany("INSERT INTO _ids VALUES (?)", [[v] for v in sorted(values)])
         n, first = _hits(con, "SELECT _row FROM keys WHERE _id_raw IN (SELECT v FROM _ids)")
-        return _FirstRows(first, n), list(_shown(con, first, ("_id_raw",))["_id_raw"])
+        return first, n, list(_shown(con, first, ("_id_raw",))["_id_raw"])
 
     return schema.id_issues(groups, rows_of, "firm_id", label)
 

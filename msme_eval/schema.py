@@ -1315,21 +1315,22 @@ def id_spelling_groups(spellings: Iterable[str]) -> tuple[dict[str, list[str]], 
 
 
 def id_issues(groups: tuple[dict[str, list[str]], set[str], set[str]],
-              rows_of: Callable[[set[str]], tuple[np.ndarray, list[str]]], column: str,
+              rows_of: Callable[[set[str]], tuple[Sequence[int], int, list[str]]], column: str,
               file: str) -> list[Issue]:
-    """Issues for `id_spelling_groups`; `rows_of(spellings)` gives the sorted 1-based rows
-    holding any of them and the spellings of the first N_SHOW of those rows."""
+    """Issues for `id_spelling_groups`; `rows_of(spellings)` gives the first (at least
+    N_SHOW) sorted 1-based rows holding any of them, how many rows hold them in all, and the
+    spellings of the first N_SHOW of those rows."""
     keys, twins, odd = groups
     issues: list[Issue] = []
     if twins:
-        r, shown = rows_of(twins)
+        r, n, shown = rows_of(twins)
         vals = [" ~ ".join(repr(v) for v in keys[id_key(u)]) for u in shown]
-        issues.append(make_issue(file, column, "id_spelling_variants", r, vals, n_rows=len(r),
+        issues.append(make_issue(file, column, "id_spelling_variants", r, vals, n_rows=n,
                                  quote=False))
     if odd:
-        r, shown = rows_of(odd)
+        r, n, shown = rows_of(odd)
         issues.append(make_issue(file, column, "invisible_characters", r,
-                                 [repr(u) for u in shown], n_rows=len(r), quote=False))
+                                 [repr(u) for u in shown], n_rows=n, quote=False))
     return issues
 
 
@@ -1341,9 +1342,9 @@ def identifier_issues(raw: pd.Series, column: str, file: str) -> list[Issue]:
     _codes, uniques = pd.factorize(values, use_na_sentinel=True)
     groups = id_spelling_groups(u for u in uniques if isinstance(u, str))
 
-    def rows_of(spellings: set[str]) -> tuple[np.ndarray, list[str]]:
+    def rows_of(spellings: set[str]) -> tuple[np.ndarray, int, list[str]]:
         r = np.flatnonzero(np.isin(values, list(spellings))) + 1
-        return r, [values[i - 1] for i in r[:N_SHOW]]
+        return r[:N_SHOW], len(r), [values[i - 1] for i in r[:N_SHOW]]
 
     return id_issues(groups, rows_of, column, file)
 

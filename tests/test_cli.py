@@ -294,3 +294,17 @@ def test_figures_survive_a_server_matplotlib_backend(sample, tmp_path: Path, mon
     assert code == 0, capsys.readouterr().out
     page = (tmp_path / "r" / "agg" / "20_indicators.html").read_text(encoding="utf-8")
     assert page.count("<img") >= 1 and "data:image/png;base64," in page
+
+
+def test_validate_imports_no_cycle_stack(sample: dict[str, Path], tmp_path: Path) -> None:
+    """`msme-eval validate` loads the reading and checking modules only: not the cycle's
+    papermill/nbconvert/pydantic stack (about 0.1 GB and 1 s more), nor the estimators."""
+    code = ("import sys; from msme_eval.cli import main; "
+            f"rc = main(['validate', {str(sample['panel'])!r}, '--out-dir', {str(tmp_path)!r}]); "
+            "heavy = ('papermill', 'nbconvert', 'msme_eval.cycle', 'msme_eval.report', "
+            "'msme_eval.impact', 'msme_eval.indicators'); "
+            "print(rc, sorted(m for m in sys.modules if m.split('.')[0] in heavy "
+            "or m.startswith(heavy)))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         cwd=tmp_path, check=True).stdout.strip().splitlines()[-1]
+    assert out == "0 []", out
