@@ -79,6 +79,14 @@ Conventions (and why):
   of the PSU totals over the whole design, ``Z_d / #PSUs`` (R ``"adjust"``, as revised in
   ReGenesees / survey 4.2; for the linearised variable of a ratio or mean the grand mean is 0).
   Singleton strata are listed in ``result.attrs["design"]["singleton_strata"]``.
+  **Take-all (certainty) strata** -- e.g. large enterprises enumerated completely, as
+  structural business statistics and enterprise surveys do -- are written as *one* PSU of
+  their stratum (weight 1) with ``singleton="certainty"``: they contribute 0 to the variance,
+  as R ``survey`` with ``fpc`` = the stratum size (sampling fraction 1) and samplics with
+  ``fpc=0`` for that stratum, and no degrees of freedom (R ``degf()`` would count their units
+  as PSUs). There is no ``fpc`` argument: giving each enumerated unit its own PSU would charge
+  the stratum a with-replacement variance it does not have
+  (``tests/test_survey.py::test_oracle_take_all_stratum_as_one_certainty_psu_matches_samplics_fpc_zero``).
 * **Design effect** (R ``svymean(..., deff=TRUE)``, Kish): design variance divided by the
   variance of the same estimator under simple random sampling *without* replacement of ``n_d``
   units from a population of ``N_d = sum_d w``:

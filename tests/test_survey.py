@@ -263,6 +263,36 @@ def test_oracle_singleton_certainty_matches_samplics_skip():
     assert ours.attrs["design"]["singleton_strata"] == ["s9"]
 
 
+def test_oracle_take_all_stratum_as_one_certainty_psu_matches_samplics_fpc_zero():
+    # A take-all (certainty) stratum -- every large firm enumerated, weight 1, as business
+    # surveys do -- written as one PSU with singleton="certainty" gives the variance R survey
+    # and samplics give with each firm its own PSU and sampling fraction 1 (samplics fpc =
+    # 1 - f = 0 for that stratum; R fpc = N_h = n_h): the stratum contributes 0. Without the
+    # fpc (each firm a with-replacement PSU) it would be charged a variance it does not have.
+    d = synthetic(seed=21)
+    rng = np.random.default_rng(21)
+    big = pd.DataFrame({"stratum": "large", "psu": [f"large-{i}" for i in range(7)], "w": 1.0,
+                        "turnover": rng.lognormal(8, 1.0, 7), "employees": rng.integers(250, 900, 7)
+                        .astype(float), "online": rng.random(7) < 0.5, "size": "large",
+                        "female": rng.random(7) < 0.2})
+    d = pd.concat([d, big], ignore_index=True)
+    one_psu = d.assign(psu=np.where(d["stratum"] == "large", "large-all", d["psu"]))
+    ours = survey.ratio(one_psu, "turnover", "employees", by="female", singleton="certainty",
+                        **DESIGN)
+    fpc = {h: (0.0 if h == "large" else 1.0) for h in sorted(d["stratum"].unique())}
+    ref = oracle(PopParam.ratio, d.turnover, x=d.employees, samp_weight=d.w, stratum=d.stratum,
+                 psu=d.psu, domain=d.female, fpc=fpc)
+    for col in ("estimate", "se"):
+        np.testing.assert_allclose(ours[col].to_numpy(),
+                                   [float(ref[col][k]) for k in ours["female"]], rtol=RTOL)
+    # df: the certainty stratum adds no df (1 PSU - 1 stratum); R's degf and samplics count
+    # its 7 firms as PSUs (7 - 1 = 6 more)
+    assert (ours["df"] == ref["df"] - 6).all()
+    assert ours.attrs["design"]["singleton_strata"] == ["large"]
+    no_fpc = survey.ratio(d, "turnover", "employees", by="female", **DESIGN)
+    assert (no_fpc["se"].to_numpy() > ours["se"].to_numpy()).all()
+
+
 def test_totals_cov_and_delta_against_oracle():
     # K04-like (A/B)/(C/D): the delta-method variance equals the variance of the total of the
     # row-level linearised variable u = sum_j dg/dY_j * y_j, which samplics computes directly.
