@@ -627,6 +627,12 @@ class _Runner:
         """Make a small pandas table visible to SQL as ``name``."""
         raise NotImplementedError
 
+    def write_parquet(self, sql: str, folder: str, partition_by: str) -> None:
+        """Write the result of ``sql`` (over ``__src__``) as Parquet files under ``folder``,
+        Hive-partitioned by the integer column ``partition_by`` (``folder/<col>=<v>/*.parquet``,
+        the column itself not stored in the files): out of core, one pass."""
+        raise NotImplementedError
+
     def drop(self, name: str) -> None:
         """Forget a table made by :meth:`materialise` or :meth:`register`."""
         raise NotImplementedError
@@ -695,6 +701,12 @@ class _DuckRunner(_Runner):
                              "that made the relation>")
         self.con.register(name, frame)
 
+    def write_parquet(self, sql: str, folder: str, partition_by: str) -> None:
+        res = self.rel.query("__src__", f"COPY ({sql}) TO '{_plain(str(folder))}' (FORMAT "
+                             f"PARQUET, PARTITION_BY ({partition_by}), OVERWRITE_OR_IGNORE)")
+        if res is not None:  # a relation: make sure the statement ran
+            res.fetchall()
+
     def drop(self, name: str) -> None:
         kind = self.con.execute("SELECT 1 FROM duckdb_views() WHERE view_name = ?",
                                 [name]).fetchall()
@@ -761,6 +773,15 @@ class _SparkRunner(_Runner):
 
     def register(self, name: str, frame: pd.DataFrame) -> None:
         self.spark.createDataFrame(frame).createOrReplaceTempView(name)
+
+    def write_parquet(self, sql: str, folder: str, partition_by: str) -> None:
+        view = f"msme_eval_src_{uuid.uuid4().hex}"
+        self.df.createOrReplaceTempView(view)
+        try:
+            self.spark.sql(sql.replace("__src__", view)).write.partitionBy(partition_by) \
+                .mode("overwrite").parquet(str(folder))
+        finally:
+            self.spark.catalog.dropTempView(view)
 
     def drop(self, name: str) -> None:
         self.spark.catalog.dropTempView(name)

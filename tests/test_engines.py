@@ -471,14 +471,37 @@ def test_duckdb_calibrated_and_satterthwaite_match_pandas(sample: dict, psu) -> 
     assert (ref["df"] < ref["df_nominal"]).any()
 
 
+def _record_buckets(monkeypatch) -> list[list[str]]:
+    """Patch ``_sql._buckets`` to keep the buckets (lists of Parquet files) it returns."""
+    from msme_eval.indicators import _sql
+
+    seen: list[list[str]] = []
+    real = _sql._buckets
+
+    def spy(folder: str, rows: float) -> list[list[str]]:
+        out = real(folder, rows)
+        seen.extend(out)
+        return out
+
+    monkeypatch.setattr(_sql, "_buckets", spy)
+    return seen
+
+
+def _bucket_keys(files: list[str]) -> pd.DataFrame:
+    """(country, stratum, PSU) keys and row count of one bucket (read while it exists)."""
+    tab = pa.concat_tables([pq.read_table(f, columns=["a", "h", "p"]) for f in files])
+    return tab.to_pandas()
+
+
 @pytest.mark.parametrize("psu", ["psu", None])
-@pytest.mark.parametrize("mode", ["fine", "breakdown", "engine"])
+@pytest.mark.parametrize("mode", ["fine", "bucket", "buckets"])
 def test_indicators_sql_stage_matches_pandas(sample: dict, monkeypatch, mode, psu) -> None:
     """Every registry indicator (the year-to-year ones included), three breakdowns, 5 % item
     non-response: the SQL stage (a) gives the pandas rows to 1e-9 whichever way its PSU totals
     go (``FETCH_LIMIT`` against their sizes: the finest key fetched and rolled up in numpy;
-    kept in DuckDB and each breakdown's roll-up fetched or left in SQL; or every step in
-    SQL), with PSUs or with the firm as the PSU."""
+    or written by DuckDB as Parquet partitioned by PSU and read back in one bucket, or in
+    several buckets of at most ``BUCKET_ROWS`` rows, each stratum split across buckets),
+    with PSUs or with the firm as the PSU."""
     from msme_eval import indicators
     from msme_eval.indicators import _sql
 
@@ -486,18 +509,34 @@ def test_indicators_sql_stage_matches_pandas(sample: dict, monkeypatch, mode, ps
     n_psu = panel.groupby(["country", "strata", psu or "firm_id"]).ngroups
     psu_periods = n_psu * (panel["year"].nunique() + 1)
     sizes = [panel[b].nunique() + 1 for b in ("size_class", "owner_female", "sector")]
-    # fine rows (x 2: the year-to-year parts are shifted copies) just above the limit: kept
-    # in DuckDB, the total and the small breakdowns fetched per breakdown, others in SQL
-    n_fine = panel.groupby(["country", "strata", psu or "firm_id", "year", "size_class",
-                            "owner_female", "sector"], dropna=False, observed=True).ngroups
-    limit = {"fine": psu_periods * np.prod(sizes), "breakdown": 2 * n_fine - 1, "engine": 0}
-    assert limit["fine"] > limit["breakdown"] > psu_periods
-    monkeypatch.setattr(_sql, "FETCH_LIMIT", limit[mode])
+    # fine rows: (country, stratum, PSU, period, group of each breakdown)
+    fine_keys = ["country", "strata", psu or "firm_id", "year", "size_class", "owner_female",
+                 "sector"]
+    n_fine = panel.groupby(fine_keys, dropna=False, observed=True).ngroups
+    largest = panel.groupby(fine_keys, dropna=False, observed=True).size().groupby(
+        level=[0, 1]).size().max()  # fine rows of the largest stratum
+    limit = {"fine": psu_periods * np.prod(sizes), "bucket": 0, "buckets": 0}[mode]
+    monkeypatch.setattr(_sql, "FETCH_LIMIT", limit)
+    if mode == "buckets":
+        # rows counted with the shifted copies (x 2): a bucket holds half the fine rows of
+        # the largest stratum, so that stratum alone is larger than a bucket
+        monkeypatch.setattr(_sql, "BUCKET_ROWS", int(largest))
+    seen = _record_buckets(monkeypatch)
+    keys: list[pd.DataFrame] = []
+    real_read = _sql._read_parquet
+    monkeypatch.setattr(_sql, "_read_parquet",
+                        lambda files: (keys.append(_bucket_keys(files)), real_read(files))[1])
     design = ("weight", "strata", psu) if psu else ("weight", "strata")
     kw = dict(breakdowns=["size_class", "owner_female", "sector"], disclosure=False,
               design=design, singleton="centre")
     want = indicators.compute(sample["panel"], **kw)
     got = indicators.compute(str(sample["dir"]), engine="duckdb", **kw)
+    assert len(seen) == {"fine": 0, "bucket": 1, "buckets": len(seen)}[mode]
+    if mode == "buckets":  # several buckets; strata split across them, a PSU in one only
+        assert len(seen) >= 3 and sum(len(k) for k in keys) == n_fine
+        per = pd.concat([k.drop_duplicates().assign(b=j) for j, k in enumerate(keys)])
+        assert per.groupby(["a", "h"])["b"].nunique().max() > 1
+        assert per.groupby(["a", "h", "p"])["b"].nunique().max() == 1
     assert len(got) == len(want) > 1000
     text = ["indicator", "ref_area", "breakdown", "group", "obs_status", "comment", "df_rule"]
     for col in text:
@@ -556,17 +595,21 @@ def test_indicators_sql_stage_with_a_gap_in_the_years(sample: dict, tmp_path) ->
 
 @pytest.mark.parametrize("limit", [None, 0])
 def test_spark_indicators_match_pandas(spark, sample: dict, monkeypatch, limit) -> None:
-    """The SQL stage (a) on Spark: PSU totals fetched with ``toArrow`` (default) or kept as a
-    persisted view with every step in Spark SQL (``FETCH_LIMIT`` 0); the pandas rows."""
+    """The SQL stage (a) on Spark: PSU totals fetched with ``toArrow`` (default) or bucketed
+    (``FETCH_LIMIT`` 0: written by Spark as Parquet partitioned by PSU hash, read back in
+    several buckets of ``BUCKET_ROWS``); the pandas rows."""
     from msme_eval import indicators
     from msme_eval.indicators import _sql
 
+    seen = _record_buckets(monkeypatch)
     if limit is not None:
         monkeypatch.setattr(_sql, "FETCH_LIMIT", limit)
+        monkeypatch.setattr(_sql, "BUCKET_ROWS", 1000)
     kw = dict(indicators=["K01", "K05", "K07", "O03"], breakdowns=["owner_female", "size_class"],
               disclosure=False, singleton="centre")
     want = indicators.compute(sample["panel"], **kw)
     got = indicators.compute(spark.read.parquet(str(sample["path"])), engine="spark", **kw)
+    assert (len(seen) >= 3) if limit is not None else not seen, len(seen)
     assert len(got) == len(want) > 500
     assert got["obs_status"].tolist() == want["obs_status"].tolist()
     for col in ("value", "se", "n"):

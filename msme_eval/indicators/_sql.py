@@ -14,21 +14,36 @@ every breakdown), whatever the number of indicators and breakdowns:
    this small table (``UNION ALL``), not on the rows.
 
 Each breakdown (and the total) is a roll-up of the fine table -- no re-scan. Where the
-roll-ups happen depends on the size of the fine table (``FETCH_LIMIT`` rows, see
-:meth:`SqlStage._psu_totals`): fetched once through Arrow (text keys dictionary-encoded to
-integer codes) and rolled up in numpy -- the usual case: PSU-periods x groups are far fewer
-than firm rows -- or, for huge PSU tables (the firm as the PSU of a large census), kept in the
-engine (DuckDB temp table spilled under ``memory_limit``; Spark persisted view) with every
-later step in SQL. Either way the estimator (:class:`table._Estimator`) turns the cell sums
-into point estimates and linearisation coefficients, and the centred second pass over the
-PSU totals (:func:`parts.centred_ss` in numpy, or :meth:`SqlStage.centred_ss` joining the
-coefficients in SQL) gives the variance. The numbers agree with the pandas path to ~1e-12
-(summation order only). Disclosure cell statistics (contributors, top-2 magnitudes, total per
-fine cell) are one more query (DuckDB ``max(x, 2)``; Spark ``row_number``).
+roll-ups happen depends on the size of the fine table (see :meth:`SqlStage._psu_totals`):
+
+* at most ``FETCH_LIMIT`` rows (bound: PSU-periods x groups): fetched once through Arrow (text
+  keys dictionary-encoded to integer codes) and rolled up in numpy -- the usual case:
+  PSU-periods x groups are far fewer than firm rows;
+* else (millions of PSUs: the firm as the PSU of a large census, or a register) *bucketed*
+  (:meth:`SqlStage._bucket_pass`): the engine writes the fine table out of core (DuckDB
+  ``COPY ... PARTITION_BY``; Spark ``partitionBy``) as Parquet partitioned by a hash of the
+  PSU; the partitions are read back in buckets of at most ``BUCKET_ROWS`` rows, each rolled
+  up in numpy exactly like the fetched table, and the buckets' moments added up (a PSU lies
+  in one bucket; every moment is a sum over PSUs). Each bucket's per-PSU arrays are kept on
+  disk for the second pass (temporary folder, removed by :meth:`SqlStage.release`).
+
+Either way the estimator (:class:`table._Estimator`) turns the cell sums into point
+estimates and linearisation coefficients, and the centred second pass over the PSU totals
+(:func:`parts.centred_ss` in numpy, bucket by bucket on the bucketed path; its sums and
+PSU-period counts add up over buckets too) gives the variance. No SQL join on text keys and
+no table of the size of the PSU totals held in memory: memory is bounded by ``FETCH_LIMIT``
+or ``BUCKET_ROWS`` rows plus the engine's own ``memory_limit``. The numbers agree with the
+pandas path to ~1e-12 (summation order only). Disclosure cell statistics (contributors,
+top-2 magnitudes, total per fine cell) are one more query (DuckDB ``max(x, 2)``; Spark
+``row_number``).
 """
 from __future__ import annotations
 
-import uuid
+import math
+import os
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -39,9 +54,13 @@ from ..contract import MSME_CLASSES
 from .parts import BOOL_LABELS, NA_LABELS, TOTAL, Moments, centred_ss, disclosure_parts, moment_names, parts
 
 _BOOL = ("owner_female", "urban")
-#: most rows of PSU totals fetched into numpy (about 40 columns of 8 bytes for the 10 KPIs:
-#: ~2 GB at the limit); above it they stay in the engine (see SqlStage._psu_totals)
+#: most rows of PSU totals fetched into numpy at once (about 40 columns of 8 bytes for the 10
+#: KPIs: ~2 GB at the limit); above it they go through buckets (see SqlStage._psu_totals)
 FETCH_LIMIT = 6_000_000
+#: rows (the shifted copies of the year-to-year parts counted) read into numpy per bucket of
+#: the bucketed path (~0.7 GB for the 10 KPIs), and the most buckets the engine writes
+BUCKET_ROWS = 2_000_000
+MAX_BUCKETS = 256
 
 
 class SqlStage:
@@ -77,8 +96,9 @@ class SqlStage:
         self._groups: dict[str, tuple[str, list[str]]] = {}
         self._fine: str | None = None
         self._local: tuple[dict[str, Any], dict[str, Any]] | None = None
-        self._tables: list[str] = []
-        self.fetch_limit = FETCH_LIMIT
+        self._bucketed: dict[str | None, Moments] = {}
+        self._dir: str | None = None
+        self.fetch_limit, self.bucket_rows = FETCH_LIMIT, BUCKET_ROWS
         self.live = [i for i in inds if not missing_cols[i["id"]]]
         self._design(wcol, scol, pcol)
 
@@ -104,6 +124,7 @@ class SqlStage:
                  *[f"{self.d.distinct_list(self._str(q(b)))} AS l{j}" for j, b in enumerate(texts)]]
         t = self.run.query(
             f"SELECT {self._str(a)} AS a, {self.h} AS h, COUNT(DISTINCT {self.p}) AS n_h, "
+            "COUNT(*) AS n_r, "
             f"{', '.join(checks + lists)} FROM __src__ GROUP BY 1, 2")
         chk = t[[c.rsplit(" AS ", 1)[1] for c in checks]].sum()
         what = {"bad_area": f"column {self.area_col!r} is missing",
@@ -124,6 +145,7 @@ class SqlStage:
         self.areas = pd.Index(sorted(t["a"].unique()))
         self.h_area = self.areas.get_indexer(t["a"]).astype(np.int64)
         self.n_h = t["n_h"].to_numpy(dtype=np.int64)
+        self.n_rows = int(t["n_r"].sum())
         self._strata = pd.Index(list(zip(t["a"], t["h"])))
         self._strata_txt = [f"{a}|{h}" for a, h in zip(t["a"], t["h"])]
         if len(self.years) and self.years[-1] - self.years[0] == len(self.years) - 1:
@@ -297,15 +319,12 @@ class SqlStage:
     def _psu_totals(self) -> None:
         """ONE scan of the source for every breakdown: the PSU totals at the finest key
         (country, stratum, PSU, period and the group of every breakdown; :meth:`_fine_sql`).
-        Where they go depends on their size (``FETCH_LIMIT`` rows):
+        Where they go depends on their size:
 
-        * bound ``PSU-periods x prod(groups)`` small: fetched at once (Arrow), every breakdown
-          rolled up from them in numpy (no temporary table);
-        * else kept in the engine (DuckDB temp table, spilled under a memory limit; Spark:
-          persisted) and fetched at once if it has few rows after all; if not, per breakdown,
-          re-aggregated there to (PSU-period, group) -- fetched when ``min(PSU-periods x
-          groups, fine rows)`` is small, else left in the engine with every later step in
-          SQL (e.g. the firm as the PSU of a large census).
+        * bound ``PSU-periods x prod(groups)`` at most ``FETCH_LIMIT`` rows: fetched at once
+          (Arrow), every breakdown rolled up from them in numpy;
+        * else bucketed (:meth:`_bucket_pass`): the engine writes them out of core as Parquet
+          partitioned by a hash of the PSU, read back a bucket at a time (``BUCKET_ROWS``).
         """
         if self._fine is not None:
             return
@@ -323,27 +342,78 @@ class SqlStage:
         fine = self._fine_sql(list(groups))
         self._psu_periods = int(self.n_h.sum()) * self.ny
         sizes = [len(labels) for _, labels in self._groups.values()]
-        if self._psu_periods * float(np.prod(sizes)) <= self.fetch_limit:
+        bound = self._psu_periods * float(np.prod(sizes))
+        if bound <= self.fetch_limit:
             self._fine = "local"
             L = self._fetch(f"WITH rows_ AS ({row_sql}), fine AS ({fine}) "
                             + self._shifted("fine", list(groups)))
             self._local = (L, L)
             return
-        self._fine = f"msme_fine_{uuid.uuid4().hex}"
-        self.run.materialise(self._fine, f"WITH rows_ AS ({row_sql}) {fine}")
-        self._tables.append(self._fine)
-        self._n_fine = int(self.run.query(f"SELECT COUNT(*) AS n FROM {self._fine}")["n"].iloc[0])
-        if self._n_fine * len(self._shifts) <= self.fetch_limit:  # fewer than the bound said
-            # the parts with their PSU key; the counts only per fine cell (a small table)
-            gl = list(groups)
-            cells = ", ".join(["a", "h", "yi", *gl])
-            sums = ", ".join(f"{_total(c, 'n')} AS {c}" for c in
-                             ["r0", "lg", *(n for n, kd, _ in self._phys if kd != "x")])
-            self._local = (self._fetch(self._shifted(self._fine, gl, "x")), self._fetch(
-                f"SELECT {cells}, {sums} FROM ({self._shifted(self._fine, gl, 'n')}) AS c "
-                f"GROUP BY {cells}"))
-            self._tables.remove(self._fine)
-            self.run.drop(self._fine)  # its memory (or spill file) goes now
+        self._fine = "buckets"
+        self._bucket_pass(f"WITH rows_ AS ({row_sql}) {fine}",
+                          min(bound, float(self.n_rows)) * len(self._shifts))
+
+    # -- the bucketed path -------------------------------------------------------------------
+    def _bucket_pass(self, fine_sql: str, bound: float) -> None:
+        """Every breakdown's moments from fine PSU totals too many to fetch at once.
+
+        The engine writes the fine table (one aggregation, out of core) as Parquet files
+        partitioned by ``bk = hash(country, stratum, PSU) mod K`` (``K`` from the row bound
+        ``bound``, so a partition holds about ``BUCKET_ROWS`` rows or fewer); consecutive
+        partitions are read back in buckets of at most ``BUCKET_ROWS`` rows (Parquet
+        metadata), each rolled up in numpy like the fetched path (:meth:`_local_moments`).
+        A PSU (all its periods and groups) lies in one bucket, so every moment -- a sum over
+        the PSUs of a (stratum, period, group) cell -- is the sum of the buckets' moments, and
+        so are the centred sums ``sum_i (u_i - c)^2`` and the PSU-periods counted by
+        :func:`parts.centred_ss` (each PSU-period in one bucket): the result is exact however
+        a stratum is split. Each bucket's per-PSU arrays for the second pass are kept in a
+        temporary folder (``np.savez``), removed by :meth:`release`.
+        """
+        k = int(min(MAX_BUCKETS, max(1, math.ceil(bound / max(self.bucket_rows, 1)))))
+        self._dir = tempfile.mkdtemp(prefix="msme_eval_psu_")
+        folder = os.path.join(self._dir, "fine")
+        bk = "0" if k == 1 else (f"CAST(hash(a, h, p) % {k} AS INTEGER)"
+                                 if self.d.name == "duckdb" else f"pmod(hash(a, h, p), {k})")
+        self.run.write_parquet(f"SELECT *, {bk} AS bk FROM ({fine_sql}) AS f", folder, "bk")
+        names: list[str | None] = [None, *self._groups]
+        sums: dict[str | None, dict[str, np.ndarray]] = {b: {} for b in names}
+        paths: dict[str | None, list[str]] = {b: [] for b in names}
+        for j, files in enumerate(_buckets(folder, self.bucket_rows / len(self._shifts))):
+            L = self._arrays(self._shift_arrow(_read_parquet(files)))
+            for b in names:
+                gcol, labels = (None, [TOTAL]) if b is None else self._groups[b]
+                M = self._local_moments(L, L, gcol, labels, b is None)
+                for name, x in M.m.items():
+                    sums[b][name] = sums[b][name] + x if name in sums[b] else x
+                paths[b].append(_save_psu(os.path.join(self._dir, f"psu{j}_{b}.npz"), M.psu))
+            del L
+        shutil.rmtree(folder, ignore_errors=True)
+        for b in names:
+            labels = [TOTAL] if b is None else self._groups[b][1]
+            self._bucketed[b] = Moments(labels, sums[b], _Buckets(paths[b]))
+
+    def _shift_arrow(self, tab: Any) -> Any:
+        """:meth:`_shifted` on an Arrow table of fine rows (a bucket): per shift s, the rows
+        at period ``yi + s`` with the parts of other shifts (and the counts r0/lg if s != 0)
+        set to 0."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        if self._shifts == [0]:
+            return tab
+        shift_of = {n: sh for n, _, sh in self._phys}
+        blocks = []
+        for s in self._shifts:
+            cols = []
+            for name in tab.column_names:
+                col = tab.column(name)
+                if name == "yi":
+                    col = pc.add(col, pa.scalar(s, col.type))
+                elif (name in ("r0", "lg") and s != 0) or shift_of.get(name, s) != s:
+                    col = pa.array(np.zeros(len(tab), dtype=col.type.to_pandas_dtype()))
+                cols.append(col)
+            blocks.append(pa.table(cols, names=tab.column_names))
+        return pa.concat_tables(blocks)
 
     def _fine_sql(self, groups: list[str]) -> str:
         """ONE hash aggregate over the rows ``rows_`` at the finest key: weighted parts
@@ -373,19 +443,14 @@ class SqlStage:
                           + f" FROM {src}")
         return " UNION ALL ".join(blocks)
 
-    def _breakdown_sql(self, breakdown: str | None) -> str:
-        """(PSU-period, group) totals of one breakdown from the fine table (SQL roll-up)."""
-        g = "0" if breakdown is None else self._groups[breakdown][0]
-        sums = ", ".join(f"{_total(n, kd)} AS {n}" for n, kd in
-                         [("r0", "n"), ("lg", "n"), *((c[0], c[1]) for c in self._phys)])
-        return (f"SELECT a, h, p, yi, g, {sums} FROM ({self._shifted(self._fine, [f'{g} AS g'])})"
-                " AS s GROUP BY a, h, p, yi, g")
-
     def _fetch(self, sql: str) -> dict[str, Any]:
         """PSU totals (or cell counts: no ``p`` column) as numpy arrays (one query, Arrow, text
         keys dictionary-encoded): ``hy`` = stratum * ny + period of each row and, with PSUs,
         the PSU-period index ``py`` (``py_hy``: the ``hy`` of each)."""
-        tab = self.run.query_arrow(sql)
+        return self._arrays(self.run.query_arrow(sql))
+
+    def _arrays(self, tab: Any) -> dict[str, Any]:
+        """:meth:`_fetch` of an Arrow table."""
         a, a_lab = _codes(tab.column("a"))
         h, h_lab = _codes(tab.column("h"))
         ah, first = np.unique(a * len(h_lab) + h, return_inverse=True)
@@ -469,109 +534,37 @@ class SqlStage:
         gcol, labels = (None, [TOTAL]) if breakdown is None else self._groups[breakdown]
         if self._local is not None:
             return self._local_moments(*self._local, gcol, labels, breakdown is None)
-        bound = min(self._psu_periods * len(labels), self._n_fine * len(self._shifts))
-        if bound <= self.fetch_limit:
-            L = self._fetch(self._breakdown_sql(breakdown))
-            return self._local_moments(L, L, "g", labels, breakdown is None)
-        table = f"msme_psu_{uuid.uuid4().hex}"
-        self.run.materialise(table, self._breakdown_sql(breakdown))
-        self._tables.append(table)
-        xcol, counts = self._recipe()
-        out_cols: dict[str, str] = {}
-        for ind in self.live:
-            iid = ind["id"]
-            for name, role in moment_names(ind).items():
-                out_cols[name] = f"SUM({' + '.join(xcol[iid][role])})"
-            for kind, cs in counts[iid].items():
-                terms = " + ".join(c if sign > 0 else f"(-{c})" for c, sign in cs)
-                out_cols[f"{iid}:{kind}"] = f"CAST(SUM({terms}) AS DOUBLE)"
-        alias = {f"m{k}": name for k, name in enumerate(out_cols)}
-        final = ["a", "h", "yi", "g", "COUNT(*) AS psus", "CAST(SUM(r0) AS DOUBLE) AS r0",
-                 "CAST(SUM(lg) AS DOUBLE) AS lg"]
-        final += [f"{expr} AS m{k}" for k, expr in enumerate(out_cols.values())]
-        res = self.run.query(f"SELECT {', '.join(final)} FROM {table} GROUP BY a, h, yi, g")
-        return self._scatter(res, alias, labels, breakdown is None, (table, xcol))
+        return self._bucketed[breakdown]
 
     def centred_ss(self, M: Any, reqs: dict[str, dict[str, Any]]
                    ) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Second pass of ``compute._PandasStage.centred_ss`` in SQL, over the PSU totals
-        table of ``M`` (not the rows): the coefficients and centres per (stratum, period,
-        group) go to the engine as a small table, joined to every PSU-period x group. Fetched
-        PSU totals: :func:`parts.centred_ss` in numpy."""
-        if not isinstance(M.psu[0], str):  # fetched PSU totals
+        """Second pass of ``compute._PandasStage.centred_ss`` over the PSU totals of ``M``:
+        :func:`parts.centred_ss` in numpy on the fetched ones, or bucket by bucket (the
+        buckets' sums add up: a PSU lies in one bucket; :meth:`_bucket_pass`)."""
+        n_s, ny = len(self.n_h), self.ny
+        if not isinstance(M.psu, _Buckets):  # fetched PSU totals
             k_py, k_g, psu_x, py_hy = M.psu
-            return centred_ss((k_py, k_g, psu_x), M.n_groups, reqs, py_hy, len(self.n_h),
-                              self.ny)
-        table, xcol = M.psu
-        G, ny, n_s = M.n_groups, self.ny, len(self.n_h)
-        hs, yi, g = (a.ravel() for a in np.indices((n_s, ny, G)))
-        a_lab = np.array([t[0] for t in self._strata], dtype=object)
-        h_lab = np.array([t[1] for t in self._strata], dtype=object)
-        coef = {"a": a_lab[hs], "h": h_lab[hs], "yi": yi, "g": g, "hs": hs}
-        terms, ids = [], list(reqs)
-        for k, iid in enumerate(ids):
-            r = reqs[iid]
-            ps = []
-            for j, (role, e) in enumerate(r["coef"].items()):
-                coef[f"e{k}_{j}"] = np.nan_to_num(np.asarray(e, dtype=float).ravel())
-                x = (f"d_{_safe(iid)}_{role}" if role in r["domain_roles"] else
-                     "(" + " + ".join(f"COALESCE(t.{c}, 0.0)" for c in xcol[iid][role]) + ")")
-                ps.append(f"c.e{k}_{j} * {x}")
-            coef[f"c{k}"] = np.nan_to_num(np.asarray(r["centre"], dtype=float).ravel())
-            terms.append(f"SUM(POWER({' + '.join(ps)} - c.c{k}, 2)) AS ss{k}")
-        dom = sorted({(iid, role) for iid in ids for role in reqs[iid]["domain_roles"]})
-        dsel = "".join(f", SUM({' + '.join(xcol[i][r])}) AS d_{_safe(i)}_{r}" for i, r in dom)
-        cname = f"msme_coef_{uuid.uuid4().hex}"
-        self.run.register(cname, pd.DataFrame(coef))
-        try:
-            res = self.run.query(
-                f"WITH pp AS (SELECT a, h, p, yi{dsel} FROM {table} GROUP BY a, h, p, yi) "
-                f"SELECT c.hs, c.yi, c.g, COUNT(*) AS np_, {', '.join(terms)} FROM pp "
-                f"JOIN {cname} c ON pp.a = c.a AND pp.h = c.h AND pp.yi = c.yi "
-                f"LEFT JOIN {table} t ON t.a = pp.a AND t.h = pp.h AND t.p = pp.p "
-                "AND t.yi = pp.yi AND t.g = c.g GROUP BY c.hs, c.yi, c.g")
-        finally:
-            self.run.drop(cname)
-        idx = (res["hs"].to_numpy(np.int64), res["yi"].to_numpy(np.int64),
-               res["g"].to_numpy(np.int64))
-
-        def arr(col: str) -> np.ndarray:
-            out = np.zeros((n_s, ny, G))
-            out[idx] = res[col].to_numpy(dtype=float)
-            return out
-
-        n_present = arr("np_")[:, :, 0]
-        return {iid: arr(f"ss{k}") for k, iid in enumerate(ids)}, n_present
+            return centred_ss((k_py, k_g, psu_x), M.n_groups, reqs, py_hy, n_s, ny)
+        ss: dict[str, np.ndarray] = {}
+        n_present = np.zeros((n_s, ny))
+        for path in M.psu.paths:
+            k_py, k_g, psu_x, py_hy = _load_psu(path, reqs)
+            part, n = centred_ss((k_py, k_g, psu_x), M.n_groups, reqs, py_hy, n_s, ny)
+            n_present += n
+            for iid, x in part.items():
+                ss[iid] = ss[iid] + x if iid in ss else x
+        return ss, n_present
 
     def release(self, M: Any = None) -> None:
-        """Drop the PSU table of ``M`` (default: every PSU table this stage made)."""
-        if M is not None and not isinstance(M.psu[0], str):
-            return  # fetched PSU totals: numpy arrays, nothing held by the engine
-        names = list(self._tables) if M is None else [M.psu[0]]
-        for name in names:
-            if name in self._tables:
-                self._tables.remove(name)
-                self.run.drop(name)
-
-    def _scatter(self, res: pd.DataFrame, alias: dict[str, str], labels: list[str],
-                 total: bool, psu: Any) -> Any:
-        G = len(labels)
-        hs = self._strata.get_indexer(pd.MultiIndex.from_arrays([res["a"], res["h"]]))
-        yi = res["yi"].to_numpy(dtype=np.int64)
-        g = res["g"].to_numpy(dtype=np.int64)
-        ok = (hs >= 0) & (yi < self.ny)
-        shape = (len(self.n_h), self.ny, G)
-
-        def arr(col: str) -> np.ndarray:
-            out = np.zeros(shape)
-            np.add.at(out, (hs[ok], yi[ok], g[ok]), res[col].to_numpy(dtype=float)[ok])
-            return out
-
-        m = {"__rows__": arr("r0"), "__psus__": arr("psus")}
-        if total:
-            m["__large__"] = arr("lg")
-        m.update({name: arr(a) for a, name in alias.items()})
-        return Moments(labels, m, psu)
+        """Delete the bucket files of ``M`` (default: every file this stage made)."""
+        if M is not None:
+            if isinstance(M.psu, _Buckets):
+                for path in M.psu.paths:
+                    Path(path).unlink(missing_ok=True)
+            return
+        if self._dir is not None:
+            shutil.rmtree(self._dir, ignore_errors=True)
+            self._dir = None
 
     # -- disclosure ---------------------------------------------------------------------------
     def fine_stats(self, inds: list[dict[str, Any]], breakdowns: list[str]
@@ -639,6 +632,60 @@ class SqlStage:
             d.update({c: f[c].to_numpy(float) for c in ("top1", "top2", "total")})
             out[str(iid)] = pd.DataFrame(d)
         return out
+
+
+class _Buckets:
+    """The per-bucket PSU arrays of one breakdown (``np.savez`` files, see _save_psu)."""
+
+    def __init__(self, paths: list[str]) -> None:
+        self.paths = paths
+
+
+def _buckets(folder: str, rows: float) -> list[list[str]]:
+    """The Parquet files of a ``bk``-partitioned folder in buckets: consecutive partitions
+    (ascending ``bk``) with at most ``rows`` rows together (a partition alone may have more)."""
+    import pyarrow.parquet as pq
+
+    parts_ = sorted(Path(folder).glob("bk=*"), key=lambda d: int(d.name.split("=", 1)[1]))
+    out: list[list[str]] = []
+    n = 0
+    for d in parts_:
+        files = sorted(str(f) for f in d.glob("*.parquet"))
+        size = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        if out and n + size <= rows:
+            out[-1] += files
+            n += size
+        else:
+            out.append(files)
+            n = size
+    return out
+
+
+def _read_parquet(files: list[str]) -> Any:
+    """The rows of some Parquet files as one Arrow table (partition column not added)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    return pa.concat_tables([pq.ParquetFile(f).read() for f in files])
+
+
+def _save_psu(path: str, psu: tuple) -> str:
+    """Write a Moments' ``psu`` tuple ``(k_py, k_g, psu_x, py_hy)`` to ``path`` (npz)."""
+    k_py, k_g, psu_x, py_hy = psu
+    arrays = {f"x|{iid}|{role}": x for iid, xs in psu_x.items() for role, x in xs.items()}
+    np.savez(path, k_py=k_py, k_g=k_g, py_hy=py_hy, **arrays)
+    return path
+
+
+def _load_psu(path: str, want: Any) -> tuple:
+    """:func:`_save_psu` read back, the PSU totals of the indicators in ``want`` only."""
+    with np.load(path) as f:
+        psu_x: dict[str, dict[str, np.ndarray]] = {}
+        for key in f.files:
+            if key.startswith("x|") and key.split("|")[1] in want:
+                _, iid, role = key.split("|", 2)
+                psu_x.setdefault(iid, {})[role] = f[key]
+        return f["k_py"], f["k_g"], psu_x, f["py_hy"]
 
 
 def _flag(cond: str) -> str:
