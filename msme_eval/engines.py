@@ -630,7 +630,8 @@ class _Runner:
     def write_parquet(self, sql: str, folder: str, partition_by: str) -> None:
         """Write the result of ``sql`` (over ``__src__``) as Parquet files under ``folder``,
         Hive-partitioned by the integer column ``partition_by`` (``folder/<col>=<v>/*.parquet``,
-        the column itself not stored in the files): out of core, one pass."""
+        the column itself not stored in the files): out of core, one pass (DuckDB: files
+        uncompressed, they are temporary)."""
         raise NotImplementedError
 
     def drop(self, name: str) -> None:
@@ -703,7 +704,8 @@ class _DuckRunner(_Runner):
 
     def write_parquet(self, sql: str, folder: str, partition_by: str) -> None:
         res = self.rel.query("__src__", f"COPY ({sql}) TO '{_plain(str(folder))}' (FORMAT "
-                             f"PARQUET, PARTITION_BY ({partition_by}), OVERWRITE_OR_IGNORE)")
+                             f"PARQUET, PARTITION_BY ({partition_by}), OVERWRITE_OR_IGNORE, "
+                             "COMPRESSION 'uncompressed')")
         if res is not None:  # a relation: make sure the statement ran
             res.fetchall()
 

@@ -494,13 +494,14 @@ def _bucket_keys(files: list[str]) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("psu", ["psu", None])
-@pytest.mark.parametrize("mode", ["fine", "bucket", "buckets"])
+@pytest.mark.parametrize("mode", ["fine", "table", "bucket", "buckets"])
 def test_indicators_sql_stage_matches_pandas(sample: dict, monkeypatch, mode, psu) -> None:
     """Every registry indicator (the year-to-year ones included), three breakdowns, 5 % item
     non-response: the SQL stage (a) gives the pandas rows to 1e-9 whichever way its PSU totals
     go (``FETCH_LIMIT`` against their sizes: the finest key fetched and rolled up in numpy;
-    or written by DuckDB as Parquet partitioned by PSU and read back in one bucket, or in
-    several buckets of at most ``BUCKET_ROWS`` rows, each stratum split across buckets),
+    kept in DuckDB and fetched as it has few rows after all; or written by DuckDB as Parquet
+    partitioned by PSU and read back in one bucket, or in several buckets of at most
+    ``BUCKET_ROWS`` rows, each stratum split across buckets),
     with PSUs or with the firm as the PSU."""
     from msme_eval import indicators
     from msme_eval.indicators import _sql
@@ -515,7 +516,10 @@ def test_indicators_sql_stage_matches_pandas(sample: dict, monkeypatch, mode, ps
     n_fine = panel.groupby(fine_keys, dropna=False, observed=True).ngroups
     largest = panel.groupby(fine_keys, dropna=False, observed=True).size().groupby(
         level=[0, 1]).size().max()  # fine rows of the largest stratum
-    limit = {"fine": psu_periods * np.prod(sizes), "bucket": 0, "buckets": 0}[mode]
+    # fine rows x 2 (the year-to-year parts are shifted copies) <= limit < the bound
+    limit = {"fine": psu_periods * np.prod(sizes), "table": 2 * n_fine, "bucket": 2 * n_fine - 1,
+             "buckets": 0}[mode]
+    assert psu_periods * np.prod(sizes) > 2 * n_fine
     monkeypatch.setattr(_sql, "FETCH_LIMIT", limit)
     if mode == "buckets":
         # rows counted with the shifted copies (x 2): a bucket holds half the fine rows of
@@ -531,7 +535,7 @@ def test_indicators_sql_stage_matches_pandas(sample: dict, monkeypatch, mode, ps
               design=design, singleton="centre")
     want = indicators.compute(sample["panel"], **kw)
     got = indicators.compute(str(sample["dir"]), engine="duckdb", **kw)
-    assert len(seen) == {"fine": 0, "bucket": 1, "buckets": len(seen)}[mode]
+    assert len(seen) == {"fine": 0, "table": 0, "bucket": 1, "buckets": len(seen)}[mode]
     if mode == "buckets":  # several buckets; strata split across them, a PSU in one only
         assert len(seen) >= 3 and sum(len(k) for k in keys) == n_fine
         per = pd.concat([k.drop_duplicates().assign(b=j) for j, k in enumerate(keys)])

@@ -19,6 +19,8 @@ roll-ups happen depends on the size of the fine table (see :meth:`SqlStage._psu_
 * at most ``FETCH_LIMIT`` rows (bound: PSU-periods x groups): fetched once through Arrow (text
   keys dictionary-encoded to integer codes) and rolled up in numpy -- the usual case:
   PSU-periods x groups are far fewer than firm rows;
+* else kept in the engine (DuckDB temp table spilled under ``memory_limit``; Spark persisted
+  view) and, if it has at most ``FETCH_LIMIT`` rows after all, fetched once the same way;
 * else (millions of PSUs: the firm as the PSU of a large census, or a register) *bucketed*
   (:meth:`SqlStage._bucket_pass`): the engine writes the fine table out of core (DuckDB
   ``COPY ... PARTITION_BY``; Spark ``partitionBy``) as Parquet partitioned by a hash of the
@@ -43,6 +45,7 @@ import math
 import os
 import shutil
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +127,6 @@ class SqlStage:
                  *[f"{self.d.distinct_list(self._str(q(b)))} AS l{j}" for j, b in enumerate(texts)]]
         t = self.run.query(
             f"SELECT {self._str(a)} AS a, {self.h} AS h, COUNT(DISTINCT {self.p}) AS n_h, "
-            "COUNT(*) AS n_r, "
             f"{', '.join(checks + lists)} FROM __src__ GROUP BY 1, 2")
         chk = t[[c.rsplit(" AS ", 1)[1] for c in checks]].sum()
         what = {"bad_area": f"column {self.area_col!r} is missing",
@@ -145,7 +147,6 @@ class SqlStage:
         self.areas = pd.Index(sorted(t["a"].unique()))
         self.h_area = self.areas.get_indexer(t["a"]).astype(np.int64)
         self.n_h = t["n_h"].to_numpy(dtype=np.int64)
-        self.n_rows = int(t["n_r"].sum())
         self._strata = pd.Index(list(zip(t["a"], t["h"])))
         self._strata_txt = [f"{a}|{h}" for a, h in zip(t["a"], t["h"])]
         if len(self.years) and self.years[-1] - self.years[0] == len(self.years) - 1:
@@ -323,6 +324,8 @@ class SqlStage:
 
         * bound ``PSU-periods x prod(groups)`` at most ``FETCH_LIMIT`` rows: fetched at once
           (Arrow), every breakdown rolled up from them in numpy;
+        * else kept in the engine (DuckDB temp table, spilled under a memory limit; Spark:
+          persisted) and fetched at once if it has few rows after all (``FETCH_LIMIT``);
         * else bucketed (:meth:`_bucket_pass`): the engine writes them out of core as Parquet
           partitioned by a hash of the PSU, read back a bucket at a time (``BUCKET_ROWS``).
         """
@@ -347,19 +350,28 @@ class SqlStage:
             self._fine = "local"
             L = self._fetch(f"WITH rows_ AS ({row_sql}), fine AS ({fine}) "
                             + self._shifted("fine", list(groups)))
-            self._local = (L, L)
+            self._local = (L, self._cell_counts(L))
             return
         self._fine = "buckets"
-        self._bucket_pass(f"WITH rows_ AS ({row_sql}) {fine}",
-                          min(bound, float(self.n_rows)) * len(self._shifts))
+        table = f"msme_fine_{uuid.uuid4().hex}"
+        self.run.materialise(table, f"WITH rows_ AS ({row_sql}) {fine}")
+        try:
+            n = int(self.run.query(f"SELECT COUNT(*) AS n FROM {table}")["n"].iloc[0])
+            if n * len(self._shifts) <= self.fetch_limit:  # fewer rows than the bound said
+                L = self._fetch(self._shifted(table, list(groups)))
+                self._local = (L, self._cell_counts(L))
+            else:
+                self._bucket_pass(table, n * len(self._shifts))
+        finally:
+            self.run.drop(table)  # its memory (or spill file) goes now
 
     # -- the bucketed path -------------------------------------------------------------------
-    def _bucket_pass(self, fine_sql: str, bound: float) -> None:
+    def _bucket_pass(self, table: str, rows: int) -> None:
         """Every breakdown's moments from fine PSU totals too many to fetch at once.
 
-        The engine writes the fine table (one aggregation, out of core) as Parquet files
-        partitioned by ``bk = hash(country, stratum, PSU) mod K`` (``K`` from the row bound
-        ``bound``, so a partition holds about ``BUCKET_ROWS`` rows or fewer); consecutive
+        The engine writes the fine table ``table`` (``rows`` rows with the shifted copies) as
+        Parquet files partitioned by ``bk = hash(country, stratum, PSU) mod K`` (``K`` such
+        that a partition holds about ``BUCKET_ROWS / 1.2`` rows); consecutive
         partitions are read back in buckets of at most ``BUCKET_ROWS`` rows (Parquet
         metadata), each rolled up in numpy like the fetched path (:meth:`_local_moments`).
         A PSU (all its periods and groups) lies in one bucket, so every moment -- a sum over
@@ -367,30 +379,54 @@ class SqlStage:
         so are the centred sums ``sum_i (u_i - c)^2`` and the PSU-periods counted by
         :func:`parts.centred_ss` (each PSU-period in one bucket): the result is exact however
         a stratum is split. Each bucket's per-PSU arrays for the second pass are kept in a
-        temporary folder (``np.savez``), removed by :meth:`release`.
+        temporary folder (``np.savez``), removed by :meth:`release`. One bucket only: its rows
+        are kept as the fetched table (each breakdown rolled up when asked for).
         """
-        k = int(min(MAX_BUCKETS, max(1, math.ceil(bound / max(self.bucket_rows, 1)))))
+        k = int(min(MAX_BUCKETS, max(1, math.ceil(1.2 * rows / max(self.bucket_rows, 1)))))
         self._dir = tempfile.mkdtemp(prefix="msme_eval_psu_")
         folder = os.path.join(self._dir, "fine")
         bk = "0" if k == 1 else (f"CAST(hash(a, h, p) % {k} AS INTEGER)"
                                  if self.d.name == "duckdb" else f"pmod(hash(a, h, p), {k})")
-        self.run.write_parquet(f"SELECT *, {bk} AS bk FROM ({fine_sql}) AS f", folder, "bk")
+        self.run.write_parquet(f"SELECT *, {bk} AS bk FROM {table}", folder, "bk")
         names: list[str | None] = [None, *self._groups]
         sums: dict[str | None, dict[str, np.ndarray]] = {b: {} for b in names}
         paths: dict[str | None, list[str]] = {b: [] for b in names}
-        for j, files in enumerate(_buckets(folder, self.bucket_rows / len(self._shifts))):
+        buckets = _buckets(folder, self.bucket_rows / len(self._shifts))
+        for j, files in enumerate(buckets):
             L = self._arrays(self._shift_arrow(_read_parquet(files)))
+            C = self._cell_counts(L)
+            if len(buckets) == 1:  # few rows after all: the fetched path
+                self._local = (L, C)
+                break
             for b in names:
                 gcol, labels = (None, [TOTAL]) if b is None else self._groups[b]
-                M = self._local_moments(L, L, gcol, labels, b is None)
+                M = self._local_moments(L, C, gcol, labels, b is None)
                 for name, x in M.m.items():
                     sums[b][name] = sums[b][name] + x if name in sums[b] else x
                 paths[b].append(_save_psu(os.path.join(self._dir, f"psu{j}_{b}.npz"), M.psu))
-            del L
+            del L, C
         shutil.rmtree(folder, ignore_errors=True)
-        for b in names:
+        for b in names if self._local is None else []:
             labels = [TOTAL] if b is None else self._groups[b][1]
             self._bucketed[b] = Moments(labels, sums[b], _Buckets(paths[b]))
+
+    def _cell_counts(self, L: dict[str, Any]) -> dict[str, Any]:
+        """The record counts of fine rows ``L`` summed per fine cell (stratum-period and the
+        group of every breakdown, no PSU): the ``C`` of :meth:`_local_moments`, so that each
+        breakdown sums the counts over cells, not over PSU rows. The count columns leave
+        ``L``."""
+        key = L["hy"]
+        for g, labels in self._groups.values():
+            key = key * len(labels) + L[g]
+        cells, inv = np.unique(key, return_inverse=True)
+        C: dict[str, Any] = {}
+        for g, labels in reversed(list(self._groups.values())):
+            C[g] = cells % len(labels)
+            cells = cells // len(labels)
+        C["hy"] = cells
+        for c in ["r0", "lg", *(n for n, kd, _ in self._phys if kd != "x")]:
+            C[c] = np.bincount(inv, weights=L.pop(c), minlength=len(C["hy"]))
+        return C
 
     def _shift_arrow(self, tab: Any) -> Any:
         """:meth:`_shifted` on an Arrow table of fine rows (a bucket): per shift s, the rows
