@@ -489,8 +489,7 @@ def _record_buckets(monkeypatch) -> list[list[str]]:
 
 def _bucket_keys(files: list[str]) -> pd.DataFrame:
     """(country, stratum, PSU) keys and row count of one bucket (read while it exists)."""
-    tab = pa.concat_tables([pq.read_table(f, columns=["a", "h", "p"]) for f in files])
-    return tab.to_pandas()
+    return engines.read_partition(files).select(["a", "h", "p"]).to_pandas()
 
 
 @pytest.mark.parametrize("psu", ["psu", None])
@@ -499,8 +498,8 @@ def test_indicators_sql_stage_matches_pandas(sample: dict, monkeypatch, mode, ps
     """Every registry indicator (the year-to-year ones included), three breakdowns, 5 % item
     non-response: the SQL stage (a) gives the pandas rows to 1e-9 whichever way its PSU totals
     go (``FETCH_LIMIT`` against their sizes: the finest key fetched and rolled up in numpy;
-    kept in DuckDB and fetched as it has few rows after all; or written by DuckDB as Parquet
-    partitioned by PSU and read back in one bucket, or in several buckets of at most
+    kept in DuckDB and fetched as it has few rows after all; or written out of DuckDB as
+    Arrow files partitioned by PSU and read back in one bucket, or in several buckets of at most
     ``BUCKET_ROWS`` rows, each stratum split across buckets),
     with PSUs or with the firm as the PSU."""
     from msme_eval import indicators
@@ -527,8 +526,8 @@ def test_indicators_sql_stage_matches_pandas(sample: dict, monkeypatch, mode, ps
         monkeypatch.setattr(_sql, "BUCKET_ROWS", int(largest))
     seen = _record_buckets(monkeypatch)
     keys: list[pd.DataFrame] = []
-    real_read = _sql._read_parquet
-    monkeypatch.setattr(_sql, "_read_parquet",
+    real_read = _sql._read_bucket
+    monkeypatch.setattr(_sql, "_read_bucket",
                         lambda files: (keys.append(_bucket_keys(files)), real_read(files))[1])
     design = ("weight", "strata", psu) if psu else ("weight", "strata")
     kw = dict(breakdowns=["size_class", "owner_female", "sector"], disclosure=False,

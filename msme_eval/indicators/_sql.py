@@ -387,13 +387,14 @@ class SqlStage:
         folder = os.path.join(self._dir, "fine")
         bk = "0" if k == 1 else (f"CAST(hash(a, h, p) % {k} AS INTEGER)"
                                  if self.d.name == "duckdb" else f"pmod(hash(a, h, p), {k})")
-        self.run.write_parquet(f"SELECT *, {bk} AS bk FROM {table}", folder, "bk")
+        self.run.write_partitioned(f"SELECT *, {bk} AS bk FROM {table}", folder, "bk")
+        self.run.drop(table)  # the engine's memory goes before the buckets are read
         names: list[str | None] = [None, *self._groups]
         sums: dict[str | None, dict[str, np.ndarray]] = {b: {} for b in names}
         paths: dict[str | None, list[str]] = {b: [] for b in names}
         buckets = _buckets(folder, self.bucket_rows / len(self._shifts))
         for j, files in enumerate(buckets):
-            L = self._arrays(self._shift_arrow(_read_parquet(files)))
+            L = self._arrays(self._shift_arrow(_read_bucket(files)))
             C = self._cell_counts(L)
             if len(buckets) == 1:  # few rows after all: the fetched path
                 self._local = (L, C)
@@ -678,16 +679,15 @@ class _Buckets:
 
 
 def _buckets(folder: str, rows: float) -> list[list[str]]:
-    """The Parquet files of a ``bk``-partitioned folder in buckets: consecutive partitions
-    (ascending ``bk``) with at most ``rows`` rows together (a partition alone may have more)."""
-    import pyarrow.parquet as pq
-
+    """The files of a ``bk``-partitioned folder (``engines`` ``write_partitioned``) in
+    buckets: consecutive partitions (ascending ``bk``) with at most ``rows`` rows together (a
+    partition alone may have more)."""
     parts_ = sorted(Path(folder).glob("bk=*"), key=lambda d: int(d.name.split("=", 1)[1]))
     out: list[list[str]] = []
     n = 0
     for d in parts_:
-        files = sorted(str(f) for f in d.glob("*.parquet"))
-        size = sum(pq.ParquetFile(f).metadata.num_rows for f in files)
+        files = sorted(str(f) for f in d.iterdir() if f.suffix in (".arrow", ".parquet"))
+        size = sum(engines.partition_rows(f) for f in files)
         if out and n + size <= rows:
             out[-1] += files
             n += size
@@ -697,12 +697,9 @@ def _buckets(folder: str, rows: float) -> list[list[str]]:
     return out
 
 
-def _read_parquet(files: list[str]) -> Any:
-    """The rows of some Parquet files as one Arrow table (partition column not added)."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    return pa.concat_tables([pq.ParquetFile(f).read() for f in files])
+def _read_bucket(files: list[str]) -> Any:
+    """The rows of a bucket's files as one Arrow table (:func:`engines.read_partition`)."""
+    return engines.read_partition(files)
 
 
 def _save_psu(path: str, psu: tuple) -> str:
