@@ -33,31 +33,40 @@ Datasets: ``msme-eval sample --firms N --seed 0 --out DIR`` (``synth.write_parti
 about 6.95 firm-years per firm: 1.44M firms ~ 10M rows, 14.4M firms ~ 100M rows). A missing
 ``--data`` folder is generated with ``--firms``. Results are appended to ``--csv``.
 
-Measured on the 2-core machine, 2026-12-03, session 6 (``--memory-limit 1GB``, threads 2;
+Measured on the 2-core machine, 2026-12-03, session 7 (``--memory-limit 1GB``, threads 2;
 ratio to the floor of the same run; peak = process tree RSS; datasets with ``--chunk-firms``
-100,000 unless said):
+100,000 unless said; the machine shared with other engineers' test runs, load ~1.5-2):
 
 ==========  ======  =======  =======  ===============================================
 rows        case    wall s   peak GB  x floor
 ==========  ======  =======  =======  ===============================================
-1.0M        floor   0.4      0.29     1.00
-1.0M        pandas  1.2      0.75     2.76 (+0.3 s read into memory)
-1.0M        duckdb  1.0      0.44     2.13 (faster than pandas in memory)
-10.0M       floor   2.8      0.91     1.00
-10.0M       pandas  10.6     4.75     3.83 (+2.4 s read)
-10.0M       duckdb  4.9      1.23     1.77
-97.6M       floor   22.2     1.12     1.00 (``--chunk-firms 1000000``: 0.99M PSU-period cells)
-97.6M       duckdb  31.3     1.95     1.41 (machine busy with a test run)
-100.0M      floor   32.9     3.21     1.00 (chunk 100,000: 5.19M PSU-period cells)
-100.0M      duckdb  195.0    3.95     5.93 (PSU totals above ``FETCH_LIMIT``: SQL path)
+1.0M        floor   0.5      0.30     1.00
+1.0M        duckdb  1.0      0.43     2.07 (session 6: 1.0 s, 2.13x)
+10.0M       floor   3.0      0.89     1.00
+10.0M       duckdb  5.1      1.25     1.73 (5.1-5.5 s over runs; session 6: 4.9 s, 1.77x;
+                                           the session-6 code on the same machine: 5.3 s)
+95.3M       floor   13.4     1.10     1.00 (``--rows 9.76e7 --chunk-firms 1000000``: 0.99M
+                                           PSU-period cells)
+95.3M       duckdb  18.8     2.41     1.40 (fine table fetched from the temp table; session 6
+                                           on a 97.6M dataset: 31.3 s, 1.41x)
+100.0M      floor   31.5     3.19     1.00 (chunk 100,000: 5.19M PSU-period cells)
+100.0M      duckdb  65.8     2.39     2.09 (bucketed path; session 6: 195.0 s, 5.93x, 3.95 GB)
 ==========  ======  =======  =======  ===============================================
 
+Session 6, for comparison: 1M pandas 1.2 s / 0.75 GB (2.76x, +0.3 s read into memory); 10M
+pandas 10.6 s / 4.75 GB (3.83x, +2.4 s read).
+
 The PSU labels of ``synth.write_partitioned`` carry the chunk, so the number of PSUs grows
-with the number of chunks. When the PSU totals of a breakdown exceed ``_sql.FETCH_LIMIT``
-rows (6M), the centred second pass and the breakdown moments run as SQL joins over the
-persisted PSU table, which at 5.19M PSU-periods costs 5.9x the floor (moments ~90 s, centred
-pass ~100 s of 195 s); a survey has hundreds to thousands of PSUs, a register used as its own
-PSUs (one firm = one PSU) has millions and takes that path.
+with the number of chunks; a survey has hundreds to thousands of PSUs, a register used as its
+own PSUs (one firm = one PSU) has millions. When the PSU totals at the finest key (PSU-period
+x the group of every breakdown) exceed ``_sql.FETCH_LIMIT`` rows (6M; 10.3M fine rows at
+100M rows), the DuckDB engine takes the bucketed path: the fine table (one aggregation, kept
+as a temp table, ~28 s of the 66 s) is streamed in Arrow batches into Arrow IPC files
+partitioned by a hash of the PSU (~5 s), read back bucket by bucket (``_sql.BUCKET_ROWS`` =
+2M rows: 7 buckets of ~1.5M) and rolled up in numpy (~10 s); the centred second pass
+runs per bucket over the saved per-PSU arrays (~13 s over the 8 passes, plus ~5 s saving
+and loading them). Session 6 ran that case as SQL joins on text keys: moments ~90 s and
+centred pass ~100 s of 195 s.
 """
 from __future__ import annotations
 

@@ -618,3 +618,50 @@ def test_spark_indicators_match_pandas(spark, sample: dict, monkeypatch, limit) 
     for col in ("value", "se", "n"):
         np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float),
                                    rtol=RTOL, atol=1e-10, equal_nan=True, err_msg=col)
+
+
+def test_duckdb_write_partitioned_round_trip(tmp_path) -> None:
+    """``write_partitioned`` (DuckDB: record batches streamed into Arrow IPC files, more rows
+    than one batch) puts every row in the folder of its key, once; ``partition_rows`` and
+    ``read_partition`` read them back (the key column not stored)."""
+    n = (1 << 18) + 12345  # two record batches
+    frame = pd.DataFrame({"k": np.arange(n) % 7, "x": np.arange(n, dtype=float)})
+    run = engines.runner(frame, "duckdb")
+    run.write_partitioned("SELECT x, CAST(k AS INTEGER) AS bk FROM __src__", str(tmp_path), "bk")
+    folders = sorted(p.name for p in tmp_path.iterdir())
+    assert folders == [f"bk={j}" for j in range(7)]
+    total = 0
+    for j in range(7):
+        files = [str(f) for f in (tmp_path / f"bk={j}").iterdir()]
+        tab = engines.read_partition(files)
+        assert tab.column_names == ["x"]
+        x = np.sort(tab.column("x").to_numpy())
+        np.testing.assert_array_equal(x, np.arange(j, n, 7, dtype=float))
+        assert sum(engines.partition_rows(f) for f in files) == len(x)
+        total += len(x)
+    assert total == n
+
+
+def test_indicators_bucket_files_removed(sample: dict, monkeypatch, tmp_path) -> None:
+    """The bucketed path's temporary files go when compute ends, and when it fails midway."""
+    import tempfile
+
+    from msme_eval import indicators
+    from msme_eval.indicators import _sql
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(_sql, "FETCH_LIMIT", 0)
+    monkeypatch.setattr(_sql, "BUCKET_ROWS", 2000)
+    kw = dict(indicators=["K01", "O03"], breakdowns=["owner_female"], disclosure=False)
+    seen = _record_buckets(monkeypatch)
+    out = indicators.compute(str(sample["path"]), engine="duckdb", **kw)
+    assert len(seen) >= 3 and out["se"].notna().sum() > 10
+    assert list(tmp_path.iterdir()) == []
+
+    def fail(files: list[str]) -> None:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(_sql, "_read_bucket", fail)
+    with pytest.raises(OSError, match="disk full"):
+        indicators.compute(str(sample["path"]), engine="duckdb", **kw)
+    assert list(tmp_path.iterdir()) == []

@@ -22,19 +22,20 @@ roll-ups happen depends on the size of the fine table (see :meth:`SqlStage._psu_
 * else kept in the engine (DuckDB temp table spilled under ``memory_limit``; Spark persisted
   view) and, if it has at most ``FETCH_LIMIT`` rows after all, fetched once the same way;
 * else (millions of PSUs: the firm as the PSU of a large census, or a register) *bucketed*
-  (:meth:`SqlStage._bucket_pass`): the engine writes the fine table out of core (DuckDB
-  ``COPY ... PARTITION_BY``; Spark ``partitionBy``) as Parquet partitioned by a hash of the
-  PSU; the partitions are read back in buckets of at most ``BUCKET_ROWS`` rows, each rolled
-  up in numpy exactly like the fetched table, and the buckets' moments added up (a PSU lies
-  in one bucket; every moment is a sum over PSUs). Each bucket's per-PSU arrays are kept on
-  disk for the second pass (temporary folder, removed by :meth:`SqlStage.release`).
+  (:meth:`SqlStage._bucket_pass`): the fine table is written out of core in files
+  partitioned by a hash of the PSU (DuckDB: Arrow record batches streamed into Arrow IPC
+  files; Spark: ``partitionBy`` Parquet); they are read back in buckets of at most
+  ``BUCKET_ROWS`` rows, each rolled up in numpy exactly like the fetched table, and the
+  buckets' moments added up (a PSU lies in one bucket; every moment is a sum over PSUs).
+  Each bucket's per-PSU arrays are kept on disk for the second pass (temporary folder,
+  removed by :meth:`SqlStage.release`).
 
 Either way the estimator (:class:`table._Estimator`) turns the cell sums into point
 estimates and linearisation coefficients, and the centred second pass over the PSU totals
 (:func:`parts.centred_ss` in numpy, bucket by bucket on the bucketed path; its sums and
-PSU-period counts add up over buckets too) gives the variance. No SQL join on text keys and
-no table of the size of the PSU totals held in memory: memory is bounded by ``FETCH_LIMIT``
-or ``BUCKET_ROWS`` rows plus the engine's own ``memory_limit``. The numbers agree with the
+PSU-period counts add up over buckets too) gives the variance. No SQL join on text keys
+and no table of the size of the PSU totals held in Python: memory is bounded by
+``FETCH_LIMIT`` or ``BUCKET_ROWS`` rows plus the engine's own ``memory_limit``. The numbers agree with the
 pandas path to ~1e-12 (summation order only). Disclosure cell statistics (contributors,
 top-2 magnitudes, total per fine cell) are one more query (DuckDB ``max(x, 2)``; Spark
 ``row_number``).
@@ -326,8 +327,8 @@ class SqlStage:
           (Arrow), every breakdown rolled up from them in numpy;
         * else kept in the engine (DuckDB temp table, spilled under a memory limit; Spark:
           persisted) and fetched at once if it has few rows after all (``FETCH_LIMIT``);
-        * else bucketed (:meth:`_bucket_pass`): the engine writes them out of core as Parquet
-          partitioned by a hash of the PSU, read back a bucket at a time (``BUCKET_ROWS``).
+        * else bucketed (:meth:`_bucket_pass`): written out of core in files partitioned by
+          a hash of the PSU, read back a bucket at a time (``BUCKET_ROWS`` rows).
         """
         if self._fine is not None:
             return
@@ -362,6 +363,9 @@ class SqlStage:
                 self._local = (L, self._cell_counts(L))
             else:
                 self._bucket_pass(table, n * len(self._shifts))
+        except BaseException:
+            self.release()  # no bucket files left behind (the caller has no stage yet)
+            raise
         finally:
             self.run.drop(table)  # its memory (or spill file) goes now
 
@@ -369,11 +373,14 @@ class SqlStage:
     def _bucket_pass(self, table: str, rows: int) -> None:
         """Every breakdown's moments from fine PSU totals too many to fetch at once.
 
-        The engine writes the fine table ``table`` (``rows`` rows with the shifted copies) as
-        Parquet files partitioned by ``bk = hash(country, stratum, PSU) mod K`` (``K`` such
-        that a partition holds about ``BUCKET_ROWS / 1.2`` rows); consecutive
-        partitions are read back in buckets of at most ``BUCKET_ROWS`` rows (Parquet
-        metadata), each rolled up in numpy like the fetched path (:meth:`_local_moments`).
+        The fine table ``table`` (``rows`` rows with the shifted copies) is written in files
+        partitioned by ``bk = hash(country, stratum, PSU) mod K`` (``K`` such that a
+        partition holds about ``BUCKET_ROWS / 1.2`` rows, room for the spread of the hash;
+        ``engines`` ``write_partitioned``: DuckDB streams Arrow record batches into Arrow IPC
+        files, Spark writes Parquet) in a temporary folder (``tempfile``: ``TMPDIR``; on a
+        Spark cluster it must be a folder the driver and executors share). Consecutive
+        partitions are read back in buckets of at most ``BUCKET_ROWS`` rows (file metadata),
+        each rolled up in numpy like the fetched path (:meth:`_local_moments`).
         A PSU (all its periods and groups) lies in one bucket, so every moment -- a sum over
         the PSUs of a (stratum, period, group) cell -- is the sum of the buckets' moments, and
         so are the centred sums ``sum_i (u_i - c)^2`` and the PSU-periods counted by
