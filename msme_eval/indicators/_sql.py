@@ -710,10 +710,19 @@ def _read_bucket(files: list[str]) -> Any:
 
 
 def _save_psu(path: str, psu: tuple) -> str:
-    """Write a Moments' ``psu`` tuple ``(k_py, k_g, psu_x, py_hy)`` to ``path`` (npz)."""
+    """Write a Moments' ``psu`` tuple ``(k_py, k_g, psu_x, py_hy)`` to ``path`` (npz); an
+    array shared by several indicators/roles (one part column) is stored once."""
     k_py, k_g, psu_x, py_hy = psu
-    arrays = {f"x|{iid}|{role}": x for iid, xs in psu_x.items() for role, x in xs.items()}
-    np.savez(path, k_py=k_py, k_g=k_g, py_hy=py_hy, **arrays)
+    keys: dict[int, str] = {}
+    arrays: dict[str, np.ndarray] = {}
+    names = []
+    for iid, xs in psu_x.items():
+        for role, x in xs.items():
+            if id(x) not in keys:
+                keys[id(x)] = f"a{len(keys)}"
+                arrays[keys[id(x)]] = x
+            names.append(f"{iid}|{role}|{keys[id(x)]}")
+    np.savez(path, k_py=k_py, k_g=k_g, py_hy=py_hy, names=np.array(names), **arrays)
     return path
 
 
@@ -721,10 +730,13 @@ def _load_psu(path: str, want: Any) -> tuple:
     """:func:`_save_psu` read back, the PSU totals of the indicators in ``want`` only."""
     with np.load(path) as f:
         psu_x: dict[str, dict[str, np.ndarray]] = {}
-        for key in f.files:
-            if key.startswith("x|") and key.split("|")[1] in want:
-                _, iid, role = key.split("|", 2)
-                psu_x.setdefault(iid, {})[role] = f[key]
+        got: dict[str, np.ndarray] = {}
+        for name in f["names"]:
+            iid, role, key = str(name).split("|")
+            if iid in want:
+                if key not in got:
+                    got[key] = f[key]
+                psu_x.setdefault(iid, {})[role] = got[key]
         return f["k_py"], f["k_g"], psu_x, f["py_hy"]
 
 
