@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -664,4 +665,29 @@ def test_indicators_bucket_files_removed(sample: dict, monkeypatch, tmp_path) ->
     monkeypatch.setattr(_sql, "_read_bucket", fail)
     with pytest.raises(OSError, match="disk full"):
         indicators.compute(str(sample["path"]), engine="duckdb", **kw)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_indicators_bucket_rows_lost_is_an_error(sample: dict, monkeypatch, tmp_path) -> None:
+    """If fewer PSU-total rows come back from the temporary folder than the engine wrote (a
+    Spark cluster whose executors write to their own disks), compute stops with the fix
+    instead of publishing estimates from part of the data; no file is left behind."""
+    import tempfile
+
+    from msme_eval import engines, indicators
+    from msme_eval.indicators import _sql
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    monkeypatch.setattr(_sql, "FETCH_LIMIT", 0)
+    monkeypatch.setattr(_sql, "BUCKET_ROWS", 2000)
+    write = engines._DuckRunner.write_partitioned
+
+    def write_then_lose_one(self, sql: str, folder: str, partition_by: str) -> None:
+        write(self, sql, folder, partition_by)
+        next(iter(sorted(Path(folder).glob("bk=*/*")))).unlink()
+
+    monkeypatch.setattr(engines._DuckRunner, "write_partitioned", write_then_lose_one)
+    with pytest.raises(RuntimeError, match="rows of PSU totals came back.*TMPDIR"):
+        indicators.compute(str(sample["path"]), engine="duckdb", indicators=["K01"],
+                           breakdowns=["owner_female"], disclosure=False)
     assert list(tmp_path.iterdir()) == []

@@ -400,6 +400,13 @@ class SqlStage:
         sums: dict[str | None, dict[str, np.ndarray]] = {b: {} for b in names}
         paths: dict[str | None, list[str]] = {b: [] for b in names}
         buckets = _buckets(folder, self.bucket_rows / len(self._shifts))
+        written = sum(engines.partition_rows(f) for files in buckets for f in files)
+        if written != rows // len(self._shifts):  # e.g. executors wrote to their own disks
+            raise RuntimeError(
+                f"{self.run.describe}: {written:,} of the {rows // len(self._shifts):,} rows of "
+                f"PSU totals came back from the temporary folder {self._dir}. Fix: on a Spark "
+                "cluster set TMPDIR (Python's tempfile folder) to a path the driver and every "
+                "executor share, or compute with engine='duckdb'.")
         for j, files in enumerate(buckets):
             L = self._arrays(self._shift_arrow(_read_bucket(files)))
             C = self._cell_counts(L)
