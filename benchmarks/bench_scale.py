@@ -57,6 +57,12 @@ rows        case    wall s   peak GB  x floor
 Session 6, for comparison: 1M pandas 1.2 s / 0.75 GB (2.76x, +0.3 s read into memory); 10M
 pandas 10.6 s / 4.75 GB (3.83x, +2.4 s read).
 
+One run on a quiet machine, session 7 (``--rows 1e6 1e7 1e8 --cases floor,pandas,duckdb
+--memory-limit 1GB --threads 2``; wall s / peak GB / x floor): 1M floor 0.4 / 0.29, pandas
+1.3 / 0.76 / 3.13 (+0.4 s read), duckdb 0.9 / 0.43 / 2.19; 10M floor 2.7 / 0.82, pandas
+10.9 / 4.84 / 3.99 (+2.5 s read), duckdb 4.9 / 1.42 / 1.80; 100M floor 31.6 / 3.29, duckdb
+64.6 / 2.30 / 2.04 (pandas not run: 100M rows do not fit in memory).
+
 The PSU labels of ``synth.write_partitioned`` carry the chunk, so the number of PSUs grows
 with the number of chunks; a survey has hundreds to thousands of PSUs, a register used as its
 own PSUs (one firm = one PSU) has millions. When the PSU totals at the finest key (PSU-period
