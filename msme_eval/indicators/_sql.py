@@ -475,22 +475,19 @@ class SqlStage:
                 + ", ".join(f"{_total(n, kd)} AS {n}" for n, kd, _ in self._phys)
                 + f" FROM rows_ WHERE yi IS NOT NULL GROUP BY {keys}")
 
-    def _shifted(self, src: str, groups: list[str], kinds: str = "xn") -> str:
+    def _shifted(self, src: str, groups: list[str]) -> str:
         """The rows of ``src`` (fine table) with the parts of a one-year shift moved to period
-        ``yi + s`` (``UNION ALL``; a key may repeat: the consumer sums). ``kinds``: "x" the
-        weighted parts only (with the PSU key), "n" the counts only (no PSU), "xn" both."""
-        phys = [c for c in self._phys if (c[1] == "x" and "x" in kinds)
-                or (c[1] != "x" and "n" in kinds)]
+        ``yi + s`` (``UNION ALL``; a key may repeat: the consumer sums); the record counts
+        ``r0``/``lg`` stay at shift 0. :meth:`_shift_arrow` does the same on a bucket."""
         blocks = []
         for s in self._shifts:
             items = [n if sh == s else f"CAST(0 AS {'DOUBLE' if kd == 'x' else 'BIGINT'})"
-                     for n, kd, sh in phys]
-            head = ["a", "h", *(["p"] if "x" in kinds else []), f"yi + {s} AS yi", *groups]
-            if "n" in kinds:
-                head += ["r0" if s == 0 else "CAST(0 AS BIGINT) AS r0",
-                         "lg" if s == 0 else "CAST(0 AS BIGINT) AS lg"]
+                     for n, kd, sh in self._phys]
+            head = ["a", "h", "p", f"yi + {s} AS yi", *groups,
+                    "r0" if s == 0 else "CAST(0 AS BIGINT) AS r0",
+                    "lg" if s == 0 else "CAST(0 AS BIGINT) AS lg"]
             blocks.append(f"SELECT {', '.join(head)}, "
-                          + ", ".join(f"{e} AS {c[0]}" for e, c in zip(items, phys))
+                          + ", ".join(f"{e} AS {c[0]}" for e, c in zip(items, self._phys))
                           + f" FROM {src}")
         return " UNION ALL ".join(blocks)
 
