@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import queue
 import shutil
 import signal
 import subprocess
@@ -252,19 +251,47 @@ class _FitGate:
         self.left: dict[str, int] = {}
         for f in fits:
             self.left[f.area] = self.left.get(f.area, 0) + 1
-        self.ready = {area: threading.Event() for area in self.left}
-        self.lock = threading.Lock()
+        self.changed = threading.Condition()
 
     def done(self, fit: FitJob) -> None:
         """One fit ended (ok or not: a page computes what a failed fit left out)."""
-        with self.lock:
+        with self.changed:
             self.left[fit.area] -= 1
-            if self.left[fit.area] == 0:
-                self.ready[fit.area].set()
+            self.changed.notify_all()
+
+    def is_open(self, job: Job | FitJob | ExportJob) -> bool:
+        return not (isinstance(job, Job) and "impact" in job.template.needs
+                    and self.left.get(job.country, 0) > 0)
 
     def wait(self, job: Job) -> None:
-        if "impact" in job.template.needs and job.country in self.ready:
-            self.ready[job.country].wait()
+        with self.changed:
+            self.changed.wait_for(lambda: self.is_open(job))
+
+
+class _Todo:
+    """The jobs of a phase in order. A worker takes the first one it can start now: a page
+    whose impact fits still run is passed over (it does not hold a worker idle while other
+    jobs are left) and taken as soon as its fits end."""
+
+    def __init__(self, jobs: list[Job | FitJob | ExportJob], gate: _FitGate) -> None:
+        self.jobs, self.gate = list(jobs), gate
+
+    def take(self) -> Job | FitJob | ExportJob | None:
+        """The first job that can start (waits while only pages waiting for fits are left);
+        None when there is none left."""
+        with self.gate.changed:
+            while self.jobs:
+                for i, job in enumerate(self.jobs):
+                    if self.gate.is_open(job):
+                        return self.jobs.pop(i)
+                self.gate.changed.wait()
+            return None
+
+    def clear(self) -> None:
+        """No job starts after this (interrupt); waiting workers return."""
+        with self.gate.changed:
+            self.jobs.clear()
+            self.gate.changed.notify_all()
 
 
 class _Background:
@@ -707,7 +734,7 @@ def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[s
                 early.take_snapshot()
                 batch.insert(0, early)
             done = background.start if background is not None and phase == phases[-1] else None
-            _run_batch(batch, workers, one, results, say, done)
+            _run_batch(_Todo(batch, gate), workers, one, results, say, done)
             _collect_tables(work, [j for j in batch if isinstance(j, Job)])
         ok = True
     finally:
@@ -758,23 +785,16 @@ def start_workers(params: CycleParams, work: Path) -> list[KernelWorker]:
     return workers
 
 
-def _run_batch(batch: list[Job | FitJob | ExportJob], workers: list[KernelWorker],
+def _run_batch(todo: _Todo, workers: list[KernelWorker],
                one: Callable[[Job | FitJob | ExportJob, KernelWorker], NotebookRun | None],
                results: dict[str, NotebookRun], say: Callable[[str], None],
                idle_worker: Callable[[Callable[[], None]], None] | None = None) -> None:
-    """One phase: each worker, on a thread of its own, takes the next job of ``batch`` (in
-    order) until none is left; outcomes into ``results``. ``idle_worker`` (in the last phase)
-    gets the ``close`` of a worker that has found nothing left to do."""
-    todo: queue.SimpleQueue[Job | FitJob | ExportJob] = queue.SimpleQueue()
-    for job in batch:
-        todo.put(job)
+    """One phase: each worker, on a thread of its own, takes the next job it can start from
+    ``todo`` (in order) until none is left; outcomes into ``results``. ``idle_worker`` (in the
+    last phase) gets the ``close`` of a worker that has found nothing left to do."""
 
     def loop(worker: KernelWorker) -> None:
-        while True:
-            try:
-                job = todo.get_nowait()
-            except queue.Empty:
-                break
+        while (job := todo.take()) is not None:
             r = one(job, worker)
             if r is not None:
                 results[job.key] = r
@@ -786,8 +806,7 @@ def _run_batch(batch: list[Job | FitJob | ExportJob], workers: list[KernelWorker
         for future in as_completed([pool.submit(loop, w) for w in workers]):
             future.result()  # the first error stops the phase at once
     except BaseException:  # Ctrl-C / SIGTERM: stop every notebook now, not at its limit
-        while not todo.empty():  # no job starts after this one
-            todo.get_nowait()
+        todo.clear()  # no job starts after this one
         pool.shutdown(wait=False, cancel_futures=True)
         n = stop_all()
         say(f"interrupted: stopped {n} notebook worker(s); nothing was published")

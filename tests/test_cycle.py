@@ -354,3 +354,36 @@ def test_longest_first_uses_the_last_run_of_the_cycle(sample: dict[str, Path], t
     assert [j.key for j in cycle.longest_first(jobs, past)] == \
         ["20_ind/IDN", "20_ind/THA", "10_dq/IDN", "10_dq/THA"]
     assert cycle.longest_first([*jobs, cycle.Job(dq, "ASEAN")], past)[0].key == "10_dq/IDN"
+
+
+def test_a_page_waiting_for_its_fits_does_not_hold_a_worker() -> None:
+    """A worker passes over an impact page whose fits still run and takes the next job; the
+    page goes to the first worker free once its area's fits have ended; clear() (interrupt)
+    releases a worker waiting for it."""
+    import threading
+
+    impact = cycle.Template("30_impact", Path("c.ipynb"), "Impact", ("region",), cost=2.5,
+                            needs=("impact",))
+    dq = cycle.Template("10_dq", Path("a.ipynb"), "DQ", ("region", "country"))
+    fit = cycle.FitJob("ASEAN", {"programme_type": ["finance"]}, "d", 1, 34.0)
+    page, other = cycle.Job(impact, "ASEAN"), cycle.Job(dq, "THA")
+    gate = cycle._FitGate([fit])
+    todo = cycle._Todo([fit, page, other], gate)
+    assert todo.take() is fit  # a fit can always start
+    assert todo.take() is other  # the page is passed over while its fit runs
+    got: list[object] = []
+    waiter = threading.Thread(target=lambda: got.append(todo.take()))
+    waiter.start()  # only the page is left: this worker waits for the fit
+    waiter.join(0.2)
+    assert waiter.is_alive() and got == []
+    gate.done(fit)
+    waiter.join(5)
+    assert got == [page] and todo.take() is None
+    gate2 = cycle._FitGate([fit])
+    todo2 = cycle._Todo([cycle.Job(impact, "ASEAN")], gate2)
+    waiter = threading.Thread(target=lambda: got.append(todo2.take()))
+    waiter.start()
+    waiter.join(0.2)
+    todo2.clear()
+    waiter.join(5)
+    assert not waiter.is_alive() and got[-1] is None
