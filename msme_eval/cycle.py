@@ -260,12 +260,9 @@ class _FitGate:
             self.changed.notify_all()
 
     def is_open(self, job: Job | FitJob | ExportJob) -> bool:
+        """False for a page whose area's fits still run (`_Todo` hands out open jobs only)."""
         return not (isinstance(job, Job) and "impact" in job.template.needs
                     and self.left.get(job.country, 0) > 0)
-
-    def wait(self, job: Job) -> None:
-        with self.changed:
-            self.changed.wait_for(lambda: self.is_open(job))
 
 
 class _Todo:
@@ -717,7 +714,6 @@ def _run_jobs(params: CycleParams, jobs: list[Job], work: Path, say: Callable[[s
                     gate.done(job)
         if ready is not None:
             ready()
-        gate.wait(job)
         r = _execute(params, job, work, worker, progress)
         finish(job, r)
         return progress.done(job, r)

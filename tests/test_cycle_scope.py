@@ -273,10 +273,11 @@ def test_impact_page_waits_for_its_areas_fits_only() -> None:
     other = cycle.Template("10_dq", Path("y.ipynb"), "DQ", ("region", "country"))
     fits = [cycle.FitJob("ASEAN", {"programme_type": [t]}, t, 1, 34.0) for t in TYPES]
     gate = cycle._FitGate(fits)
-    gate.wait(cycle.Job(other, "ASEAN"))  # returns at once
-    gate.wait(cycle.Job(page, "IDN"))  # no fit for IDN: nothing to wait for
+    assert gate.is_open(cycle.Job(other, "ASEAN"))  # starts at once
+    assert gate.is_open(cycle.Job(page, "IDN"))  # no fit for IDN: nothing to wait for
+    todo = cycle._Todo([cycle.Job(page, "ASEAN")], gate)
     started = threading.Event()
-    waiter = threading.Thread(target=lambda: (gate.wait(cycle.Job(page, "ASEAN")), started.set()))
+    waiter = threading.Thread(target=lambda: (todo.take(), started.set()))
     waiter.start()
     for f in fits[:-1]:
         gate.done(f)

@@ -479,10 +479,10 @@ def _record_buckets(monkeypatch) -> list[list[str]]:
     seen: list[list[str]] = []
     real = _sql._buckets
 
-    def spy(folder: str, rows: float) -> list[list[str]]:
-        out = real(folder, rows)
+    def spy(folder: str, rows: float) -> tuple[list[list[str]], int]:
+        out, total = real(folder, rows)
         seen.extend(out)
-        return out
+        return out, total
 
     monkeypatch.setattr(_sql, "_buckets", spy)
     return seen

@@ -132,6 +132,17 @@ def small_sample_wald(stat: float, k: int, n_clusters: int, n_cells: int) -> Wal
                     reference=f"Hotelling F({k}, {n_clusters - k}), G = {n_clusters} clusters")
 
 
+def joint_wald(b: np.ndarray, v: np.ndarray, n_clusters: int) -> WaldTest:
+    """:func:`small_sample_wald` of H0: b = 0 from estimates ``b`` and their covariance ``v``:
+    W = b' V^+ b, K = rank(V) (eigenvalues above max * size * eps); no test when b is empty."""
+    if len(b) == 0:
+        return small_sample_wald(float("nan"), 0, n_clusters, 0)
+    vals = np.linalg.eigvalsh(v)
+    rank = int((vals > vals.max() * max(v.shape) * np.finfo(float).eps).sum())
+    stat = float(b @ np.linalg.pinv(v, rcond=1e-12, hermitian=True) @ b)
+    return small_sample_wald(stat, rank, n_clusters, len(b))
+
+
 def normal_inference(att: float, se: float, alpha: float, term: str = "ATT") -> Estimate:
     """Wald inference with a normal reference: CI att -/+ z_{1-alpha/2} se, two-sided p."""
     r = inference(float(att), float(se), alpha)
@@ -505,12 +516,8 @@ class DidResult(_Aggregations, _SettingsFace):
                 b = np.array([self.raw.group_time_effects[c]["effect"] for c in cells], dtype=float)
                 psi = _if_matrix(self._influence, cells, self._design.n_units)
                 v = _vcov_from_psi(psi, self._design)
-                vals = np.linalg.eigvalsh(v)
-                tol = vals.max() * max(v.shape) * np.finfo(float).eps if vals.size else 0.0
-                rank = int((vals > tol).sum())
-                stat = float(b @ np.linalg.pinv(v, rcond=1e-12, hermitian=True) @ b)
                 g = int(self._design.cluster.max()) + 1 if self._design.cluster is not None else self._design.n_units
-                self._cache["pretrend"] = small_sample_wald(stat, rank, g, len(cells))
+                self._cache["pretrend"] = joint_wald(b, v, g)
         return self._cache["pretrend"]
 
     # ------------------------------------------------------------------ presentation

@@ -23,7 +23,7 @@ from msme_eval.results import Result, check_alpha, inference
 
 from ._checks import ImpactInputError, as_float, check_unit_ids, integer_time, require_columns
 from .bacon import BaconResult, bacon
-from .results import small_sample_wald
+from .results import joint_wald
 
 __all__ = ["TwfeResult", "twfe", "twfe_event_study"]
 
@@ -230,9 +230,5 @@ def twfe_event_study(
 def _leads_wald(b: np.ndarray, vcov: pd.DataFrame, clusters: pd.Series) -> Any:
     """Joint Wald test of the event-study leads (event time < 0): W = b' V^+ b, rank-K."""
     lead = np.asarray(vcov.index) < 0
-    bl, v = b[lead], vcov.to_numpy()[np.ix_(lead, lead)]
-    vals = np.linalg.eigvalsh(v) if lead.any() else np.zeros(0)
-    tol = vals.max() * max(v.shape) * np.finfo(float).eps if vals.size else 0.0
-    stat = float(bl @ np.linalg.pinv(v, rcond=1e-12, hermitian=True) @ bl) if lead.any() else np.nan
-    test = small_sample_wald(stat, int((vals > tol).sum()), int(clusters.nunique()), int(lead.sum()))
+    test = joint_wald(b[lead], vcov.to_numpy()[np.ix_(lead, lead)], int(clusters.nunique()))
     return replace(test, hypothesis="all TWFE event-study leads = 0 (parallel pre-trends)")

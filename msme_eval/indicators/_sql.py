@@ -399,8 +399,7 @@ class SqlStage:
         names: list[str | None] = [None, *self._groups]
         sums: dict[str | None, dict[str, np.ndarray]] = {b: {} for b in names}
         paths: dict[str | None, list[str]] = {b: [] for b in names}
-        buckets = _buckets(folder, self.bucket_rows / len(self._shifts))
-        written = sum(engines.partition_rows(f) for files in buckets for f in files)
+        buckets, written = _buckets(folder, self.bucket_rows / len(self._shifts))
         if written != rows // len(self._shifts):  # e.g. executors wrote to their own disks
             raise RuntimeError(
                 f"{self.run.describe}: {written:,} of the {rows // len(self._shifts):,} rows of "
@@ -689,23 +688,24 @@ class _Buckets:
         self.paths = paths
 
 
-def _buckets(folder: str, rows: float) -> list[list[str]]:
+def _buckets(folder: str, rows: float) -> tuple[list[list[str]], int]:
     """The files of a ``bk``-partitioned folder (``engines`` ``write_partitioned``) in
     buckets: consecutive partitions (ascending ``bk``) with at most ``rows`` rows together (a
-    partition alone may have more)."""
+    partition alone may have more); and the rows of all files (file metadata)."""
     parts_ = sorted(Path(folder).glob("bk=*"), key=lambda d: int(d.name.split("=", 1)[1]))
     out: list[list[str]] = []
-    n = 0
+    n = total = 0
     for d in parts_:
         files = sorted(str(f) for f in d.iterdir() if f.suffix in (".arrow", ".parquet"))
         size = sum(engines.partition_rows(f) for f in files)
+        total += size
         if out and n + size <= rows:
             out[-1] += files
             n += size
         else:
             out.append(files)
             n = size
-    return out
+    return out, total
 
 
 def _read_bucket(files: list[str]) -> Any:
