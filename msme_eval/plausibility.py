@@ -30,7 +30,7 @@ Rules (each names its evidence; none needs an outside figure):
 """
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -217,12 +217,17 @@ def _fx_income(panel: pd.DataFrame, m: pd.DataFrame, file: str) -> list[Issue]:
                    "give usd_per_lcu as US dollars per one unit of local currency, not local currency per US dollar")]
 
 
-def _single_psu(panel: pd.DataFrame, file: str, rule: str) -> list[Issue]:
+def _single_psu(panel: pd.DataFrame, file: str, rule: str,
+                certainty: Sequence[str] = ()) -> list[Issue]:
+    """Strata-years with one PSU, except the take-all strata named in ``certainty`` (a stratum
+    label, or "country|label" for one country's), which need no variance."""
     if not {"strata", "psu"} <= set(panel.columns):
         return []
     keys = ["country", "year", "strata"]
     n_psu = panel.groupby(keys, observed=True)["psu"].nunique()
-    single = n_psu[n_psu == 1]
+    take_all = {str(c) for c in certainty}
+    named = [str(h) in take_all or f"{c}|{h}" in take_all for c, _, h in n_psu.index]
+    single = n_psu[(n_psu == 1).to_numpy() & ~np.asarray(named, dtype=bool)]
     if single.empty:
         return []
     in_single = pd.MultiIndex.from_frame(panel[keys].astype(object)).isin(list(single.index))
@@ -247,17 +252,18 @@ SINGLETON_RULES = {
 def check_inputs(panel: pd.DataFrame, macro: pd.DataFrame | None = None,
                  targets: pd.DataFrame | None = None, *, observed: pd.DataFrame | None = None,
                  files: dict[str, str] | None = None, registry: pd.DataFrame | None = None,
-                 singleton: str = "centre") -> ValidationReport:
+                 singleton: str = "centre", certainty: Sequence[str] = ()) -> ValidationReport:
     """Cross-table plausibility of a validated panel, macro and targets table (module docstring).
 
     ``observed`` (optional): an indicator table computed from the panel, to tell real small
-    percentages from 0-1 shares; ``singleton`` names the rule applied to single-PSU strata.
+    percentages from 0-1 shares; ``singleton`` names the rule applied to single-PSU strata,
+    ``certainty`` the take-all strata (not warned about: they need no variance).
     Returns a `ValidationReport`; ``.raise_for_errors()`` raises
     `DataValidationError` listing every error. ``files`` names the inputs in the messages.
     """
     files = {"macro": "macro table", "targets": "targets table", **(files or {})}
     registry = indicators.registry() if registry is None else registry
-    issues: list[Issue] = _single_psu(panel, files.get("panel", "panel"), singleton)
+    issues: list[Issue] = _single_psu(panel, files.get("panel", "panel"), singleton, certainty)
     if targets is not None and len(targets):
         issues += _target_issues(targets.reset_index(drop=True), registry, files["targets"], observed)
     if macro is not None and len(macro):

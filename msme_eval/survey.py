@@ -79,13 +79,17 @@ Conventions (and why):
   of the PSU totals over the whole design, ``Z_d / #PSUs`` (R ``"adjust"``, as revised in
   ReGenesees / survey 4.2; for the linearised variable of a ratio or mean the grand mean is 0).
   Singleton strata are listed in ``result.attrs["design"]["singleton_strata"]``.
-  **Take-all (certainty) strata** -- e.g. large enterprises enumerated completely, as
-  structural business statistics and enterprise surveys do -- are written as *one* PSU of
-  their stratum (weight 1) with ``singleton="certainty"``: they contribute 0 to the variance,
-  as R ``survey`` with ``fpc`` = the stratum size (sampling fraction 1) and samplics with
-  ``fpc=0`` for that stratum, and no degrees of freedom (R ``degf()`` would count their units
-  as PSUs). There is no ``fpc`` argument: giving each enumerated unit its own PSU would charge
-  the stratum a with-replacement variance it does not have
+* **Take-all (certainty) strata** (``certainty=[labels]``) -- e.g. large enterprises
+  enumerated completely, as structural business statistics and enterprise surveys do: the
+  named strata contribute 0 to the variance whatever their PSUs (one, or each firm its own
+  PSU as files often record them), as R ``survey`` with ``fpc`` = the stratum size
+  (sampling fraction 1) and samplics with ``fpc=0`` for that stratum, and they add no
+  degrees of freedom (their PSUs and the stratum leave ``#PSUs - #strata``; R ``degf()``
+  would count their units as PSUs). ``singleton`` then applies to the *other* strata only,
+  so ``singleton="fail"`` still stops at an accidental lone PSU. A name that is no stratum of
+  the data is an error (a misspelt label would otherwise charge the stratum a variance it
+  does not have). Without ``certainty``, a take-all stratum written as one PSU with
+  ``singleton="certainty"`` gives the same numbers
   (``tests/test_survey.py::test_oracle_take_all_stratum_as_one_certainty_psu_matches_samplics_fpc_zero``).
 * **Design effect** (R ``svymean(..., deff=TRUE)``, Kish): design variance divided by the
   variance of the same estimator under simple random sampling *without* replacement of ``n_d``
@@ -122,7 +126,8 @@ __all__ = [
     "SurveyDesignError", "Totals", "ratio", "total", "mean", "totals", "delta",
     "grouped_sums", "totals_from_sums", "psu_centre", "stratum_variance", "satterthwaite_df",
     "design_df_terms", "design_df", "t_interval", "logit_interval", "log_interval",
-    "check_options", "SINGLETON_OPTIONS", "DF_RULES", "CALIBRATION_OPTIONS", "CI_METHODS",
+    "check_options", "certainty_mask", "SINGLETON_OPTIONS", "DF_RULES", "CALIBRATION_OPTIONS",
+    "CI_METHODS",
 ]
 
 SINGLETON_OPTIONS = ("fail", "certainty", "centre")
@@ -401,6 +406,7 @@ class _Layout:
     keys: pd.DataFrame        # the domains
     d_codes: np.ndarray       # domain per table row; excluded rows -> n_dom
     excluded: np.ndarray
+    certain: np.ndarray       # take-all strata (``certainty=``): no variance, no df
 
     @property
     def n_strata(self) -> int:
@@ -412,10 +418,36 @@ class _Layout:
 
     @property
     def single(self) -> np.ndarray:
-        return self.n_h == 1
+        """Strata with one PSU that the ``singleton`` rule handles (take-all strata aside)."""
+        return (self.n_h == 1) & ~self.certain
+
+    @property
+    def df_nominal(self) -> int:
+        """``#PSUs - #strata`` over the sampled (not take-all) strata."""
+        return int(self.n_h[~self.certain].sum()) - int((~self.certain).sum())
 
 
-def _layout(table: pd.DataFrame) -> _Layout:
+def certainty_mask(labels: Sequence[Any], certainty: Sequence[Any] | None,
+                   qualified: Sequence[str] | None = None) -> np.ndarray:
+    """Which strata are take-all: ``labels[i]`` (compared as text) is named in ``certainty``,
+    or ``qualified[i]`` is (e.g. ``"THA|large"`` for one country's stratum of the indicator
+    table). A name matching no stratum raises :class:`SurveyDesignError`."""
+    if certainty is None or len(certainty) == 0:
+        return np.zeros(len(labels), dtype=bool)
+    want = {str(c) for c in ([certainty] if isinstance(certainty, str) else certainty)}
+    raw = np.array([str(x) for x in labels], dtype=object)
+    names = [raw] if qualified is None else [raw, np.asarray(qualified, dtype=object)]
+    unknown = sorted(want - set().union(*(set(n) for n in names)))
+    if unknown:
+        shown = sorted(set(raw))
+        raise SurveyDesignError(
+            f"certainty names {unknown}, not a stratum of the data (strata: {shown[:20]}"
+            f"{' ...' if len(shown) > 20 else ''}). Fix: give the labels of the take-all strata "
+            "exactly as in the strata column.")
+    return np.logical_or.reduce([np.isin(n, list(want)) for n in names])
+
+
+def _layout(table: pd.DataFrame, certainty: Sequence[Any] | None = None) -> _Layout:
     h_codes, h_uniques = engines.factorize(table[STRATUM])
     cnt = table["n"].to_numpy()
     if table.attrs["rows_are_psus"]:
@@ -430,7 +462,11 @@ def _layout(table: pd.DataFrame) -> _Layout:
                           minlength=len(h_uniques)).astype(float)
     excluded = table[EXCLUDED].to_numpy(dtype=bool)
     keys, d_codes = _domains(table, list(table.attrs["by"]), excluded)
-    return _Layout(h_codes, h_uniques, n_h, psu_id, keys, d_codes, excluded)
+    if certainty is not None and len(certainty) and table.attrs.get("strata") is None:
+        raise SurveyDesignError("certainty names take-all strata, but the design has no strata "
+                                "column. Fix: pass strata=<column>.")
+    certain = certainty_mask(list(h_uniques), certainty)
+    return _Layout(h_codes, h_uniques, n_h, psu_id, keys, d_codes, excluded, certain)
 
 
 def _domains(table: pd.DataFrame, by_cols: list[str],
@@ -544,6 +580,8 @@ def _design_terms(lay: _Layout, sums: _Sums, cells: _Cells, singleton: str,
     s1 = np.bincount(cells.inv, weights=d, minlength=n_cells)
     s2 = np.bincount(cells.inv, weights=d2, minlength=n_cells)
     tr, tr2 = design_df_terms(s1, s2, lay.n_h[cells.h], lay.single[cells.h], singleton)
+    sampled = ~lay.certain[cells.h]  # take-all strata: no variance, no df
+    tr, tr2 = tr * sampled, tr2 * sampled
     return np.column_stack([np.bincount(cells.d, weights=tr, minlength=n_slots),
                             np.bincount(cells.d, weights=tr2, minlength=n_slots)])
 
@@ -590,7 +628,8 @@ def _moments(sums: _Sums, lay: _Layout, n_slots: int) -> dict[str, np.ndarray]:
 
 
 def totals_from_sums(table: pd.DataFrame, *, singleton: str = "fail", alpha: float = 0.05,
-                     df: str = "satterthwaite", calibrated_to: str | None = None) -> Totals:
+                     df: str = "satterthwaite", calibrated_to: str | None = None,
+                     certainty: Sequence[Any] | None = None) -> Totals:
     """Stage (b): domain totals and their Taylor covariance from :func:`grouped_sums` output.
 
     Only the small table is touched. Per domain d and stratum h with ``n_h`` PSUs (all PSUs of
@@ -600,6 +639,7 @@ def totals_from_sums(table: pd.DataFrame, *, singleton: str = "fail", alpha: flo
     ``(z - Z_d/P)(z - Z_d/P)^T`` with ``P`` the number of PSUs in the design (also for the
     singleton strata without members of the domain). ``calibrated_to="strata"``: residuals
     of the post-stratification (module docstring; the table needs ``calibrated=True``).
+    ``certainty``: labels of take-all strata, which add 0 and no df (module docstring).
     """
     check_options(singleton, df, calibrated_to)
     alpha = check_alpha(alpha)
@@ -610,7 +650,7 @@ def totals_from_sums(table: pd.DataFrame, *, singleton: str = "fail", alpha: flo
     if df == "design" and not table.attrs.get("design_df", False):
         raise ValueError("df='design' needs the squared weights: build the table with "
                          "grouped_sums(..., design_df=True)")
-    lay = _layout(table)
+    lay = _layout(table, certainty)
     singleton_strata = _singleton_strata(lay, table, singleton)
     sums = _Sums(table)
     n_slots = lay.n_dom + 1
@@ -628,6 +668,7 @@ def totals_from_sums(table: pd.DataFrame, *, singleton: str = "fail", alpha: flo
         ss = _calibrated_ss(lay, sums, z, cells, c, ss)
     v = stratum_variance(ss, lay.n_h[cells.h][:, None, None], single[:, None, None], singleton,
                          calibrated=calibrated)
+    v = np.where(lay.certain[cells.h][:, None, None], 0.0, v)
     cov = np.zeros((n_slots, sums.k, sums.k))
     np.add.at(cov, cells.d, v)
     absent = np.zeros(n_slots)
@@ -641,7 +682,7 @@ def totals_from_sums(table: pd.DataFrame, *, singleton: str = "fail", alpha: flo
     n_dom_rows = np.bincount(lay.d_codes, weights=np.where(incl, cnt, 0), minlength=n_slots)
     n_psu = (n_dom_rows if lay.psu_id is None
              else np.bincount(lay.d_codes[incl], minlength=n_slots).astype(float))
-    df_nominal = n_psu_total - lay.n_strata
+    df_nominal = lay.df_nominal
     keep = cells.d < lay.n_dom
     design = {
         "variance": VARIANCE_METHOD, "n_psu": n_psu_total, "n_strata": lay.n_strata,
@@ -649,6 +690,7 @@ def totals_from_sums(table: pd.DataFrame, *, singleton: str = "fail", alpha: flo
         "psu": "rows" if lay.psu_id is None else table.attrs.get("psu"),
         "strata": table.attrs.get("strata"), "weight": table.attrs.get("weight"),
         "singleton": singleton, "singleton_strata": singleton_strata,
+        "certainty_strata": lay.h_uniques[lay.certain].tolist(),
         "calibrated_to": calibrated_to, "excluded_rows": int(cnt[lay.excluded].sum()),
     }
     return Totals(
@@ -670,7 +712,7 @@ def totals(data: Any, columns: Mapping[str, Any] | Sequence[str], *,
            by: str | Sequence[str] | None = None, singleton: str = "fail",
            alpha: float = 0.05, df: str = "satterthwaite",
            calibrated_to: str | None = None, na_rm: bool = False, deff: bool = True,
-           engine: str | None = None,
+           engine: str | None = None, certainty: Sequence[Any] | None = None,
            **engine_options: Any) -> Totals:
     """Weighted totals of several columns per domain with their joint covariance.
 
@@ -679,6 +721,7 @@ def totals(data: Any, columns: Mapping[str, Any] | Sequence[str], *,
     Feed the result to :func:`delta` for any smooth function of the totals, e.g. K04
     ``(A/B)/(C/D)``. One grouped pass over the data on its ``engine`` (pandas, DuckDB, Spark;
     ``engine_options`` such as ``con``/``memory_limit`` go to DuckDB), then small numpy algebra.
+    ``certainty``: labels of take-all strata (no variance, no df; module docstring).
     """
     alpha = check_alpha(alpha)
     check_options(singleton, df, calibrated_to)
@@ -687,7 +730,7 @@ def totals(data: Any, columns: Mapping[str, Any] | Sequence[str], *,
                          na_rm=na_rm, deff=deff, calibrated=calibrated_to is not None,
                          engine=engine, design_df=df == "design", **engine_options)
     t = totals_from_sums(table, singleton=singleton, alpha=alpha, df=df,
-                         calibrated_to=calibrated_to)
+                         calibrated_to=calibrated_to, certainty=certainty)
     t.design.update(engine=engine, na_rm=na_rm)
     return t
 
@@ -718,7 +761,8 @@ def _choices(totals: Totals, alpha: float, rule: str, estimator: str,
     d = totals.design
     return {"estimator": estimator, "variance": d.get("variance", VARIANCE_METHOD),
             "weight": d.get("weight"), "strata": d.get("strata"), "psu": d.get("psu"),
-            "singleton": d.get("singleton"), "df": rule, "calibrated_to": d.get("calibrated_to"),
+            "singleton": d.get("singleton"), "certainty": d.get("certainty_strata") or None,
+            "df": rule, "calibrated_to": d.get("calibrated_to"),
             "na_rm": d.get("na_rm", False), "alpha": alpha, "engine": d.get("engine", "pandas"),
             "ci": ci}
 
@@ -819,7 +863,7 @@ def ratio(data: Any, numerator: str, denominator: str | None = None, *,
           alpha: float = 0.05, df: str = "satterthwaite",
           calibrated_to: str | None = None, na_rm: bool = False, deff: bool = True,
           engine: str | None = None, ci: str = "wald",
-          **engine_options: Any) -> ResultFrame:
+          certainty: Sequence[Any] | None = None, **engine_options: Any) -> ResultFrame:
     """Ratio of weighted totals ``R_d = sum_d w y / sum_d w x`` per domain, linearised SE.
 
     ``denominator=None`` gives the mean (proportion for a 0/1 or boolean column),
@@ -832,6 +876,7 @@ def ratio(data: Any, numerator: str, denominator: str | None = None, *,
     proportion on the logit scale (:func:`logit_interval`; R ``svyciprop(method="logit")``),
     better than the symmetric default ``"wald"`` for small domains and proportions near 0 or 1;
     ``ci="log"``: on the log scale (:func:`log_interval`), for a ratio of positive totals.
+    ``certainty``: labels of take-all strata (enumerated: no variance, no df).
     """
     if ci not in CI_METHODS:
         raise ValueError(f"ci must be one of {CI_METHODS}, got {ci!r}")
@@ -841,7 +886,7 @@ def ratio(data: Any, numerator: str, denominator: str | None = None, *,
         cols = {numerator: numerator, "__denominator__": denominator}
     t = totals(data, cols, weight=weight, strata=strata, psu=psu, by=by, singleton=singleton,
                alpha=alpha, df=df, calibrated_to=calibrated_to, na_rm=na_rm, deff=deff,
-               engine=engine, **engine_options)
+               engine=engine, certainty=certainty, **engine_options)
     what = f"{numerator} / {denominator}" if denominator is not None else f"mean of {numerator}"
     return delta(t, _ratio_f, _ratio_g, title=f"Survey ratio: {what}",
                  estimator="ratio of weighted totals" if denominator is not None
@@ -858,7 +903,7 @@ def total(data: Any, column: str, *, by: str | Sequence[str] | None = None,
     """Weighted total ``Y_d = sum_d w y`` per domain with its Taylor SE (columns as ratio()).
 
     ``options``: the keyword arguments of :func:`ratio` (weight, strata, psu, singleton, alpha,
-    df, calibrated_to, na_rm, deff, engine and the engine's options).
+    df, calibrated_to, na_rm, deff, engine, certainty and the engine's options).
     """
     t = totals(data, [column], by=by, **options)
     return delta(t, lambda tt: tt[:, 0], lambda tt: np.ones_like(tt),

@@ -263,7 +263,7 @@ def test_every_indicator_matches_hand_computation(out, out_nominal, area, year, 
         assert row["se"] == pytest.approx(se, rel=1e-9, abs=1e-12)
         assert row["df_nominal"] == 2  # the country's design: 4 PSUs - 2 strata
     # df="nominal": CI with the country's design df (R svyciprop(method="logit", df=degf) for
-    # percentages of firms, svymean + confint(df=degf) otherwise)
+    # percentages of firms and shares of a panel total, svymean + confint(df=degf) otherwise)
     row = cell(out_nominal, ind, area, year)
     assert row["df"] == 2 and row["df_rule"] == "nominal"
     lo, hi = _hand_interval(ind, value, se, 2)
@@ -279,8 +279,11 @@ def test_every_indicator_matches_hand_computation(out, out_nominal, area, year, 
         assert row["ci_high"] == pytest.approx(hi, rel=1e-9, abs=1e-12)
 
 
-#: percentages of firms (a mean of a 0/1 feature): logit interval, as R svyciprop's default
+#: percentages of firms (a mean of a 0/1 feature) and the MSME shares of the panel's
+#: employment, loans and exports (K02 K06 K07; these cells' denominators are the panel's, status
+#: A): logit interval, as R svyciprop's default
 PERCENT_OF_FIRMS = {"K01", "K05", "K08", "K09", "K10", "O01", "O02", "O03", "O05", "O06"}
+LOGIT_SCALE = PERCENT_OF_FIRMS | {"K02", "K06", "K07"}
 
 
 def _hand_interval(ind: str, value: float, se: float, df: float) -> tuple[float, float]:
@@ -288,7 +291,7 @@ def _hand_interval(ind: str, value: float, se: float, df: float) -> tuple[float,
     t = stats.t.ppf(0.975, df)
     if ind == "K04" and value > 0:  # log scale for the positive ratio (survey.log_interval)
         return value * np.exp(-t * se / value), value * np.exp(t * se / value)
-    if ind not in PERCENT_OF_FIRMS:
+    if ind not in LOGIT_SCALE:
         return value - t * se, value + t * se
     p = value / 100
     if p in (0.0, 1.0):
@@ -372,6 +375,12 @@ def test_macro_denominator_when_panel_has_no_large_firms(out):
     assert r["se"] == pytest.approx(se, rel=1e-9)
     # hand: (50*2 + 30*15 + 50*4 + 10*80) / 3000 = 1550 / 3000
     assert r["value"] == pytest.approx(100 * 1550 / 3000)
+    # a macro denominator makes K02 a scaled panel total, not a share of the panel's own
+    # employment: the symmetric t interval (the panel-denominator cells: logit)
+    from scipy import stats
+    half = stats.t.ppf(0.975, r["df"]) * r["se"]
+    assert (r["ci_low"], r["ci_high"]) == pytest.approx((r["value"] - half, r["value"] + half),
+                                                        rel=1e-12)
     for ind, col in (("K06", "business_loans_total"), ("K07", "exports_total")):
         assert cell(out, ind, "VNM", 2021)["obs_status"] == "E"
         assert col in cell(out, ind, "VNM", 2021)["comment"]

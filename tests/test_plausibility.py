@@ -105,3 +105,7 @@ def test_single_psu_strata_are_reported_with_the_rule(data):
     assert _rules(rep) == {"single_psu_stratum"} and rep.ok
     assert f"BRN 2018 stratum {first}" in rep.issues[0].values
     assert "lonely.psu='adjust'" in rep.issues[0].message
+    # a declared take-all stratum needs no variance: not reported (by label or country|label)
+    for name in (first, f"BRN|{first}"):
+        assert not pl.check_inputs(p, singleton="centre", certainty=[name]).issues
+    assert _rules(pl.check_inputs(p, certainty=[f"KHM|{first}"])) == {"single_psu_stratum"}

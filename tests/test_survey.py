@@ -291,6 +291,52 @@ def test_oracle_take_all_stratum_as_one_certainty_psu_matches_samplics_fpc_zero(
     assert ours.attrs["design"]["singleton_strata"] == ["large"]
     no_fpc = survey.ratio(d, "turnover", "employees", by="female", **DESIGN)
     assert (no_fpc["se"].to_numpy() > ours["se"].to_numpy()).all()
+    # certainty=["large"] declares the stratum take-all as the file records it (each firm its
+    # own PSU): samplics' fpc numbers, the same df as the one-PSU form, and nothing left to
+    # the singleton rule
+    named = survey.ratio(d, "turnover", "employees", by="female", certainty=["large"], **DESIGN)
+    for col in ("estimate", "se", "ci_low", "ci_high", "df", "df_nominal"):
+        np.testing.assert_allclose(named[col].to_numpy(), ours[col].to_numpy(), rtol=1e-12)
+    assert named.attrs["design"]["certainty_strata"] == ["large"]
+    assert named.attrs["design"]["singleton_strata"] == []
+    assert named.choices["certainty"] == ["large"] and no_fpc.choices["certainty"] is None
+
+
+def test_certainty_strata_leave_accidental_singletons_to_the_singleton_rule():
+    # A take-all stratum of one PSU and an accidental singleton stratum: certainty= covers the
+    # first only, so singleton="fail" still stops at the second (the old way, one rule for
+    # every singleton, could not tell them apart); with singleton="centre" the accidental one
+    # is charged its deviation from the grand mean and the take-all one nothing.
+    d = synthetic(seed=22)
+    lone = d["stratum"] == d["stratum"].iloc[0]
+    d = d.assign(psu=np.where(lone, "only-psu", d["psu"]))  # accidental singleton stratum
+    big = pd.DataFrame({"stratum": "large", "psu": "large-all", "w": 1.0, "turnover": [9e3, 2e4],
+                        "employees": [300.0, 700.0], "online": [True, False], "size": "large",
+                        "female": [False, True]})
+    d = pd.concat([d, big], ignore_index=True)
+    with pytest.raises(survey.SurveyDesignError, match=rf"single PSU: \['{d['stratum'].iloc[0]}'\]"):
+        survey.total(d, "turnover", certainty=["large"], **DESIGN)
+    named = survey.total(d, "turnover", certainty=["large"], singleton="centre", **DESIGN)
+    # by hand: the take-all stratum out of the design entirely (its total is fixed) plus, for
+    # the accidental singleton, (z - Z / #PSUs)^2 over the sampled strata's PSUs and the
+    # take-all PSU (R "adjust": the grand mean over all PSUs of the design)
+    rest = d[d["stratum"] != "large"]
+    z = (rest["w"] * rest["turnover"]).groupby([rest["stratum"], rest["psu"]]).sum()
+    big_z = float((big["w"] * big["turnover"]).sum())
+    grand = (z.sum() + big_z) / (len(z) + 1)
+    v = 0.0
+    for _, zh in z.groupby(level=0):
+        n = len(zh)
+        v += ((zh.iloc[0] - grand) ** 2 if n == 1
+              else n / (n - 1) * ((zh - zh.mean()) ** 2).sum())
+    assert named["estimate"].iloc[0] == pytest.approx(z.sum() + big_z, rel=1e-12)
+    assert named["se"].iloc[0] == pytest.approx(np.sqrt(v), rel=1e-10)
+    assert named["df_nominal"].iloc[0] == len(z) - rest["stratum"].nunique()
+    assert named.attrs["design"]["singleton_strata"] == [d["stratum"].iloc[0]]
+    with pytest.raises(survey.SurveyDesignError, match=r"certainty names \['Large'\].*strata:"):
+        survey.total(d, "turnover", certainty=["Large"], singleton="centre", **DESIGN)
+    with pytest.raises(survey.SurveyDesignError, match="no strata column"):
+        survey.total(d, "turnover", weight="w", certainty=["large"])
 
 
 def test_totals_cov_and_delta_against_oracle():
@@ -827,8 +873,8 @@ def test_log_interval_delta_of_four_totals_and_edges():
 
 def test_indicator_table_interval_rules():
     # indicators.compute's interval per kind: K04 on the log scale where its value is > 0 and
-    # symmetric t where it is <= 0 (negative value added), logit for percentages of firms,
-    # symmetric t for other ratios; NaN stays NaN
+    # symmetric t where it is <= 0 (negative value added), logit for percentages of firms and
+    # shares of a panel total, symmetric t for other ratios; NaN stays NaN
     from scipy import stats
 
     from msme_eval.indicators import registry, table
@@ -841,11 +887,20 @@ def test_indicator_table_interval_rules():
                                            rel=1e-12)
     assert (lo[1], hi[1]) == pytest.approx((-0.2 - t * 0.1, -0.2 + t * 0.1), rel=1e-12)
     assert np.isnan([lo[2], hi[2]]).all()
-    lo, hi = table.interval(k02, value[:1] * 50, se[:1] * 50, df[:1], 0.05)
-    assert (lo[0], hi[0]) == pytest.approx((40 - t * 5, 40 + t * 5), rel=1e-12)
-    lo, hi = table.interval(k05, value[:1] * 50, se[:1] * 50, df[:1], 0.05)
     plo, phi = survey.logit_interval(np.array([0.4]), np.array([0.05]), df[:1], 0.05)
+    lo, hi = table.interval(k05, value[:1] * 50, se[:1] * 50, df[:1], 0.05)
     assert (lo[0], hi[0]) == pytest.approx((100 * plo[0], 100 * phi[0]), rel=1e-12)
+    # K02 (MSME share of employment): logit where the denominator is the panel's and the value
+    # a percentage; symmetric t for a macro-table denominator (status E, a scaled total) and
+    # for a value outside [0, 100]
+    v2, s2, d2 = np.array([40.0, 40.0, 104.0]), np.full(3, 5.0), np.full(3, 6.0)
+    lo, hi = table.interval(k02, v2, s2, d2, 0.05, macro=np.array([False, True, False]))
+    assert (lo[0], hi[0]) == pytest.approx((100 * plo[0], 100 * phi[0]), rel=1e-12)
+    assert (lo[1], hi[1]) == pytest.approx((40 - t * 5, 40 + t * 5), rel=1e-12)
+    assert (lo[2], hi[2]) == pytest.approx((104 - t * 5, 104 + t * 5), rel=1e-12)
+    assert [i for i in reg.index if table.is_bounded_share(dict(reg.loc[i], id=i))
+            and not table.is_proportion(dict(reg.loc[i], id=i))] == ["K02", "K06", "K07"]
+    assert not table.is_bounded_share(k04) and not table.is_bounded_share(dict(reg.loc["K03"], id="K03"))
 
 
 # --------------------------------------------------------------------------------------------

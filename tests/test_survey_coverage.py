@@ -30,9 +30,9 @@ totals, and every stratum has exactly ``n_psu`` PSU labels). The truth is the sa
 Reported per indicator x PSUs per stratum x domain (overall, women-owned, men-owned):
 relative bias of the estimator, SE ratio (mean SE / empirical SD of the estimates) and
 coverage of the 95% intervals compute() publishes (effective Satterthwaite df; the logit
-interval for the percentages of firms K05 K08 K09, the log-scale interval for K04, the t
-interval otherwise) and, for the
-proportions, of the symmetric t interval on the same estimate, SE and df
+interval for the percentages of firms K05 K08 K09 and the MSME share of employment K02, the
+log-scale interval for K04, the t interval otherwise) and, for the logit-interval
+indicators, of the symmetric t interval on the same estimate, SE and df
 (``survey.t_interval``; what the logit interval gains). Run with ``-s`` to print the table.
 """
 from __future__ import annotations
@@ -57,6 +57,7 @@ REPS = 1000
 SCENARIOS = ("take-all", "sampled")
 SINGLETON = {"take-all": "certainty", "sampled": "fail"}
 PROPORTIONS = ("K05", "K08", "K09")  # within-group shares of MSMEs: logit intervals apply
+LOGIT = (*PROPORTIONS, "K02")  # the published interval is on the logit scale (table.interval)
 DOMAINS = {"total": ("total", "total"), "women": ("owner_female", "female"),
            "men": ("owner_female", "male")}
 
@@ -184,7 +185,8 @@ def coverage_table(pop: pd.DataFrame, n_psu: int, reps: int = REPS,
     relative bias ``mean(est / truth - 1)``, ``se_ratio`` mean SE / empirical SD and
     ``var_ratio`` mean SE^2 / empirical variance (per country, then averaged; for small df the
     SE ratio is below 1 even for an unbiased variance, E sqrt(chi2_v / v) < 1), ``coverage`` of
-    the published intervals, ``coverage_wald`` (proportions) of the symmetric t interval,
+    the published intervals (``below``/``above``: the share of intervals wholly below / above
+    the truth), ``coverage_wald`` (``LOGIT``) of the symmetric t interval,
     ``oracle`` coverage of ``est +- 1.96 x empirical SD`` (is the estimator's own distribution
     near normal?), ``median_df`` and NaN intervals."""
     truth = _estimates(pop.assign(year=0), design=()).set_index(
@@ -199,14 +201,14 @@ def coverage_table(pop: pd.DataFrame, n_psu: int, reps: int = REPS,
             assert len(sel) == reps * len(COUNTRIES), (ind, dom, len(sel))
             rows.append({"indicator": ind, "n_psu": n_psu, "domain": dom,
                          **_cell_stats(sel, truth.xs((ind, brk, grp), level=[0, 2, 3]),
-                                       proportion=ind in PROPORTIONS)})
+                                       logit=ind in LOGIT)})
     return pd.DataFrame(rows)
 
 
-def _cell_stats(sel: pd.DataFrame, truth: pd.Series, proportion: bool) -> dict[str, float]:
+def _cell_stats(sel: pd.DataFrame, truth: pd.Series, logit: bool) -> dict[str, float]:
     t = truth.loc[sel["ref_area"]].to_numpy()
     cover_wald = np.nan
-    if proportion:  # the same estimates, SEs and df, symmetric t interval
+    if logit:  # the same estimates, SEs and df, symmetric t interval
         lo, hi = survey.t_interval(sel["value"].to_numpy(), sel["se"].to_numpy(),
                                    sel["df"].to_numpy(), 0.05)
         cover_wald = float(np.mean((lo <= t) & (t <= hi)))
@@ -220,6 +222,8 @@ def _cell_stats(sel: pd.DataFrame, truth: pd.Series, proportion: bool) -> dict[s
             "coverage": float(np.mean((sel["ci_low"].to_numpy() <= t)
                                       & (t <= sel["ci_high"].to_numpy()))),
             "coverage_wald": cover_wald,
+            "below": float(np.mean(sel["ci_high"].to_numpy() < t)),  # truth above the interval
+            "above": float(np.mean(sel["ci_low"].to_numpy() > t)),
             "oracle": float(np.mean(np.abs(v - t) <= 1.959964 * sd_row)),
             "median_df": float(np.median(sel["df"])),
             "nan_ci": int(np.isnan(sel["ci_low"].to_numpy()).sum())}
@@ -276,10 +280,21 @@ def test_samples_are_stratified_two_stage_and_weights_estimate_counts(census):
 #: overall 93.15 / 89.8 / 87.95% at 2 / 3 / 8 PSUs [93.2 / 89.8 / 88.6%], women-owned 89.3 /
 #: 79.6 / 78.75% [89.2 / 79.5 / 79.3%], men-owned 92.55 / 88.35 / 87.8% [92.8 / 89.2 / 87.6%].
 #: Taking the large firms out of sampling removes 58-98% of K04's missing variance overall but
-#: not the shortfall; what is left is the MSME ratio's own small-sample nonlinearity.
-#: K02 women-owned at 3 and 8 PSUs (91.95%, 92.1% [92.05%, 92.3%], MC SE 0.15): with the
-#: large firms' employees fixed, the women's MSME employment is all of K02's variance and it
-#: rests on the same few medium-firm clusters.
+#: not the shortfall; what is left is the MSME ratio's own small-sample nonlinearity. Its
+#: intervals miss from below (6-21% of them, 0.6-1.2% from above): a sample with a low
+#: estimate has a small SE (their correlation 0.70-0.87). Measured ad hoc on these samples
+#: (fixed seeds), none reaching the band: a JKn variance with the log interval (women 91.0 /
+#: 81.7 / 80.3% at 2 / 3 / 8 PSUs; JKn/linearised variance 1.2-1.4), the same with the
+#: jackknife bias-corrected ratio (bias -7.5% -> -2.0%, coverage unchanged), Hall's (1992)
+#: skewness-removing transformation of the t statistic with the PSU residuals' third moment
+#: (women 82.7 / 85.0% at 3 / 8; overall at 3 PSUs 89.8 -> 88.7%), and weights calibrated to
+#: the register's employment per stratum (GREG residuals; lower: women 75.9 / 77.1% at 3 / 8).
+#: K02 (MSME share of employment) was short for women-owned firms at 3 and 8 PSUs with the
+#: symmetric t interval (91.95%, 92.1% [92.05%, 92.3%]; the women's MSME employment, resting on
+#: the same few medium-firm clusters, is all of its variance, and the misses were 7.4% below
+#: against 0.5% above). Published on the logit scale since issue #14's last round (a share of
+#: a panel total in [0, 100], as the percentages of firms): 95.5%, 93.3% [95.3%, 93.9%]; every
+#: K02 cell of this scenario is in the band (16 seeds at 2 PSUs: 96.5-97.0%).
 #: K09 overall at 3 PSUs (92.6% in this sample; 16 seeds 94.26%, range 92.6-95.2%): Monte Carlo
 #: error -- this seed is the lowest of 16, 2.6 binomial SEs below their mean (K05 K08 K09 are
 #: MSME-only: both scenarios draw the same MSME samples, so their coverage is the same in both).
@@ -310,6 +325,10 @@ def test_samples_are_stratified_two_stage_and_weights_estimate_counts(census):
 #: with the log interval 93.8-97.4% at 2-3 PSUs, 92.7-93.0% at 8 in an ad-hoc 4000-replicate
 #: run, but its replicates need each PSU's four totals from the engines' second pass).
 #: K09 overall at 3 PSUs: as in the main scenario (the same MSME samples).
+#: K02 women-owned at 2 PSUs is above the band since its logit interval (98.4% here; 16 seeds
+#: 97.7%, symmetric t 95.7%): the large firms' sampled employment makes K02 biased upward
+#: (+8.6%) with a median df of 1.9 -- the over-coverage at 2 PSUs of KNOWN_EXCESS's K08;
+#: at 3 and 8 PSUs the logit interval gains (symmetric 93.1 / 93.3%, logit 96.0 / 94.7%).
 #: The indicators page (notebooks/20_indicators.ipynb) quotes K04's measured range over both
 #: scenarios (16-seed means 79% to 95%): update its sentence with these lists.
 KNOWN_SHORTFALL: dict[tuple[str, str, int, str], float] = {
@@ -318,7 +337,6 @@ KNOWN_SHORTFALL: dict[tuple[str, str, int, str], float] = {
     ("take-all", "K04", 3, "men"): 0.8835,
     ("take-all", "K04", 8, "total"): 0.8795, ("take-all", "K04", 8, "women"): 0.7875,
     ("take-all", "K04", 8, "men"): 0.8780,
-    ("take-all", "K02", 3, "women"): 0.9195, ("take-all", "K02", 8, "women"): 0.9210,
     ("take-all", "K09", 3, "total"): 0.9260,
     ("sampled", "K04", 3, "total"): 0.9175, ("sampled", "K04", 3, "women"): 0.8980,
     ("sampled", "K04", 3, "men"): 0.9145,
@@ -334,7 +352,8 @@ KNOWN_SHORTFALL: dict[tuple[str, str, int, str], float] = {
 #: covers 84-92% at 2 PSUs. Must not exceed it by more than 2 MC SEs, and must stay above 97%
 #: (a fix updates the list).
 KNOWN_EXCESS: dict[tuple[str, str, int, str], float] = {
-    (large, "K08", 2, "total"): 0.9745 for large in SCENARIOS}
+    **{(large, "K08", 2, "total"): 0.9745 for large in SCENARIOS},
+    ("sampled", "K02", 2, "women"): 0.9840}
 
 
 def _check_band(key: tuple[str, str, int, str], coverage: float) -> None:
@@ -366,8 +385,22 @@ def test_indicator_interval_coverage_on_a_census(census, n_psu, large):
     women = props[props["domain"] == "women"]
     assert women["coverage"].between(0.93, 0.97).all(), women.to_string()
     assert (women["coverage"] >= women["coverage_wald"]).all(), women.to_string()
+    # K02 women-owned (a share of employment, logit since issue #14's last round): at 3 and 8
+    # PSUs the symmetric t interval misses below the band (measured 92.0-93.3%) and the logit
+    # interval gains (93.3-96.0%); at 2 PSUs both are wide (df ~1.5-1.9)
+    k02 = table[(table["indicator"] == "K02") & (table["domain"] == "women")]
+    if n_psu > 2:
+        assert (k02["coverage"] > k02["coverage_wald"] + 0.01).all(), k02.to_string()
     for row in table.itertuples():
         _check_band((large, row.indicator, row.n_psu, row.domain), row.coverage)
+    # Main scenario: K04's short intervals miss from one side, the truth above them (samples
+    # without the rare high-productivity medium firms give a low estimate with a small SE; the
+    # indicators page says so). Measured: 6.2-20.6% of intervals below the truth, 0.6-1.2%
+    # above. (Stress scenario: both sides, the sampled large firms' C/D pushing the estimate
+    # up as often: 2.9-8.5% below, 3.3-7.4% above.)
+    k04 = table[(table["indicator"] == "K04") & (table["coverage"] < 0.93)]
+    if large == "take-all":
+        assert (k04["below"] > 5 * k04["above"]).all(), k04.to_string()
 
 
 #: 16 independent sample sets (the three fixed seeds of the tests above and 13 more)
@@ -402,9 +435,10 @@ def test_band_edges_over_16_seeds(census):
     # country) covers 84.0-91.8% at 2 PSUs, "design" over-covers more.
     # K02 and K04 (the large firms' part now exact): K04 at 3 PSUs 89.8 / 79.5 / 89.2%
     # (overall / women / men), at 2 PSUs 93.2% overall (in the band), 89.2% women, 92.8% men
-    # (1.5 MC SEs below 93%: at the edge; listed from its fixed sample); K02 women-owned at 3
-    # PSUs 92.05% -- real shortfalls (KNOWN_SHORTFALL). (8 PSUs, ad hoc: K04 88.6 / 79.3 /
-    # 87.6%, K02 women 92.3%.)
+    # (1.5 MC SEs below 93%: at the edge; listed from its fixed sample) -- real shortfalls
+    # (KNOWN_SHORTFALL). (8 PSUs, ad hoc: K04 88.6 / 79.3 / 87.6%.) K02 on the logit scale:
+    # 96.5 / 96.5 / 97.0% at 2 PSUs, 95.1 / 95.3 / 95.0% at 3 (overall / women / men; 8 PSUs,
+    # ad hoc: 94.5 / 93.9 / 94.5%; the symmetric t interval had women 92.05% at 3, 92.3% at 8).
     table = pd.concat([pooled_coverage(census, n) for n in (2, 3)], ignore_index=True)
     print("\n" + table.to_string(index=False, float_format=lambda x: f"{x:.4f}"))
     cell = table.set_index(["indicator", "n_psu", "domain"])
@@ -418,7 +452,9 @@ def test_band_edges_over_16_seeds(census):
     props = table[table["indicator"].isin(PROPORTIONS)]
     assert props["mean"].between(0.93, 0.975).all(), props.to_string()
     assert (props["mean"] > 0.97).sum() <= 3, props.to_string()
-    short = [("K04", 3, d) for d in DOMAINS] + [("K04", 2, "women"), ("K02", 3, "women")]
+    k02 = table[table["indicator"] == "K02"]
+    assert k02["mean"].between(0.93, 0.975).all(), k02.to_string()
+    short = [("K04", 3, d) for d in DOMAINS] + [("K04", 2, "women")]
     for key in short:
         assert cell.loc[key, "mean"] < 0.93 - 2 * cell.loc[key, "mc_se"], (key, cell.loc[key])
     assert 0.93 <= cell.loc[("K04", 2, "total"), "mean"] <= 0.97
@@ -654,6 +690,18 @@ def test_take_all_large_firms_add_no_variance_or_df_to_k04(census):
                                rtol=1e-9)
     with pytest.raises(survey.SurveyDesignError, match="single PSU"):
         _estimates(s, ("weight", "strata", "psu"))  # a certainty stratum must be declared
+    # ... or named: certainty=["large"] with each enumerated firm its own PSU (as files record
+    # them) gives the same table, with singleton="fail" kept for the sampled strata, in
+    # memory and in DuckDB
+    firms = s.assign(psu=np.where(s["size_class"] == "large", s["firm_id"], s["psu"]))
+    for engine in ("pandas", "duckdb"):
+        named = pd.DataFrame(indicators.compute(
+            firms, breakdowns=["owner_female"], indicators=list(INDICATORS), aggregate=False,
+            disclosure=False, design=("weight", "strata", "psu"), certainty=["large"],
+            engine=engine))
+        for col in ("value", "se", "df", "ci_low", "ci_high", "df_nominal"):
+            np.testing.assert_allclose(named[col].to_numpy(), est[col].to_numpy(), rtol=1e-9,
+                                       err_msg=f"{engine} {col}")
 
 
 @pytest.mark.slow

@@ -150,6 +150,8 @@ class SqlStage:
         self.n_h = t["n_h"].to_numpy(dtype=np.int64)
         self._strata = pd.Index(list(zip(t["a"], t["h"])))
         self._strata_txt = [f"{a}|{h}" for a, h in zip(t["a"], t["h"])]
+        self.strata_values = (np.asarray(t["h"].astype(str), dtype=object)
+                              if scol in self.schema else None)
         if len(self.years) and self.years[-1] - self.years[0] == len(self.years) - 1:
             self.yi = f"(CAST({y} AS BIGINT) - {int(self.years[0])})"  # consecutive years
         else:

@@ -105,7 +105,8 @@ def rules() -> dict[str, str]:
                      "as a weighted total; Taylor-linearised SEs, with-replacement PSUs, strata "
                      "nested in countries, domains on the full design; CI with the "
                      "Satterthwaite effective df of each cell (df='nominal': the country's "
-                     "#PSUs - #strata), on the logit scale for percentages of firms (R "
+                     "#PSUs - #strata), on the logit scale for percentages of firms and "
+                     "shares of a panel total (K02 K06 K07 with the panel's denominator; R "
                      "svyciprop), on the log scale for K04 (a ratio of positive totals; "
                      "symmetric if its value is <= 0), symmetric t otherwise; "
                      "calibrated_to='strata': variance of the "
@@ -145,15 +146,35 @@ def is_proportion(ind: dict[str, Any]) -> bool:
             and den.get("value") == "one" and not ind.get("macro_only"))
 
 
+def is_bounded_share(ind: dict[str, Any]) -> bool:
+    """True for a percentage share of a panel total: a percentage of firms
+    (:func:`is_proportion`), or a ``ratio`` with ``scale`` 100 whose numerator and denominator
+    add up the same non-negative measure (``value``) and whose numerator's population is part
+    of the denominator's (``msme`` of ``all``): K02, K06, K07 -- the MSMEs' employees, loans,
+    exports over all enterprises'. Its value is a proportion of the denominator, in [0, 100]."""
+    if is_proportion(ind):
+        return True
+    num, den = ind.get("numerator_spec") or {}, ind.get("denominator_spec") or {}
+    return (ind.get("kind") == "ratio" and float(ind.get("scale") or 1) == 100
+            and not ind.get("macro_only") and num.get("value") is not None
+            and num.get("value") == den.get("value")
+            and den.get("population") in ("all", num.get("population")))
+
+
 def interval(ind: dict[str, Any], value: np.ndarray, se: np.ndarray, df: np.ndarray,
-             alpha: float) -> tuple[np.ndarray, np.ndarray]:
+             alpha: float, macro: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The published ``1 - alpha`` interval of a cell (``t = t_{df, 1 - alpha/2}``):
 
-    * a percentage of firms (:func:`is_proportion`): the logit interval
+    * a percentage share of a panel total (:func:`is_bounded_share`: a percentage of firms, or K02 /
+      K06 / K07, the MSMEs' share of the enterprises' employees, loans, exports) with its
+      value in [0, 100] and its denominator from the panel (``macro`` False: not the macro
+      table's total, which is not a sum over the panel): the logit interval
       ``100 * expit(logit(p) -/+ t * se_p / (p (1 - p)))``, the default of R
       ``survey::svyciprop`` and Stata ``svy: proportion``, which stays in [0, 100] and keeps
       coverage in small domains where the estimate and its SE are correlated
-      (tests/test_survey_coverage.py: women-owned MSMEs 91.0-94.2% -> 94.6-96.4%);
+      (tests/test_survey_coverage.py: women-owned MSMEs' percentages of firms 91.0-94.2% ->
+      94.6-96.4%; their share of employment, K02, 92.0 / 92.3% -> 95.5 / 93.3% at 3 / 8 PSUs
+      per stratum, the symmetric interval missing almost only from below);
     * K04 (``kind: relative_ratio``, ``(A/B)/(C/D)``) where the value is > 0: the log-scale
       interval ``value * exp(-/+ t * se / value)`` (:func:`survey.log_interval`). Its estimate
       and SE are positively correlated (the large firms' heavy-tailed value added enters C),
@@ -164,11 +185,13 @@ def interval(ind: dict[str, Any], value: np.ndarray, se: np.ndarray, df: np.ndar
       value added) keeps the symmetric interval;
     * otherwise the symmetric t interval ``value -/+ t * se``.
     """
-    if is_proportion(ind):
-        lo, hi = survey.logit_interval(np.asarray(value, dtype=float) / 100,
-                                       np.asarray(se, dtype=float) / 100, df, alpha)
-        return lo * 100, hi * 100
     lo, hi = survey.t_interval(value, se, df, alpha)
+    if is_bounded_share(ind):
+        v = np.asarray(value, dtype=float)
+        share = (v >= 0) & (v <= 100) & (True if macro is None else ~np.asarray(macro, bool))
+        p_lo, p_hi = survey.logit_interval(np.where(share, v, 50.0) / 100,
+                                           np.asarray(se, dtype=float) / 100, df, alpha)
+        return np.where(share, 100 * p_lo, lo), np.where(share, 100 * p_hi, hi)
     if ind.get("kind") == "relative_ratio":
         v = np.asarray(value, dtype=float)
         pos = v > 0
@@ -326,6 +349,7 @@ class _Design:
     yidx: np.ndarray         # row -> index into years
     notes: list[str]
     strata_labels: np.ndarray  # "country|stratum" per stratum code
+    strata_values: np.ndarray  # the strata column's label per stratum code (None: no column)
 
 
 def _labels(panel: pd.DataFrame, col: str, role: str) -> tuple[np.ndarray, pd.Index]:
@@ -362,9 +386,12 @@ def _design(panel: pd.DataFrame, area_col: str, year_col: str,
         strat, suniq = pd.factorize(area_codes.astype(np.int64) * max(len(s_uniq), 1) + s_codes)
         slabels = np.array([f"{areas[k // max(len(s_uniq), 1)]}|{s_uniq[k % max(len(s_uniq), 1)]}"
                             for k in np.asarray(suniq)], dtype=object)
+        svalues = np.array([str(s_uniq[k % max(len(s_uniq), 1)]) for k in np.asarray(suniq)],
+                           dtype=object)
     else:
         strat = area_codes.astype(np.int64)
         slabels = np.asarray(areas, dtype=object)
+        svalues = None
         notes.append("no strata column: one stratum per country")
     if pcol and pcol in panel.columns:
         p_codes, p_uniq = _labels(panel, pcol, "psu")
@@ -382,7 +409,7 @@ def _design(panel: pd.DataFrame, area_col: str, year_col: str,
     if np.isnan(year).any():
         raise ValueError(f"column {year_col!r} has missing values.")
     years, yidx = np.unique(year.astype(np.int64), return_inverse=True)
-    return _Design(psu, psu_stratum, psu_area, w, areas, years, yidx, notes, slabels)
+    return _Design(psu, psu_stratum, psu_area, w, areas, years, yidx, notes, slabels, svalues)
 
 
 def _group_codes(panel: pd.DataFrame, col: str | None) -> tuple[np.ndarray, list[str]]:
@@ -455,6 +482,7 @@ class _PandasStage:
         self.h_area[des.psu_stratum] = des.psu_area
         self.n_h = np.bincount(des.psu_stratum, minlength=self.n_strata)
         self._strata_labels = des.strata_labels
+        self.strata_values = des.strata_values
 
     def strata_names(self, idx: np.ndarray) -> list[str]:
         return [str(self._strata_labels[i]) for i in idx]
@@ -650,7 +678,7 @@ def compute(panel: pd.DataFrame | str | Path, macro: pd.DataFrame | None = None,
             alpha: float = 0.05, df: str = "satterthwaite", calibrated_to: str | None = None,
             min_contributors: int = 3, dominance_n: int = 2, dominance_k: float = 0.85,
             engine: str | None = None, con: Any = None, dom_n: int | None = None,
-            dom_k: float | None = None) -> ResultFrame:
+            dom_k: float | None = None, certainty: Sequence[str] | None = None) -> ResultFrame:
     """Compute the registry indicators for every country-year (and the region) as tidy rows.
 
     Returns a :class:`~msme_eval.results.ResultFrame` (a DataFrame; ``.choices``, ``.alpha``,
@@ -671,7 +699,9 @@ def compute(panel: pd.DataFrame | str | Path, macro: pd.DataFrame | None = None,
     strata, psu) column names; ``singleton``, ``df`` ("satterthwaite" effective df per cell,
     or "nominal") and ``calibrated_to`` ("strata": weights post-stratified to the stratum
     counts of every period, so the variance uses the calibration residuals; pandas engine) as
-    in :mod:`msme_eval.survey`. ``macro``: columns ``country, year, gdp, exports_total,
+    in :mod:`msme_eval.survey`; ``certainty``: labels of take-all strata (enumerated, e.g. the
+    large firms: no variance, no df; ``"THA|large"`` names one country's), the ``singleton``
+    rule then applying to the other strata. ``macro``: columns ``country, year, gdp, exports_total,
     business_loans_total, employment_total, usd_per_lcu``. Rules: module docstring /
     :func:`rules`. ``engine``: where stage (a) runs -- ``None`` picks from the source (pandas
     for a DataFrame, DuckDB for a Parquet path/glob/folder, a DuckDB relation or a polars
@@ -690,9 +720,9 @@ def compute(panel: pd.DataFrame | str | Path, macro: pd.DataFrame | None = None,
     breakdowns = list(breakdowns)
     stage = _stage(panel, engine, area_col, year_col, tuple(design), reg.to_dict("records"),
                    breakdowns, con, calibrated=calibrated_to is not None)
-    est = _Estimator(stage, reg, _macro_table(macro, area_col, year_col), area_col, year_col,
-                     singleton, alpha, df, calibrated_to is not None)
     try:
+        est = _Estimator(stage, reg, _macro_table(macro, area_col, year_col), area_col, year_col,
+                         singleton, alpha, df, calibrated_to is not None, certainty)
         frames = _estimate_all(est, breakdowns, aggregate, disclosure)
     finally:
         stage.release()
@@ -710,7 +740,8 @@ def compute(panel: pd.DataFrame | str | Path, macro: pd.DataFrame | None = None,
         "weight": design[0] if len(design) > 0 else None,
         "strata": design[1] if len(design) > 1 else None,
         "psu": design[2] if len(design) > 2 else None, "design_notes": list(stage.notes),
-        "singleton": singleton, "df": df, "calibrated_to": calibrated_to, "alpha": alpha,
+        "singleton": singleton, "certainty": est.certainty_strata or None, "df": df,
+        "calibrated_to": calibrated_to, "alpha": alpha,
         "engine": engines.engine_of(panel) if engine is None else engine,
         "aggregate": REGION if aggregate else None,
         "disclosure": (f">= {min_contributors} firms, ({dominance_n}, {dominance_k:.0%}) "
@@ -829,7 +860,7 @@ class _Estimator:
 
     def __init__(self, stage: Any, reg: pd.DataFrame, macro: pd.DataFrame | None,
                  area_col: str, year_col: str, singleton: str, alpha: float, df_rule: str,
-                 calibrated: bool) -> None:
+                 calibrated: bool, certainty: Sequence[str] | None = None) -> None:
         self.stage, self.reg, self.macro = stage, reg, macro
         self.area_col, self.year_col = area_col, year_col
         self.singleton, self.alpha, self.df_rule = singleton, alpha, df_rule
@@ -841,7 +872,18 @@ class _Estimator:
         self.h_area: np.ndarray = stage.h_area
         self.n_h: np.ndarray = stage.n_h.astype(float)
         self.n_psu = int(self.n_h.sum())
-        single = self.n_h == 1
+        if certainty is not None and len(certainty) and stage.strata_values is None:
+            raise survey.SurveyDesignError(
+                "certainty names take-all strata, but the panel has no strata column. Fix: "
+                "pass design=(weight, strata, psu) with the strata column.")
+        all_names = stage.strata_names(np.arange(len(self.n_h)))
+        #: take-all strata (``certainty``): no variance, no df, not singletons
+        self.certain = survey.certainty_mask(
+            [] if stage.strata_values is None else list(stage.strata_values), certainty,
+            qualified=all_names) if certainty else np.zeros(len(self.n_h), dtype=bool)
+        self.certainty_strata = [n for n, c in zip(all_names, self.certain) if c]
+        self.single = (self.n_h == 1) & ~self.certain
+        single = self.single
         if single.any() and singleton == "fail":
             names = stage.strata_names(np.flatnonzero(single)[:20])
             raise survey.SurveyDesignError(
@@ -850,9 +892,10 @@ class _Estimator:
                 "stratum, or pass singleton='certainty' (self-representing: no variance "
                 "contribution) or singleton='centre' (deviation from the grand mean, R's "
                 "survey.lonely.psu='adjust').")
-        # design df per area: #PSUs - #strata of that country
-        n_psu_a = np.bincount(self.h_area, weights=self.n_h, minlength=self.n_areas)
-        n_str_a = np.bincount(self.h_area, minlength=self.n_areas)
+        # design df per area: #PSUs - #strata of that country (take-all strata aside)
+        sampled = ~self.certain
+        n_psu_a = np.bincount(self.h_area, weights=self.n_h * sampled, minlength=self.n_areas)
+        n_str_a = np.bincount(self.h_area, weights=sampled.astype(float), minlength=self.n_areas)
         self.df_area = (n_psu_a - n_str_a).astype(float)
         self.inds: list[dict[str, Any]] = reg.to_dict("records")
         cols = stage.columns()
@@ -1098,7 +1141,8 @@ class _Estimator:
         nh = self.n_h[:, None, None]
         ub = self._to_area(su, dom, n_dom)[dom] / max(self.n_psu, 1)
         req = {"coef": {r: np.broadcast_to(ch[r] * f(r), ch[r].shape) for r in ch},
-               "centre": survey.psu_centre(su, nh, ub, nh == 1, self.singleton),
+               "centre": survey.psu_centre(su, nh, ub, self.single[:, None, None],
+                                           self.singleton),
                "domain_roles": set(dv)}
         if self.calibrated:
             # residuals u_i - B_h w_i, B_h = U_h / N_h; they sum to 0 in the stratum
@@ -1117,7 +1161,9 @@ class _Estimator:
         c = req["centre"]
         # PSUs of the stratum without records in the period have u = 0: (0 - c)^2 each
         full = ss + (nh - n_present[:, :, None]) * c * c
-        v = survey.stratum_variance(full, nh, nh == 1, self.singleton, calibrated=self.calibrated)
+        v = survey.stratum_variance(full, nh, self.single[:, None, None], self.singleton,
+                                    calibrated=self.calibrated)
+        v = np.where(self.certain[:, None, None], 0.0, v)
         var = np.where(bad, np.nan, self._to_area(v, dom, n_dom))
         v2 = self._to_area(v * v / np.maximum(nh - 1, 1), dom, n_dom)
         cnt = {k: self._to_area(m[f"{iid}:{k}"] * cnt_sc[:, :, None], dom, n_dom)
@@ -1176,7 +1222,8 @@ class _Estimator:
             "obs_status": status, "unit": ind["unit"], "comment": comment,
             **self._degrees_of_freedom(est),
         })
-        out["ci_low"], out["ci_high"] = interval(ind, value, se, out["df"].to_numpy(), self.alpha)
+        out["ci_low"], out["ci_high"] = interval(ind, value, se, out["df"].to_numpy(), self.alpha,
+                                                 macro=status == "E")
         for c in ("ref_area", "breakdown", "group", "obs_status", "unit", "comment", "indicator"):
             out[c] = out[c].astype("str")
         return out

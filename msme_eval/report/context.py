@@ -117,7 +117,7 @@ def compute_indicators(params: Any, panel: pd.DataFrame | None,
         raise ValueError(f"unknown engine {engine!r}; use pandas, duckdb or spark")
     return indicators.compute(source, macro, by=("country", "year"), breakdowns=INDICATOR_BREAKDOWNS,
                               aggregate=True, disclosure=True, singleton=params.singleton,
-                              calibrated_to=params.calibrated_to,
+                              certainty=params.certainty, calibrated_to=params.calibrated_to,
                               **disclosure_kwargs(params))
 
 
@@ -150,7 +150,8 @@ def check_plausibility(params: Any, panel: pd.DataFrame, tables: Mapping[str, pd
     notebook runs (`DataValidationError`); warnings join the validation report."""
     files = {k: Path(getattr(params, k)).name for k in ("macro", "targets") if getattr(params, k)}
     checked = plausibility.check_inputs(panel, tables["macro"], tables["targets"], files=files,
-                                        singleton=params.singleton)
+                                        singleton=params.singleton,
+                                        certainty=params.certainty)
     checked.raise_for_errors()
     return checked.table
 

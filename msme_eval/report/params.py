@@ -126,6 +126,11 @@ class _DataParams(BaseModel):
         "centre", description="strata with a single PSU: 'centre' (deviation from the grand mean of "
         "PSU totals, R survey.lonely.psu='adjust'), 'certainty' (self-representing, no variance) or "
         "'fail' (stop); validation lists such strata on the data-quality page")
+    certainty: list[str] = Field(
+        default_factory=list, description="labels of take-all strata (every firm enumerated, e.g. "
+        "the large firms of a business survey): they add no variance and no degrees of freedom, "
+        "whatever their PSUs, and 'singleton' applies to the other strata; 'THA|large' names one "
+        "country's stratum")
     engine: Literal["pandas", "duckdb", "spark"] = Field(
         "pandas", description="where the indicator table is computed: pandas (in memory), "
         "duckdb (out of core, from the Parquet panel) or spark (the Parquet panel read by "
