@@ -609,14 +609,20 @@ def test_spark_indicators_match_pandas(spark, sample: dict, monkeypatch, limit) 
     if limit is not None:
         monkeypatch.setattr(_sql, "FETCH_LIMIT", limit)
         monkeypatch.setattr(_sql, "BUCKET_ROWS", 1000)
+    # BRN's and THA's large-firm strata declared take-all (certainty): no variance, no df
     kw = dict(indicators=["K01", "K05", "K07", "O03"], breakdowns=["owner_female", "size_class"],
-              disclosure=False, singleton="centre")
+              disclosure=False, singleton="centre", certainty=["BRN-large", "THA|THA-large"])
     want = indicators.compute(sample["panel"], **kw)
     got = indicators.compute(spark.read.parquet(str(sample["path"])), engine="spark", **kw)
     assert (len(seen) >= 3) if limit is not None else not seen, len(seen)
     assert len(got) == len(want) > 500
     assert got["obs_status"].tolist() == want["obs_status"].tolist()
-    for col in ("value", "se", "n"):
+    assert got.choices["certainty"] == want.choices["certainty"] == ["BRN|BRN-large",
+                                                                      "THA|THA-large"]
+    plain = indicators.compute(sample["panel"], **{**kw, "certainty": None})
+    assert (want["df_nominal"] <= plain["df_nominal"]).all()
+    assert (want["df_nominal"] < plain["df_nominal"])[want["ref_area"] == "BRN"].all()
+    for col in ("value", "se", "n", "df", "df_nominal"):
         np.testing.assert_allclose(got[col].to_numpy(float), want[col].to_numpy(float),
                                    rtol=RTOL, atol=1e-10, equal_nan=True, err_msg=col)
 
