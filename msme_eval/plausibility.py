@@ -36,7 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from msme_eval import indicators
+from msme_eval import indicators, survey
 from msme_eval.schema import Issue, ValidationReport
 
 __all__ = ["check_inputs", "MACRO_PAIRS"]
@@ -220,14 +220,15 @@ def _fx_income(panel: pd.DataFrame, m: pd.DataFrame, file: str) -> list[Issue]:
 def _single_psu(panel: pd.DataFrame, file: str, rule: str,
                 certainty: Sequence[str] = ()) -> list[Issue]:
     """Strata-years with one PSU, except the take-all strata named in ``certainty`` (a stratum
-    label, or "country|label" for one country's), which need no variance."""
+    label, or "country|label" for one country's; :func:`survey.certainty_mask`, which also
+    stops at a name that is no stratum), which need no variance."""
     if not {"strata", "psu"} <= set(panel.columns):
         return []
     keys = ["country", "year", "strata"]
     n_psu = panel.groupby(keys, observed=True)["psu"].nunique()
-    take_all = {str(c) for c in certainty}
-    named = [str(h) in take_all or f"{c}|{h}" in take_all for c, _, h in n_psu.index]
-    single = n_psu[(n_psu == 1).to_numpy() & ~np.asarray(named, dtype=bool)]
+    named = survey.certainty_mask([h for _, _, h in n_psu.index], certainty,
+                                  qualified=[f"{c}|{h}" for c, _, h in n_psu.index])
+    single = n_psu[(n_psu == 1).to_numpy() & ~named]
     if single.empty:
         return []
     in_single = pd.MultiIndex.from_frame(panel[keys].astype(object)).isin(list(single.index))

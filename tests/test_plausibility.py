@@ -9,6 +9,7 @@ import pytest
 
 import msme_eval as me
 from msme_eval import plausibility as pl
+from msme_eval.survey import SurveyDesignError
 
 
 @pytest.fixture(scope="module")
@@ -108,4 +109,7 @@ def test_single_psu_strata_are_reported_with_the_rule(data):
     # a declared take-all stratum needs no variance: not reported (by label or country|label)
     for name in (first, f"BRN|{first}"):
         assert not pl.check_inputs(p, singleton="centre", certainty=[name]).issues
-    assert _rules(pl.check_inputs(p, certainty=[f"KHM|{first}"])) == {"single_psu_stratum"}
+    other = p.loc[p["country"] == "KHM", "strata"].iloc[0]  # another country's stratum
+    assert _rules(pl.check_inputs(p, certainty=[f"KHM|{other}"])) == {"single_psu_stratum"}
+    with pytest.raises(SurveyDesignError, match=r"certainty names \['BRN\|nope'\]"):
+        pl.check_inputs(p, certainty=["BRN|nope"])

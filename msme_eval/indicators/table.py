@@ -879,8 +879,8 @@ class _Estimator:
         all_names = stage.strata_names(np.arange(len(self.n_h)))
         #: take-all strata (``certainty``): no variance, no df, not singletons
         self.certain = survey.certainty_mask(
-            [] if stage.strata_values is None else list(stage.strata_values), certainty,
-            qualified=all_names) if certainty else np.zeros(len(self.n_h), dtype=bool)
+            all_names if stage.strata_values is None else list(stage.strata_values), certainty,
+            qualified=all_names)
         self.certainty_strata = [n for n, c in zip(all_names, self.certain) if c]
         self.single = (self.n_h == 1) & ~self.certain
         single = self.single
