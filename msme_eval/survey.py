@@ -126,7 +126,7 @@ __all__ = [
     "SurveyDesignError", "Totals", "ratio", "total", "mean", "totals", "delta",
     "grouped_sums", "totals_from_sums", "psu_centre", "stratum_variance", "satterthwaite_df",
     "design_df_terms", "design_df", "t_interval", "logit_interval", "log_interval",
-    "check_options", "certainty_mask", "SINGLETON_OPTIONS", "DF_RULES", "CALIBRATION_OPTIONS",
+    "check_options", "certainty_mask", "singleton_error", "SINGLETON_OPTIONS", "DF_RULES", "CALIBRATION_OPTIONS",
     "CI_METHODS",
 ]
 
@@ -488,18 +488,23 @@ def _domains(table: pd.DataFrame, by_cols: list[str],
     return keys, d_codes
 
 
+def singleton_error(names: Sequence[Any], count: int) -> SurveyDesignError:
+    """The error for ``singleton="fail"``: ``count`` strata with a single PSU, the first 20 of
+    ``names`` shown, and the ways out (shared with the indicator table)."""
+    return SurveyDesignError(
+        f"{count} stratum/strata have a single PSU: {list(names)[:20]}"
+        f"{' ...' if count > 20 else ''}. Fix: name a stratum whose firms are all enumerated "
+        "(take-all) in certainty=[...]; collapse an accidental one with a neighbouring stratum, "
+        "or pass singleton='certainty' (self-representing: no variance contribution) or "
+        "singleton='centre' (deviation from the grand mean, R's survey.lonely.psu='adjust').")
+
+
 def _singleton_strata(lay: _Layout, table: pd.DataFrame, singleton: str) -> list[Any]:
     single = lay.single
     names = lay.h_uniques[single].tolist() if table.attrs.get("strata") is not None else (
         ["(the only stratum)"] if single.any() else [])
     if single.any() and singleton == "fail":
-        raise SurveyDesignError(
-            f"{int(single.sum())} stratum/strata have a single PSU: {names[:20]}"
-            f"{' ...' if single.sum() > 20 else ''}. Fix: collapse them with a neighbouring "
-            "stratum, or pass singleton='certainty' (self-representing: no variance "
-            "contribution) or singleton='centre' (deviation from the grand mean, R's "
-            "survey.lonely.psu='adjust')."
-        )
+        raise singleton_error(names, int(single.sum()))
     return names
 
 

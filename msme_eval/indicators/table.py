@@ -883,15 +883,9 @@ class _Estimator:
             qualified=all_names)
         self.certainty_strata = [n for n, c in zip(all_names, self.certain) if c]
         self.single = (self.n_h == 1) & ~self.certain
-        single = self.single
-        if single.any() and singleton == "fail":
-            names = stage.strata_names(np.flatnonzero(single)[:20])
-            raise survey.SurveyDesignError(
-                f"{int(single.sum())} stratum/strata have a single PSU: {names}"
-                f"{' ...' if single.sum() > 20 else ''}. Fix: collapse them with a neighbouring "
-                "stratum, or pass singleton='certainty' (self-representing: no variance "
-                "contribution) or singleton='centre' (deviation from the grand mean, R's "
-                "survey.lonely.psu='adjust').")
+        if self.single.any() and singleton == "fail":
+            raise survey.singleton_error(stage.strata_names(np.flatnonzero(self.single)[:20]),
+                                         int(self.single.sum()))
         # design df per area: #PSUs - #strata of that country (take-all strata aside)
         sampled = ~self.certain
         n_psu_a = np.bincount(self.h_area, weights=self.n_h * sampled, minlength=self.n_areas)
